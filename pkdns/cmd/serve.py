@@ -1,0 +1,89 @@
+"""`pkdns [serve]`: run the daemon in the foreground.
+
+Flags override the config file; ``--check`` validates the result and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from pkdns import config as cfgmod
+from pkdns.config import Config
+from pkdns.errors import UsageError
+
+
+def _hostport(text: str) -> cfgmod.HostPort:
+    try:
+        return cfgmod.parse_hostport(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_common_dht_flags(p: argparse.ArgumentParser) -> None:
+    """Flags shared by serve, publish and resolve."""
+    p.add_argument("--bootstrap", action="append", type=_hostport, metavar="HOST:PORT",
+                   help="DHT bootstrap node (repeatable; replaces the public routers)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
+
+
+def register(sub: Any) -> None:
+    """Add the `serve` subcommand."""
+    p = sub.add_parser("serve", help="run the DNS daemon (default command)")
+    p.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    p.add_argument("--check", action="store_true", help="validate the configuration and exit")
+    p.add_argument("--listen", action="append", type=_hostport, metavar="HOST:PORT",
+                   help="DNS listen address, UDP and TCP (repeatable)")
+    p.add_argument("--upstream", action="append", type=_hostport, metavar="HOST:PORT",
+                   help="ICANN upstream resolver (repeatable)")
+    http = p.add_mutually_exclusive_group()
+    http.add_argument("--http", action="append", type=_hostport, metavar="HOST:PORT",
+                      help="HTTP listen address (DoH, relay API, metrics, status page)")
+    http.add_argument("--no-http", action="store_true", help="disable the HTTP server")
+    p.add_argument("--dht-port", type=int, metavar="PORT", help="DHT UDP port (0 = any free)")
+    p.add_argument("--dht-mode", choices=("client", "server"))
+    p.add_argument("--tld-suffix", metavar="NAME", help='suffix TLD after keys ("" disables)')
+    p.add_argument("--state-dir", metavar="DIR")
+    p.add_argument("--testnet", action="store_true",
+                   help="run against an in-process loopback DHT with a demo key (offline demo)")
+    p.add_argument("--log-format", choices=("json", "console"))
+    add_common_dht_flags(p)
+    p.set_defaults(func=run)
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    """Config file (if any) with command-line flags applied on top."""
+    cfg = cfgmod.load(args.config) if args.config else Config()
+    dns = cfgmod.replace(cfg.dns, listen=_tuple(args.listen), upstream=_tuple(args.upstream))
+    http = cfg.http
+    if args.no_http:
+        http = cfgmod.replace(http, enabled=False)
+    elif args.http:
+        http = cfgmod.replace(http, enabled=True, listen=tuple(args.http))
+    if args.dht_port is not None and not 0 <= args.dht_port <= 65535:
+        raise UsageError(f"--dht-port: {args.dht_port} is not a port number")
+    dht = cfgmod.replace(cfg.dht, port=args.dht_port, mode=args.dht_mode,
+                         bootstrap=_tuple(args.bootstrap))
+    pkarr = cfgmod.replace(cfg.pkarr, tld_suffix=args.tld_suffix)
+    level = "debug" if args.verbose else None
+    log = cfgmod.replace(cfg.log, format=args.log_format, level=level)
+    cfg = cfgmod.replace(cfg, dns=dns, http=http, dht=dht, pkarr=pkarr, log=log,
+                         state_dir=args.state_dir, testnet=True if args.testnet else None)
+    cfgmod.validate(cfg, args.config or "<command line>")
+    return cfg
+
+
+def _tuple(value: list[Any] | None) -> tuple[Any, ...] | None:
+    return tuple(value) if value else None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate, then run the daemon until SIGTERM/SIGINT."""
+    cfg = build_config(args)
+    if args.check:
+        print(f"{args.config or 'defaults'}: configuration OK", file=sys.stdout)
+        return 0
+    from pkdns.app import main as run_daemon
+
+    return run_daemon(cfg)

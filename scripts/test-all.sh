@@ -1,0 +1,25 @@
+#!/bin/sh
+# Install everything the test suite needs on a fresh Debian machine (Python 3.11), then run
+# lint, type checks and the whole suite. Used by the README and by .ci/run.
+set -eu
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+APT_PKGS="bind9-dnsutils knot-dnsutils knot dnsperf dnsmasq-base unbound chromium iproute2 systemd nodejs npm python3-venv"
+missing=""
+for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q -e '.[test]'
+npm install --prefix tests/interop --no-audit --no-fund --loglevel=error
+
+.venv/bin/ruff check pkdns tests bench
+.venv/bin/mypy
+# pytest exits 5 when no test ran; set -e turns that into a failure.
+PYTHONASYNCIODEBUG=1 .venv/bin/pytest -n 2 --dist loadfile "$@"
