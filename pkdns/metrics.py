@@ -1,0 +1,49 @@
+"""Prometheus metrics shared by every part of the daemon (served at ``/metrics``).
+
+One registry per :class:`Metrics` instance (not the global default), so tests and several
+daemons in one process never share counters. Components receive the instance they report to.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    """All pkdns metrics, registered on a private registry."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.queries = Counter(
+            "pkdns_queries", "DNS queries answered", ["transport", "rcode", "kind"], registry=r)
+        self.cache_hits = Counter("pkdns_cache_hits", "Answers served from the cache", registry=r)
+        self.cache_misses = Counter("pkdns_cache_misses", "Cache misses", registry=r)
+        self.stale_served = Counter(
+            "pkdns_stale_served", "Stale answers served (RFC 8767)", ["kind"], registry=r)
+        self.cache_bytes = Gauge("pkdns_cache_bytes", "Bytes held by the answer cache", registry=r)
+        self.cache_entries = Gauge("pkdns_cache_entries", "Answers in the cache", registry=r)
+        self.dropped = Counter(
+            "pkdns_dropped", "Queries dropped or refused by policy", ["reason"], registry=r)
+        self.rate_limited = Counter(
+            "pkdns_rate_limited", "Requests over a rate limit", ["what"], registry=r)
+        self.upstream_failures = Counter(
+            "pkdns_upstream_failures", "Failed upstream attempts", ["upstream", "reason"],
+            registry=r)
+        self.dht_lookups = Counter(
+            "pkdns_dht_lookups", "DHT lookups for signed packets", ["outcome"], registry=r)
+        self.dht_lookup_seconds = Histogram(
+            "pkdns_dht_lookup_seconds", "DHT lookup latency",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0), registry=r)
+        self.dht_routing_table = Gauge(
+            "pkdns_dht_routing_table_nodes", "Nodes in the DHT routing table", registry=r)
+        self.dht_messages = Counter(
+            "pkdns_dht_messages", "KRPC messages", ["direction", "kind"], registry=r)
+        self.republished = Counter(
+            "pkdns_republished", "Signed packets (re)published", ["source", "result"],
+            registry=r)
+        self.relay_requests = Counter(
+            "pkdns_relay_requests", "pkarr relay API requests", ["method", "status"], registry=r)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
