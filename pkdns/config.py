@@ -2,7 +2,8 @@
 
 Every option has a default here; ``config.example.toml`` documents the same values (a test
 asserts the example parses to exactly these defaults). Unknown keys and bad values raise
-:class:`ConfigError` naming the key, the file and the line.
+:class:`ConfigError` naming the key, the file and the line (the TOML reader lives in
+:mod:`pkdns.configfile`; ``parse``/``load``/``validate`` here delegate to it).
 
 Addresses are ``host:port`` strings (``[v6]:port`` for IPv6); they are parsed to
 ``(host, port)`` tuples here so the rest of the code never splits strings.
@@ -11,15 +12,11 @@ Addresses are ``host:port`` strings (``[v6]:port`` for IPv6); they are parsed to
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import re
-import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from pkdns.errors import ConfigError
 
 HostPort = tuple[str, int]
 
@@ -145,6 +142,17 @@ class RepublishConfig:
     republish_after: int = 3600           # re-put a packet this long after we last saw it put
     ip_echo_v4: tuple[str, ...] = DEFAULT_IP_ECHO_V4
     ip_echo_v6: tuple[str, ...] = DEFAULT_IP_ECHO_V6
+    ip_echo_timeout: float = 5.0          # seconds per external-IP service
+    retry_after: int = 300                # a failed zone publish is retried this much later
+    min_stored: int = 1                   # a put counts as published when this many nodes stored it
+
+
+@dataclass(frozen=True, slots=True)
+class StateConfig:
+    save_interval: int = 300              # seconds between state saves (and one at shutdown)
+    max_nodes: int = 1000                 # DHT routing-table nodes kept for the next start
+    max_packets: int = 10000              # last verified signed packets kept
+    packet_max_age: int = 172800          # drop saved packets not seen for this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,175 +173,29 @@ class Config:
     dht: DhtConfig = field(default_factory=DhtConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     republish: RepublishConfig = field(default_factory=RepublishConfig)
+    state: StateConfig = field(default_factory=StateConfig)
     zones: tuple[ZoneConfig, ...] = ()
 
 
-_CHOICES = {
-    ("log", "level"): ("debug", "info", "warning", "error"),
-    ("log", "format"): ("auto", "json", "console"),
-    ("dht", "mode"): ("client", "server"),
-}
-
-
-class _Source:
-    """The file being read, to name lines in errors."""
-
-    def __init__(self, path: str, text: str) -> None:
-        self.path = path
-        self.lines = text.splitlines()
-
-    def line_of(self, section: str | None, key: str) -> int | None:
-        """Best-effort line number of ``key`` (in ``[section]`` when given)."""
-        current: str | None = None
-        for no, line in enumerate(self.lines, 1):
-            s = line.strip()
-            head = re.fullmatch(r"\[\[?\s*([\w.]+)\s*\]\]?", s)
-            if head:
-                current = head.group(1)
-                continue
-            if current == section and re.match(rf"{re.escape(key)}\s*=", s):
-                return no
-        return None
-
-    def error(self, section: str | None, key: str, msg: str) -> ConfigError:
-        name = f"{section}.{key}" if section else key
-        line = self.line_of(section, key)
-        where = f"{self.path}:{line}" if line else self.path
-        return ConfigError(f"{where}: {name}: {msg}")
-
-
-def _convert(value: Any, hint: Any, src: _Source, section: str | None, key: str) -> Any:
-    """Check/convert one TOML value against a dataclass field type."""
-    origin = typing.get_origin(hint)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise src.error(section, key, f"expected true/false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise src.error(section, key, f"expected a non-negative integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise src.error(section, key, f"expected a non-negative number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise src.error(section, key, f"expected a string, got {value!r}")
-        choices = _CHOICES.get((section or "", key))
-        if choices and value not in choices:
-            raise src.error(section, key, f"must be one of {', '.join(choices)}, got {value!r}")
-        return value
-    if origin is tuple:
-        return _convert_tuple(value, hint, src, section, key)
-    raise src.error(section, key, "unsupported option type")  # pragma: no cover
-
-
-def _convert_tuple(value: Any, hint: Any, src: _Source, section: str | None, key: str) -> Any:
-    if not isinstance(value, list):
-        raise src.error(section, key, f"expected a list, got {value!r}")
-    item_hint = typing.get_args(hint)[0]
-    if item_hint == HostPort:
-        out = []
-        for item in value:
-            if not isinstance(item, str):
-                raise src.error(section, key, f"expected \"HOST:PORT\" strings, got {item!r}")
-            try:
-                out.append(parse_hostport(item))
-            except ValueError as exc:
-                raise src.error(section, key, str(exc)) from None
-        return tuple(out)
-    if not all(isinstance(v, str) for v in value):
-        raise src.error(section, key, f"expected a list of strings, got {value!r}")
-    if key in ("allow", "trusted_proxies"):
-        for v in value:
-            try:
-                ipaddress.ip_network(v, strict=False)
-            except ValueError:
-                raise src.error(section, key, f"not an IP network: {v!r}") from None
-    return tuple(value)
-
-
-def _build(cls: Any, table: dict[str, Any], src: _Source, section: str | None) -> Any:
-    """Build dataclass ``cls`` from a TOML table, rejecting unknown keys."""
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key, value in table.items():
-        if key not in fields:
-            raise src.error(section, key, f"unknown option (known: {', '.join(sorted(fields))})")
-        kwargs[key] = _convert(value, hints[key], src, section, key)
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"{src.path}: [{section}]: {exc}") from None
-
-
-_SECTIONS: dict[str, Any] = {
-    "log": LogConfig, "dns": DnsConfig, "cache": CacheConfig, "pkarr": PkarrConfig,
-    "dht": DhtConfig, "http": HttpConfig, "republish": RepublishConfig,
-}
-
-
 def parse(text: str, path: str = "<config>") -> Config:
-    """Parse TOML text into a validated :class:`Config`."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    src = _Source(path, text)
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        if key in _SECTIONS:
-            if not isinstance(value, dict):
-                raise src.error(None, key, "expected a [table]")
-            kwargs[key] = _build(_SECTIONS[key], value, src, key)
-        elif key == "zones":
-            if not isinstance(value, list) or not all(isinstance(z, dict) for z in value):
-                raise src.error(None, key, "expected [[zones]] tables")
-            kwargs[key] = tuple(_build(ZoneConfig, z, src, "zones") for z in value)
-        elif key == "state_dir":
-            kwargs[key] = _convert(value, str, src, None, key)
-        else:
-            known = ", ".join(sorted([*_SECTIONS, "zones", "state_dir"]))
-            raise src.error(None, key, f"unknown option (known: {known})")
-    cfg = Config(**kwargs)
-    validate(cfg, path)
-    return cfg
+    """Parse TOML text into a validated :class:`Config` (see :mod:`pkdns.configfile`)."""
+    from pkdns import configfile
+
+    return configfile.parse(text, path)
 
 
 def load(path: str | Path) -> Config:
-    """Read and parse a config file."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read config: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{p}: config is not UTF-8 text") from None
-    return parse(text, str(p))
+    """Read and parse a config file; relative zone paths are relative to the file."""
+    from pkdns import configfile
+
+    return configfile.load(path)
 
 
 def validate(cfg: Config, path: str = "<config>") -> None:
-    """Cross-field checks that a type alone cannot express."""
-    checks = [
-        (cfg.cache.min_ttl <= cfg.cache.max_ttl, "cache.min_ttl", "must be <= cache.max_ttl"),
-        (cfg.pkarr.min_ttl <= cfg.pkarr.max_ttl, "pkarr.min_ttl", "must be <= pkarr.max_ttl"),
-        (512 <= cfg.dns.udp_payload_max <= 65535, "dns.udp_payload_max", "must be 512..65535"),
-        (cfg.dht.port <= 65535, "dht.port", "must be 0..65535"),
-        (bool(cfg.dns.upstream) or cfg.testnet, "dns.upstream", "needs at least one server"),
-        (re.fullmatch(r"([a-z0-9-]{1,63})?", cfg.pkarr.tld_suffix) is not None,
-         "pkarr.tld_suffix", "must be one lowercase DNS label or \"\""),
-        (cfg.dns.query_deadline > 0, "dns.query_deadline", "must be > 0"),
-    ]
-    for ok, name, msg in checks:
-        if not ok:
-            section, _, key = name.rpartition(".")
-            src = _Source(path, "")
-            raise src.error(section, key, msg)
-    for z in cfg.zones:
-        if z.interval < 60:
-            raise ConfigError(f"{path}: zones.interval: must be >= 60 seconds (zone {z.zone})")
+    """Cross-field checks that a type alone cannot express (e.g. after CLI flags)."""
+    from pkdns import configfile
+
+    configfile.validate(cfg, path)
 
 
 T = typing.TypeVar("T")
@@ -346,6 +208,6 @@ def replace(cfg: T, **changes: Any) -> T:
 
 __all__ = [
     "CacheConfig", "Config", "DhtConfig", "DnsConfig", "HostPort", "HttpConfig", "LogConfig",
-    "PkarrConfig", "RepublishConfig", "ZoneConfig", "format_hostport", "load", "parse",
-    "parse_hostport", "replace", "validate",
+    "PkarrConfig", "RepublishConfig", "StateConfig", "ZoneConfig", "format_hostport", "load",
+    "parse", "parse_hostport", "replace", "validate",
 ]

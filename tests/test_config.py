@@ -1,51 +1,215 @@
-"""Configuration parsing: defaults, flags and every bad-config path."""
+"""Configuration parsing: the documented example, defaults, flags and every bad-config path."""
 
 from __future__ import annotations
+
+import dataclasses
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
 
 import pytest
 
 from pkdns import config
+from pkdns.cli import build_parser
+from pkdns.cmd import serve
 from pkdns.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "config.example.toml"
 
 
 def test_empty_config_is_defaults() -> None:
     assert config.parse("") == config.Config()
 
 
+def test_example_parses_to_exactly_the_defaults() -> None:
+    assert config.load(EXAMPLE) == config.Config()
+
+
+def _uncommented_zones_block(text: str) -> str:
+    """The example's commented ``[[zones]]`` block, with the ``# `` removed."""
+    lines = text.splitlines()
+    start = lines.index("# [[zones]]")
+    return "\n".join(line.removeprefix("# ") for line in lines[start:] if line.startswith("# "))
+
+
+def test_every_option_is_documented_in_the_example() -> None:
+    text = EXAMPLE.read_text()
+    data = tomllib.loads(text)
+    for f in dataclasses.fields(config.Config):
+        if f.name == "zones":
+            continue
+        assert f.name in data, f"{f.name} missing from config.example.toml"
+        if dataclasses.is_dataclass(f.default_factory):
+            fields = {g.name for g in dataclasses.fields(f.default_factory)}
+            assert fields == set(data[f.name]), f"[{f.name}] differs from {f.default_factory}"
+    zones = tomllib.loads(_uncommented_zones_block(text))["zones"]
+    assert {g.name for g in dataclasses.fields(config.ZoneConfig)} == set(zones[0])
+
+
+def test_example_zone_block_enables_a_zone(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text() + "\n" + _uncommented_zones_block(EXAMPLE.read_text()) + "\n"
+    (tmp_path / "pkdns.toml").write_text(text)
+    cfg = config.load(tmp_path / "pkdns.toml")
+    assert cfg.zones == (config.ZoneConfig(seed=str(tmp_path / "seed.txt"),
+                                           zone=str(tmp_path / "pkarr.zone"), interval=3600),)
+
+
+def test_absolute_zone_paths_stay(tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text("[[zones]]\nseed = '/k/seed'\nzone = '/k/zone'\n")
+    assert config.load(tmp_path / "c.toml").zones[0].seed == "/k/seed"
+
+
 def test_hostport_forms() -> None:
     assert config.parse_hostport("127.0.0.1:53") == ("127.0.0.1", 53)
     assert config.parse_hostport("[::1]:5353") == ("::1", 5353)
     assert config.parse_hostport("router.bittorrent.com:6881") == ("router.bittorrent.com", 6881)
+    assert config.parse_hostport("10.0.0.1", default_port=53) == ("10.0.0.1", 53)
     assert config.format_hostport(("::1", 53)) == "[::1]:53"
-    with pytest.raises(ValueError):
-        config.parse_hostport("127.0.0.1")
-    with pytest.raises(ValueError):
-        config.parse_hostport("127.0.0.1:70000")
+    assert config.format_hostport(("1.2.3.4", 53)) == "1.2.3.4:53"
+    for bad in ("127.0.0.1", "127.0.0.1:70000", "[::1", "a:b:c", ""):
+        with pytest.raises(ValueError):
+            config.parse_hostport(bad)
 
 
-@pytest.mark.parametrize(
-    ("text", "fragment"),
-    [
-        ("[dns]\nlisten = 5\n", "dns.listen: expected a list"),
-        ("[dns]\nlisten = ['nope']\n", "dns.listen: missing port"),
-        ("[dns]\nbogus = 1\n", "dns.bogus: unknown option"),
-        ("nosuch = 1\n", "nosuch: unknown option"),
-        ("[dht]\nmode = 'turbo'\n", "dht.mode: must be one of client, server"),
-        ("[cache]\nmax_ttl = -1\n", "cache.max_ttl: expected a non-negative integer"),
-        ("[http]\nenabled = 'yes'\n", "http.enabled: expected true/false"),
-        ("[dns]\nallow = ['10.0.0.0/33']\n", "dns.allow: not an IP network"),
-        ("[dns\n", "invalid TOML"),
-        ("[cache]\nmin_ttl = 10\nmax_ttl = 5\n", "cache.min_ttl: must be <= cache.max_ttl"),
-        ("[pkarr]\ntld_suffix = 'Two.Labels'\n", "pkarr.tld_suffix"),
-    ],
-)
-def test_bad_config_names_key(text: str, fragment: str) -> None:
+def test_values_are_converted() -> None:
+    cfg = config.parse(
+        "state_dir = '/tmp/s'\ntestnet = true\n"
+        "[dns]\nlisten = ['0.0.0.0:5353', '[::]:5353']\nupstream_timeout = 2\n"
+        "[dht]\nbootstrap = ['127.0.0.1:7000']\n"
+        "[[zones]]\nseed = 'a'\nzone = 'b'\n[[zones]]\nseed = 'c'\nzone = 'd'\ninterval = 60\n")
+    assert cfg.state_dir == "/tmp/s" and cfg.testnet
+    assert cfg.dns.listen == (("0.0.0.0", 5353), ("::", 5353))
+    assert cfg.dns.upstream_timeout == 2.0 and isinstance(cfg.dns.upstream_timeout, float)
+    assert cfg.dht.bootstrap == (("127.0.0.1", 7000),)
+    assert [z.interval for z in cfg.zones] == [3600, 60]
+
+
+BAD = [
+    ("[dns]\nlisten = 5\n", "2: dns.listen: expected a list"),
+    ("[dns]\nlisten = ['nope']\n", "2: dns.listen: bad address 'nope': missing port"),
+    ("[dns]\nlisten = [53]\n", "2: dns.listen: expected \"HOST:PORT\" strings"),
+    ("[dns]\nlisten = ['localhost:53']\n", "2: dns.listen: bad address 'localhost:53'"),
+    ("[dns]\nupstream = ['dns.google:53']\n", "2: dns.upstream: bad address"),
+    ("[dns]\nupstream = ['1.1.1.1:0']\n", "2: dns.upstream: port 0 is not a server"),
+    ("[dns]\nupstream = []\n", "2: dns.upstream: needs at least one server"),
+    ("[http]\nlisten = ['[::1]:99999']\n", "2: http.listen: bad address"),
+    ("[dns]\nbogus = 1\n", "2: dns.bogus: unknown option"),
+    ("nosuch = 1\n", "1: nosuch: unknown option"),
+    ("dns = 1\n", "1: dns: expected a [table]"),
+    ("zones = 1\n", "1: zones: expected [[zones]] tables"),
+    ("state_dir = 5\n", "1: state_dir: expected a string"),
+    ("state_dir = ''\n", "1: state_dir: must not be empty"),
+    ("testnet = 'yes'\n", "1: testnet: expected true/false"),
+    ("[dht]\nmode = 'turbo'\n", "2: dht.mode: must be one of client, server"),
+    ("[log]\nlevel = 'loud'\n", "2: log.level: must be one of debug"),
+    ("[log]\nformat = 'xml'\n", "2: log.format: must be one of auto, json, console"),
+    ("[cache]\nmax_ttl = -1\n", "2: cache.max_ttl: expected a non-negative integer"),
+    ("[cache]\nmax_ttl = 1.5\n", "2: cache.max_ttl: expected a non-negative integer"),
+    ("[cache]\nmax_ttl = true\n", "2: cache.max_ttl: expected a non-negative integer"),
+    ("[dns]\nrate_limit = 'fast'\n", "2: dns.rate_limit: expected a non-negative number"),
+    ("[dns]\nrate_limit = nan\n", "2: dns.rate_limit: expected a non-negative number"),
+    ("[dns]\nrate_limit = inf\n", "2: dns.rate_limit: expected a non-negative number"),
+    ("[dns]\nrate_limit = true\n", "2: dns.rate_limit: expected a non-negative number"),
+    ("[dns]\nupstream_timeout = 0\n", "2: dns.upstream_timeout: must be > 0"),
+    ("[dns]\nquery_deadline = 0\n", "2: dns.query_deadline: must be > 0"),
+    ("[pkarr]\nlookup_timeout = 0\n", "2: pkarr.lookup_timeout: must be > 0"),
+    ("[http]\nenabled = 'yes'\n", "2: http.enabled: expected true/false"),
+    ("[dns]\nallow = ['10.0.0.0/33']\n", "2: dns.allow: not an IP network"),
+    ("[dns]\nallow = [10]\n", "2: dns.allow: expected a list of strings"),
+    ("[http]\ntrusted_proxies = ['proxy']\n", "2: http.trusted_proxies: not an IP network"),
+    ("[dns\n", "invalid TOML"),
+    ("[cache]\nmin_ttl = 10\nmax_ttl = 5\n", "2: cache.min_ttl: must be <= cache.max_ttl"),
+    ("[pkarr]\nmin_ttl = 10\nmax_ttl = 5\n", "2: pkarr.min_ttl: must be <= pkarr.max_ttl"),
+    ("[pkarr]\ntld_suffix = 'Two.Labels'\n", "2: pkarr.tld_suffix: must be one lowercase"),
+    ("[dns]\nudp_payload_max = 100\n", "2: dns.udp_payload_max: must be 512..65535"),
+    ("[dht]\nport = 70000\n", "2: dht.port: must be 0..65535"),
+    ("[dht]\nbind = 'anywhere'\n", "2: dht.bind: not an IP address"),
+    ("[republish]\nmin_stored = 0\n", "2: republish.min_stored: must be >= 1"),
+    ("[state]\nmax_packets = 10000000\n", "2: state.max_packets: must be <= 1000000"),
+    ("[state]\nsave_every = 1\n", "2: state.save_every: unknown option"),
+    ("[[zones]]\nseed = 's'\n", "1: zones.zone: required option missing"),
+    ("[[zones]]\nseed = 's'\nzone = 'z'\ninterval = 5\n", "4: zones.interval: must be >= 60"),
+    ("[[zones]]\nseed = ''\nzone = 'z'\n", "2: zones.seed: must be a file path"),
+    ("[[zones]]\nseed = 's'\nzone = 'z'\nttl = 5\n", "4: zones.ttl: unknown option"),
+]
+
+
+@pytest.mark.parametrize(("text", "fragment"), BAD)
+def test_bad_config_names_file_line_and_key(text: str, fragment: str) -> None:
     with pytest.raises(ConfigError) as info:
         config.parse(text, "/etc/pkdns.toml")
-    assert fragment in str(info.value)
-    assert "/etc/pkdns.toml" in str(info.value)
+    assert f"/etc/pkdns.toml:{fragment}" in str(info.value) or (
+        fragment == "invalid TOML" and "/etc/pkdns.toml: invalid TOML" in str(info.value))
+    assert "\n" not in str(info.value)
 
 
-def test_error_names_line() -> None:
-    with pytest.raises(ConfigError, match=r"/x.toml:3: dns.bogus"):
-        config.parse("[log]\n[dns]\nbogus = 1\n", "/x.toml")
+def test_error_names_line_in_the_right_section() -> None:
+    with pytest.raises(ConfigError, match=r"^/x.toml:4: dns.bogus"):
+        config.parse("[http]\nenabled = true\n[dns]\nbogus = 1\n", "/x.toml")
+    with pytest.raises(ConfigError, match=r"^/x.toml:4: dns.enabled: unknown option"):
+        config.parse("[http]\nenabled = true\n[dns]\nenabled = 1\n", "/x.toml")
+    with pytest.raises(ConfigError, match=r"^/x.toml:5: dns.bogus"):
+        config.parse("[log] # comment\nlevel = 'info'\n\n[dns]\nbogus = 1\n", "/x.toml")
+
+
+def test_error_names_the_line_of_the_second_zone() -> None:
+    text = ("[[zones]]\nseed = 'a'\nzone = 'b'\ninterval = 60\n"
+            "[[zones]]\nseed = 'c'\nzone = 'd'\ninterval = 59\n")
+    with pytest.raises(ConfigError, match=r"^/x.toml:8: zones.interval: must be >= 60"):
+        config.parse(text, "/x.toml")
+
+
+def test_unreadable_and_binary_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        config.load(tmp_path / "missing.toml")
+    (tmp_path / "bin.toml").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigError, match="bin.toml: config is not UTF-8"):
+        config.load(tmp_path / "bin.toml")
+
+
+def _serve_args(*argv: str) -> config.Config:
+    return serve.build_config(build_parser().parse_args(["serve", *argv]))
+
+
+def test_flags_override_the_file(tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text("[dns]\nlisten = ['127.0.0.1:53']\n[dht]\nport = 7000\n")
+    cfg = _serve_args("--config", str(tmp_path / "c.toml"), "--listen", "127.0.0.2:5353",
+                      "--dht-port", "0", "--no-http", "--state-dir", str(tmp_path), "-v",
+                      "--bootstrap", "127.0.0.1:1", "--tld-suffix", "")
+    assert cfg.dns.listen == (("127.0.0.2", 5353),)
+    assert cfg.dht.port == 0 and cfg.dht.bootstrap == (("127.0.0.1", 1),)
+    assert not cfg.http.enabled and cfg.log.level == "debug"
+    assert cfg.state_dir == str(tmp_path) and cfg.pkarr.tld_suffix == ""
+
+
+def _pkdns(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pkdns", *argv], capture_output=True,
+                          text=True, timeout=30, check=False)
+
+
+def test_serve_check_accepts_the_example() -> None:
+    proc = _pkdns("serve", "--check", "--config", str(EXAMPLE))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines() == [f"{EXAMPLE}: configuration OK"]
+
+
+def test_serve_check_rejects_a_bad_file_in_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[dns]\n\nlisten = ['127.0.0.1']\n")
+    proc = _pkdns("serve", "--check", "--config", str(bad))
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert re.fullmatch(rf"pkdns: error: {re.escape(str(bad))}:3: dns.listen: bad address .*",
+                        lines[0])
+
+
+def test_serve_check_missing_file_is_exit_2() -> None:
+    proc = _pkdns("--check", "--config", "/nonexistent/pkdns.toml")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "pkdns: error: /nonexistent/pkdns.toml: cannot read config: No such file or directory")

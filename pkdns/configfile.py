@@ -1,0 +1,269 @@
+"""Reading ``config.toml``: TOML -> :class:`pkdns.config.Config`, with errors that name the
+file, the line and the dotted key (``/etc/pkdns.toml:12: dns.listen: bad address ...``).
+
+Unknown keys are errors, not warnings: pkdns's own sample once shipped with a commented
+``[dht]`` header, so its keys landed silently in ``[dns]`` and were ignored. We refuse instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import math
+import re
+import tomllib
+import typing
+from pathlib import Path
+from typing import Any
+
+from pkdns.config import (
+    CacheConfig,
+    Config,
+    DhtConfig,
+    DnsConfig,
+    HostPort,
+    HttpConfig,
+    LogConfig,
+    PkarrConfig,
+    RepublishConfig,
+    StateConfig,
+    ZoneConfig,
+    parse_hostport,
+)
+from pkdns.errors import ConfigError
+
+_CHOICES = {
+    ("log", "level"): ("debug", "info", "warning", "error"),
+    ("log", "format"): ("auto", "json", "console"),
+    ("dht", "mode"): ("client", "server"),
+}
+# Addresses we bind or send to must be IP literals; bootstrap nodes may be host names.
+_IP_ONLY = {("dns", "listen"), ("dns", "upstream"), ("http", "listen")}
+_NETWORKS = {("dns", "allow"), ("http", "trusted_proxies")}
+
+
+class _Source:
+    """The file being read, to name lines in errors."""
+
+    def __init__(self, path: str, text: str) -> None:
+        self.path = path
+        self.lines = text.splitlines()
+
+    def line_of(self, section: str | None, key: str, nth: int = 0) -> int | None:
+        """Best-effort line number of ``key`` in the ``nth`` ``[section]`` (or top level)."""
+        current: str | None = None
+        seen = -1
+        for no, line in enumerate(self.lines, 1):
+            s = line.strip()
+            head = re.fullmatch(r"\[\[?\s*([\w.]+)\s*\]\]?(\s*#.*)?", s)
+            if head:
+                current = head.group(1)
+                seen += current == section
+                continue
+            if current == section and (section is None or seen == nth) and re.match(
+                    rf"{re.escape(key)}\s*=", s):
+                return no
+        return None
+
+    def error(self, section: str | None, key: str, msg: str, nth: int = 0) -> ConfigError:
+        name = f"{section}.{key}" if section else key
+        line = self.line_of(section, key, nth)
+        where = f"{self.path}:{line}" if line else self.path
+        return ConfigError(f"{where}: {name}: {msg}")
+
+
+class _Field:
+    """One option being converted: where it is, so every error can name it."""
+
+    def __init__(self, src: _Source, section: str | None, key: str, nth: int = 0) -> None:
+        self.src, self.section, self.key, self.nth = src, section, key, nth
+
+    def fail(self, msg: str) -> ConfigError:
+        return self.src.error(self.section, self.key, msg, self.nth)
+
+
+def _convert(value: Any, hint: Any, f: _Field) -> Any:
+    """Check/convert one TOML value against a dataclass field type."""
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise f.fail(f"expected true/false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise f.fail(f"expected a non-negative integer, got {value!r}")
+        return value
+    if hint is float:
+        if (isinstance(value, bool) or not isinstance(value, int | float)
+                or not math.isfinite(value) or value < 0):
+            raise f.fail(f"expected a non-negative number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise f.fail(f"expected a string, got {value!r}")
+        choices = _CHOICES.get((f.section or "", f.key))
+        if choices and value not in choices:
+            raise f.fail(f"must be one of {', '.join(choices)}, got {value!r}")
+        return value
+    if typing.get_origin(hint) is tuple:
+        return _convert_tuple(value, hint, f)
+    raise f.fail("unsupported option type")  # pragma: no cover
+
+
+def _convert_tuple(value: Any, hint: Any, f: _Field) -> Any:
+    if not isinstance(value, list):
+        raise f.fail(f"expected a list, got {value!r}")
+    if typing.get_args(hint)[0] == HostPort:
+        return tuple(_convert_hostport(item, f) for item in value)
+    if not all(isinstance(v, str) for v in value):
+        raise f.fail(f"expected a list of strings, got {value!r}")
+    if (f.section, f.key) in _NETWORKS:
+        for v in value:
+            try:
+                ipaddress.ip_network(v, strict=False)
+            except ValueError:
+                raise f.fail(f"not an IP network: {v!r}") from None
+    return tuple(value)
+
+
+def _convert_hostport(item: Any, f: _Field) -> HostPort:
+    if not isinstance(item, str):
+        raise f.fail(f"expected \"HOST:PORT\" strings, got {item!r}")
+    try:
+        host, port = parse_hostport(item)
+        if (f.section, f.key) in _IP_ONLY:
+            ipaddress.ip_address(host)
+    except ValueError as exc:
+        raise f.fail(f"bad address {item!r}: {exc}") from None
+    return (host, port)
+
+
+def _build(cls: Any, table: dict[str, Any], src: _Source, section: str, nth: int = 0) -> Any:
+    """Build dataclass ``cls`` from a TOML table, rejecting unknown and missing keys."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in fields:
+            raise src.error(section, key, f"unknown option (known: {', '.join(sorted(fields))})",
+                            nth)
+        kwargs[key] = _convert(value, hints[key], _Field(src, section, key, nth))
+    for name, fld in fields.items():
+        required = fld.default is dataclasses.MISSING and fld.default_factory is dataclasses.MISSING
+        if required and name not in kwargs:
+            where = f"{src.path}:{_header_line(src, section, nth) or '?'}"
+            raise ConfigError(f"{where}: {section}.{name}: required option missing")
+    return cls(**kwargs)
+
+
+def _header_line(src: _Source, section: str, nth: int) -> int | None:
+    seen = -1
+    for no, line in enumerate(src.lines, 1):
+        if re.fullmatch(rf"\[\[?\s*{re.escape(section)}\s*\]\]?(\s*#.*)?", line.strip()):
+            seen += 1
+            if seen == nth:
+                return no
+    return None
+
+
+_SECTIONS: dict[str, Any] = {
+    "log": LogConfig, "dns": DnsConfig, "cache": CacheConfig, "pkarr": PkarrConfig,
+    "dht": DhtConfig, "http": HttpConfig, "republish": RepublishConfig, "state": StateConfig,
+}
+_TOP_LEVEL: dict[str, Any] = {"state_dir": str, "testnet": bool}
+
+
+def parse(text: str, path: str = "<config>") -> Config:
+    """Parse TOML text into a validated :class:`Config`."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    src = _Source(path, text)
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in _SECTIONS:
+            if not isinstance(value, dict):
+                raise src.error(None, key, "expected a [table]")
+            kwargs[key] = _build(_SECTIONS[key], value, src, key)
+        elif key == "zones":
+            if not isinstance(value, list) or not all(isinstance(z, dict) for z in value):
+                raise src.error(None, key, "expected [[zones]] tables")
+            kwargs[key] = tuple(_build(ZoneConfig, z, src, "zones", i)
+                                for i, z in enumerate(value))
+        elif key in _TOP_LEVEL:
+            kwargs[key] = _convert(value, _TOP_LEVEL[key], _Field(src, None, key))
+        else:
+            known = ", ".join(sorted([*_SECTIONS, "zones", *_TOP_LEVEL]))
+            raise src.error(None, key, f"unknown option (known: {known})")
+    cfg = Config(**kwargs)
+    _validate(cfg, src)
+    return cfg
+
+
+def load(path: str | Path) -> Config:
+    """Read and parse a config file; relative zone paths are relative to the file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: config is not UTF-8 text") from None
+    cfg = parse(text, str(p))
+    base = p.parent.absolute()
+    zones = tuple(dataclasses.replace(z, seed=str(base / z.seed), zone=str(base / z.zone))
+                  for z in cfg.zones)
+    return dataclasses.replace(cfg, zones=zones)
+
+
+def validate(cfg: Config, path: str = "<config>") -> None:
+    """Cross-field checks on a finished Config (e.g. after CLI flags were applied)."""
+    _validate(cfg, _Source(path, ""))
+
+
+def _checks(cfg: Config) -> list[tuple[bool, str, str]]:
+    positive = ("dns.upstream_timeout", "dns.query_deadline", "pkarr.lookup_timeout",
+                "dht.request_timeout", "republish.ip_echo_timeout")
+    out = [(_get(cfg, name) > 0, name, "must be > 0") for name in positive]
+    return out + [
+        (cfg.cache.min_ttl <= cfg.cache.max_ttl, "cache.min_ttl", "must be <= cache.max_ttl"),
+        (cfg.pkarr.min_ttl <= cfg.pkarr.max_ttl, "pkarr.min_ttl", "must be <= pkarr.max_ttl"),
+        (512 <= cfg.dns.udp_payload_max <= 65535, "dns.udp_payload_max", "must be 512..65535"),
+        (cfg.dht.port <= 65535, "dht.port", "must be 0..65535"),
+        (_is_ip(cfg.dht.bind), "dht.bind", f"not an IP address: {cfg.dht.bind!r}"),
+        (bool(cfg.dns.upstream) or cfg.testnet, "dns.upstream", "needs at least one server"),
+        (all(p > 0 for _, p in cfg.dns.upstream), "dns.upstream", "port 0 is not a server"),
+        (re.fullmatch(r"([a-z0-9-]{1,63})?", cfg.pkarr.tld_suffix) is not None,
+         "pkarr.tld_suffix", "must be one lowercase DNS label or \"\""),
+        (cfg.state_dir != "", "state_dir", "must not be empty"),
+        (cfg.republish.min_stored >= 1, "republish.min_stored", "must be >= 1"),
+        (cfg.state.max_packets <= 1_000_000, "state.max_packets", "must be <= 1000000"),
+    ]
+
+
+def _get(cfg: Config, dotted: str) -> Any:
+    section, _, key = dotted.partition(".")
+    return getattr(getattr(cfg, section), key)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _validate(cfg: Config, src: _Source) -> None:
+    for ok, name, msg in _checks(cfg):
+        if not ok:
+            section, _, key = name.rpartition(".")
+            raise src.error(section or None, key, msg)
+    for i, z in enumerate(cfg.zones):
+        if z.interval < 60:
+            raise src.error("zones", "interval", f"must be >= 60 seconds (zone {z.zone})", i)
+        for key in ("seed", "zone"):
+            if not getattr(z, key):
+                raise src.error("zones", key, "must be a file path", i)
+
+
