@@ -1,0 +1,229 @@
+"""The HTTP listener: DNS-over-HTTPS, the pkarr relay API, ``/metrics`` and the status page.
+
+One aiohttp application (default ``127.0.0.1:6881``, config ``http.listen``) so a browser or a
+web app that cannot open UDP sockets finds everything at one origin:
+
+    /dns-query        RFC 8484 GET/POST -> the same resolver entry point as UDP/TCP
+    /metrics          Prometheus text exposition of the daemon's registry
+    /, /api/...       status page and its JSON endpoints (pkdns.server.status)
+    /<z32 key>        pkarr relay API GET/PUT (pkdns.server.relay_api)
+
+CORS is open on every route, as pkarr relays are (``CorsLayer::very_permissive``), so pages on
+any origin can use the relay API and DoH. The client address is the TCP peer, or the
+``X-Forwarded-For`` entry a *trusted* proxy appended (never a header from anyone: the pkdns 0.7
+flaw in pkarr-reference §2.13).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Protocol
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from pkdns import log
+from pkdns.config import HostPort, HttpConfig, format_hostport
+from pkdns.errors import PkdnsError
+from pkdns.metrics import Metrics
+from pkdns.server import doh
+
+_log = log.get("http")
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+CLIENT_KEY = web.RequestKey("client_ip", str)
+
+EXPOSED_HEADERS = ("Pkarr-Invalid-Signed-Packet-Seq", "Pkarr-Dht-Stored-Nodes", "Last-Modified",
+                   "Cache-Control", "Memento-Datetime", "Retry-After")
+
+
+class DnsEntry(Protocol):
+    """The resolver's one entry point, shared with the UDP and TCP listeners."""
+
+    async def resolve(self, query: bytes, client: str, transport: str) -> bytes | None:
+        """Answer wire bytes (no truncation needed: HTTP carries 65535), or ``None`` if the
+        query was dropped by policy (rate limit)."""
+        ...
+
+
+def parse_networks(entries: Iterable[str]) -> tuple[IpNetwork, ...]:
+    """``http.trusted_proxies`` entries (addresses or CIDR blocks) as networks."""
+    return tuple(ipaddress.ip_network(e, strict=False) for e in entries)
+
+
+def client_ip(peer: str, forwarded_for: str | None, trusted: Sequence[IpNetwork]) -> str:
+    """The address a request is from.
+
+    ``X-Forwarded-For`` is read only when the TCP peer is a trusted proxy; then the list is
+    walked from the right (the entry the nearest proxy appended) past further trusted proxies,
+    and the first untrusted address is the client (the rule uvicorn's ProxyHeadersMiddleware
+    applies). A malformed entry stops the walk at the last address we could trust.
+    """
+    if not forwarded_for or not _is_trusted(peer, trusted):
+        return peer
+    current = peer
+    for entry in reversed([e.strip() for e in forwarded_for.split(",")]):
+        try:
+            ipaddress.ip_address(entry)
+        except ValueError:
+            return current
+        current = entry
+        if not _is_trusted(entry, trusted):
+            return entry
+    return current
+
+
+def _is_trusted(addr: str, trusted: Sequence[IpNetwork]) -> bool:
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return False
+    return any(ip in net for net in trusted)
+
+
+def _cors_headers(request: web.Request) -> dict[str, str]:
+    """Headers of tower-http's very permissive CORS layer: mirror what the browser asks for."""
+    origin = request.headers.get("Origin")
+    headers = {
+        "Access-Control-Allow-Origin": origin or "*",
+        "Access-Control-Expose-Headers": ", ".join(EXPOSED_HEADERS),
+        "Vary": "Origin",
+    }
+    if origin:
+        headers["Access-Control-Allow-Credentials"] = "true"
+    return headers
+
+
+def _preflight(request: web.Request) -> web.Response:
+    """Answer a CORS preflight (OPTIONS) for any route: everything is allowed."""
+    headers = _cors_headers(request)
+    headers["Access-Control-Allow-Methods"] = request.headers.get(
+        "Access-Control-Request-Method", "GET, POST, PUT, OPTIONS")
+    headers["Access-Control-Allow-Headers"] = request.headers.get(
+        "Access-Control-Request-Headers", "*")
+    headers["Access-Control-Max-Age"] = "86400"
+    return web.Response(status=204, headers=headers)
+
+
+def _middleware(trusted: Sequence[IpNetwork]) -> Middleware:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        peer = request.remote or ""
+        request[CLIENT_KEY] = client_ip(peer, request.headers.get("X-Forwarded-For"), trusted)
+        if request.method == "OPTIONS":
+            return _preflight(request)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            exc.headers.update(_cors_headers(request))
+            raise
+        if not response.prepared:
+            response.headers.update(_cors_headers(request))
+        return response
+
+    return middleware
+
+
+def text_error(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
+    """A plain-text error response, as pkarr relays send."""
+    return web.Response(status=status, text=reason + "\n", headers=headers)
+
+
+class DohHandler:
+    """``/dns-query``: RFC 8484 in front of the resolver entry point."""
+
+    def __init__(self, dns: DnsEntry, metrics: Metrics) -> None:
+        self._dns = dns
+        self._metrics = metrics
+
+    async def handle(self, request: web.Request) -> web.Response:
+        try:
+            body = await _read_body(request, doh.MAX_MESSAGE) if request.method == "POST" else b""
+            query = doh.decode_request(request.method, request.query.get("dns"),
+                                       request.headers.get("Content-Type"), body)
+        except doh.HttpError as exc:
+            self._metrics.dropped.labels(reason=f"doh_{exc.status}").inc()
+            headers = {"Allow": "GET, POST"} if exc.status == 405 else None
+            return text_error(exc.status, exc.reason, headers)
+        answer = await self._dns.resolve(query, request[CLIENT_KEY], "doh")
+        if answer is None:
+            return text_error(429, "query dropped by the rate limit", {"Retry-After": "1"})
+        return web.Response(body=answer, content_type=doh.CONTENT_TYPE, headers={
+            "Cache-Control": f"max-age={doh.cache_max_age(answer)}"})
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, or a 413 HttpError as soon as it is known to exceed ``limit``."""
+    if request.content_length is not None and request.content_length > limit:
+        raise doh.HttpError(413, f"body larger than {limit} bytes")
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise doh.HttpError(413, f"body larger than {limit} bytes")
+    return body
+
+
+Register = Callable[[web.Application], None]
+
+
+def build_app(cfg: HttpConfig, metrics: Metrics, dns: DnsEntry | None,
+              extra: Sequence[Register] = ()) -> web.Application:
+    """The aiohttp application; ``extra`` adds the status page and the relay API routes.
+
+    The relay catch-all ``/{key}`` must be registered last (``extra`` order), so it does not
+    shadow the fixed paths.
+    """
+    app = web.Application(middlewares=[_middleware(parse_networks(cfg.trusted_proxies))],
+                          client_max_size=doh.MAX_MESSAGE + 1)
+    if dns is not None:
+        app.router.add_route("*", "/dns-query", DohHandler(dns, metrics).handle)
+
+    async def render_metrics(_request: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), headers={
+            "Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+    app.router.add_get("/metrics", render_metrics)
+    for register in extra:
+        register(app)
+    return app
+
+
+class HttpServer:
+    """Runs :func:`build_app` on every ``http.listen`` address (port 0 picks a free port)."""
+
+    def __init__(self, app: web.Application, listen: Sequence[HostPort]) -> None:
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                     shutdown_timeout=2.0)
+        self._listen = tuple(listen)
+        self.addresses: list[HostPort] = []
+
+    async def start(self) -> list[HostPort]:
+        """Bind every address; returns the bound ``(host, port)`` pairs.
+
+        Raises:
+            PkdnsError: an address cannot be bound (one line naming it, for the CLI).
+        """
+        await self._runner.setup()
+        try:
+            for host, port in self._listen:
+                sock = _listen_socket(host, port)
+                await web.SockSite(self._runner, sock).start()
+                name = sock.getsockname()
+                self.addresses.append((str(name[0]), int(name[1])))
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise PkdnsError(f"http: cannot listen on {host}:{port}: {exc.strerror}") from exc
+        _log.info("http_listening", addresses=[format_hostport(a) for a in self.addresses])
+        return self.addresses
+
+    async def stop(self) -> None:
+        """Close the listeners and finish in-flight requests."""
+        await self._runner.cleanup()
+
+
+def _listen_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family)
+    sock.setblocking(False)
+    return sock
