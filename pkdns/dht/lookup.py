@@ -1,0 +1,279 @@
+"""Iterative Kademlia lookups (BEP 5 find_node, BEP 44 get/put) as pure state machines.
+
+The lookup never sends or waits: :meth:`IterativeLookup.next_requests` says whom to ask,
+the asyncio driver (``node.py``) feeds back :meth:`on_response`, :meth:`on_error` and
+:meth:`on_timeout`, all with ``now``. Closest-first with α requests in flight; a request
+slower than ``soft_timeout`` stops counting against α (libtorrent's "short timeout"), so dead
+nodes do not stall the search. Bounded by ``max_queried`` and a deadline (reliability.md D12);
+at most one candidate per IP and per /24 (D9) and at most K contacts taken per reply (D10).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import ClassVar
+
+from pkdns.dht.ids import distance, target_of
+from pkdns.dht.item import MutableItem, check_item
+from pkdns.dht.krpc import Address, ErrorMessage, Method, Response
+from pkdns.dht.routing import ip_key, is_valid_contact, subnet_key
+from pkdns.errors import VerifyError
+
+ALPHA = 4
+K_CLOSEST = 20
+"""Convergence set: mainline's K (20), so a put reaches as many nodes as a Rust pkarr put."""
+MAX_QUERIED = 128
+MAX_CANDIDATES = 256
+SOFT_TIMEOUT = 0.4
+
+
+class State(Enum):
+    NEW = 0
+    INFLIGHT = 1
+    RESPONDED = 2
+    FAILED = 3
+
+
+@dataclass(slots=True)
+class Candidate:
+    addr: Address
+    id: bytes | None
+    state: State = State.NEW
+    sent_at: float = 0.0
+    token: bytes | None = None
+
+
+@dataclass(slots=True)
+class Outcome:
+    """Counters for a diagnostic line and for NXDOMAIN-vs-SERVFAIL decisions."""
+
+    queried: int = 0
+    responded: int = 0
+    values: int = 0
+    invalid_values: int = 0
+    krpc_errors: int = 0
+    timed_out: int = 0
+    deadline_hit: bool = False
+
+
+class IterativeLookup:
+    """Walk toward ``target``; the plain form is find_node (used to bootstrap)."""
+
+    method: ClassVar[Method] = "find_node"
+
+    def __init__(self, target: bytes, seeds: Iterable[tuple[bytes | None, Address]],
+                 now: float, *, timeout: float = 5.0, own_id: bytes | None = None,
+                 k: int = K_CLOSEST, alpha: int = ALPHA, max_queried: int = MAX_QUERIED,
+                 soft_timeout: float = SOFT_TIMEOUT) -> None:
+        self.target = target
+        self.deadline = now + timeout
+        self.own_id = own_id
+        self.k, self.alpha, self.max_queried = k, alpha, max_queried
+        self.soft_timeout = soft_timeout
+        self.outcome = Outcome()
+        self._cands: dict[Address, Candidate] = {}
+        self._ips: set[str] = set()
+        self._subnets: set[str] = set()
+        self.add_seeds(seeds)
+
+    # -- candidate set -------------------------------------------------------------------
+    def add_seeds(self, seeds: Iterable[tuple[bytes | None, Address]]) -> None:
+        """Start points (bootstrap addresses without ids, or routing-table contacts)."""
+        for node_id, addr in seeds:
+            self._add(node_id, addr, is_seed=True)
+
+    def _key(self, c: Candidate) -> int:
+        return -1 if c.id is None else distance(c.id, self.target)
+
+    def _add(self, node_id: bytes | None, addr: Address, *, is_seed: bool = False) -> None:
+        if addr in self._cands or len(self._cands) >= MAX_CANDIDATES:
+            return
+        ipk, subnet = ip_key(*addr), subnet_key(*addr)
+        if not is_seed:
+            if node_id is None or node_id == self.own_id:
+                return
+            if not is_valid_contact(node_id, *addr) or ipk in self._ips or subnet in self._subnets:
+                return
+        self._ips.add(ipk)
+        self._subnets.add(subnet)
+        self._cands[addr] = Candidate(addr, node_id)
+
+    def _window(self) -> list[Candidate]:
+        alive = [c for c in self._cands.values() if c.state is not State.FAILED]
+        alive.sort(key=self._key)
+        return alive[:self.k]
+
+    # -- driver interface ----------------------------------------------------------------
+    def next_requests(self, now: float) -> list[Candidate]:
+        """Candidates to query now (marked in flight)."""
+        if self.done(now):
+            return []
+        busy = sum(1 for c in self._cands.values()
+                   if c.state is State.INFLIGHT and now - c.sent_at < self.soft_timeout)
+        out: list[Candidate] = []
+        for c in self._window():
+            if busy >= self.alpha or self.outcome.queried >= self.max_queried:
+                break
+            if c.state is State.NEW:
+                c.state, c.sent_at = State.INFLIGHT, now
+                self.outcome.queried += 1
+                busy += 1
+                out.append(c)
+        return out
+
+    def next_wakeup(self, now: float) -> float:
+        """Absolute time at which :meth:`next_requests` may have something new to say."""
+        soon = [c.sent_at + self.soft_timeout for c in self._cands.values()
+                if c.state is State.INFLIGHT and c.sent_at + self.soft_timeout > now]
+        return min([self.deadline, *soon])
+
+    def done(self, now: float) -> bool:
+        if now >= self.deadline:
+            self.outcome.deadline_hit = True
+            return True
+        inflight = any(c.state is State.INFLIGHT for c in self._cands.values())
+        window = self._window()
+        if all(c.state is State.RESPONDED for c in window):
+            return True
+        return self.outcome.queried >= self.max_queried and not inflight
+
+    def _take(self, addr: Address) -> Candidate | None:
+        c = self._cands.get(addr)
+        return c if c is not None and c.state is State.INFLIGHT else None
+
+    def on_response(self, addr: Address, resp: Response, now: float) -> MutableItem | None:
+        """Feed a reply from ``addr``; returns a newly verified item for value lookups."""
+        c = self._take(addr)
+        if c is None:
+            return None
+        c.state, c.id, c.token = State.RESPONDED, resp.id, resp.token
+        self.outcome.responded += 1
+        usable = [n for n in resp.nodes if is_valid_contact(n.id, n.host, n.port)]
+        usable.sort(key=lambda n: distance(n.id, self.target))
+        for n in usable[:self.k]:
+            self._add(n.id, n.addr)
+        return self._value(c, resp)
+
+    def _value(self, c: Candidate, resp: Response) -> MutableItem | None:
+        return None
+
+    def on_error(self, addr: Address, err: ErrorMessage, now: float) -> None:
+        c = self._take(addr)
+        if c is not None:
+            c.state = State.FAILED
+            self.outcome.krpc_errors += 1
+
+    def on_timeout(self, addr: Address, now: float) -> None:
+        c = self._take(addr)
+        if c is not None:
+            c.state = State.FAILED
+            self.outcome.timed_out += 1
+
+    def closest_responded(self, n: int | None = None) -> list[Candidate]:
+        got = [c for c in self._cands.values() if c.state is State.RESPONDED]
+        got.sort(key=self._key)
+        return got[:n or self.k]
+
+    def put_targets(self, n: int) -> list[tuple[Address, bytes]]:
+        """The ``n`` closest responders that gave a write token (BEP 44 put phase)."""
+        got = [(c.addr, c.token) for c in self.closest_responded(len(self._cands))
+               if c.token is not None]
+        return [(a, t) for a, t in got if t is not None][:n]
+
+
+class GetMutableLookup(IterativeLookup):
+    """BEP 44 ``get`` for a pkarr key; yields only verified items strictly newer than before.
+
+    A node's answer counts only if ``k`` is the requested key, ``sha1(k)`` the target, ``v`` at
+    most 1000 bytes and the signature verifies (D3–D5). Items at or below ``seq_floor`` and
+    items older than one already returned are dropped (D6: no rollback within a lookup).
+    """
+
+    method: ClassVar[Method] = "get"
+
+    def __init__(self, public_key: bytes, seeds: Iterable[tuple[bytes | None, Address]],
+                 now: float, *, seq_floor: int | None = None, timeout: float = 5.0,
+                 own_id: bytes | None = None, k: int = K_CLOSEST, alpha: int = ALPHA,
+                 max_queried: int = MAX_QUERIED, soft_timeout: float = SOFT_TIMEOUT) -> None:
+        super().__init__(target_of(public_key), seeds, now, timeout=timeout, own_id=own_id, k=k,
+                         alpha=alpha, max_queried=max_queried, soft_timeout=soft_timeout)
+        self.public_key = public_key
+        self.seq_floor = seq_floor
+        self.best: MutableItem | None = None
+        self.held: dict[Address, MutableItem] = {}
+
+    def _value(self, c: Candidate, resp: Response) -> MutableItem | None:
+        if resp.v is None and resp.sig is None:
+            return None
+        try:
+            item = check_item(resp.k, resp.seq, resp.v, resp.sig,
+                              expected_key=self.public_key, expected_target=self.target)
+        except VerifyError:
+            self.outcome.invalid_values += 1
+            return None
+        self.outcome.values += 1
+        self.held[c.addr] = item
+        if self.seq_floor is not None and item.seq <= self.seq_floor:
+            return None
+        if not item.newer_than(self.best):
+            return None
+        self.best = item
+        return item
+
+
+@dataclass(slots=True)
+class PutResult:
+    """How a put went: ``stored`` nodes accepted it; ``error`` is the most common KRPC error
+    when none did (``None`` if nobody answered at all)."""
+
+    stored: int = 0
+    error: tuple[int, str] | None = None
+    asked: int = 0
+    timed_out: int = 0
+    errors: dict[tuple[int, str], int] = field(default_factory=dict)
+
+
+class PutMutable:
+    """Second phase of a BEP 44 put: send ``put`` to the closest nodes that gave a token."""
+
+    def __init__(self, item: MutableItem, targets: list[tuple[Address, bytes]],
+                 held: dict[Address, MutableItem], now: float, timeout: float) -> None:
+        self.item = item
+        self.deadline = now + timeout
+        self._pending = {addr: token for addr, token in targets}
+        self._unsent = list(targets)
+        self._held = held
+        self.result = PutResult(asked=len(targets))
+
+    def next_requests(self, now: float) -> list[tuple[Address, bytes]]:
+        out, self._unsent = self._unsent, []
+        return out
+
+    def done(self, now: float) -> bool:
+        return not self._pending or now >= self.deadline
+
+    def on_response(self, addr: Address, now: float) -> None:
+        if self._pending.pop(addr, None) is not None:
+            self.result.stored += 1
+
+    def on_error(self, addr: Address, err: ErrorMessage, now: float) -> None:
+        if self._pending.pop(addr, None) is None:
+            return
+        if err.code == 302 and self._held.get(addr) == self.item:
+            self.result.stored += 1  # bittorrent-dht refuses an identical re-put with 302
+            return
+        key = (err.code, err.message)
+        self.result.errors[key] = self.result.errors.get(key, 0) + 1
+
+    def on_timeout(self, addr: Address, now: float) -> None:
+        if self._pending.pop(addr, None) is not None:
+            self.result.timed_out += 1
+
+    def finish(self) -> PutResult:
+        self.result.timed_out += len(self._pending)
+        self._pending.clear()
+        if self.result.stored == 0 and self.result.errors:
+            self.result.error = max(self.result.errors.items(), key=lambda kv: kv[1])[0]
+        return self.result

@@ -1,0 +1,164 @@
+"""Kademlia routing table (BEP 5): 160 k-buckets by shared-prefix length, pure.
+
+No I/O and no clock reads: callers pass ``now`` (monotonic seconds). Sybil limits follow
+libtorrent's ``dht_restrict_routing_ips`` (reliability.md D9/D10): one entry per IP, and no two
+entries from the same /24 in one bucket. Loopback peers are keyed by ``(ip, port)`` instead,
+because a loopback testnet runs every node on 127.0.0.1 (libtorrent needs
+``dht_restrict_routing_ips=False`` for the same reason).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+
+from pkdns.dht.ids import ID_BYTES, bucket_index, distance
+
+K = 8
+"""BEP 5 bucket size."""
+STALE_AFTER = 15 * 60.0
+"""A node silent this long may be replaced (BEP 5 "questionable" after 15 minutes)."""
+MAX_FAILS = 2
+"""Consecutive timeouts after which an entry is bad and replaceable."""
+
+
+class AddResult(Enum):
+    ADDED = "added"
+    UPDATED = "updated"
+    REJECTED = "rejected"
+    FULL = "full"
+
+
+@dataclass(slots=True)
+class Entry:
+    id: bytes
+    host: str
+    port: int
+    last_seen: float
+    fails: int = 0
+
+    @property
+    def addr(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+
+def is_valid_contact(node_id: bytes, host: str, port: int) -> bool:
+    """Reject port 0, unspecified, multicast and broadcast addresses (D10)."""
+    if len(node_id) != ID_BYTES or not 0 < port < 65536:
+        return False
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return not (ip.is_unspecified or ip.is_multicast or ip.is_reserved
+                or host == "255.255.255.255")
+
+
+def ip_key(host: str, port: int) -> str:
+    """Identity for the one-entry-per-IP rule; loopback hosts are told apart by port."""
+    return f"{host}:{port}" if host.startswith("127.") or host == "::1" else host
+
+
+def subnet_key(host: str, port: int) -> str:
+    """The /24 (IPv4) or /64 (IPv6) of a host, for per-bucket diversity; loopback by port."""
+    if host.startswith("127.") or host == "::1":
+        return f"{host}:{port}"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    prefix = 24 if ip.version == 4 else 64
+    return str(ipaddress.ip_network(f"{host}/{prefix}", strict=False))
+
+
+class RoutingTable:
+    """k-buckets around ``own_id``; bounded to 160 × ``k`` entries."""
+
+    def __init__(self, own_id: bytes, k: int = K) -> None:
+        self.own_id = own_id
+        self.k = k
+        self._buckets: list[list[Entry]] = [[] for _ in range(160)]
+        self._by_ip: dict[str, Entry] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_ip)
+
+    def add(self, node_id: bytes, host: str, port: int, now: float) -> AddResult:
+        """Record a node that answered us (or queried us without ``ro=1``)."""
+        if node_id == self.own_id or not is_valid_contact(node_id, host, port):
+            return AddResult.REJECTED
+        key = ip_key(host, port)
+        known = self._by_ip.get(key)
+        if known is not None:
+            if known.id != node_id:
+                return AddResult.REJECTED  # an IP may not change identity at will
+            known.last_seen, known.fails, known.port = now, 0, port
+            return AddResult.UPDATED
+        bucket = self._buckets[bucket_index(self.own_id, node_id)]
+        subnet = subnet_key(host, port)
+        same_subnet = [e for e in bucket if subnet_key(e.host, e.port) == subnet]
+        if same_subnet:
+            return AddResult.REJECTED
+        if len(bucket) >= self.k and not self._evict(bucket, now):
+            return AddResult.FULL
+        entry = Entry(node_id, host, port, now)
+        bucket.append(entry)
+        self._by_ip[key] = entry
+        return AddResult.ADDED
+
+    def _evict(self, bucket: list[Entry], now: float) -> bool:
+        """Drop the worst entry if it is bad (failed) or stale; keep good old nodes (BEP 5)."""
+        worst = max(bucket, key=lambda e: (e.fails, -e.last_seen))
+        if worst.fails >= MAX_FAILS or now - worst.last_seen > STALE_AFTER:
+            self._remove(bucket, worst)
+            return True
+        return False
+
+    def _remove(self, bucket: list[Entry], entry: Entry) -> None:
+        bucket.remove(entry)
+        self._by_ip.pop(ip_key(entry.host, entry.port), None)
+
+    def failed(self, host: str, port: int) -> None:
+        """A request to this address timed out; after MAX_FAILS the entry is dropped."""
+        entry = self._by_ip.get(ip_key(host, port))
+        if entry is None or entry.port != port:
+            return
+        entry.fails += 1
+        if entry.fails > MAX_FAILS:
+            self._remove(self._buckets[bucket_index(self.own_id, entry.id)], entry)
+
+    def closest(self, target: bytes, n: int = K) -> list[Entry]:
+        """The ``n`` known nodes closest to ``target``, good ones first within equal distance."""
+        everyone = [e for e in self._by_ip.values() if e.fails < MAX_FAILS]
+        everyone.sort(key=lambda e: distance(e.id, target))
+        return everyone[:n]
+
+    def entries(self) -> list[Entry]:
+        return list(self._by_ip.values())
+
+    def stale(self, now: float, limit: int = 8) -> list[Entry]:
+        """Entries to ping: not heard from for STALE_AFTER (the caller pings, we stay pure)."""
+        old = [e for e in self._by_ip.values() if now - e.last_seen > STALE_AFTER]
+        old.sort(key=lambda e: e.last_seen)
+        return old[:limit]
+
+    def import_nodes(self, nodes: Iterable[tuple[bytes, str, int]], now: float) -> int:
+        """Load saved contacts (e.g. from the state dir); returns how many were kept."""
+        return sum(self.add(i, h, p, now) is AddResult.ADDED for i, h, p in nodes)
+
+    def estimated_size(self) -> int:
+        """Network size from how densely ids pack around ours (least squares on i / d_i).
+
+        With N uniformly random ids, the i-th closest to a point lies at about i/N of the id
+        space, so N ≈ Σ i² / Σ (i · d_i / 2^160) over our closest contacts.
+        """
+        closest = self.closest(self.own_id, 16)
+        if not closest:
+            return 0
+        num = den = 0.0
+        for i, e in enumerate(closest, start=1):
+            num += i * i
+            den += i * distance(e.id, self.own_id) / 2.0**160
+        return int(num / den) if den > 0 else len(closest)
