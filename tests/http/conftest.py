@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import pytest
 
 from pkdns.config import HttpConfig
 from pkdns.metrics import Metrics
 from pkdns.server.http import HttpServer, build_app
-from tests.http.fakes import FakeDns
+from pkdns.server.relay_api import RelayApi
+from tests.http.fakes import FakeDns, FakePublisher, FakeStore, SwitchLimiter
+from tests.support.clock import FakeClock
 
 
 @pytest.fixture
@@ -25,5 +28,29 @@ async def doh_url(fake_dns: FakeDns) -> AsyncIterator[str]:
     host, port = (await server.start())[0]
     try:
         yield f"http://{host}:{port}"
+    finally:
+        await server.stop()
+
+
+@dataclass
+class RelayRig:
+    """A real HTTP server running the relay API over fakes."""
+
+    url: str
+    store: FakeStore
+    publisher: FakePublisher
+    limiter: SwitchLimiter
+    metrics: Metrics
+
+
+@pytest.fixture
+async def relay(fake_clock: FakeClock) -> AsyncIterator[RelayRig]:
+    cfg = HttpConfig(listen=(("127.0.0.1", 0),))
+    store, publisher, limiter, metrics = FakeStore(), FakePublisher(), SwitchLimiter(), Metrics()
+    api = RelayApi(store, publisher, limiter, fake_clock, 300, 86400, metrics)
+    server = HttpServer(build_app(cfg, metrics, None, [api.register]), cfg.listen)
+    host, port = (await server.start())[0]
+    try:
+        yield RelayRig(f"http://{host}:{port}", store, publisher, limiter, metrics)
     finally:
         await server.stop()
