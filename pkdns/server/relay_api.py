@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import format_datetime, parsedate_to_datetime
 from typing import Protocol
 
 from aiohttp import web
@@ -32,13 +30,12 @@ from pkdns.clock import Clock
 from pkdns.errors import DecodeError
 from pkdns.metrics import Metrics
 from pkdns.pkarr.keys import PublicKey
+from pkdns.pkarr.relay_client import INVALID_SEQ, STORED_NODES, http_date, parse_http_date
 from pkdns.pkarr.signed_packet import MAX_BYTES, SignedPacket
 from pkdns.server.http import CLIENT_KEY, text_error
 
 PAYLOAD_TYPE = "application/pkarr.org/relays#payload"
 MAX_BODY = MAX_BYTES                      # axum DefaultBodyLimit::max(1104) on the v7 relay
-STORED_NODES = "Pkarr-Dht-Stored-Nodes"
-INVALID_SEQ = "Pkarr-Invalid-Signed-Packet-Seq"
 
 
 class Policy(enum.Enum):
@@ -133,23 +130,6 @@ def parse_policy(text: str | None) -> Policy:
         if policy.value == text:
             return policy
     raise RelayError(400, f"unknown policy {text!r}: use CacheOnly, CacheFirst or NetworkOnly")
-
-
-def http_date(us: int) -> str:
-    """RFC 9110 §5.6.7 IMF-fixdate of a µs timestamp (whole seconds)."""
-    return format_datetime(datetime.fromtimestamp(us // 1_000_000, UTC), usegmt=True)
-
-
-def parse_http_date(text: str) -> int | None:
-    """µs since the epoch of an HTTP-date, or None when it does not parse (then ignored,
-    RFC 9110 §13.1.3)."""
-    try:
-        parsed = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp()) * 1_000_000
 
 
 def not_modified(timestamp_us: int, if_modified_since: str | None) -> bool:
