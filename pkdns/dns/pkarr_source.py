@@ -1,0 +1,345 @@
+"""Signed packets for public keys: cache, single-flight DHT lookups, relays (design.md
+"Resolution policy for pkarr names").
+
+- fresh cached packet (age < clamp(min record TTL, pkarr.min_ttl, pkarr.max_ttl)) -> at once;
+- stale packet -> at once (marked stale), refreshed in the background, until pkarr.stale_max_age
+  past its freshness (RFC 8767 serve-stale);
+- cold key -> ONE lookup per key at a time, shared by every concurrent caller: the DHT and the
+  configured relays are asked in parallel, the most recent verified packet wins. Callers are
+  answered once a packet arrived AND pkarr.first_answer_window passed (a newer one may still come)
+  or the lookup finished; the lookup keeps running afterwards to update the cache;
+- nothing found after nodes answered -> NOT_FOUND, cached pkarr.negative_ttl; no node answered or
+  the pkarr.lookup_timeout deadline -> UNAVAILABLE (SERVFAIL, never NXDOMAIN: pkdns quirk 8).
+
+Never downgraded (reliability D6): a packet older than the one held is ignored. Packets dated more
+than an hour in the future are rejected (reliability D7). Cold lookups are limited per client IP
+and globally (pkarr.dht_rate_limit / pkarr.max_concurrent_lookups).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from cachetools import LRUCache
+
+from pkdns import log
+from pkdns.clock import Clock
+from pkdns.config import PkarrConfig
+from pkdns.dns.ratelimit import RateLimiter, Verdict
+from pkdns.errors import DecodeError
+from pkdns.metrics import Metrics
+from pkdns.pkarr.keys import PublicKey
+from pkdns.pkarr.signed_packet import SignedPacket
+
+FUTURE_SLACK_US = 3600 * 1_000_000
+"""Reject packets dated more than this after our wall clock (reliability D7)."""
+
+_log = log.get("pkarr_source")
+
+
+class MutableItemLike(Protocol):
+    """A verified BEP 44 item as the DHT yields it."""
+
+    k: bytes
+    seq: int
+    v: bytes
+    sig: bytes
+
+
+class MutableStream(Protocol):
+    """What ``DhtNode.get_mutable`` returns: items as they arrive, then outcome counters."""
+
+    def __aiter__(self) -> AsyncIterator[Any]: ...
+
+    @property
+    def outcome(self) -> Any: ...
+
+    async def cancel(self) -> None: ...
+
+
+class Dht(Protocol):
+    """The part of ``DhtNode`` the packet source uses."""
+
+    def get_mutable(self, public_key: bytes, seq_floor: int | None = None, *,
+                    timeout: float = ...) -> MutableStream: ...
+
+
+RelayFetch = Callable[[PublicKey], Awaitable[SignedPacket | None]]
+"""A relay client: the key's packet, None when the relay has none; raises when unreachable."""
+
+
+class Status(enum.Enum):
+    """Outcome of :meth:`PkarrSource.get`; the handler maps each to one RCODE."""
+
+    FOUND = "found"                # NOERROR (answer from the packet)
+    NOT_FOUND = "not_found"        # NXDOMAIN + SOA
+    UNAVAILABLE = "unavailable"    # SERVFAIL
+    RATE_LIMITED = "rate_limited"  # REFUSED
+    OVERLOADED = "overloaded"      # SERVFAIL
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """A packet (maybe stale) with its age in seconds, or why there is none."""
+
+    status: Status
+    packet: SignedPacket | None = None
+    age: float = 0.0
+    stale: bool = False
+    negative_ttl: int = 0
+
+
+@dataclass(slots=True)
+class CachedPacket:
+    """A held packet; ``fetched_at`` (monotonic) is when the network last confirmed it."""
+
+    packet: SignedPacket
+    fetched_at: float
+    last_attempt: float = field(default=float("-inf"))
+
+
+@dataclass(slots=True)
+class Flight:
+    """One running lookup for a key, shared by every caller waiting on ``first``."""
+
+    key: PublicKey
+    first: asyncio.Future[Lookup]
+    best: SignedPacket | None = None
+    definitive: int = 0      # sources that completed and would have known (NOT_FOUND evidence)
+    invalid: int = 0
+    finished: bool = False
+    confirmed: bool = False  # the network returned exactly the packet we hold
+    window: asyncio.TimerHandle | None = None
+
+    def open_window(self, seconds: float, callback: Callable[[], None]) -> None:
+        """After the first packet, wait ``seconds`` for a newer one before answering."""
+        if self.window is None and not self.first.done():
+            self.window = asyncio.get_running_loop().call_later(seconds, callback)
+
+    def cancel_window(self) -> None:
+        if self.window is not None:
+            self.window.cancel()
+
+
+class PkarrSource:
+    """The packet cache in front of the DHT and the relays."""
+
+    def __init__(self, dht: Dht | None, cfg: PkarrConfig, clock: Clock, *,
+                 relays: Sequence[RelayFetch] = (), metrics: Metrics | None = None) -> None:
+        self._dht, self._cfg, self._clock, self._relays = dht, cfg, clock, tuple(relays)
+        self._metrics = metrics
+        size = max(cfg.packet_cache_size, 1)
+        self._packets: LRUCache[bytes, CachedPacket] = LRUCache(size)
+        self._negative: LRUCache[bytes, float] = LRUCache(size)
+        self._queries: LRUCache[bytes, int] = LRUCache(size)
+        self._inflight: dict[bytes, Flight] = {}
+        self._limiter = RateLimiter(cfg.dht_rate_limit, cfg.dht_rate_limit_burst)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.lookups_started = 0
+
+    # --- the query path ------------------------------------------------------------------
+
+    async def get(self, key: PublicKey, client_ip: str) -> Lookup:
+        """The key's packet: cached, refreshed or looked up (never raises for network trouble)."""
+        raw, now = key.raw, self._clock.monotonic()
+        self._queries[raw] = self._queries.get(raw, 0) + 1
+        held = self._held(raw, now)
+        if held is not None:
+            return held
+        expires = self._negative.get(raw)
+        if expires is not None and expires > now:
+            return Lookup(Status.NOT_FOUND, negative_ttl=max(int(expires - now), 1))
+        flight = self._inflight.get(raw)
+        if flight is None:
+            if self._limiter.check(client_ip, now) is not Verdict.PASS:
+                return Lookup(Status.RATE_LIMITED)
+            if len(self._inflight) >= self._cfg.max_concurrent_lookups:
+                return Lookup(Status.OVERLOADED)
+            flight = self._start(key)
+        result: Lookup = await asyncio.shield(flight.first)
+        return result
+
+    def _held(self, raw: bytes, now: float) -> Lookup | None:
+        entry = self._packets.get(raw)
+        if entry is None:
+            return None
+        age = now - entry.fetched_at
+        fresh_for = entry.packet.ttl(self._cfg.min_ttl, self._cfg.max_ttl)
+        if age < fresh_for:
+            return Lookup(Status.FOUND, entry.packet, age)
+        if age >= fresh_for + self._cfg.stale_max_age:
+            del self._packets[raw]  # too old to serve even stale: a cold lookup again
+            return None
+        if (raw not in self._inflight and now - entry.last_attempt >= self._cfg.negative_ttl
+                and len(self._inflight) < self._cfg.max_concurrent_lookups):
+            entry.last_attempt = now
+            self._start(entry.packet.public_key)
+        return Lookup(Status.FOUND, entry.packet, age, stale=True)
+
+    # --- lookups ---------------------------------------------------------------------------
+
+    def _start(self, key: PublicKey) -> Flight:
+        flight = Flight(key, asyncio.get_running_loop().create_future())
+        self._inflight[key.raw] = flight
+        self.lookups_started += 1
+        task = asyncio.create_task(self._run(flight), name=f"pkarr-lookup-{key.z32}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return flight
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            _log.error("pkarr_lookup_crashed", error=repr(task.exception()))
+
+    async def _run(self, flight: Flight) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = loop.call_later(self._cfg.lookup_timeout, self._settle, flight)
+        parts = [self._ask_dht(flight)] + [self._ask_relay(flight, r) for r in self._relays]
+        try:
+            async with asyncio.timeout(self._cfg.lookup_timeout * 2):
+                await asyncio.gather(*parts)
+            flight.finished = True
+        except TimeoutError:
+            pass
+        finally:
+            deadline.cancel()
+            flight.cancel_window()
+            self._inflight.pop(flight.key.raw, None)
+            outcome = self._conclude(flight)
+            if self._metrics is not None:
+                self._metrics.dht_lookups.labels(outcome.value).inc()
+                self._metrics.dht_lookup_seconds.observe(loop.time() - started)
+
+    async def _ask_dht(self, flight: Flight) -> None:
+        if self._dht is None:
+            return
+        # No seq floor: nodes holding exactly our packet must send it, or we could never
+        # confirm it and would keep serving it stale.
+        try:
+            stream = self._dht.get_mutable(flight.key.raw, None, timeout=self._cfg.lookup_timeout)
+        except Exception as exc:
+            _log.warning("dht_lookup_failed", key=flight.key.z32, error=repr(exc))
+            return
+        try:
+            async for item in stream:
+                self._offer(flight, item.k, item.seq, item.v, item.sig)
+            outcome = stream.outcome
+            if outcome.responded > 0 and not getattr(outcome, "deadline_hit", False):
+                flight.definitive += 1
+        except Exception as exc:  # a broken DHT is UNAVAILABLE, never a crash of the query
+            _log.warning("dht_lookup_failed", key=flight.key.z32, error=repr(exc))
+        finally:
+            await stream.cancel()
+
+    async def _ask_relay(self, flight: Flight, relay: RelayFetch) -> None:
+        try:
+            packet = await relay(flight.key)
+        except Exception as exc:  # an unreachable relay is no evidence either way
+            _log.debug("relay_lookup_failed", key=flight.key.z32, error=repr(exc))
+            return
+        flight.definitive += 1
+        if packet is not None and packet.public_key == flight.key:
+            self._accept(flight, packet)
+
+    def _offer(self, flight: Flight, k: bytes, seq: int, v: bytes, sig: bytes) -> None:
+        try:
+            packet = SignedPacket.from_bep44(k, seq, v, sig)
+        except DecodeError as exc:
+            flight.invalid += 1
+            _log.debug("dht_value_rejected", key=flight.key.z32, error=str(exc))
+            return
+        if packet.public_key == flight.key:
+            self._accept(flight, packet)
+
+    def _accept(self, flight: Flight, packet: SignedPacket) -> None:
+        """A verified packet arrived: keep it if it is the newest, start the answer window."""
+        if packet.timestamp > self._clock.wall_us() + FUTURE_SLACK_US:
+            _log.warning("pkarr_future_packet_rejected", key=flight.key.z32, ts=packet.timestamp)
+            return
+        if not self.insert(packet):
+            held = self._packets.get(flight.key.raw)
+            if held is not None and held.packet.to_bytes() == packet.to_bytes():
+                flight.confirmed = True
+        if flight.best is None or packet.more_recent_than(flight.best):
+            flight.best = packet
+        flight.open_window(self._cfg.first_answer_window, lambda: self._settle(flight))
+
+    def _settle(self, flight: Flight) -> None:
+        """Answer waiting callers now: the best packet so far, or UNAVAILABLE at the deadline."""
+        if flight.first.done():
+            return
+        entry = self._packets.get(flight.key.raw)
+        if flight.best is None:
+            flight.first.set_result(Lookup(Status.UNAVAILABLE))
+        elif entry is None:  # evicted meanwhile: still the newest verified packet we saw
+            flight.first.set_result(Lookup(Status.FOUND, flight.best))
+        else:
+            age = self._clock.monotonic() - entry.fetched_at
+            stale = age >= entry.packet.ttl(self._cfg.min_ttl, self._cfg.max_ttl)
+            flight.first.set_result(Lookup(Status.FOUND, entry.packet, age, stale))
+
+    def _conclude(self, flight: Flight) -> Status:
+        """The lookup ended: confirm, negatively cache, and answer anyone still waiting."""
+        now = self._clock.monotonic()
+        entry = self._packets.get(flight.key.raw)
+        if entry is not None and flight.confirmed:
+            entry.fetched_at = now
+        if flight.best is not None:
+            status = Status.FOUND
+        elif flight.finished and flight.definitive > 0:
+            status = Status.NOT_FOUND
+        else:
+            status = Status.UNAVAILABLE
+        if not flight.first.done():
+            if status is Status.NOT_FOUND and entry is None:
+                self._negative[flight.key.raw] = now + self._cfg.negative_ttl
+                flight.first.set_result(Lookup(status, negative_ttl=self._cfg.negative_ttl))
+            else:
+                self._settle(flight)
+        _log.debug("pkarr_lookup_done", key=flight.key.z32, status=status.value,
+                   definitive=flight.definitive, invalid=flight.invalid)
+        return status
+
+    # --- hooks for persistence and republishing ------------------------------------------
+
+    def insert(self, packet: SignedPacket, fetched_at: float | None = None) -> bool:
+        """Hold ``packet`` unless an equal or more recent one is held; True if it was stored.
+
+        ``fetched_at`` (monotonic) lets a packet loaded from disk start out aged.
+        """
+        raw = packet.public_key.raw
+        held = self._packets.get(raw)
+        if held is not None and not packet.more_recent_than(held.packet):
+            return False
+        when = self._clock.monotonic() if fetched_at is None else fetched_at
+        self._packets[raw] = CachedPacket(packet, when)
+        self._negative.pop(raw, None)
+        return True
+
+    def cached(self) -> Iterator[CachedPacket]:
+        """Every held packet (a snapshot, safe to iterate while queries run)."""
+        return iter(list(self._packets.values()))
+
+    def query_count(self, key: PublicKey) -> int:
+        """How many queries asked for ``key`` since it entered the bounded counter."""
+        return self._queries.get(key.raw, 0)
+
+    def query_counts(self) -> dict[PublicKey, int]:
+        """Queries per key for every key still counted."""
+        return {PublicKey(raw): n for raw, n in list(self._queries.items())}
+
+    async def close(self) -> None:
+        """Cancel running lookups (callers still waiting get UNAVAILABLE)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+__all__ = ["CachedPacket", "Dht", "Lookup", "PkarrSource", "RelayFetch", "Status"]

@@ -1,0 +1,98 @@
+"""Fakes for the resolution tests: a scripted DHT, relays and an ICANN side."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from dnslib import RR, DNSRecord
+
+from pkdns.dht.item import MutableItem
+from pkdns.dht.lookup import Outcome
+from pkdns.pkarr.signed_packet import SignedPacket
+
+
+def item_of(packet: SignedPacket) -> MutableItem:
+    return MutableItem(packet.public_key.raw, packet.timestamp, packet.packet, packet.signature)
+
+
+@dataclass
+class Script:
+    """What one DHT lookup does: (delay, item) pairs, then ends after ``end_after`` seconds."""
+
+    items: list[tuple[float, MutableItem]] = field(default_factory=list)
+    responded: int = 8
+    end_after: float = 0.0
+    hang: bool = False
+    deadline_hit: bool = False
+
+
+class FakeStream:
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.outcome = Outcome()
+        self.cancelled = False
+
+    def __aiter__(self) -> AsyncIterator[MutableItem]:
+        return self._run()
+
+    async def _run(self) -> AsyncIterator[MutableItem]:
+        for delay, item in self.script.items:
+            await asyncio.sleep(delay)
+            yield item
+        if self.script.hang:
+            await asyncio.Event().wait()
+        await asyncio.sleep(self.script.end_after)
+        self.outcome = Outcome(queried=self.script.responded, responded=self.script.responded,
+                               values=len(self.script.items),
+                               deadline_hit=self.script.deadline_hit)
+
+    async def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeDht:
+    """``get_mutable`` runs ``script(key)``; records every call."""
+
+    def __init__(self, script: Callable[[bytes], Script]) -> None:
+        self.script = script
+        self.calls: list[bytes] = []
+        self.streams: list[FakeStream] = []
+
+    def get_mutable(self, public_key: bytes, seq_floor: int | None = None, *,
+                    timeout: float = 5.0) -> FakeStream:
+        self.calls.append(public_key)
+        stream = FakeStream(self.script(public_key))
+        self.streams.append(stream)
+        return stream
+
+
+class FakeIcann:
+    """The resolver's ICANN side: canned answers by (name, qtype) and by server address."""
+
+    def __init__(self) -> None:
+        self.records: dict[tuple[str, int], list[RR]] = {}
+        self.servers: dict[tuple[str, int], Callable[[DNSRecord], DNSRecord | None]] = {}
+        self.asked: list[tuple[str, int]] = []
+        self.server_queries: list[tuple[tuple[str, int], str]] = []
+
+    async def resolve_icann(self, qname: str, qtype: int) -> DNSRecord:
+        self.asked.append((qname, qtype))
+        reply = DNSRecord.question(qname, "A")
+        reply.q.qtype = qtype
+        reply = reply.reply()
+        rrs = self.records.get((qname.rstrip(".").lower(), qtype))
+        if rrs is None:
+            reply.header.rcode = 3
+        for rr in rrs or []:
+            reply.add_answer(rr)
+        return reply
+
+    async def query_server(self, addr: tuple[str, int], query: DNSRecord) -> DNSRecord:
+        self.server_queries.append((addr, str(query.q.qname)))
+        handler = self.servers.get(addr)
+        reply = handler(query) if handler else None
+        if reply is None:
+            raise TimeoutError(f"no answer from {addr}")
+        return reply

@@ -1,0 +1,264 @@
+"""The packet source: cache, single flight, windows, negative caching, limits (fake DHT)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+from pkdns.config import PkarrConfig
+from pkdns.dht.item import MutableItem
+from pkdns.dns.pkarr_source import PkarrSource, Status
+from pkdns.pkarr.keys import Keypair, PublicKey
+from pkdns.pkarr.signed_packet import SignedPacket
+from tests.resolve.fakes import FakeDht, Script, item_of
+from tests.support.clock import FakeClock
+from tests.support.pkarr_factory import keypair, packet
+
+CFG = PkarrConfig(lookup_timeout=0.3, first_answer_window=0.03, negative_ttl=60, min_ttl=60,
+                  max_ttl=86400, stale_max_age=3600, dht_rate_limit=0)
+KP = keypair(7)
+KEY = KP.public_key
+
+
+def pkt(ts_offset_s: float = 0.0, ttl: int = 300, ip: str = "10.0.0.1",
+        kp: Keypair = KP) -> SignedPacket:
+    return packet(kp, [f"@ {ttl} IN A {ip}"], ts=FakeClock().wall_us() + int(ts_offset_s * 1e6))
+
+
+def source(dht: FakeDht, clock: FakeClock, **cfg: object) -> PkarrSource:
+    return PkarrSource(dht, dataclasses.replace(CFG, **cfg), clock)  # type: ignore[arg-type]
+
+
+def found(p: SignedPacket) -> Script:
+    return Script(items=[(0.0, item_of(p))])
+
+
+async def test_cold_lookup_finds_the_packet_then_serves_it_from_cache() -> None:
+    clock, p = FakeClock(), pkt()
+    dht = FakeDht(lambda k: found(p))
+    src = source(dht, clock)
+    first = await src.get(KEY, "10.1.1.1")
+    assert first.status is Status.FOUND and first.packet == p and not first.stale
+    clock.advance(100)
+    again = await src.get(KEY, "10.1.1.1")
+    assert again.status is Status.FOUND and again.age == 100 and not again.stale
+    assert len(dht.calls) == 1 and dht.calls[0] == KEY.raw
+    assert src.query_count(KEY) == 2
+    assert [c.packet for c in src.cached()] == [p]
+
+
+async def test_1000_concurrent_queries_for_a_cold_key_make_one_lookup() -> None:
+    p = pkt()
+    dht = FakeDht(lambda k: Script(items=[(0.05, item_of(p))]))
+    src = source(dht, FakeClock(), dht_rate_limit=5.0, dht_rate_limit_burst=5.0)
+    results = await asyncio.gather(*(src.get(KEY, "10.1.1.1") for _ in range(1000)))
+    assert len(dht.calls) == 1 and src.lookups_started == 1
+    assert {r.status for r in results} == {Status.FOUND}
+    assert {r.packet for r in results} == {p}
+
+
+async def test_stale_packet_is_served_at_once_and_refreshed_in_background() -> None:
+    clock, old, new = FakeClock(), pkt(0, ip="10.0.0.1"), pkt(10, ip="10.0.0.2")
+    answers = [found(old), Script(items=[(0.05, item_of(new))])]
+    dht = FakeDht(lambda k: answers.pop(0))
+    src = source(dht, clock)
+    await src.get(KEY, "10.1.1.1")
+    clock.advance(301)  # past the packet TTL (300)
+    stale = await src.get(KEY, "10.1.1.1")
+    assert stale.status is Status.FOUND and stale.stale and stale.packet == old
+    await asyncio.sleep(0.01)
+    assert len(dht.calls) == 2
+    await asyncio.sleep(0.2)
+    fresh = await src.get(KEY, "10.1.1.1")
+    assert fresh.packet == new and not fresh.stale and fresh.age == 0
+
+
+async def test_refresh_that_confirms_the_held_packet_makes_it_fresh_again() -> None:
+    clock, p = FakeClock(), pkt()
+    dht = FakeDht(lambda k: found(p))
+    src = source(dht, clock)
+    await src.get(KEY, "ip")
+    clock.advance(400)
+    assert (await src.get(KEY, "ip")).stale
+    await asyncio.sleep(0.1)
+    after = await src.get(KEY, "ip")
+    assert not after.stale and after.age == 0 and len(dht.calls) == 2
+
+
+async def test_stale_refresh_is_not_retried_on_every_query() -> None:
+    clock, p = FakeClock(), pkt()
+    scripts = [found(p)]
+    dht = FakeDht(lambda k: scripts.pop(0) if scripts else Script(responded=0))
+    src = source(dht, clock)
+    await src.get(KEY, "ip")
+    clock.advance(400)
+    for _ in range(5):
+        assert (await src.get(KEY, "ip")).stale
+        await asyncio.sleep(0.01)
+    assert len(dht.calls) == 2  # one refresh; the next waits negative_ttl
+    clock.advance(61)
+    assert (await src.get(KEY, "ip")).stale
+    await asyncio.sleep(0.01)
+    assert len(dht.calls) == 3
+
+
+async def test_too_old_packet_is_dropped_and_looked_up_cold() -> None:
+    clock, p = FakeClock(), pkt()
+    scripts = [found(p), Script(responded=0)]
+    dht = FakeDht(lambda k: scripts.pop(0))
+    src = source(dht, clock)
+    await src.get(KEY, "ip")
+    clock.advance(300 + 3600 + 1)
+    assert (await src.get(KEY, "ip")).status is Status.UNAVAILABLE
+
+
+async def test_nothing_found_is_not_found_and_negatively_cached() -> None:
+    clock = FakeClock()
+    dht = FakeDht(lambda k: Script(responded=8))
+    src = source(dht, clock)
+    miss = await src.get(KEY, "ip")
+    assert miss.status is Status.NOT_FOUND and miss.negative_ttl == 60
+    clock.advance(30)
+    again = await src.get(KEY, "ip")
+    assert again.status is Status.NOT_FOUND and again.negative_ttl == 30
+    assert len(dht.calls) == 1
+    clock.advance(31)
+    await src.get(KEY, "ip")
+    assert len(dht.calls) == 2
+
+
+async def test_no_dht_answer_is_unavailable_and_not_cached() -> None:
+    dht = FakeDht(lambda k: Script(responded=0))
+    src = source(dht, FakeClock())
+    assert (await src.get(KEY, "ip")).status is Status.UNAVAILABLE
+    assert (await src.get(KEY, "ip")).status is Status.UNAVAILABLE
+    assert len(dht.calls) == 2
+
+
+async def test_dht_deadline_is_unavailable_not_nxdomain() -> None:
+    dht = FakeDht(lambda k: Script(responded=3, deadline_hit=True))
+    src = source(dht, FakeClock())
+    assert (await src.get(KEY, "ip")).status is Status.UNAVAILABLE
+
+
+async def test_hanging_lookup_answers_unavailable_at_the_deadline() -> None:
+    dht = FakeDht(lambda k: Script(hang=True))
+    src = source(dht, FakeClock(), lookup_timeout=0.2)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    assert (await src.get(KEY, "ip")).status is Status.UNAVAILABLE
+    assert 0.15 < loop.time() - start < 0.35
+    await src.close()
+    assert dht.streams[0].cancelled
+
+
+async def test_broken_dht_is_unavailable() -> None:
+    class Broken:
+        def get_mutable(self, public_key: bytes, seq_floor: int | None = None, *,
+                        timeout: float = 5.0) -> object:
+            raise OSError("socket closed")
+
+    src = PkarrSource(Broken(), CFG, FakeClock())  # type: ignore[arg-type]
+    assert (await src.get(KEY, "ip")).status is Status.UNAVAILABLE
+
+
+async def test_newer_packet_within_the_window_wins() -> None:
+    old, new = pkt(0, ip="10.0.0.1"), pkt(5, ip="10.0.0.2")
+    dht = FakeDht(lambda k: Script(items=[(0.0, item_of(old)), (0.01, item_of(new))]))
+    src = source(dht, FakeClock(), first_answer_window=0.1)
+    assert (await src.get(KEY, "ip")).packet == new
+
+
+async def test_answer_after_the_window_and_cache_updated_later() -> None:
+    old, new = pkt(0, ip="10.0.0.1"), pkt(5, ip="10.0.0.2")
+    dht = FakeDht(lambda k: Script(items=[(0.0, item_of(old)), (0.15, item_of(new))]))
+    src = source(dht, FakeClock(), first_answer_window=0.02)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    assert (await src.get(KEY, "ip")).packet == old
+    assert loop.time() - start < 0.12
+    await asyncio.sleep(0.25)
+    assert (await src.get(KEY, "ip")).packet == new
+
+
+async def test_rollback_is_refused() -> None:
+    clock, old, new = FakeClock(), pkt(0, ip="10.0.0.1"), pkt(5, ip="10.0.0.2")
+    scripts = [found(new), found(old)]
+    dht = FakeDht(lambda k: scripts.pop(0))
+    src = source(dht, clock)
+    assert (await src.get(KEY, "ip")).packet == new
+    assert not src.insert(old)
+    clock.advance(400)
+    await src.get(KEY, "ip")  # stale: the refresh only finds the older packet
+    await asyncio.sleep(0.1)
+    assert [c.packet for c in src.cached()] == [new]
+
+
+async def test_packets_from_the_far_future_are_rejected() -> None:
+    future = pkt(2 * 3600)
+    near = pkt(1800)
+    dht = FakeDht(lambda k: Script(items=[(0.0, item_of(future))]))
+    src = source(dht, FakeClock())
+    assert (await src.get(KEY, "ip")).status is Status.NOT_FOUND
+    dht2 = FakeDht(lambda k: found(near))
+    assert (await source(dht2, FakeClock()).get(KEY, "ip")).packet == near
+
+
+async def test_invalid_values_are_ignored() -> None:
+    p = pkt()
+    forged = MutableItem(p.public_key.raw, p.timestamp + 1, p.packet, bytes(64))
+    wrong_key = item_of(pkt(kp=keypair(8)))
+    dht = FakeDht(lambda k: Script(items=[(0.0, forged), (0.0, wrong_key)]))
+    assert (await source(dht, FakeClock()).get(KEY, "ip")).status is Status.NOT_FOUND
+
+
+async def test_relays_are_asked_in_parallel() -> None:
+    p = pkt()
+
+    async def relay_has(key: PublicKey) -> SignedPacket | None:
+        return p if key == KEY else None
+
+    async def relay_down(key: PublicKey) -> SignedPacket | None:
+        raise ConnectionError("relay unreachable")
+
+    dead_dht = FakeDht(lambda k: Script(responded=0))
+    src = PkarrSource(dead_dht, CFG, FakeClock(), relays=[relay_down, relay_has])
+    assert (await src.get(KEY, "ip")).packet == p
+    other = keypair(9).public_key
+    assert (await src.get(other, "ip")).status is Status.NOT_FOUND  # the relay said 404
+    only_down = PkarrSource(None, CFG, FakeClock(), relays=[relay_down])
+    assert (await only_down.get(KEY, "ip")).status is Status.UNAVAILABLE
+
+
+async def test_per_ip_rate_limit_for_cold_lookups() -> None:
+    dht = FakeDht(lambda k: Script(responded=1))
+    src = source(dht, FakeClock(), dht_rate_limit=1.0, dht_rate_limit_burst=2.0)
+    keys = [keypair(20 + i).public_key for i in range(4)]
+    assert (await src.get(keys[0], "10.0.0.9")).status is Status.NOT_FOUND
+    assert (await src.get(keys[1], "10.0.0.9")).status is Status.NOT_FOUND
+    assert (await src.get(keys[2], "10.0.0.9")).status is Status.RATE_LIMITED
+    assert (await src.get(keys[2], "10.0.0.10")).status is Status.NOT_FOUND
+    # cached answers are not limited
+    assert (await src.get(keys[0], "10.0.0.9")).status is Status.NOT_FOUND
+
+
+async def test_global_cap_on_concurrent_lookups() -> None:
+    dht = FakeDht(lambda k: Script(hang=True))
+    src = source(dht, FakeClock(), max_concurrent_lookups=1, lookup_timeout=5.0)
+    first = asyncio.create_task(src.get(KEY, "ip"))
+    await asyncio.sleep(0.01)
+    assert (await src.get(keypair(30).public_key, "ip")).status is Status.OVERLOADED
+    await src.close()
+    assert first.done() or (await asyncio.wait_for(first, 1)).status is Status.UNAVAILABLE
+
+
+async def test_insert_hook_and_bounded_cache() -> None:
+    clock = FakeClock()
+    src = source(FakeDht(lambda k: Script()), clock, packet_cache_size=2)
+    packets = [pkt(kp=keypair(40 + i)) for i in range(3)]
+    for p in packets:
+        assert src.insert(p, fetched_at=clock.monotonic() - 10)
+    held = [c.packet for c in src.cached()]
+    assert held == packets[1:]
+    hit = await src.get(packets[2].public_key, "ip")
+    assert hit.status is Status.FOUND and hit.age == 10
