@@ -37,6 +37,7 @@ class Entry:
     host: str
     port: int
     last_seen: float
+    subnet: str
     fails: int = 0
 
     @property
@@ -65,6 +66,8 @@ def subnet_key(host: str, port: int) -> str:
     """The /24 (IPv4) or /64 (IPv6) of a host, for per-bucket diversity; loopback by port."""
     if host.startswith("127.") or host == "::1":
         return f"{host}:{port}"
+    if host.count(".") == 3:
+        return host.rsplit(".", 1)[0]
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
@@ -98,12 +101,11 @@ class RoutingTable:
             return AddResult.UPDATED
         bucket = self._buckets[bucket_index(self.own_id, node_id)]
         subnet = subnet_key(host, port)
-        same_subnet = [e for e in bucket if subnet_key(e.host, e.port) == subnet]
-        if same_subnet:
+        if any(e.subnet == subnet for e in bucket):
             return AddResult.REJECTED
         if len(bucket) >= self.k and not self._evict(bucket, now):
             return AddResult.FULL
-        entry = Entry(node_id, host, port, now)
+        entry = Entry(node_id, host, port, now, subnet)
         bucket.append(entry)
         self._by_ip[key] = entry
         return AddResult.ADDED
