@@ -1,11 +1,193 @@
-"""Composition root: builds the parts from a Config, starts and stops them in order."""
+"""Composition root: builds the parts from a Config, starts and stops them in order.
+
+A :class:`Daemon` owns an ordered list of components (anything with ``name``, ``async start()``
+and ``async stop()``). ``start`` runs them in order and ``stop`` in reverse, so put a part
+before the ones that use it: e.g. the DHT node and the pkarr handler before the DNS listeners,
+which should be last (they let clients in). To add a part, build it in :meth:`Daemon.__init__`
+(or from outside, before :meth:`Daemon.start`) and call :meth:`Daemon.add`; the pkarr side is
+attached with ``daemon.resolver.pkarr = handler``.
+
+Shutdown (SIGTERM/SIGINT): listeners stop taking queries, in-flight ones get up to
+``dns.query_deadline`` to finish, then everything stops in reverse order and the process exits 0.
+"""
 
 from __future__ import annotations
 
-from pkdns.config import Config
+import asyncio
+import errno
+import signal
+from typing import Protocol
+
+import uvloop
+
+from pkdns import log
+from pkdns.clock import SYSTEM_CLOCK, Clock
+from pkdns.config import Config, DnsConfig, HostPort, format_hostport
+from pkdns.dns.cache import WireCache
+from pkdns.dns.forwarder import Forwarder
+from pkdns.dns.resolver import Resolver
 from pkdns.errors import PkdnsError
+from pkdns.metrics import Metrics
+from pkdns.server.tcp import TcpServer
+from pkdns.server.udp import UdpServer
+
+_log = log.get("app")
+_BIND_TRIES = 20
+
+
+class Component(Protocol):
+    """A part of the daemon with a lifecycle."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class DnsListeners:
+    """UDP + TCP on every ``dns.listen`` address; port 0 picks one free port for both."""
+
+    name = "dns"
+
+    def __init__(self, resolver: Resolver, cfg: DnsConfig) -> None:
+        self.resolver = resolver
+        self.cfg = cfg
+        self.udp: list[UdpServer] = []
+        self.tcp: list[TcpServer] = []
+        self.bound: list[HostPort] = []
+
+    async def start(self) -> None:
+        for host, port in self.cfg.listen:
+            await self._bind(host, port)
+        _log.info("listening", udp=[format_hostport(a) for a in self.bound],
+                  tcp=[format_hostport(a) for a in self.bound])
+
+    async def _bind(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(_BIND_TRIES):
+            proto = UdpServer(self.resolver, self.cfg.udp_payload_max)
+            try:
+                transport, _ = await loop.create_datagram_endpoint(
+                    proto.itself, local_addr=(host, port))
+            except OSError as exc:
+                raise _bind_error(host, port, exc) from None
+            actual = transport.get_extra_info("sockname")[1]
+            tcp = TcpServer(self.resolver, self.cfg)
+            try:
+                tcp.server = await loop.create_server(tcp.protocol, host, actual,
+                                                      reuse_address=True, backlog=1024)
+            except OSError as exc:
+                transport.close()
+                if port == 0 and exc.errno == errno.EADDRINUSE:
+                    continue            # the UDP port's TCP twin is taken; pick another
+                raise _bind_error(host, actual, exc) from None
+            self.udp.append(proto)
+            self.tcp.append(tcp)
+            self.bound.append((host, actual))
+            return
+        raise PkdnsError(f"cannot find a free port pair on {host} for UDP+TCP")
+
+    async def stop(self) -> None:
+        grace = self.cfg.query_deadline
+        await asyncio.gather(*(u.drain(grace) for u in self.udp),
+                             *(t.drain(grace) for t in self.tcp))
+
+
+def _bind_error(host: str, port: int, exc: OSError) -> PkdnsError:
+    where = format_hostport((host, port))
+    if exc.errno == errno.EACCES:
+        return PkdnsError(
+            f"cannot listen on {where}: permission denied; ports below 1024 need root or "
+            f"CAP_NET_BIND_SERVICE (setcap cap_net_bind_service=+ep), or use a high port, "
+            f"e.g. --listen 127.0.0.1:5353")
+    if exc.errno == errno.EADDRINUSE:
+        return PkdnsError(f"cannot listen on {where}: address already in use "
+                          f"(another DNS server running?); choose another --listen")
+    return PkdnsError(f"cannot listen on {where}: {exc.strerror or exc}")
+
+
+class _Gauges:
+    """Refreshes the cache size gauges once a second (kept off the hot path)."""
+
+    name = "gauges"
+
+    def __init__(self, cache: WireCache, metrics: Metrics) -> None:
+        self.cache, self.metrics = cache, metrics
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def _loop(self) -> None:
+        while True:
+            self.metrics.cache_bytes.set(self.cache.bytes_used)
+            self.metrics.cache_entries.set(len(self.cache))
+            await asyncio.sleep(1.0)
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+
+class Daemon:
+    """Every part of pkdns, wired together (see the module docstring)."""
+
+    def __init__(self, cfg: Config, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.cfg, self.clock = cfg, clock
+        self.metrics = Metrics()
+        self.cache = WireCache(cfg.cache, clock)
+        self.forwarder = Forwarder(cfg.dns.upstream, cfg.dns.upstream_timeout, self.metrics)
+        self.resolver = Resolver(cfg, self.cache, self.forwarder, clock, self.metrics)
+        self.dns = DnsListeners(self.resolver, cfg.dns)
+        self.components: list[Component] = [_Gauges(self.cache, self.metrics), self.dns]
+        self._started: list[Component] = []
+        self._stop = asyncio.Event()
+
+    def add(self, component: Component, before: Component | None = None) -> None:
+        """Add a part; by default just before the DNS listeners (which start last)."""
+        anchor = before if before is not None else self.dns
+        self.components.insert(self.components.index(anchor), component)
+
+    async def start(self) -> None:
+        """Start every component in order; on failure stop the started ones and re-raise."""
+        for c in self.components:
+            try:
+                await c.start()
+            except BaseException:
+                await self.stop()
+                raise
+            self._started.append(c)
+            _log.debug("component_started", name=c.name)
+
+    async def stop(self) -> None:
+        """Stop the started components in reverse order (each failure logged, not raised)."""
+        while self._started:
+            c = self._started.pop()
+            try:
+                await c.stop()
+            except Exception:
+                _log.exception("component_stop_failed", name=c.name)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> int:
+        """Start, wait for SIGTERM/SIGINT (or :meth:`request_stop`), stop; exit code 0."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        await self.start()
+        _log.info("started", upstreams=[format_hostport(u) for u in self.cfg.dns.upstream])
+        await self._stop.wait()
+        _log.info("stopping")
+        await self.stop()
+        _log.info("stopped")
+        return 0
 
 
 def main(cfg: Config) -> int:
-    """Run the daemon until stopped; returns the exit code."""
-    raise PkdnsError("the daemon is being assembled; see issues 4 and 7")
+    """Run the daemon on uvloop until stopped; returns the exit code."""
+    log.configure(cfg.log.level, cfg.log.format)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(Daemon(cfg).run())

@@ -1,0 +1,307 @@
+"""The one entry point every transport calls: query bytes in, reply bytes (or None) out.
+
+``Resolver.resolve(query_wire, ClientInfo(ip, transport), max_size)`` runs, in order:
+
+1. policy (cheap, before parsing): ACL -> REFUSED; rate limit -> UDP drop/slip (every 2nd
+   over-limit query gets an empty TC=1), TCP/DoH REFUSED (:mod:`pkdns.dns.ratelimit`);
+2. :meth:`answer_cached`, the hot path: scan the bytes, look the key up, patch and return;
+3. the ladder (:func:`pkdns.dns.wire.parse_query`): drop / FORMERR / NOTIMP / BADVERS;
+4. query policy: class != IN -> REFUSED (so CH ``version.bind`` leaks nothing), qtype 0 ->
+   FORMERR, meta qtypes 128-254 (AXFR, IXFR, ...) -> REFUSED, ANY -> RFC 8482 HINFO;
+5. pkarr names (``PkarrHandler.claims``) -> the handler, never upstream (reliability P8);
+   everything else -> cache, else one coalesced upstream fetch (stored in the cache by the
+   fetch itself, so a late reply still fills the cache: U3), with serve-stale (RFC 8767) when
+   the upstream fails or is slower than ``stale_client_timeout``, else SERVFAIL by
+   ``query_deadline``. Failures are remembered for 5 s (RFC 9520) so clients don't queue up.
+
+Every outcome is one rcode; an unexpected exception becomes SERVFAIL and is logged, so nothing
+a client sends can escape a handler. UDP replies are sized to the client's EDNS payload (512
+without EDNS, capped at ``max_size``) with TC=1 when they do not fit; TCP/DoH pass 65535.
+
+The pkarr seam, for ``pkdns/dns/pkarr_answer.py`` and friends:
+* ``Resolver.pkarr`` — a :class:`PkarrHandler` (settable after construction). Its answers go
+  into the same wire cache under the same key rules (TTL from its records or its SOA; SERVFAIL
+  not cached), so a cached pkarr answer is served by the same hot path.
+* ``await resolver.resolve_icann(qname, qtype) -> dnslib.DNSRecord`` — an ICANN lookup through
+  cache + forwarder (for CNAME targets outside pkarr). Never raises for DNS failures: the
+  record carries the rcode (SERVFAIL on upstream failure).
+* ``await resolver.query_server((host, port), query) -> dnslib.DNSRecord`` — one query to one
+  server (NS delegation recursion); raises :class:`pkdns.errors.UpstreamError` on timeout or
+  a mismatched reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import dnslib
+
+from pkdns import log
+from pkdns.clock import Clock
+from pkdns.config import Config, HostPort
+from pkdns.dns import wire
+from pkdns.dns.acl import Acl
+from pkdns.dns.cache import Entry, WireCache, inspect_reply, render
+from pkdns.dns.forwarder import Forwarder
+from pkdns.dns.ratelimit import RateLimiter, Verdict
+from pkdns.errors import DecodeError, UpstreamError
+from pkdns.metrics import Metrics
+
+_log = log.get("resolver")
+_RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP",
+                5: "REFUSED", 16: "BADVERS"}
+STREAM_MAX = 65535
+_DEADLINE_MARGIN = 0.1      # answer SERVFAIL this much before query_deadline
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    """Who asked, and over what (``udp``, ``tcp`` or ``doh``)."""
+
+    ip: str
+    transport: str
+
+
+class PkarrHandler(Protocol):
+    """The pkarr side of the resolver (see the module docstring)."""
+
+    def claims(self, qname: str) -> bool:
+        """Is ``qname`` (lowercased, no trailing dot) a pkarr name? Pure and fast."""
+        ...
+
+    async def answer(self, query: dnslib.DNSRecord, client_ip: str) -> dnslib.DNSRecord:
+        """The full response to ``query``."""
+        ...
+
+
+class Resolver:
+    """Policy, cache, pkarr handler and forwarder behind one call."""
+
+    def __init__(self, cfg: Config, cache: WireCache, forwarder: Forwarder, clock: Clock,
+                 metrics: Metrics, pkarr: PkarrHandler | None = None) -> None:
+        self.cfg, self.cache, self.forwarder = cfg, cache, forwarder
+        self.clock, self.metrics, self.pkarr = clock, metrics, pkarr
+        self.acl = Acl(cfg.dns.allow)
+        self.limiter = RateLimiter(cfg.dns.rate_limit, cfg.dns.rate_limit_burst)
+        self.udp_cap = cfg.dns.udp_payload_max
+        self.debug = cfg.log.level == "debug"
+        self._inflight: dict[bytes, asyncio.Task[Entry | None]] = {}
+        self._counters: dict[tuple[str, int, str], Any] = {}
+        self._hits = metrics.cache_hits
+        self._misses = metrics.cache_misses
+        self._rng = random.SystemRandom()
+
+    # ---------------------------------------------------------------- entry points
+
+    async def resolve(self, data: bytes, client: ClientInfo, max_size: int) -> bytes | None:
+        """The reply to ``data`` from ``client`` (None: send nothing). Never raises."""
+        if len(data) < 12 or data[2] & 0x80:
+            self.metrics.dropped.labels("malformed").inc()
+            return None
+        early = self.admit(data, client.ip, client.transport)
+        if early is not None:
+            return early or None
+        reply = self.answer_cached(data, client.transport, max_size)
+        if reply is not None:
+            return reply
+        return await self.resolve_admitted(data, client, max_size)
+
+    def admit(self, data: bytes, ip: str, transport: str) -> bytes | None:
+        """ACL + rate limit. None: go on; b"": drop; else the reply to send instead."""
+        if not self.acl.allowed(ip):
+            self.metrics.dropped.labels("acl").inc()
+            return self._count(transport, _refusal(data, wire.REFUSED), "policy")
+        verdict = self.limiter.check(ip, self.clock.monotonic())
+        if verdict is Verdict.PASS:
+            return None
+        self.metrics.rate_limited.labels("dns_" + transport).inc()
+        if transport != "udp":
+            return self._count(transport, _refusal(data, wire.REFUSED), "policy")
+        if verdict is Verdict.SLIP:
+            return _refusal(data, 0, tc=True)
+        return b""
+
+    def answer_cached(self, data: bytes, transport: str, max_size: int) -> bytes | None:
+        """Hot path: the reply from a fresh cache entry, from the bytes alone; else None."""
+        scanned = wire.scan(data)
+        if scanned is None:
+            return None
+        key, qend, size, do = scanned
+        entry = self.cache.get(key)
+        if entry is None:
+            return None
+        now = self.clock.monotonic()
+        if now >= entry.expires:
+            return None
+        limit = max_size if transport != "udp" else (min(size, max_size) if size else 512)
+        reply = render(entry, data, qend, size, bool(do), limit, now)
+        self._hits.inc()
+        self._count(transport, reply, entry.kind)
+        return reply
+
+    async def resolve_admitted(self, data: bytes, client: ClientInfo,
+                               max_size: int) -> bytes | None:
+        """Everything after policy and the hot path (the slow path)."""
+        try:
+            q = wire.parse_query(data)
+        except wire.Drop:
+            self.metrics.dropped.labels("malformed").inc()
+            return None
+        except wire.BadQuery as exc:
+            return self._count(client.transport, wire.error_reply(data, exc.rcode, exc.qend),
+                               "malformed")
+        limit = max_size if client.transport != "udp" else min(q.udp_size, max_size) \
+            if q.edns else 512
+        try:
+            reply, kind = await self._answer(q, client, limit)
+        except Exception:
+            _log.exception("query_failed", client=client.ip, qname=q.qname, qtype=q.qtype)
+            reply, kind = self._error(q, wire.SERVFAIL), "error"
+        if self.debug:
+            _log.debug("query", client=client.ip, transport=client.transport, qname=q.qname,
+                       qtype=q.qtype, rcode=reply[3] & 0x0F, kind=kind)
+        return self._count(client.transport, reply, kind)
+
+    async def resolve_icann(self, qname: str, qtype: int) -> dnslib.DNSRecord:
+        """ICANN lookup through cache + forwarder, as a dnslib record (rcode set on failure)."""
+        packet = wire.build_query(self._rng.getrandbits(16), wire.name_wire(qname.lower()),
+                                  qtype, wire.C_IN, False, False)
+        q = wire.parse_query(packet)
+        reply = await self._icann(q, STREAM_MAX)
+        return dnslib.DNSRecord.parse(reply)
+
+    async def query_server(self, addr: HostPort, query: dnslib.DNSRecord) -> dnslib.DNSRecord:
+        """Send ``query`` to one server and return its validated reply."""
+        packet = bytes(query.pack())
+        reply = await self.forwarder.query_server(addr, packet, self.cfg.dns.upstream_timeout)
+        try:
+            return dnslib.DNSRecord.parse(reply)
+        except Exception as exc:  # dnslib raises assorted types on bad bytes
+            raise UpstreamError(f"unparseable reply from {addr[0]}: {exc}") from None
+
+    # ---------------------------------------------------------------- slow path
+
+    async def _answer(self, q: wire.Query, client: ClientInfo, limit: int) -> tuple[bytes, str]:
+        if q.qclass != wire.C_IN or 128 <= q.qtype < 255:
+            return self._error(q, wire.REFUSED), "policy"
+        if q.qtype == 0:
+            return self._error(q, wire.FORMERR), "policy"
+        if q.qtype == wire.T_ANY and self.cfg.dns.any_minimal:
+            return wire.hinfo_any_reply(q), "any"
+        if self.pkarr is not None and self.pkarr.claims(q.qname):
+            return await self._pkarr(q, client, limit), "pkarr"
+        return await self._icann(q, limit), "icann"
+
+    async def _icann(self, q: wire.Query, limit: int) -> bytes:
+        now = self.clock.monotonic()
+        entry = self.cache.get(q.key)
+        if entry is not None and now < entry.expires:
+            self._hits.inc()
+            return render(entry, q.wire, q.qend, self._size(q), q.do, limit, now)
+        self._misses.inc()
+        stale = entry if self.cfg.cache.serve_stale else None
+        task = None if self.cache.failing(q.key) else self._fetch(q)
+        if task is not None:
+            wait = self.cfg.cache.stale_client_timeout if stale is not None else None
+            try:
+                fresh = await asyncio.wait_for(asyncio.shield(task), wait)
+            except TimeoutError:
+                fresh = None
+            if fresh is not None:
+                now = self.clock.monotonic()
+                return render(fresh, q.wire, q.qend, self._size(q), q.do, limit, now)
+        if stale is not None:
+            self.metrics.stale_served.labels("icann").inc()
+            return render(stale, q.wire, q.qend, self._size(q), q.do, limit, now,
+                          stale_ttl=self.cfg.cache.stale_answer_ttl)
+        return self._error(q, wire.SERVFAIL)
+
+    def _fetch(self, q: wire.Query) -> asyncio.Task[Entry | None] | None:
+        """The shared upstream fetch for ``q.key`` (None when too many are in flight)."""
+        task = self._inflight.get(q.key)
+        if task is None:
+            if len(self._inflight) >= self.cfg.dns.max_inflight:
+                self.metrics.dropped.labels("inflight_cap").inc()
+                return None
+            task = asyncio.get_running_loop().create_task(self._fetch_and_store(q))
+            self._inflight[q.key] = task
+        return task
+
+    async def _fetch_and_store(self, q: wire.Query) -> Entry | None:
+        try:
+            return await self._fetch_once(q)
+        finally:
+            self._inflight.pop(q.key, None)
+
+    async def _fetch_once(self, q: wire.Query) -> Entry | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.cfg.dns.query_deadline - _DEADLINE_MARGIN
+        question = q.key[:-1]
+        try:
+            reply = await self.forwarder.exchange(question, q.do, q.cd, deadline)
+            info = inspect_reply(reply)
+        except (UpstreamError, DecodeError) as exc:
+            self.cache.note_failure(q.key)
+            _log.debug("upstream_failed", qname=q.qname, qtype=q.qtype, reason=str(exc))
+            return None
+        if info.rcode in (wire.SERVFAIL, wire.REFUSED):
+            self.cache.note_failure(q.key)
+            return None
+        return self.cache.store(q.key, info, self.clock.monotonic())
+
+    async def _pkarr(self, q: wire.Query, client: ClientInfo, limit: int) -> bytes:
+        assert self.pkarr is not None
+        now = self.clock.monotonic()
+        entry = self.cache.get(q.key)
+        if entry is not None and now < entry.expires:
+            self._hits.inc()
+            return render(entry, q.wire, q.qend, self._size(q), q.do, limit, now)
+        self._misses.inc()
+        try:
+            record = dnslib.DNSRecord.parse(q.wire)
+        except Exception:  # dnslib is stricter than the ladder in places
+            return self._error(q, wire.FORMERR)
+        try:
+            answer = await asyncio.wait_for(self.pkarr.answer(record, client.ip),
+                                            self.cfg.dns.query_deadline - _DEADLINE_MARGIN)
+        except TimeoutError:
+            return self._error(q, wire.SERVFAIL)
+        info = inspect_reply(bytes(answer.pack()))
+        now = self.clock.monotonic()
+        fresh = self.cache.store(q.key, info, now, kind="pkarr")
+        return render(fresh, q.wire, q.qend, self._size(q), q.do, limit, now)
+
+    # ---------------------------------------------------------------- helpers
+
+    @staticmethod
+    def _size(q: wire.Query) -> int:
+        return q.udp_size if q.edns else 0
+
+    @staticmethod
+    def _error(q: wire.Query, rcode: int) -> bytes:
+        return wire.error_reply(q.wire, rcode, q.qend, q.edns, q.do)
+
+    def _count(self, transport: str, reply: bytes, kind: str) -> bytes:
+        rcode = reply[3] & 0x0F
+        child = self._counters.get((transport, rcode, kind))
+        if child is None:
+            name = _RCODE_NAMES.get(rcode, str(rcode))
+            child = self.metrics.queries.labels(transport, name, kind)
+            self._counters[(transport, rcode, kind)] = child
+        child.inc()
+        return reply
+
+
+def _refusal(data: bytes, rcode: int, tc: bool = False) -> bytes:
+    """REFUSED (or an empty TC=1 slip) echoing the question when it parses."""
+    try:
+        q = wire.parse_query(data)
+        reply = wire.error_reply(data, rcode, q.qend, q.edns, q.do)
+    except DecodeError:
+        reply = wire.error_reply(data, rcode)
+    if tc:
+        reply = reply[:2] + bytes((reply[2] | 0x02,)) + reply[3:]
+    return reply

@@ -1,0 +1,209 @@
+"""DNS over TCP (RFC 7766, RFC 9210): pipelining, timeouts, connection caps.
+
+Each connection reads 2-byte length-prefixed messages. Every message is answered as soon as it
+is ready, so a slow query never holds back a fast one behind it (RFC 7766 §6.2.1.1; cache hits
+are answered inline). Abuse handling (reliability.md §2.2 T1-T11):
+
+* prefix 0 -> close at once (T1); the buffer never holds more than one 65535-byte message;
+* the first message must arrive within ``tcp_initial_timeout`` (T6), later ones within
+  ``tcp_idle_timeout`` of the last complete message or reply; partial bytes do not reset the
+  clock (slowloris, T5), and a lying prefix waits out the same timer (T2, T3);
+* at most :data:`PIPELINE_MAX` queries in progress per connection (reading pauses beyond);
+  a client that never reads is cut off once :data:`WRITE_BUFFER_MAX` bytes are queued (T8);
+* at most ``tcp_max_per_ip`` connections per client IP (new ones are closed, T9) and
+  ``tcp_max_connections`` in all: then the oldest idle connection is evicted, or the new one
+  closed when none is idle (T10).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any, cast
+
+from pkdns import log
+from pkdns.config import DnsConfig
+from pkdns.dns.resolver import STREAM_MAX, ClientInfo, Resolver
+
+_log = log.get("tcp")
+PIPELINE_MAX = 64
+WRITE_BUFFER_MAX = 1 << 20
+
+
+class TcpServer:
+    """Connection bookkeeping shared by every connection of one listener."""
+
+    def __init__(self, resolver: Resolver, cfg: DnsConfig) -> None:
+        self.resolver = resolver
+        self.cfg = cfg
+        self.conns: dict[TcpConnection, None] = {}    # insertion order = age
+        self.per_ip: Counter[str] = Counter()
+        self.server: asyncio.Server | None = None
+
+    def protocol(self) -> TcpConnection:
+        return TcpConnection(self)
+
+    def admit(self, conn: TcpConnection) -> bool:
+        """Register ``conn`` if the caps allow (evicting the oldest idle one if needed)."""
+        if self.per_ip[conn.ip] >= self.cfg.tcp_max_per_ip:
+            self.resolver.metrics.dropped.labels("tcp_per_ip_cap").inc()
+            return False
+        if len(self.conns) >= self.cfg.tcp_max_connections:
+            idle = next((c for c in self.conns if not c.tasks), None)
+            if idle is None:
+                self.resolver.metrics.dropped.labels("tcp_cap").inc()
+                return False
+            idle.close()
+        self.conns[conn] = None
+        self.per_ip[conn.ip] += 1
+        return True
+
+    def forget(self, conn: TcpConnection) -> None:
+        if self.conns.pop(conn, 0) is None:
+            self.per_ip[conn.ip] -= 1
+            if self.per_ip[conn.ip] <= 0:
+                del self.per_ip[conn.ip]
+
+    async def drain(self, timeout: float) -> None:
+        """Stop accepting; let in-progress queries answer (bounded); close every connection."""
+        if self.server is not None:
+            self.server.close()
+        tasks = {t for c in self.conns for t in c.tasks}
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        for c in list(self.conns):
+            c.close()
+        if self.server is not None:
+            await self.server.wait_closed()
+
+
+class TcpConnection(asyncio.Protocol):
+    """One client connection; see the module docstring."""
+
+    def __init__(self, server: TcpServer) -> None:
+        self.server = server
+        self.resolver = server.resolver
+        self.transport: asyncio.Transport | None = None
+        self.loop = asyncio.get_running_loop()
+        self.ip = ""
+        self.buf = bytearray()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.messages = 0
+        self.last_activity = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.paused = False
+        self.eof = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)   # uvloop's is no subclass
+        peer = transport.get_extra_info("peername")
+        self.ip = peer[0] if peer else "?"
+        if not self.server.admit(self):
+            self.transport.abort()
+            self.transport = None
+            return
+        self.last_activity = self.loop.time()
+        self._arm(self.server.cfg.tcp_initial_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport is None:
+            return
+        self.buf += data
+        try:
+            self._frames()
+        except Exception:
+            _log.exception("tcp_frame_failed", client=self.ip)
+            self.close()
+
+    def _frames(self) -> None:
+        buf = self.buf
+        while len(buf) >= 2 and self.transport is not None:
+            size = (buf[0] << 8) | buf[1]
+            if size == 0:
+                self.close()
+                return
+            if len(buf) < size + 2:
+                return
+            msg = bytes(buf[2:size + 2])
+            del buf[:size + 2]
+            self.messages += 1
+            self.last_activity = self.loop.time()
+            self._query(msg)
+
+    def _query(self, msg: bytes) -> None:
+        r = self.resolver
+        if len(msg) < 12 or msg[2] & 0x80:
+            r.metrics.dropped.labels("malformed").inc()
+            return
+        early = r.admit(msg, self.ip, "tcp")
+        if early is not None:
+            if early:
+                self._send(early)
+            return
+        reply = r.answer_cached(msg, "tcp", STREAM_MAX)
+        if reply is not None:
+            self._send(reply)
+            return
+        task = self.loop.create_task(self._slow(msg))
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+        if len(self.tasks) >= PIPELINE_MAX and self.transport is not None:
+            self.transport.pause_reading()
+            self.paused = True
+
+    async def _slow(self, msg: bytes) -> None:
+        reply = await self.resolver.resolve_admitted(msg, ClientInfo(self.ip, "tcp"), STREAM_MAX)
+        if reply is not None:
+            self._send(reply)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if self.eof and not self.tasks and self.transport is not None:
+            self.transport.close()
+        if self.paused and len(self.tasks) < PIPELINE_MAX // 2 and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
+
+    def _send(self, reply: bytes) -> None:
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        t.write(len(reply).to_bytes(2, "big") + reply)
+        self.last_activity = self.loop.time()
+        if t.get_write_buffer_size() > WRITE_BUFFER_MAX:
+            _log.debug("tcp_client_not_reading", client=self.ip)
+            self.close()
+
+    def _arm(self, delay: float) -> None:
+        self.timer = self.loop.call_later(delay, self._check_idle)
+
+    def _check_idle(self) -> None:
+        if self.transport is None:
+            return
+        cfg = self.server.cfg
+        limit = cfg.tcp_idle_timeout if self.messages else cfg.tcp_initial_timeout
+        left = self.last_activity + limit - self.loop.time()
+        if left <= 0 and not self.tasks:
+            self.close()
+        else:
+            self._arm(max(left, 0.05))
+
+    def close(self) -> None:
+        """Abort the connection (pending answers are cancelled)."""
+        if self.transport is not None:
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.forget(self)
+        self.transport = None
+        if self.timer is not None:
+            self.timer.cancel()
+        for t in self.tasks:
+            t.cancel()
+
+    def eof_received(self) -> Any:
+        """Half-close: finish answering what was asked, then close (RFC 7766 §6.2.4)."""
+        self.eof = True
+        if not self.tasks:
+            return None
+        return True

@@ -1,0 +1,94 @@
+"""DNS over UDP: the datagram protocol, with the cache-hit path inline.
+
+``datagram_received`` does, without creating a task or an object per query: drop obvious
+junk (< 12 bytes, QR=1), ACL + rate limit, then :meth:`Resolver.answer_cached` (scan, key,
+patch) and ``sendto``. Only a miss becomes a task. asyncio hands us whole datagrams, so a large
+EDNS query is never cut (unlike a fixed 1024-byte buffer, style.md §2.10). Replies are sized by
+the resolver to the client's EDNS payload, capped at ``dns.udp_payload_max``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any, cast
+
+from pkdns import log
+from pkdns.dns.resolver import ClientInfo, Resolver
+
+_log = log.get("udp")
+MAX_PENDING = 4096          # slow-path queries in progress per socket; beyond: dropped
+_RCVBUF = 4 << 20
+
+
+class UdpServer(asyncio.DatagramProtocol):
+    """One UDP listening socket."""
+
+    def __init__(self, resolver: Resolver, payload_max: int, max_pending: int = MAX_PENDING):
+        self.resolver = resolver
+        self.cap = payload_max
+        self.max_pending = max_pending
+        self.transport: asyncio.DatagramTransport | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.closing = False
+        self._drops = resolver.metrics.dropped.labels("malformed")
+
+    def itself(self) -> UdpServer:
+        """Protocol factory for ``create_datagram_endpoint``."""
+        return self
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)   # uvloop's is no subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+            except OSError:
+                pass
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        """Hot path; see the module docstring. Never raises."""
+        if self.closing or self.transport is None:
+            return
+        if len(data) < 12 or data[2] & 0x80:
+            self._drops.inc()
+            return
+        r = self.resolver
+        try:
+            early = r.admit(data, addr[0], "udp")
+            if early is not None:
+                if early:
+                    self.transport.sendto(early, addr)
+                return
+            reply = r.answer_cached(data, "udp", self.cap)
+        except Exception:
+            _log.exception("udp_hot_path_failed", client=addr[0])
+            return
+        if reply is not None:
+            self.transport.sendto(reply, addr)
+            return
+        if len(self.tasks) >= self.max_pending:
+            r.metrics.dropped.labels("pending_cap").inc()
+            return
+        task = asyncio.get_running_loop().create_task(self._slow(data, addr))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _slow(self, data: bytes, addr: Any) -> None:
+        reply = await self.resolver.resolve_admitted(data, ClientInfo(addr[0], "udp"), self.cap)
+        if reply is not None and self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(reply, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        """ICMP errors for earlier sends (client went away): nothing to do but note it."""
+        _log.debug("udp_error", error=str(exc))
+
+    async def drain(self, timeout: float) -> None:
+        """Stop taking queries; let the ones in progress answer (bounded), then close."""
+        self.closing = True
+        if self.tasks:
+            _, pending = await asyncio.wait(set(self.tasks), timeout=timeout)
+            for t in pending:
+                t.cancel()
+        if self.transport is not None:
+            self.transport.close()
