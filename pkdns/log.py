@@ -1,44 +1,94 @@
-"""structlog configuration: JSON when stdout is not a TTY, console otherwise.
+"""structlog configuration: JSON lines when stdout is not a TTY (systemd, docker, files), a
+readable console otherwise.
 
-Event names are snake_case (``query_answered``, ``dht_lookup_done``); fields carry the data.
+Levels: lifecycle events (``started``, ``listening``, ``reloaded``, ``stopping``,
+``zone_published``) are ``info``; one canonical line per query (``query``) is ``debug``, so
+``-v`` or ``[log] level = "debug"`` turns the query log on. Event names are snake_case
+(``query``, ``dht_lookup_done``); fields carry the data, never f-strings.
+
+Records from the standard ``logging`` module (asyncio, aiohttp) go through the same renderer,
+so a JSON log stays one JSON object per line.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "error": logging.ERROR}
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+          "error": logging.ERROR}
+_current_level = logging.INFO
 
 
-def configure(level: str = "info", fmt: str = "auto") -> None:
-    """Set up structlog for the process.
-
-    ``fmt`` is ``json``, ``console`` or ``auto`` (console on a TTY, JSON otherwise).
-    """
-    if fmt == "auto":
-        fmt = "console" if sys.stdout.isatty() else "json"
-    renderer: Any
-    processors: list[Any] = [
+def _shared_processors() -> list[Any]:
+    return [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+
+
+def _renderer(fmt: str, stream: TextIO) -> Any:
+    if fmt == "json":
+        return structlog.processors.JSONRenderer()
+    return structlog.dev.ConsoleRenderer(colors=stream.isatty())
+
+
+def resolve_format(fmt: str, stream: TextIO | None = None) -> str:
+    """``auto`` becomes ``console`` on a TTY and ``json`` otherwise."""
+    if fmt != "auto":
+        return fmt
+    return "console" if (stream or sys.stdout).isatty() else "json"
+
+
+def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """Set up structlog (and stdlib logging) for the process; safe to call again on reload.
+
+    Args:
+        level: ``debug`` | ``info`` | ``warning`` | ``error``.
+        fmt: ``json``, ``console`` or ``auto``.
+        stream: where lines go (stdout by default).
+    """
+    global _current_level
+    out = stream or sys.stdout
+    fmt = resolve_format(fmt, out)
+    _current_level = LEVELS.get(level, logging.INFO)
+    processors = _shared_processors()
     if fmt == "json":
         processors.append(structlog.processors.dict_tracebacks)
-        renderer = structlog.processors.JSONRenderer()
-    else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
     structlog.configure(
-        processors=[*processors, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        processors=[*processors, _renderer(fmt, out)],
+        wrapper_class=structlog.make_filtering_bound_logger(_current_level),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
+    _configure_stdlib(fmt, out)
+
+
+class _Handler(logging.StreamHandler[TextIO]):
+    """Our stdlib handler (a type of its own, so a reconfigure replaces only ours)."""
+
+
+def _configure_stdlib(fmt: str, out: TextIO) -> None:
+    """Route stdlib logging (warnings and up) through the same renderer."""
+    handler = _Handler(out)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *_shared_processors()],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    _renderer(fmt, out)]))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _Handler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(max(_current_level, logging.WARNING))
+
+
+def is_enabled(level: str) -> bool:
+    """Whether ``level`` is logged now (to skip building expensive fields)."""
+    return LEVELS.get(level, logging.INFO) >= _current_level
 
 
 def get(name: str) -> Any:
