@@ -11,6 +11,7 @@ from pkdns.config import HttpConfig
 from pkdns.metrics import Metrics
 from pkdns.server.http import HttpServer, build_app
 from pkdns.server.relay_api import RelayApi
+from pkdns.server.status import DaemonStatus, StatusPage
 from tests.http.fakes import FakeDns, FakePublisher, FakeStore, SwitchLimiter
 from tests.support.clock import FakeClock
 
@@ -52,5 +53,39 @@ async def relay(fake_clock: FakeClock) -> AsyncIterator[RelayRig]:
     host, port = (await server.start())[0]
     try:
         yield RelayRig(f"http://{host}:{port}", store, publisher, limiter, metrics)
+    finally:
+        await server.stop()
+
+
+class FakeDhtInfo:
+    def routing_table_size(self) -> int:
+        return 42
+
+    def estimated_network_size(self) -> int:
+        return 1234
+
+
+@dataclass
+class StatusRig:
+    url: str
+    store: FakeStore
+    clock: FakeClock
+
+
+@pytest.fixture
+async def status_site(fake_clock: FakeClock) -> AsyncIterator[StatusRig]:
+    """Status page + relay API over a fake store, like the daemon wires them."""
+    cfg = HttpConfig(listen=(("127.0.0.1", 0),))
+    store, metrics = FakeStore(), Metrics()
+    api = RelayApi(store, FakePublisher(), SwitchLimiter(), fake_clock, 300, 86400, metrics)
+    status = DaemonStatus(fake_clock, fake_clock.monotonic() - 3725.0, "client",
+                          dns_listeners=["127.0.0.1:5300"], dht=FakeDhtInfo(),
+                          cache_stats=lambda: {"entries": 3, "bytes": 900}, packets_held=lambda: 1)
+    page = StatusPage(status.snapshot, api)
+    server = HttpServer(build_app(cfg, metrics, None, [page.register, api.register]), cfg.listen)
+    host, port = (await server.start())[0]
+    status.http_listeners = [f"{host}:{port}"]
+    try:
+        yield StatusRig(f"http://{host}:{port}", store, fake_clock)
     finally:
         await server.stop()
