@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from typing import Any
 
 from pkdns.config import PkarrConfig
 from pkdns.dht.item import MutableItem
@@ -25,8 +26,8 @@ def pkt(ts_offset_s: float = 0.0, ttl: int = 300, ip: str = "10.0.0.1",
     return packet(kp, [f"@ {ttl} IN A {ip}"], ts=FakeClock().wall_us() + int(ts_offset_s * 1e6))
 
 
-def source(dht: FakeDht, clock: FakeClock, **cfg: object) -> PkarrSource:
-    return PkarrSource(dht, dataclasses.replace(CFG, **cfg), clock)  # type: ignore[arg-type]
+def source(dht: FakeDht, clock: FakeClock, **cfg: Any) -> PkarrSource:
+    return PkarrSource(dht, dataclasses.replace(CFG, **cfg), clock)
 
 
 def found(p: SignedPacket) -> Script:
@@ -158,7 +159,7 @@ async def test_broken_dht_is_unavailable() -> None:
                         timeout: float = 5.0) -> object:
             raise OSError("socket closed")
 
-    src = PkarrSource(Broken(), CFG, FakeClock())  # type: ignore[arg-type]
+    src = PkarrSource(Broken(), CFG, FakeClock())
     assert (await src.get(KEY, "ip")).status is Status.UNAVAILABLE
 
 

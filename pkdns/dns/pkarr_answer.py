@@ -1,0 +1,288 @@
+"""The resolver's pkarr handler: classify, fetch the packet, synthesize, recurse.
+
+Recursion follows RFC 1034 §4.3.2 across the two roots: a CNAME leaving a key is followed to
+the other key or to ICANN (through the resolver's cache + forwarder); an NS delegation of a
+sub-name is followed by asking the delegated server (glue from the packet, else the NS name
+resolved like any other name), including further referrals it returns. Every hop spends one
+unit of a budget shared by the whole query (pkarr.max_recursion_depth), and a name seen twice
+in one chain is a loop: both end in SERVFAIL. Clients that set RD=0 get what an authoritative
+server would say (the CNAME, or the referral) and nothing is followed.
+
+Outcome -> RCODE (one row each, style.md §2.6):
+
+    packet found                 synthesized answer (NOERROR / NODATA / NXDOMAIN, AA set)
+    key not found                NXDOMAIN + SOA of the key zone (negative TTL)
+    label is a key, but invalid  NXDOMAIN
+    DHT unavailable / overloaded SERVFAIL
+    per-IP DHT rate limit        REFUSED
+    loop, depth exceeded         SERVFAIL
+    delegated servers all fail   SERVFAIL
+    unexpected exception         SERVFAIL (logged)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from dnslib import QTYPE, RCODE, DNSRecord
+
+from pkdns import log
+from pkdns.config import HostPort, PkarrConfig
+from pkdns.dns.names import BadKey, Icann, PkarrName, classify, is_pkarr, normalize
+from pkdns.dns.pkarr_source import Lookup, Status
+from pkdns.dns.synth import (
+    Delegation,
+    Final,
+    FollowCname,
+    NameServer,
+    SynthOptions,
+    negative,
+    present_rr,
+    reply_to,
+    synthesize,
+    with_suffix,
+)
+from pkdns.errors import PkdnsError
+from pkdns.pkarr.keys import PublicKey
+
+_log = log.get("pkarr_answer")
+_FAIL = {Status.UNAVAILABLE: RCODE.SERVFAIL, Status.OVERLOADED: RCODE.SERVFAIL,
+         Status.RATE_LIMITED: RCODE.REFUSED}
+_MAX_ADDRESSES = 2  # per name server: enough to survive one dead address
+
+
+class IcannClient(Protocol):
+    """The resolver's ICANN side (``pkdns.dns.resolver.Resolver``)."""
+
+    async def resolve_icann(self, qname: str, qtype: int) -> DNSRecord: ...
+
+    async def query_server(self, addr: HostPort, query: DNSRecord) -> DNSRecord: ...
+
+
+class PacketSource(Protocol):
+    """Where signed packets come from (``PkarrSource``)."""
+
+    async def get(self, key: PublicKey, client_ip: str) -> Lookup: ...
+
+
+@dataclass(slots=True)
+class _Chain:
+    """One client query being answered: the reply so far, the hop budget, names seen."""
+
+    reply: DNSRecord
+    qtype: int
+    budget: int
+    seen: set[str] = field(default_factory=set)
+
+    def spend(self, name: str) -> bool:
+        """Take one hop for ``name``; False on a loop or an exhausted budget."""
+        key = normalize(name)
+        if key in self.seen or self.budget <= 0:
+            return False
+        self.seen.add(key)
+        self.budget -= 1
+        return True
+
+    def extend(self, resp: DNSRecord) -> None:
+        for rr in resp.rr:
+            self.reply.add_answer(rr)
+
+    def finish(self, resp: DNSRecord, *, authoritative: bool) -> DNSRecord:
+        self.extend(resp)
+        self.reply.auth = list(resp.auth)
+        self.reply.ar = list(resp.ar)
+        self.reply.header.rcode = resp.header.rcode
+        self.reply.header.aa = int(authoritative and bool(self.reply.header.aa))
+        return self.reply
+
+    def fail(self, rcode: int) -> DNSRecord:
+        self.reply.header.rcode = rcode
+        self.reply.header.aa = 0
+        return self.reply
+
+
+class PkarrAnswerer:
+    """Implements the resolver's ``PkarrHandler`` protocol."""
+
+    def __init__(self, source: PacketSource, icann: IcannClient | None, cfg: PkarrConfig, *,
+                 ns_port: int = 53) -> None:
+        self.source, self.icann, self.cfg, self.ns_port = source, icann, cfg, ns_port
+        self.opts = SynthOptions(min_ttl=cfg.min_ttl, max_ttl=cfg.max_ttl, suffix=cfg.tld_suffix)
+
+    def claims(self, qname: str) -> bool:
+        """pkarr names and labels that can only have meant a key (those get NXDOMAIN)."""
+        return is_pkarr(qname, self.cfg.tld_suffix)
+
+    async def answer(self, query: DNSRecord, client_ip: str) -> DNSRecord:
+        """The full response; never raises."""
+        chain = _Chain(reply_to(query, aa=True), query.q.qtype, self.cfg.max_recursion_depth)
+        try:
+            return await self._resolve(query, chain, client_ip)
+        except Exception:
+            _log.exception("pkarr_answer_failed", qname=str(query.q.qname))
+            return chain.fail(RCODE.SERVFAIL)
+
+    async def _resolve(self, query: DNSRecord, chain: _Chain, client_ip: str) -> DNSRecord:
+        """Follow the chain from ``query`` (the client's, or an NS address lookup)."""
+        rd = bool(query.header.rd)
+        while chain.spend(str(query.q.qname)):
+            name = classify(str(query.q.qname), self.cfg.tld_suffix)
+            if isinstance(name, BadKey):
+                resp = reply_to(query, aa=True)
+                resp.header.rcode = RCODE.NXDOMAIN
+                return chain.finish(resp, authoritative=True)
+            if isinstance(name, Icann):
+                resp = await self._icann(name.name, chain.qtype)
+                target = self._cname_back_to_pkarr(resp, chain.qtype)
+                if target is None:
+                    return chain.finish(resp, authoritative=False)
+                chain.extend(resp)
+                chain.reply.header.aa = 0
+                query = _subquery(target, chain.qtype)
+                continue
+            lookup = await self.source.get(name.key, client_ip)
+            if lookup.status is not Status.FOUND or lookup.packet is None:
+                return self._no_packet(query, name, lookup, chain)
+            out = synthesize(query, name, lookup.packet, age=lookup.age, stale=lookup.stale,
+                             opts=self.opts)
+            if isinstance(out, Final) or not rd:
+                referral = isinstance(out, Delegation)
+                return chain.finish(out.response, authoritative=not referral)
+            if isinstance(out, FollowCname):
+                chain.extend(out.response)
+                query = _subquery(out.target, chain.qtype)
+                continue
+            resp, target = await self._delegate(out, name, chain, client_ip)
+            if target is None:
+                return chain.finish(resp, authoritative=False) if resp else \
+                    chain.fail(RCODE.SERVFAIL)
+            chain.extend(resp)
+            chain.reply.header.aa = 0
+            query = _subquery(target, chain.qtype)
+        _log.info("pkarr_recursion_stopped", qname=str(query.q.qname), loop=chain.budget > 0)
+        return chain.fail(RCODE.SERVFAIL)
+
+    def _no_packet(self, query: DNSRecord, name: PkarrName, lookup: Lookup,
+                   chain: _Chain) -> DNSRecord:
+        if lookup.status is Status.NOT_FOUND:
+            resp = negative(query, name, RCODE.NXDOMAIN, 0, lookup.negative_ttl or 1)
+            return chain.finish(resp, authoritative=True)
+        return chain.fail(_FAIL.get(lookup.status, RCODE.SERVFAIL))
+
+    async def _icann(self, qname: str, qtype: int) -> DNSRecord:
+        if self.icann is None:
+            resp = _subquery(qname, qtype).reply()
+            resp.header.rcode = RCODE.SERVFAIL
+            return resp
+        return await self.icann.resolve_icann(qname, qtype)
+
+    def _cname_back_to_pkarr(self, resp: DNSRecord, qtype: int) -> str | None:
+        """An ICANN chain ending in a CNAME to a pkarr name (the upstream cannot follow it)."""
+        if resp.header.rcode not in (RCODE.NOERROR, RCODE.NXDOMAIN) or not resp.rr:
+            return None
+        last = resp.rr[-1]
+        if last.rtype != QTYPE.CNAME or qtype == QTYPE.CNAME:
+            return None
+        target = str(last.rdata.label)
+        return target if is_pkarr(normalize(target), self.cfg.tld_suffix) else None
+
+    # --- NS delegation ------------------------------------------------------------------
+
+    async def _delegate(self, deleg: Delegation, name: PkarrName, chain: _Chain,
+                        client_ip: str) -> tuple[DNSRecord | None, str | None]:
+        """Ask the delegated servers, following further referrals.
+
+        Returns ``(final response, None)``, ``(response with a CNAME, its target)`` to continue
+        the chain, or ``(None, None)`` when no server answered.
+        """
+        servers, qname = deleg.nameservers, deleg.qname
+        while chain.budget > 0:
+            chain.budget -= 1
+            resp = await self._ask_servers(servers, qname, chain, client_ip)
+            if resp is None:
+                return None, None
+            resp = _present(resp, name.suffix)
+            at_name = [rr for rr in resp.rr if normalize(str(rr.rname)) ==
+                       normalize(with_suffix(qname, name.suffix))]
+            if any(rr.rtype == chain.qtype or chain.qtype == QTYPE.ANY for rr in at_name):
+                return resp, None
+            cname = next((rr for rr in reversed(resp.rr) if rr.rtype == QTYPE.CNAME), None)
+            if cname is not None and resp.header.rcode == RCODE.NOERROR:
+                target = str(cname.rdata.label)
+                if not any(normalize(str(rr.rname)) == normalize(target) for rr in resp.rr):
+                    return resp, target
+                return resp, None
+            referral = _referral(resp, name.suffix)
+            if resp.rr or resp.header.aa or not referral:
+                return resp, None
+            servers = referral
+        return None, None
+
+    async def _ask_servers(self, servers: tuple[NameServer, ...], qname: str, chain: _Chain,
+                           client_ip: str) -> DNSRecord | None:
+        if self.icann is None:
+            return None
+        for ns in servers:
+            addresses = ns.addresses or await self._addresses(ns.name, chain, client_ip)
+            for addr in addresses[:_MAX_ADDRESSES]:
+                query = _subquery(qname, chain.qtype)
+                query.header.rd = 0  # we ask an authoritative server
+                try:
+                    resp = await self.icann.query_server((addr, self.ns_port), query)
+                except (PkdnsError, OSError, TimeoutError) as exc:
+                    _log.debug("delegated_server_failed", ns=ns.name, addr=addr, error=str(exc))
+                    continue
+                if resp.header.rcode in (RCODE.NOERROR, RCODE.NXDOMAIN):
+                    return resp
+        return None
+
+    async def _addresses(self, ns_name: str, chain: _Chain, client_ip: str) -> tuple[str, ...]:
+        """A and AAAA of a name server without glue, resolved like any name (same budget)."""
+        found: list[str] = []
+        for qtype in (QTYPE.A, QTYPE.AAAA):
+            sub = _Chain(reply_to(_subquery(ns_name, qtype), aa=True), qtype, chain.budget,
+                         set(chain.seen))
+            resp = await self._resolve(_subquery(ns_name, qtype), sub, client_ip)
+            chain.budget = min(chain.budget, sub.budget)
+            found += [str(rr.rdata) for rr in resp.rr if rr.rtype == qtype]
+        return tuple(found)
+
+
+def _subquery(qname: str, qtype: int) -> DNSRecord:
+    query = DNSRecord.question(qname, "A")
+    query.q.qtype = qtype
+    return query
+
+
+def _present(resp: DNSRecord, suffix: str) -> DNSRecord:
+    """The delegated server's reply with the suffix put back in every name."""
+    if not suffix:
+        return resp
+    out = reply_to(resp, aa=bool(resp.header.aa))
+    out.header.rcode = resp.header.rcode
+    for section, add in ((resp.rr, out.add_answer), (resp.auth, out.add_auth),
+                         (resp.ar, out.add_ar)):
+        for rr in section:
+            if rr.rtype != QTYPE.OPT:
+                add(present_rr(rr, suffix, rr.ttl))
+    return out
+
+
+def _referral(resp: DNSRecord, suffix: str) -> tuple[NameServer, ...]:
+    """NS records in authority with their glue from additional (a referral deeper down)."""
+    glue: dict[str, list[str]] = {}
+    for rr in resp.ar:
+        if rr.rtype in (QTYPE.A, QTYPE.AAAA):
+            glue.setdefault(normalize(str(rr.rname)), []).append(str(rr.rdata))
+    servers = []
+    for rr in resp.auth:
+        if rr.rtype == QTYPE.NS:
+            target = normalize(str(rr.rdata.label))
+            internal = target[: -len(suffix) - 1] if suffix and target.endswith("." + suffix) \
+                else target
+            servers.append(NameServer(internal, tuple(glue.get(target, ()))))
+    return tuple(servers)
+
+
+__all__ = ["IcannClient", "PacketSource", "PkarrAnswerer"]
