@@ -1,0 +1,79 @@
+"""SIGHUP: which configuration changes apply to the running daemon and which need a restart.
+
+Reload re-reads the config file (and the flags given at start, which still win) and keeps the
+answer cache, the packet cache and the DHT routing table. Options that only steer decisions per
+query or per publish apply at once; options that own a socket or size a structure (listen
+addresses, the DHT port, cache budgets, the state dir) are reported as needing a restart and
+keep their old value until then — never half-applied.
+
+Unlike dnsmasq (SIGHUP clears the cache and does not re-read its config) and unbound (full
+reload, cache flushed), a pkdns reload keeps every cache (dns-anchors.md §6).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from pkdns.config import Config
+
+LIVE = frozenset({
+    "log.level", "log.format",
+    "dns.upstream", "dns.upstream_timeout", "dns.query_deadline", "dns.max_inflight",
+    "dns.allow", "dns.rate_limit", "dns.rate_limit_burst", "dns.any_minimal",
+    "cache.serve_stale", "cache.stale_answer_ttl", "cache.stale_client_timeout",
+    "republish.*", "zones",
+})
+"""Dotted option names (``section.*`` for a whole section) applied without a restart."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadPlan:
+    """What changed between two configurations."""
+
+    live: tuple[str, ...]
+    restart: tuple[str, ...]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.live or self.restart)
+
+
+def _flatten(cfg: Config) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            for g in dataclasses.fields(value):
+                out[f"{f.name}.{g.name}"] = getattr(value, g.name)
+        else:
+            out[f.name] = value
+    return out
+
+
+def _is_live(name: str) -> bool:
+    return name in LIVE or f"{name.partition('.')[0]}.*" in LIVE
+
+
+def plan(old: Config, new: Config) -> ReloadPlan:
+    """Split the changed options into live ones and ones that need a restart."""
+    a, b = _flatten(old), _flatten(new)
+    changed = sorted(k for k in a if a[k] != b[k])
+    return ReloadPlan(tuple(k for k in changed if _is_live(k)),
+                      tuple(k for k in changed if not _is_live(k)))
+
+
+def effective(old: Config, new: Config) -> Config:
+    """``new`` with every restart-only option kept at its running (old) value."""
+    p = plan(old, new)
+    out = new
+    for name in p.restart:
+        section, _, key = name.partition(".")
+        if key:
+            part = dataclasses.replace(getattr(out, section), **{key: getattr(
+                getattr(old, section), key)})
+            out = dataclasses.replace(out, **{section: part})
+        else:
+            out = dataclasses.replace(out, **{section: getattr(old, section)})
+    return out
