@@ -1,0 +1,184 @@
+"""The asyncio node on real loopback sockets: testnet put/get, modes, D2 and D8 on the wire."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+
+from pkdns.dht import krpc
+from pkdns.dht.item import sign_item
+from pkdns.dht.krpc import Query, Response
+from pkdns.dht.node import DhtNode
+from pkdns.dht.testnet import Testnet
+from pkdns.errors import DhtError
+
+SEED = bytes(range(32))
+NID = b"p" * 20
+
+
+@pytest.fixture
+async def testnet() -> AsyncIterator[Testnet]:
+    net = await Testnet.start(12)
+    try:
+        yield net
+    finally:
+        await net.close()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[DhtNode]:
+    node = DhtNode(request_timeout=0.5)
+    await node.start("127.0.0.1", 0)
+    try:
+        yield node
+    finally:
+        await node.close()
+
+
+def _udp() -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.setblocking(False)
+    return s
+
+
+async def _recv(s: socket.socket, timeout: float = 1.0) -> tuple[bytes, tuple[str, int]] | None:
+    loop = asyncio.get_running_loop()
+    try:
+        data, addr = await asyncio.wait_for(loop.sock_recvfrom(s, 65535), timeout)
+    except TimeoutError:
+        return None
+    return data, (addr[0], addr[1])
+
+
+async def test_put_and_get_on_testnet(testnet: Testnet, client: DhtNode) -> None:
+    assert all(len(n.table) >= 5 for n in testnet.nodes)
+    assert await client.bootstrap(testnet.bootstrap) >= 5
+    item = sign_item(SEED, 1_700_000_000_000_000, b"packet bytes")
+    result = await client.put_mutable(item, timeout=3.0)
+    assert result.stored >= 8 and result.error is None
+    reader = DhtNode(request_timeout=0.5)
+    await reader.start("127.0.0.1", 0)
+    try:
+        await reader.bootstrap([testnet.nodes[-1].address])
+        query = reader.get_mutable(item.k, timeout=3.0)
+        assert await query.collect() == [item]
+        assert query.outcome.values >= 8 and query.outcome.invalid_values == 0
+        newer = sign_item(SEED, item.seq + 1, b"newer packet")
+        assert (await client.put_mutable(newer, timeout=3.0)).stored >= 8
+        assert [i async for i in reader.get_mutable(item.k, item.seq)] == [newer]
+        again = await client.put_mutable(item, timeout=3.0)
+        assert again.stored == 0 and again.error is not None and again.error[0] == 302
+    finally:
+        await reader.close()
+    assert client.estimated_network_size() > 0
+
+
+async def test_export_import_nodes(testnet: Testnet, client: DhtNode) -> None:
+    await client.bootstrap(testnet.bootstrap)
+    saved = client.export_nodes()
+    assert saved and all(len(i) == 20 and h == "127.0.0.1" for i, h, _ in saved)
+    fresh = DhtNode()
+    fresh.import_nodes(saved)
+    assert fresh.routing_table_size() == len(saved)
+
+
+async def test_bootstrap_through_injected_resolver(testnet: Testnet) -> None:
+    asked: list[str] = []
+
+    async def resolve(host: str, port: int) -> list[tuple[str, int]]:
+        asked.append(host)
+        if host == "router.test":
+            return [testnet.nodes[0].address]
+        raise OSError("no such host")
+
+    node = DhtNode(resolve_host=resolve, request_timeout=0.5)
+    await node.start("127.0.0.1", 0)
+    try:
+        assert await node.bootstrap([("router.test", 6881), ("gone.test", 1)]) >= 5
+    finally:
+        await node.close()
+    assert asked == ["router.test", "gone.test"]
+
+
+async def test_unreachable_bootstrap_gives_empty_table(client: DhtNode) -> None:
+    dead = _udp()
+    try:
+        assert await client.bootstrap([dead.getsockname()], timeout=2.0) == 0
+        query = client.get_mutable(SEED)
+        assert await query.collect() == [] and query.outcome.queried == 0
+    finally:
+        dead.close()
+
+
+async def test_read_only_client_is_silent_and_sends_ro(client: DhtNode) -> None:
+    peer = _udp()
+    try:
+        peer.sendto(krpc.encode(Query(b"aa", "ping", NID)), client.address)
+        assert await _recv(peer, 0.3) is None  # BEP 43: no answers
+        task = asyncio.create_task(client.protocol.request(peer.getsockname(),
+                                                           Query(b"", "ping", client.id,
+                                                                 read_only=True), 1.0))
+        got = await _recv(peer)
+        assert got is not None and b"2:roi1e" in got[0]
+        task.cancel()
+    finally:
+        peer.close()
+
+
+async def test_reply_from_unasked_address_is_ignored(client: DhtNode) -> None:
+    """D2 on real sockets: same tid from another port is dropped; the real one is taken."""
+    peer, spoofer = _udp(), _udp()
+    try:
+        task = asyncio.create_task(client.protocol.request(
+            peer.getsockname(), Query(b"", "get", client.id, target=b"t" * 20), 2.0))
+        got = await _recv(peer)
+        assert got is not None
+        q = krpc.decode(got[0])
+        spoofer.sendto(krpc.encode(Response(q.tid, b"S" * 20)), client.address)
+        await asyncio.sleep(0.05)
+        assert not task.done()
+        peer.sendto(krpc.encode(Response(q.tid, b"R" * 20)), client.address)
+        reply = await task
+        assert isinstance(reply, Response) and reply.id == b"R" * 20
+        assert client.protocol.stats.unsolicited == 1
+        peer.sendto(krpc.encode(Response(q.tid, b"L" * 20)), client.address)  # late duplicate
+        await asyncio.sleep(0.05)
+        assert client.protocol.stats.unsolicited == 2
+    finally:
+        peer.close()
+        spoofer.close()
+
+
+async def test_server_survives_garbage_and_rate_limits() -> None:
+    """D1 and D8 on the wire: no reply to garbage; a ping flood is answered only up to the
+    per-IP budget; the node keeps serving."""
+    server = DhtNode(mode="server", request_rate_limit=5.0)
+    await server.start("127.0.0.1", 0)
+    peer = _udp()
+    try:
+        for junk in (b"", b"d", b"garbage" * 10, b"d1:t2:aa1:y1:qe", b"l" * 60 + b"e" * 60):
+            peer.sendto(junk, server.address)
+        assert await _recv(peer, 0.2) is None
+        for i in range(200):
+            peer.sendto(krpc.encode(Query(i.to_bytes(2, "big"), "ping", NID)), server.address)
+        replies = 0
+        while await _recv(peer, 0.2) is not None:
+            replies += 1
+        assert 20 <= replies <= 30  # burst of 25 plus a few refills
+        assert server.rate_limited >= 170
+        assert server.protocol.stats.malformed == 5
+    finally:
+        peer.close()
+        await server.close()
+
+
+async def test_bad_bind_is_a_dht_error() -> None:
+    node = DhtNode()
+    with pytest.raises(DhtError):
+        await node.start("192.0.2.1", 0)
+    with pytest.raises(DhtError):
+        _ = node.address
