@@ -26,6 +26,7 @@ from aiohttp.typedefs import Middleware
 
 from pkdns import log
 from pkdns.config import HostPort, HttpConfig, format_hostport
+from pkdns.dns.resolver import ClientInfo
 from pkdns.errors import PkdnsError
 from pkdns.metrics import Metrics
 from pkdns.server import doh
@@ -40,11 +41,11 @@ EXPOSED_HEADERS = ("Pkarr-Invalid-Signed-Packet-Seq", "Pkarr-Dht-Stored-Nodes", 
 
 
 class DnsEntry(Protocol):
-    """The resolver's one entry point, shared with the UDP and TCP listeners."""
+    """The resolver's one entry point (:meth:`pkdns.dns.resolver.Resolver.resolve`), shared
+    with the UDP and TCP listeners; ACL and rate limit apply there (REFUSED over DoH)."""
 
-    async def resolve(self, query: bytes, client: str, transport: str) -> bytes | None:
-        """Answer wire bytes (no truncation needed: HTTP carries 65535), or ``None`` if the
-        query was dropped by policy (rate limit)."""
+    async def resolve(self, data: bytes, client: ClientInfo, max_size: int) -> bytes | None:
+        """Reply wire bytes, or ``None`` when the resolver drops the query."""
         ...
 
 
@@ -147,9 +148,10 @@ class DohHandler:
             self._metrics.dropped.labels(reason=f"doh_{exc.status}").inc()
             headers = {"Allow": "GET, POST"} if exc.status == 405 else None
             return text_error(exc.status, exc.reason, headers)
-        answer = await self._dns.resolve(query, request[CLIENT_KEY], "doh")
+        answer = await self._dns.resolve(query, ClientInfo(request[CLIENT_KEY], "doh"),
+                                         doh.MAX_MESSAGE)
         if answer is None:
-            return text_error(429, "query dropped by the rate limit", {"Retry-After": "1"})
+            return text_error(400, "the DNS query was dropped as malformed")
         return web.Response(body=answer, content_type=doh.CONTENT_TYPE, headers={
             "Cache-Control": f"max-age={doh.cache_max_age(answer)}"})
 
@@ -168,11 +170,12 @@ Register = Callable[[web.Application], None]
 
 
 def build_app(cfg: HttpConfig, metrics: Metrics, dns: DnsEntry | None,
-              extra: Sequence[Register] = ()) -> web.Application:
+              extra: Sequence[Register] = (), on_scrape: Callable[[], None] | None = None
+              ) -> web.Application:
     """The aiohttp application; ``extra`` adds the status page and the relay API routes.
 
     The relay catch-all ``/{key}`` must be registered last (``extra`` order), so it does not
-    shadow the fixed paths.
+    shadow the fixed paths. ``on_scrape`` refreshes gauges just before ``/metrics`` renders.
     """
     app = web.Application(middlewares=[_middleware(parse_networks(cfg.trusted_proxies))],
                           client_max_size=doh.MAX_MESSAGE + 1)
@@ -180,6 +183,8 @@ def build_app(cfg: HttpConfig, metrics: Metrics, dns: DnsEntry | None,
         app.router.add_route("*", "/dns-query", DohHandler(dns, metrics).handle)
 
     async def render_metrics(_request: web.Request) -> web.Response:
+        if on_scrape is not None:
+            on_scrape()
         return web.Response(body=metrics.render(), headers={
             "Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 

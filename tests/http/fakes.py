@@ -6,6 +6,7 @@ import dns.message
 import dns.rcode
 import dns.rrset
 
+from pkdns.dns.resolver import ClientInfo
 from pkdns.pkarr.keys import PublicKey
 from pkdns.pkarr.signed_packet import SignedPacket
 from pkdns.server.relay_api import Cached, Fetched, Published
@@ -15,15 +16,15 @@ class FakeDns:
     """A resolver entry point: ``a.example.`` has A 192.0.2.1 (TTL 123), the rest NXDOMAIN.
 
     Records every call so tests can check the client address and transport it was given;
-    ``drop`` makes it behave like a rate-limited resolver (returns ``None``).
+    ``drop`` makes it drop the query (returns ``None``) as the resolver does with garbage.
     """
 
     def __init__(self) -> None:
-        self.calls: list[tuple[bytes, str, str]] = []
+        self.calls: list[tuple[bytes, str, str, int]] = []
         self.drop = False
 
-    async def resolve(self, query: bytes, client: str, transport: str) -> bytes | None:
-        self.calls.append((query, client, transport))
+    async def resolve(self, query: bytes, client: ClientInfo, max_size: int) -> bytes | None:
+        self.calls.append((query, client.ip, client.transport, max_size))
         if self.drop:
             return None
         msg = dns.message.from_wire(query)

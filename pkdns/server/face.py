@@ -1,0 +1,195 @@
+"""The HTTP face as one daemon component, and the adapters onto the daemon's real parts.
+
+:class:`HttpFace` builds the aiohttp app (DoH over the resolver, the relay API and status
+page over the pkarr packet source and the DHT node, metrics) and serves it on ``http.listen``.
+The composition root creates it, sets :attr:`HttpFace.source` / :attr:`HttpFace.dht` when it
+has them, and adds it to the daemon (``daemon.add(face)``).
+
+Relay semantics on top of :class:`pkdns.dns.pkarr_source.PkarrSource` (design.md resolution
+policy): CacheFirst misses go through the source's coalesced DHT + relay lookup, which serves
+a stale packet at once while it refreshes (RFC 8767), as DNS answers do; NetworkOnly runs its
+own full DHT query and feeds a newer result back into the source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from pkdns.clock import Clock
+from pkdns.config import Config, format_hostport
+from pkdns.dht.item import MutableItem
+from pkdns.dht.lookup import PutResult
+from pkdns.dns.pkarr_source import CachedPacket, Lookup, MutableStream, Status
+from pkdns.dns.ratelimit import RateLimiter, Verdict
+from pkdns.errors import DecodeError
+from pkdns.metrics import Metrics
+from pkdns.pkarr.keys import PublicKey
+from pkdns.pkarr.signed_packet import SignedPacket
+from pkdns.server.http import DnsEntry, HttpServer, build_app
+from pkdns.server.relay_api import Cached, Fetched, Published, RelayApi
+from pkdns.server.status import DaemonStatus, StatusPage
+
+_KRPC_SEQ_LESS_THAN_CURRENT = 302     # BEP 44: a more recent item is stored (relay 409)
+
+
+class Source(Protocol):
+    """The part of ``PkarrSource`` the relay API uses."""
+
+    async def get(self, key: PublicKey, client_ip: str) -> Lookup: ...
+
+    def insert(self, packet: SignedPacket, fetched_at: float | None = None) -> bool: ...
+
+    def cached(self) -> Any: ...
+
+
+class Node(Protocol):
+    """The part of ``DhtNode`` the relay API and the status page use."""
+
+    mode: str
+
+    def get_mutable(self, public_key: bytes, seq_floor: int | None = None, *,
+                    timeout: float = ...) -> MutableStream: ...
+
+    async def put_mutable(self, item: MutableItem, *, timeout: float = ...) -> PutResult: ...
+
+    def routing_table_size(self) -> int: ...
+
+    def estimated_network_size(self) -> int: ...
+
+
+class ClockedLimiter:
+    """``http.relay_rate_limit`` token buckets per client IP (pkarr relay's ``user_dht_quota``)."""
+
+    def __init__(self, rate: float, burst: float, clock: Clock) -> None:
+        self._limiter = RateLimiter(rate, burst)
+        self._clock = clock
+
+    def allow(self, client: str) -> bool:
+        return self._limiter.check(client, self._clock.monotonic()) is Verdict.PASS
+
+
+class SourceStore:
+    """:class:`pkdns.server.relay_api.PacketStore` over the daemon's packet source."""
+
+    def __init__(self, source: Source, dht: Node | None, clock: Clock, min_ttl: int,
+                 max_ttl: int, lookup_timeout: float) -> None:
+        self._source, self._dht, self._clock = source, dht, clock
+        self._ttl = (min_ttl, max_ttl)
+        self._timeout = lookup_timeout
+
+    def cached(self, key: PublicKey) -> Cached | None:
+        # PkarrSource exposes its cache as a snapshot iterator only; a relay GET is rare next
+        # to DNS queries, so a scan of at most pkarr.packet_cache_size entries is acceptable.
+        entry: CachedPacket | None = next(
+            (e for e in self._source.cached() if e.packet.public_key == key), None)
+        if entry is None:
+            return None
+        age = self._clock.monotonic() - entry.fetched_at
+        last_seen = self._clock.wall_us() - int(age * 1_000_000)
+        return Cached(entry.packet, last_seen, age < entry.packet.ttl(*self._ttl))
+
+    async def fetch(self, key: PublicKey, floor: SignedPacket | None) -> Fetched:
+        if floor is None and self._dht is not None:
+            return await self._network_only(key, self._dht)
+        lookup = await self._source.get(key, "relay")
+        if lookup.status is Status.FOUND:
+            return Fetched(lookup.packet)
+        return Fetched(None, responded=lookup.status is Status.NOT_FOUND)
+
+    async def _network_only(self, key: PublicKey, dht: Node) -> Fetched:
+        """A full DHT query, the newest valid packet (pkarr 7 NetworkOnly)."""
+        best: SignedPacket | None = None
+        newest_invalid: int | None = None
+        stream = dht.get_mutable(key.raw, None, timeout=self._timeout)
+        async for item in stream:
+            try:
+                packet = SignedPacket.from_bep44(item.k, item.seq, item.v, item.sig)
+            except DecodeError:
+                newest_invalid = max(newest_invalid or 0, int(item.seq))
+                continue
+            if packet.public_key == key and (best is None or packet.more_recent_than(best)):
+                best = packet
+        if best is not None:
+            self._source.insert(best)
+            if newest_invalid is None or best.timestamp >= newest_invalid:
+                return Fetched(best)
+        return Fetched(None, responded=stream.outcome.responded > 0, invalid_seq=newest_invalid)
+
+    def store(self, packet: SignedPacket) -> None:
+        self._source.insert(packet)
+
+
+class DhtPublisher:
+    """:class:`pkdns.server.relay_api.Publisher`: a BEP 44 put of the packet's mutable item."""
+
+    def __init__(self, dht: Node, timeout: float = 5.0) -> None:
+        self._dht, self._timeout = dht, timeout
+
+    async def publish(self, packet: SignedPacket) -> Published:
+        item = MutableItem(k=packet.public_key.raw, seq=packet.timestamp, v=packet.packet,
+                           sig=packet.signature)
+        result = await self._dht.put_mutable(item, timeout=self._timeout)
+        if result.stored:
+            return Published(result.stored)
+        if result.error is None:
+            return Published(0, error="no DHT node answered" if result.asked
+                             else "no DHT nodes to ask")
+        code, message = result.error
+        return Published(0, conflict=code == _KRPC_SEQ_LESS_THAN_CURRENT,
+                         error=f"DHT error {code}: {message}")
+
+
+class HttpFace:
+    """The HTTP listener as a daemon component."""
+
+    name = "http"
+
+    def __init__(self, cfg: Config, clock: Clock, metrics: Metrics, dns: DnsEntry | None,
+                 started: float, dns_listeners: Callable[[], Sequence[str]] = tuple,
+                 cache_stats: Callable[[], dict[str, Any]] | None = None) -> None:
+        self.cfg, self.clock, self.metrics, self.dns = cfg, clock, metrics, dns
+        self.source: Source | None = None
+        self.dht: Node | None = None
+        self.status = DaemonStatus(clock, started, cfg.dht.mode, cache_stats=cache_stats)
+        self._dns_listeners = dns_listeners
+        self.server: HttpServer | None = None
+        self.addresses: list[tuple[str, int]] = []
+
+    def relay_api(self) -> RelayApi | None:
+        """The relay API over whatever parts are attached (None without a packet source)."""
+        if self.source is None:
+            return None
+        p = self.cfg.pkarr
+        store = SourceStore(self.source, self.dht, self.clock, p.min_ttl, p.max_ttl,
+                            p.lookup_timeout)
+        publisher = DhtPublisher(self.dht) if self.dht is not None else None
+        h = self.cfg.http
+        limiter = ClockedLimiter(h.relay_rate_limit, h.relay_rate_limit_burst, self.clock)
+        return RelayApi(store, publisher, limiter, self.clock, p.min_ttl, p.max_ttl,
+                        self.metrics)
+
+    async def start(self) -> None:
+        relay = self.relay_api()
+        self.status.dht = self.dht
+        if self.source is not None:
+            source = self.source
+            self.status.packets_held = lambda: sum(1 for _ in source.cached())
+        page = StatusPage(self._snapshot, relay)
+        extra = [page.register] + ([relay.register] if relay is not None else [])
+        app = build_app(self.cfg.http, self.metrics, self.dns, extra, self._refresh_gauges)
+        self.server = HttpServer(app, self.cfg.http.listen)
+        self.addresses = await self.server.start()
+        self.status.http_listeners = [format_hostport(a) for a in self.addresses]
+
+    def _snapshot(self) -> dict[str, Any]:
+        self.status.dns_listeners = list(self._dns_listeners())
+        return self.status.snapshot()
+
+    def _refresh_gauges(self) -> None:
+        if self.dht is not None:
+            self.metrics.dht_routing_table.set(self.dht.routing_table_size())
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
