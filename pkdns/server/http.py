@@ -198,8 +198,10 @@ class HttpServer:
     """Runs :func:`build_app` on every ``http.listen`` address (port 0 picks a free port)."""
 
     def __init__(self, app: web.Application, listen: Sequence[HostPort]) -> None:
+        # Idle keep-alive connections are closed after 10 s (reliability.md T12: slow or idle
+        # clients must not pin connections).
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                     shutdown_timeout=2.0)
+                                     shutdown_timeout=2.0, keepalive_timeout=10.0)
         self._listen = tuple(listen)
         self.addresses: list[HostPort] = []
 
