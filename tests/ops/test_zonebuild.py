@@ -1,0 +1,85 @@
+"""Zone builder: seed + zone file (+ DynDNS variables via a fake and a real loopback IP echo)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from pkdns.config import RepublishConfig, ZoneConfig
+from pkdns.errors import PkdnsError, UsageError
+from pkdns.publish.zonebuild import ZoneBuilder
+from tests.support import pkarr_factory as pf
+
+TS = 1_700_000_000_000_000
+
+
+def _zone(tmp_path: Path, text: str) -> ZoneConfig:
+    (tmp_path / "seed").write_text(pf.keypair(3).seed.hex())
+    (tmp_path / "zone").write_text(text)
+    return ZoneConfig(seed=str(tmp_path / "seed"), zone=str(tmp_path / "zone"))
+
+
+async def test_plain_zone(tmp_path: Path) -> None:
+    async def never(urls: Sequence[str], family: int, timeout: float) -> str:
+        raise AssertionError("no variables, no lookup")
+
+    packet = await ZoneBuilder(RepublishConfig(), never)(
+        _zone(tmp_path, "@ IN A 192.0.2.1\nwww 60 IN TXT hi\n"), TS)
+    assert packet.public_key == pf.keypair(3).public_key and packet.timestamp == TS
+    assert sorted(str(rr.rtype) for rr in packet.records) == ["1", "16"]
+
+
+async def test_dyndns_variables(tmp_path: Path) -> None:
+    asked: list[int] = []
+
+    async def fake(urls: Sequence[str], family: int, timeout: float) -> str:
+        asked.append(family)
+        return "203.0.113.7" if family == socket.AF_INET else "2001:db8::7"
+
+    zone = _zone(tmp_path, "@ IN A {external_ipv4}\n@ IN AAAA {external_ipv6}\n")
+    packet = await ZoneBuilder(RepublishConfig(), fake)(zone, TS)
+    assert asked == [socket.AF_INET, socket.AF_INET6]
+    assert {rr.rdata.toZone() for rr in packet.records} == {"203.0.113.7", "2001:db8::7"}
+
+
+async def test_errors_name_the_file(tmp_path: Path) -> None:
+    builder = ZoneBuilder(RepublishConfig())
+    zone = _zone(tmp_path, "@ IN BOGUS x\n")
+    with pytest.raises(UsageError, match=r"zone:1"):
+        await builder(zone, TS)
+    with pytest.raises(UsageError, match="cannot read zone file"):
+        await builder(ZoneConfig(seed=zone.seed, zone=str(tmp_path / "missing")), TS)
+    with pytest.raises(UsageError, match="seed"):
+        await builder(ZoneConfig(seed=str(tmp_path / "zone"), zone=zone.zone), TS)
+
+
+@pytest.fixture
+async def echo() -> AsyncIterator[str]:
+    """A real IP-echo HTTP service on loopback."""
+    async def reply(request: web.Request) -> web.Response:
+        return web.Response(text="198.51.100.9\n")
+
+    app = web.Application()
+    app.router.add_get("/", reply)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        await runner.cleanup()
+
+
+async def test_real_ip_echo_on_loopback(tmp_path: Path, echo: str) -> None:
+    cfg = RepublishConfig(ip_echo_v4=(echo,), ip_echo_timeout=2.0)
+    packet = await ZoneBuilder(cfg)(_zone(tmp_path, "dyn IN A {external_ipv4}\n"), TS)
+    assert [rr.rdata.toZone() for rr in packet.records] == ["198.51.100.9"]
+    dead = RepublishConfig(ip_echo_v4=("http://127.0.0.1:9/",), ip_echo_timeout=1.0)
+    with pytest.raises(PkdnsError, match="external IPv4"):
+        await ZoneBuilder(dead)(_zone(tmp_path, "dyn IN A {external_ipv4}\n"), TS)
