@@ -25,6 +25,7 @@ from pkdns.clock import SYSTEM_CLOCK, Clock
 from pkdns.config import Config, DnsConfig, HostPort, format_hostport
 from pkdns.dns.cache import WireCache
 from pkdns.dns.forwarder import Forwarder
+from pkdns.dns.pkarr_service import PkarrService
 from pkdns.dns.resolver import Resolver
 from pkdns.errors import PkdnsError
 from pkdns.metrics import Metrics
@@ -143,6 +144,9 @@ class Daemon:
         self.components: list[Component] = [_Gauges(self.cache, self.metrics), self.dns]
         self._started: list[Component] = []
         self._stop = asyncio.Event()
+        self.pkarr = PkarrService(cfg, self.resolver, clock, self.metrics)
+        self.resolver.pkarr = self.pkarr.handler
+        self.add(self.pkarr)
 
     def add(self, component: Component, before: Component | None = None) -> None:
         """Add a part; by default just before the DNS listeners (which start last)."""

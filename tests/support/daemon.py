@@ -68,6 +68,9 @@ def run_daemon(tmp: Path, *args: str, upstreams: tuple[str, ...] = (),
         cmd += ["--config", str(write_config(tmp / "pkdns.toml", config))]
     if verbose:
         cmd.append("-v")
+    if "--bootstrap" not in args and "--testnet" not in args:
+        # keep the embedded DHT node on loopback: no public routers in tests
+        cmd += ["--dht-port", "0", "--bootstrap", "127.0.0.1:9"]
     cmd += list(args)
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
