@@ -1,9 +1,151 @@
-"""Subcommands (filled in by the issue that owns them)."""
+"""`pkdns keygen`, `pkdns pubkey`, `pkdns packet`: keys and signed packets, offline.
+
+All three work without a network, except `packet` when the zone uses ``{external_ipv4}`` or
+``{external_ipv6}`` (then IP-echo services are asked; failure is exit 1). Bad input is exit 2
+with one line naming the file and what is wrong.
+"""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import datetime
+import socket
+import sys
+from pathlib import Path
 from typing import Any
+
+from pkdns.config import RepublishConfig
+from pkdns.errors import UsageError
+from pkdns.pkarr import external_ip
+from pkdns.pkarr.keys import Keypair, read_seed_file, write_seed_file
+from pkdns.pkarr.signed_packet import MAX_PACKET_BYTES, SignedPacket
+from pkdns.pkarr.zone import parse_zone, records_to_text, substitute_variables, variables_used
 
 
 def register(sub: Any) -> None:
-    """Add this module's subcommands."""
+    """Add the keygen, pubkey and packet subcommands."""
+    p = sub.add_parser(
+        "keygen", help="create a new key (seed file) and print its public key",
+        description="Create a random Ed25519 seed. With --out, write it to FILE (64 hex "
+        "characters, mode 0600) and print the public key on stdout. Without --out, print "
+        "the seed on stdout and the public key on stderr.",
+    )
+    p.add_argument("--out", metavar="FILE", help="seed file to create (refuses to overwrite)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    _verbose(p)
+    p.set_defaults(func=run_keygen)
+
+    p = sub.add_parser("pubkey", help="print the public key (z-base-32) of a seed file")
+    p.add_argument("seedfile", metavar="SEEDFILE", help="64 hex characters (or legacy z-base-32)")
+    _verbose(p)
+    p.set_defaults(func=run_pubkey)
+
+    p = sub.add_parser(
+        "packet", help="sign a zone file into a pkarr signed packet",
+        description="Sign ZONEFILE with the key in SEEDFILE; print the records as zone text, "
+        "the timestamp and the size; with --out, write the relay payload (signature, "
+        "timestamp, DNS packet) to FILE. {external_ipv4} and {external_ipv6} in the zone are "
+        "replaced with this host's addresses, asked from IP-echo services.",
+    )
+    p.add_argument("seedfile", metavar="SEEDFILE")
+    p.add_argument("zonefile", metavar="ZONEFILE")
+    p.add_argument("--out", metavar="FILE", help="write the relay payload (binary) here")
+    p.add_argument("--ip-echo", action="append", metavar="URL",
+                   help="IP-echo URL for the {external_ip*} variables (repeatable; replaces "
+                   "the default services)")
+    p.add_argument("--timestamp", type=int, metavar="MICROSECONDS",
+                   help="packet timestamp in µs since the epoch (default: now)")
+    _verbose(p)
+    p.set_defaults(func=run_packet)
+
+
+def _verbose(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
+
+
+def run_keygen(args: argparse.Namespace) -> int:
+    """Create a seed; print the public key."""
+    keypair = Keypair.random()
+    if args.out:
+        write_seed_file(args.out, keypair, overwrite=args.force)
+        print(keypair.public_key.z32)
+    else:
+        print(keypair.seed.hex())
+        print(keypair.public_key.z32, file=sys.stderr)
+    return 0
+
+
+def run_pubkey(args: argparse.Namespace) -> int:
+    """Print the public key of a seed file."""
+    print(read_seed_file(args.seedfile).public_key.z32)
+    return 0
+
+
+def run_packet(args: argparse.Namespace) -> int:
+    """Sign a zone file; print it; write the relay payload."""
+    keypair = read_seed_file(args.seedfile)
+    text = _read_text(args.zonefile, "zone file")
+    text = _with_addresses(text, args.ip_echo)
+    records = parse_zone(text, keypair.public_key, filename=args.zonefile)
+    if args.timestamp is not None and not 0 <= args.timestamp < 2**63:
+        raise UsageError(f"--timestamp: {args.timestamp} is not a timestamp in µs")
+    try:
+        packet = SignedPacket.sign(keypair, records, args.timestamp)
+    except UsageError as exc:
+        raise UsageError(f"{args.zonefile}: {exc}") from None
+    if args.out:
+        _write_bytes(args.out, packet.relay_payload())
+    print(_describe(packet, args.out), end="")
+    return 0
+
+
+def _with_addresses(text: str, urls: list[str] | None) -> str:
+    """Fill in {external_ipv4}/{external_ipv6}, asking IP-echo services only when used."""
+    want4, want6 = variables_used(text)
+    if not (want4 or want6):
+        return text
+    defaults = RepublishConfig()
+    v4 = _discover(urls or defaults.ip_echo_v4, socket.AF_INET, defaults) if want4 else None
+    v6 = _discover(urls or defaults.ip_echo_v6, socket.AF_INET6, defaults) if want6 else None
+    return substitute_variables(text, v4, v6)
+
+
+def _discover(urls: Any, family: int, defaults: RepublishConfig) -> str:
+    return asyncio.run(external_ip.discover(tuple(urls), family, defaults.ip_echo_timeout))
+
+
+def _describe(packet: SignedPacket, out: str | None) -> str:
+    try:
+        when = datetime.datetime.fromtimestamp(packet.timestamp / 1e6, datetime.UTC)
+        date = f" ({when.isoformat(timespec='microseconds')})"
+    except (OverflowError, ValueError, OSError):  # past year 9999
+        date = ""
+    lines = [
+        f"; public key {packet.public_key.z32}",
+        f"; timestamp {packet.timestamp}{date}",
+        f"; size {len(packet.packet)} bytes of DNS packet (limit {MAX_PACKET_BYTES}),"
+        f" relay payload {len(packet.relay_payload())} bytes",
+    ]
+    if out:
+        lines.append(f"; relay payload written to {out}")
+    body = records_to_text(packet.records, packet.public_key.z32)
+    return "\n".join(lines) + "\n" + body
+
+
+def _read_text(path: str, what: str) -> str:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: {what} is not UTF-8 (byte {exc.start})") from None
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    try:
+        Path(path).write_bytes(data)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write: {exc.strerror or exc}") from None

@@ -12,6 +12,7 @@ import ipaddress
 import json
 import random
 import socket
+import urllib.parse
 from collections.abc import Sequence
 
 import aiohttp
@@ -51,6 +52,7 @@ async def discover(
 
 
 async def _ask(session: aiohttp.ClientSession, url: str, family: int) -> str:
+    _check_literal(url, family)
     async with session.get(url, headers={"Accept": "text/plain"}) as resp:
         if resp.status != 200:
             raise ValueError(f"HTTP {resp.status}")
@@ -58,6 +60,18 @@ async def _ask(session: aiohttp.ClientSession, url: str, family: int) -> str:
     if len(body) > _MAX_BODY:
         raise ValueError(f"reply is longer than {_MAX_BODY} bytes")
     return parse_reply(body, family)
+
+
+def _check_literal(url: str, family: int) -> None:
+    """Refuse an IP-literal URL of the other family (aiohttp would fail with an assertion)."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return
+    want = 4 if family == socket.AF_INET else 6
+    if addr.version != want:
+        raise ValueError(f"{host} is an IPv{addr.version} address, not reachable over IPv{want}")
 
 
 def parse_reply(body: bytes, family: int) -> str:

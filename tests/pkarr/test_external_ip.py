@@ -139,3 +139,10 @@ def test_parse_reply(body: bytes, family: int, want: str) -> None:
 def test_parse_reply_rejects(body: bytes) -> None:
     with pytest.raises(ValueError):
         parse_reply(body, socket.AF_INET)
+
+
+async def test_literal_of_the_other_family_is_a_clear_failure(echo: EchoServers) -> None:
+    with pytest.raises(PkdnsError, match=r"127\.0\.0\.1 is an IPv4 address, not reachable"):
+        await discover([echo.url(socket.AF_INET, "/ip")], socket.AF_INET6, 1.0)
+    with pytest.raises(PkdnsError, match=r"::1 is an IPv6 address"):
+        await discover([echo.url(socket.AF_INET6, "/ip")], socket.AF_INET, 1.0)

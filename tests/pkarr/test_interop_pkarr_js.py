@@ -120,3 +120,19 @@ def test_js_rejects_what_we_reject() -> None:
     assert out == {"ok": False, "error": "Invalid signature"}
     with pytest.raises(VerifyError):
         SignedPacket.from_relay_payload(sp.public_key, bytes(tampered))
+
+
+def test_js_verifies_the_cli_relay_payload(tmp_path: Path) -> None:
+    import sys
+
+    seed, zone, out = tmp_path / "seed", tmp_path / "zone", tmp_path / "payload"
+    seed.write_text(keypair(11).seed.hex() + "\n")
+    zone.write_text("\n".join(RECORDS) + "\n")
+    pkdns = str(Path(sys.executable).with_name("pkdns"))
+    proc = subprocess.run([pkdns, "packet", str(seed), str(zone), "--out", str(out)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    result = _node("verify", "--pubkey", keypair(11).public_key.raw.hex(),
+                   "--relay-bytes", out.read_bytes().hex())
+    assert result["ok"], result
+    assert len(result["answers"]) == len(RECORDS)
