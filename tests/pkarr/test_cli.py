@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -144,8 +145,6 @@ def test_packet_reproduces_the_derived_vector(tmp_path: Path, zero_seed: Path) -
 
 def test_packet_default_timestamp_is_now(tmp_path: Path, zero_seed: Path) -> None:
     out = tmp_path / "p"
-    import time
-
     before = time.time_ns() // 1000
     proc = pkdns("packet", str(zero_seed), str(_zone(tmp_path, "@ A 1.2.3.4\n")), "--out", str(out))
     assert proc.returncode == 0, proc.stderr

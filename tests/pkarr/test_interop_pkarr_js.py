@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -123,8 +124,6 @@ def test_js_rejects_what_we_reject() -> None:
 
 
 def test_js_verifies_the_cli_relay_payload(tmp_path: Path) -> None:
-    import sys
-
     seed, zone, out = tmp_path / "seed", tmp_path / "zone", tmp_path / "payload"
     seed.write_text(keypair(11).seed.hex() + "\n")
     zone.write_text("\n".join(RECORDS) + "\n")
