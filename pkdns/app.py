@@ -80,7 +80,8 @@ class DnsListeners:
                                                       reuse_address=True, backlog=1024)
             except OSError as exc:
                 transport.close()
-                if port == 0 and exc.errno == errno.EADDRINUSE:
+                in_use = errno.EADDRINUSE in (exc.errno, getattr(exc.__cause__, "errno", None))
+                if port == 0 and in_use:
                     continue            # the UDP port's TCP twin is taken; pick another
                 raise _bind_error(host, actual, exc) from None
             self.udp.append(proto)
@@ -97,12 +98,13 @@ class DnsListeners:
 
 def _bind_error(host: str, port: int, exc: OSError) -> PkdnsError:
     where = format_hostport((host, port))
-    if exc.errno == errno.EACCES:
+    code = exc.errno or getattr(exc.__cause__, "errno", None)     # uvloop wraps the OSError
+    if code == errno.EACCES:
         return PkdnsError(
             f"cannot listen on {where}: permission denied; ports below 1024 need root or "
             f"CAP_NET_BIND_SERVICE (setcap cap_net_bind_service=+ep), or use a high port, "
             f"e.g. --listen 127.0.0.1:5353")
-    if exc.errno == errno.EADDRINUSE:
+    if code == errno.EADDRINUSE:
         return PkdnsError(f"cannot listen on {where}: address already in use "
                           f"(another DNS server running?); choose another --listen")
     return PkdnsError(f"cannot listen on {where}: {exc.strerror or exc}")

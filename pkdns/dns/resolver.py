@@ -7,7 +7,9 @@
 2. :meth:`answer_cached`, the hot path: scan the bytes, look the key up, patch and return;
 3. the ladder (:func:`pkdns.dns.wire.parse_query`): drop / FORMERR / NOTIMP / BADVERS;
 4. query policy: class != IN -> REFUSED (so CH ``version.bind`` leaks nothing), qtype 0 ->
-   FORMERR, meta qtypes 128-254 (AXFR, IXFR, ...) -> REFUSED, ANY -> RFC 8482 HINFO;
+   FORMERR, meta qtypes 128-254 (AXFR, IXFR, ...) -> REFUSED, ANY -> RFC 8482 §4.2 HINFO
+   over TCP/DoH, and over UDP an empty TC=1 (reply size = query size, as PowerDNS
+   ``any_to_tcp``: even the HINFO would amplify a short query more than 1.5x, reliability A1);
 5. pkarr names (``PkarrHandler.claims``) -> the handler, never upstream (reliability P8);
    everything else -> cache, else one coalesced upstream fetch (stored in the cache by the
    fetch itself, so a late reply still fills the cache: U3), with serve-stale (RFC 8767) when
@@ -190,6 +192,8 @@ class Resolver:
         if q.qtype == 0:
             return self._error(q, wire.FORMERR), "policy"
         if q.qtype == wire.T_ANY and self.cfg.dns.any_minimal:
+            if client.transport == "udp":       # no amplification at all: retry over TCP
+                return _refusal(q.wire, 0, tc=True), "any"
             return wire.hinfo_any_reply(q), "any"
         if self.pkarr is not None and self.pkarr.claims(q.qname):
             return await self._pkarr(q, client, limit), "pkarr"

@@ -76,15 +76,17 @@ async def test_query_policy(name: str, rdtype: str, rdclass: str, rcode: int) ->
         assert not up.queries()
 
 
-async def test_any_is_minimal_rfc8482() -> None:
+async def test_any_is_tc_over_udp_and_minimal_hinfo_over_tcp() -> None:
     with FakeUpstream(a_record()) as up:
         r = make(up)
         q = dns.message.make_query("example.test", "ANY")
-        reply = await ask(r, raw=q.to_wire())
+        over_udp = await ask(r, raw=q.to_wire())
+        over_tcp = await ask(r, raw=q.to_wire(), transport="tcp")
         assert not up.queries()
-    assert reply is not None and len(reply.answer) == 1
-    assert reply.answer[0].rdtype == 13 and reply.answer[0][0].cpu == b"RFC8482"
-    assert len(reply.to_wire()) <= 1.5 * len(q.to_wire()) + 21
+    assert over_udp is not None and over_udp.flags & dns.flags.TC and not over_udp.answer
+    assert len(over_udp.to_wire()) <= len(q.to_wire())
+    assert over_tcp is not None and len(over_tcp.answer) == 1
+    assert over_tcp.answer[0].rdtype == 13 and over_tcp.answer[0][0].cpu == b"RFC8482"
 
 
 async def test_acl_refuses_without_recursion() -> None:
