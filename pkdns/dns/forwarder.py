@@ -21,7 +21,6 @@ import asyncio
 import random
 import socket
 import struct
-from typing import Any
 
 from pkdns.config import HostPort, format_hostport
 from pkdns.dns import wire
@@ -42,8 +41,39 @@ def matches(reply: bytes, qid: int, question: bytes) -> bool:
             and reply[12:12 + len(question)].lower() == question)
 
 
+class _Attempt:
+    """One UDP query in flight on its own connected socket."""
+
+    __slots__ = ("sock", "fd", "idx", "addr", "qid", "packet")
+
+    def __init__(self, idx: int, addr: HostPort, qid: int, packet: bytes) -> None:
+        self.sock = socket.socket(_family(addr), socket.SOCK_DGRAM)
+        self.fd, self.idx, self.addr, self.qid, self.packet = -1, idx, addr, qid, packet
+
+
+class _Exchange:
+    """Events from every attempt of one exchange, and the future that wakes the driver."""
+
+    __slots__ = ("events", "wake", "question")
+
+    def __init__(self, question: bytes) -> None:
+        self.events: list[tuple[_Attempt, bytes | UpstreamError]] = []
+        self.wake: asyncio.Future[None] | None = None
+        self.question = question
+
+    def push(self, attempt: _Attempt, event: bytes | UpstreamError) -> None:
+        self.events.append((attempt, event))
+        if self.wake is not None and not self.wake.done():
+            self.wake.set_result(None)
+
+
 class Forwarder:
-    """Sends questions to the configured upstreams; see the module docstring."""
+    """Sends questions to the configured upstreams; see the module docstring.
+
+    Attempts overlap: a new one (fresh port and ID, next upstream) starts every
+    ``attempt_timeout``, but earlier sockets stay open until the deadline, so a slow upstream's
+    late reply is still taken (Unbound ``discard-timeout`` semantics, reliability U3).
+    """
 
     def __init__(self, upstreams: tuple[HostPort, ...], attempt_timeout: float,
                  metrics: Metrics | None = None, rng: random.Random | None = None) -> None:
@@ -57,53 +87,127 @@ class Forwarder:
     async def exchange(self, question: bytes, do: bool, cd: bool, deadline: float) -> bytes:
         """The upstream reply to ``question`` (lowercased wire qname + qtype + qclass).
 
-        ``deadline`` is in loop time. Raises UpstreamError when no upstream answered usably.
+        ``deadline`` is in loop time. Raises UpstreamError when no upstream answered usably;
+        when every upstream answered with an error rcode, that reply is returned.
         """
         loop = asyncio.get_running_loop()
-        n = len(self.upstreams)
-        dead: set[int] = set()
-        rcode_failed: set[int] = set()
+        ex = _Exchange(question)
+        attempts: list[_Attempt] = []
+        out: set[int] = set()                # upstreams refused or failed with an rcode
+        error_reply: bytes | None = None
         tries = 0
-        while len(dead) < n and len(rcode_failed | dead) < n:
-            idx = (self._preferred + tries) % n
-            tries += 1
-            if idx in dead:
-                continue
-            remaining = deadline - loop.time()
-            if remaining <= 0.001:
-                raise UpstreamError("upstream deadline passed")
-            addr = self.upstreams[idx]
-            try:
-                reply = await self._ask(addr, question, do, cd, min(self.attempt_timeout,
-                                                                     remaining))
-            except _Refused:
-                dead.add(idx)
-                self._fail(addr, "refused")
-                continue
-            except UpstreamError as exc:
-                self._fail(addr, str(exc))
-                continue
-            if reply[3] & 0x0F in _RCODE_FAILURES:
-                rcode_failed.add(idx)
-                self._fail(addr, f"rcode{reply[3] & 0x0F}")
-                if len(rcode_failed | dead) < n:
+        try:
+            while len(out) < len(self.upstreams) and loop.time() < deadline:
+                idx = self._next(tries, out)
+                tries += 1
+                attempt = self._launch(ex, idx, do, cd)
+                if attempt is None:
+                    out.add(idx)
                     continue
-                return reply
-            self._preferred = idx
-            return reply
-        raise UpstreamError("no upstream reachable")
+                attempts.append(attempt)
+                next_try = min(loop.time() + self.attempt_timeout, deadline)
+                while not ex.events and loop.time() < next_try:
+                    await self._sleep(ex, next_try - loop.time())
+                for att, event in ex.events:
+                    reply = await self._settle_event(att, event, out)
+                    if reply is None:
+                        continue
+                    if reply[3] & 0x0F in _RCODE_FAILURES:
+                        out.add(att.idx)
+                        error_reply = reply
+                        self._fail(self.upstreams[att.idx], f"rcode{reply[3] & 0x0F}")
+                        continue
+                    self._preferred = att.idx
+                    return reply
+                ex.events.clear()
+        finally:
+            for att in attempts:
+                self._close(att)
+        if error_reply is not None and len(out) >= len(self.upstreams):
+            return error_reply
+        raise UpstreamError("no upstream answered in time")
 
-    async def _ask(self, addr: HostPort, question: bytes, do: bool, cd: bool,
-                   timeout: float) -> bytes:
+    def _next(self, tries: int, out: set[int]) -> int:
+        n = len(self.upstreams)
+        for k in range(n):
+            idx = (self._preferred + tries + k) % n
+            if idx not in out:
+                return idx
+        return self._preferred
+
+    async def _sleep(self, ex: _Exchange, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        ex.wake = loop.create_future()
+        timer = loop.call_later(max(delay, 0.0), _settle, ex.wake)
+        try:
+            await ex.wake
+        finally:
+            timer.cancel()
+
+    async def _settle_event(self, att: _Attempt, event: bytes | UpstreamError,
+                            out: set[int]) -> bytes | None:
+        """A usable reply from one attempt's event (TC retried over TCP), else None."""
+        addr = att.addr
+        if isinstance(event, _Refused):
+            out.add(att.idx)
+            self._fail(addr, "refused")
+            return None
+        if isinstance(event, UpstreamError):
+            self._fail(addr, str(event))
+            return None
+        if not event[2] & 0x02:
+            return event
         qid = self.rng.getrandbits(16)
-        qtype, qclass = struct.unpack(">HH", question[-4:])
-        packet = wire.build_query(qid, question[:-4], qtype, qclass, do, cd)
-        reply = await self.udp(addr, packet, qid, question, timeout)
-        if reply[2] & 0x02:
-            qid = self.rng.getrandbits(16)
-            packet = struct.pack(">H", qid) + packet[2:]
-            reply = await self.tcp(addr, packet, qid, question, max(timeout, 1.0))
-        return reply
+        try:
+            return await self.tcp(addr, struct.pack(">H", qid) + att.packet[2:], qid,
+                                  _question_of(att.packet), 2.0)
+        except UpstreamError as exc:
+            self._fail(addr, str(exc))
+            return None
+
+    def _launch(self, ex: _Exchange, idx: int, do: bool, cd: bool) -> _Attempt | None:
+        """Send a fresh query to upstream ``idx``; None if it cannot even be sent."""
+        addr = self.upstreams[idx]
+        qid = self.rng.getrandbits(16)
+        qtype, qclass = struct.unpack(">HH", ex.question[-4:])
+        packet = wire.build_query(qid, ex.question[:-4], qtype, qclass, do, cd)
+        att = _Attempt(idx, addr, qid, packet)
+        loop = asyncio.get_running_loop()
+        try:
+            att.sock.setblocking(False)
+            att.sock.connect(addr)
+            att.fd = att.sock.fileno()
+            loop.add_reader(att.fd, self._readable, att, ex)
+            att.sock.send(packet)
+            self.sent += 1
+        except OSError as exc:
+            self._close(att)
+            self._fail(addr, f"network: {exc.strerror}")
+            return None
+        return att
+
+    def _close(self, att: _Attempt) -> None:
+        if att.fd >= 0:
+            asyncio.get_running_loop().remove_reader(att.fd)
+            att.fd = -1
+        att.sock.close()
+
+    def _readable(self, att: _Attempt, ex: _Exchange) -> None:
+        for _ in range(16):
+            try:
+                data = att.sock.recv(65535)
+            except BlockingIOError:
+                return
+            except ConnectionRefusedError:
+                ex.push(att, _Refused("port unreachable"))
+                return
+            except OSError as exc:
+                ex.push(att, UpstreamError(f"network: {exc.strerror}"))
+                return
+            if matches(data, att.qid, ex.question):
+                ex.push(att, data)
+                return
+            self._unwanted(att.addr)
 
     def _fail(self, addr: HostPort, reason: str) -> None:
         if self.metrics is not None:
@@ -116,46 +220,29 @@ class Forwarder:
                   timeout: float) -> bytes:
         """One UDP exchange on a fresh connected socket (fresh source port)."""
         loop = asyncio.get_running_loop()
-        family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        fut: asyncio.Future[bytes] = loop.create_future()
-        timer = loop.call_later(timeout, _expire, fut)
-        fd = -1
+        ex = _Exchange(question)
+        att = _Attempt(-1, addr, qid, packet)
+        deadline = loop.time() + timeout
         try:
-            sock.setblocking(False)
-            sock.connect(addr)
-            fd = sock.fileno()
-            loop.add_reader(fd, self._readable, sock, fut, qid, question, addr)
-            sock.send(packet)
-            self.sent += 1
-            return await fut
+            att.sock.setblocking(False)
+            att.sock.connect(addr)
+            att.fd = att.sock.fileno()
+            loop.add_reader(att.fd, self._readable, att, ex)
+            att.sock.send(packet)
+            while not ex.events and loop.time() < deadline:
+                await self._sleep(ex, deadline - loop.time())
         except ConnectionRefusedError:
             raise _Refused("port unreachable") from None
         except OSError as exc:
             raise UpstreamError(f"network: {exc.strerror}") from None
         finally:
-            timer.cancel()
-            if fd >= 0:
-                loop.remove_reader(fd)
-            sock.close()
-
-    def _readable(self, sock: socket.socket, fut: asyncio.Future[bytes], qid: int,
-                  question: bytes, addr: HostPort) -> None:
-        for _ in range(16):
-            try:
-                data = sock.recv(65535)
-            except BlockingIOError:
-                return
-            except ConnectionRefusedError:
-                _settle(fut, exc=_Refused("port unreachable"))
-                return
-            except OSError as exc:
-                _settle(fut, exc=UpstreamError(f"network: {exc.strerror}"))
-                return
-            if matches(data, qid, question):
-                _settle(fut, result=data)
-                return
-            self._unwanted(addr)
+            self._close(att)
+        if not ex.events:
+            raise UpstreamError("timeout")
+        event = ex.events[0][1]
+        if isinstance(event, UpstreamError):
+            raise event
+        return event
 
     async def tcp(self, addr: HostPort, packet: bytes, qid: int, question: bytes,
                   timeout: float) -> bytes:
@@ -192,14 +279,14 @@ class Forwarder:
         return reply
 
 
-def _expire(fut: asyncio.Future[Any]) -> None:
-    _settle(fut, exc=UpstreamError("timeout"))
+def _family(addr: HostPort) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
 
 
-def _settle(fut: asyncio.Future[Any], result: Any = None, exc: BaseException | None = None) -> None:
-    if fut.done():
-        return
-    if exc is not None:
-        fut.set_exception(exc)
-    else:
-        fut.set_result(result)
+def _question_of(packet: bytes) -> bytes:
+    return packet[12:wire.skip_name(packet, 12) + 4].lower()
+
+
+def _settle(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

@@ -1,0 +1,111 @@
+"""Upstream faults seen by a client of the running daemon (reliability.md §2.7, G5/G6)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+
+from tests.dns.blackbox import query
+from tests.support.daemon import Daemon, run_daemon
+from tests.support.knot import free_port
+from tests.support.upstream import FakeUpstream, answer
+
+pytestmark = pytest.mark.slow
+
+MODE: dict[str, str] = {}
+
+
+def scripted(data: bytes, transport: str) -> bytes | None:
+    name = str(dns.message.from_wire(data).question[0].name)
+    mode = MODE.get(name, "ok")
+    if mode == "silent":
+        return None
+    if mode == "late":
+        MODE[name] = "ok"           # only the first query is late (the thread is blocked)
+        time.sleep(2.5)
+    if mode == "garbage":
+        return data[:2] + b"\x81\x80\x00\x01\x00\x09junk"
+    if mode == "servfail":
+        return answer(data, rcode=dns.rcode.SERVFAIL)
+    if mode == "tc" and transport == "udp":
+        return answer(data, tc=True)
+    return answer(data, f"{name} 1 IN A 192.0.2.1")
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream(scripted) as up:
+        yield up
+
+
+@pytest.fixture(scope="module")
+def daemon(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    cfg = "[dns]\nrate_limit = 0.0\n"
+    with run_daemon(tmp_path_factory.mktemp("faults"), upstreams=(upstream.addr,),
+                    config=cfg) as d:
+        yield d
+
+
+def timed(d: Daemon, name: str) -> tuple[dns.message.Message, float]:
+    start = time.monotonic()
+    r = dns.query.udp(query(name), "127.0.0.1", port=d.port, timeout=6)
+    return r, time.monotonic() - start
+
+
+def test_silent_upstream_servfail_within_3s_then_remembered(daemon: Daemon,
+                                                            upstream: FakeUpstream) -> None:
+    MODE["silent.example.test."] = "silent"
+    r, took = timed(daemon, "silent.example.test")
+    assert r.rcode() == dns.rcode.SERVFAIL and 2.0 < took < 3.0
+    tries = len([s for s in upstream.queries() if "silent" in str(s.message.question[0].name)])
+    r, took = timed(daemon, "silent.example.test")
+    assert r.rcode() == dns.rcode.SERVFAIL and took < 0.05
+    again = len([s for s in upstream.queries() if "silent" in str(s.message.question[0].name)])
+    assert again == tries
+
+
+def test_stale_answer_at_1_8s_with_ttl_30(daemon: Daemon) -> None:
+    r, _ = timed(daemon, "stale.example.test")
+    assert r.answer and r.answer[0].ttl == 1
+    MODE["stale.example.test."] = "silent"
+    time.sleep(1.2)
+    r, took = timed(daemon, "stale.example.test")
+    assert r.rcode() == 0 and r.answer[0].ttl == 30
+    assert 1.6 < took < 2.0
+
+
+def test_late_answer_is_cached_for_the_next_client(daemon: Daemon) -> None:
+    timed(daemon, "late.example.test")
+    MODE["late.example.test."] = "late"
+    time.sleep(1.2)
+    r, took = timed(daemon, "late.example.test")
+    assert r.answer[0].ttl == 30 and took < 2.0                 # stale while it waits
+    time.sleep(1.0)
+    r, took = timed(daemon, "late.example.test")
+    assert r.answer[0].ttl == 1 and took < 0.05                 # the late reply, cached
+
+
+def test_truncated_upstream_retried_over_tcp(daemon: Daemon, upstream: FakeUpstream) -> None:
+    MODE["tc.example.test."] = "tc"
+    r, _ = timed(daemon, "tc.example.test")
+    assert r.answer[0][0].address == "192.0.2.1"
+    assert any(s.transport == "tcp" for s in upstream.queries())
+
+
+@pytest.mark.parametrize("mode", ["garbage", "servfail"])
+def test_garbage_and_servfail_become_servfail(daemon: Daemon, mode: str) -> None:
+    MODE[f"{mode}.example.test."] = mode
+    r, took = timed(daemon, f"{mode}.example.test")
+    assert r.rcode() == dns.rcode.SERVFAIL and took < 3.0
+
+
+def test_refused_port_servfail_fast(tmp_path: Path) -> None:
+    with run_daemon(tmp_path, upstreams=(f"127.0.0.1:{free_port()}",)) as d:
+        r, took = timed(d, "refused.example.test")
+    assert r.rcode() == dns.rcode.SERVFAIL and took < 0.1
