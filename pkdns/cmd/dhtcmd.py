@@ -1,9 +1,213 @@
-"""Subcommands (filled in by the issue that owns them)."""
+"""`pkdns publish`, `pkdns resolve`, `pkdns testnet`: the DHT from the command line.
+
+publish and resolve run a short-lived read-only node: bootstrap (``--bootstrap`` replaces the
+public routers, so a loopback address keeps everything local), one BEP 44 put or get, exit.
+Exit 1 when nothing was stored or found; 2 for bad input (seed, zone, key, flags).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from pkdns.cmd.serve import add_common_dht_flags
+from pkdns.config import DhtConfig, HostPort, format_hostport
+from pkdns.dht.item import MutableItem
+from pkdns.dht.lookup import Outcome
+from pkdns.dht.node import DhtNode
+from pkdns.dht.testnet import Testnet
+from pkdns.errors import DecodeError, DhtError, UsageError
+from pkdns.pkarr.keys import PublicKey, read_seed_file
+from pkdns.pkarr.signed_packet import SignedPacket
+from pkdns.pkarr.zone import parse_zone, records_to_text
+
+LOOKUP_TIMEOUT = 5.0
 
 
 def register(sub: Any) -> None:
-    """Add this module's subcommands."""
+    """Add the publish, resolve and testnet subcommands."""
+    p = sub.add_parser("publish", help="sign a zone and put it on the DHT",
+                       description="Sign ZONEFILE with SEEDFILE and store it on the Mainline "
+                       "DHT (BEP 44); print how many nodes stored it.")
+    p.add_argument("seedfile", metavar="SEEDFILE")
+    p.add_argument("zonefile", metavar="ZONEFILE")
+    add_common_dht_flags(p)
+    p.set_defaults(func=run_publish)
+
+    p = sub.add_parser("resolve", help="look a public key up on the DHT",
+                       description="Fetch the most recent verified signed packet for KEY and "
+                       "print its records as zone text with the timestamp.")
+    p.add_argument("key", metavar="KEY", help="z-base-32 public key (or pk:/URL forms)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_common_dht_flags(p)
+    p.set_defaults(func=run_resolve)
+
+    p = sub.add_parser("testnet", help="run a loopback DHT testnet",
+                       description="Run N server-mode DHT nodes on 127.0.0.1, print the "
+                       "bootstrap address, and run until SIGINT/SIGTERM.")
+    p.add_argument("--nodes", type=int, default=10, metavar="N", help="nodes (default 10)")
+    p.add_argument("--port", type=int, default=0, metavar="PORT",
+                   help="first port; nodes use PORT..PORT+N-1 (default: free ports)")
+    p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
+    p.set_defaults(func=run_testnet)
+
+
+def _bootstrap(args: argparse.Namespace) -> list[HostPort]:
+    return list(args.bootstrap) if args.bootstrap else list(DhtConfig().bootstrap)
+
+
+@contextlib.asynccontextmanager
+async def _joined(args: argparse.Namespace) -> AsyncIterator[DhtNode]:
+    """A read-only node that joined the DHT, closed on exit."""
+    node = DhtNode(mode="client")
+    await node.start("0.0.0.0", 0)
+    try:
+        nodes = _bootstrap(args)
+        with _progress(lambda: f"joining the DHT via {len(nodes)} bootstrap node(s)"):
+            size = await node.bootstrap(nodes)
+        if size == 0:
+            where = ", ".join(format_hostport(n) for n in nodes)
+            raise DhtError(f"could not join the DHT: no node answered (bootstrap: {where})")
+        yield node
+    finally:
+        await node.close()
+
+
+@contextlib.contextmanager
+def _progress(status: Callable[[], str], stream: TextIO | None = None) -> Any:
+    """A one-line status on a terminal, refreshed every 100 ms; nothing when not a TTY."""
+    stream = stream or sys.stderr
+    if not stream.isatty():
+        yield
+        return
+
+    out = stream
+
+    async def tick() -> None:
+        frames = "|/-\\"
+        for i in range(10**9):
+            out.write(f"\r{frames[i % 4]} {status()}\x1b[K")
+            out.flush()
+            await asyncio.sleep(0.1)
+
+    task = asyncio.get_running_loop().create_task(tick())
+    try:
+        yield
+    finally:
+        task.cancel()
+        stream.write("\r\x1b[K")
+        stream.flush()
+
+
+def _read_zone(path: str) -> str:
+    try:
+        return Path(path).read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read zone file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: zone file is not UTF-8 (byte {exc.start})") from None
+
+
+def run_publish(args: argparse.Namespace) -> int:
+    keypair = read_seed_file(args.seedfile)
+    records = parse_zone(_read_zone(args.zonefile), keypair.public_key, filename=args.zonefile)
+    try:
+        packet = SignedPacket.sign(keypair, records)
+    except UsageError as exc:
+        raise UsageError(f"{args.zonefile}: {exc}") from None
+    item = MutableItem(k=keypair.public_key.raw, seq=packet.timestamp, v=packet.packet,
+                       sig=packet.signature)
+    return asyncio.run(_publish(args, item, packet))
+
+
+async def _publish(args: argparse.Namespace, item: MutableItem, packet: SignedPacket) -> int:
+    async with _joined(args) as node:
+        with _progress(lambda: "storing on the closest nodes"):
+            result = await node.put_mutable(item, timeout=LOOKUP_TIMEOUT)
+    key = packet.public_key.z32
+    if result.stored == 0:
+        why = f"{result.error[0]} {result.error[1]}" if result.error else "no node answered"
+        raise DhtError(f"{key}: not stored on any node ({why})")
+    print(f"{key}: stored on {result.stored} of {result.asked} nodes (timestamp "
+          f"{packet.timestamp}, {len(packet.packet)} bytes)")
+    return 0
+
+
+def run_resolve(args: argparse.Namespace) -> int:
+    try:
+        key = PublicKey.parse(args.key)
+    except DecodeError as exc:
+        raise UsageError(str(exc)) from None
+    return asyncio.run(_resolve(args, key))
+
+
+async def _resolve(args: argparse.Namespace, key: PublicKey) -> int:
+    best: SignedPacket | None = None
+    rejected = 0
+    async with _joined(args) as node:
+        query = node.get_mutable(key.raw, timeout=LOOKUP_TIMEOUT)
+        with _progress(lambda: _status(query.outcome)):
+            async for item in query:
+                try:
+                    packet = SignedPacket.from_bep44(item.k, item.seq, item.v, item.sig)
+                except DecodeError:
+                    rejected += 1
+                    continue
+                if best is None or packet.more_recent_than(best):
+                    best = packet
+    if best is None:
+        extra = f", {rejected} unparseable" if rejected else ""
+        raise DhtError(f"{key.z32}: no signed packet found ({_status(query.outcome)}{extra})")
+    print(_render(best, args.json), end="")
+    return 0
+
+
+def _status(o: Outcome) -> str:
+    return f"{o.queried} nodes asked, {o.responded} answered, {o.values} values"
+
+
+def _render(packet: SignedPacket, as_json: bool) -> str:
+    text = records_to_text(packet.records, packet.public_key.z32)
+    when = datetime.datetime.fromtimestamp(packet.timestamp / 1e6, datetime.UTC)
+    if as_json:
+        return json.dumps({
+            "public_key": packet.public_key.z32, "timestamp": packet.timestamp,
+            "time": when.isoformat(timespec="microseconds"),
+            "records": text.splitlines(), "packet_hex": packet.packet.hex(),
+        }) + "\n"
+    return (f"; public key {packet.public_key.z32}\n"
+            f"; timestamp {packet.timestamp} ({when.isoformat(timespec='microseconds')})\n"
+            + text)
+
+
+def run_testnet(args: argparse.Namespace) -> int:
+    if not 1 <= args.nodes <= 1000:
+        raise UsageError(f"--nodes: {args.nodes} is not between 1 and 1000")
+    if args.port and not 1 <= args.port <= 65536 - args.nodes:
+        raise UsageError(f"--port: {args.port} leaves no room for {args.nodes} ports")
+    return asyncio.run(_testnet(args.nodes, args.port))
+
+
+async def _testnet(n: int, port: int) -> int:
+    net = await Testnet.start(n, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        print(format_hostport(net.bootstrap[0]), flush=True)
+        print(f"testnet: {n} nodes on 127.0.0.1; use --bootstrap "
+              f"{format_hostport(net.bootstrap[0])}; Ctrl-C to stop", file=sys.stderr,
+              flush=True)
+        await stop.wait()
+    finally:
+        await net.close()
+    return 0

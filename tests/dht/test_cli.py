@@ -1,0 +1,116 @@
+"""`pkdns testnet`, `pkdns publish`, `pkdns resolve` end to end: against our own testnet
+(as a subprocess) and against swarms made only of foreign nodes (bittorrent-dht, libtorrent)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pkdns.cli import main
+from tests.support.peers import BittorrentSwarm, LibtorrentSwarm, bittorrent_swarm, node_script
+
+ZONE = '@ 300 IN A 192.0.2.7\nwww 300 IN CNAME @\n_txt 60 IN TXT "hello dht"\n'
+
+
+@pytest.fixture
+def keyfiles(tmp_path: Path) -> tuple[str, str, str]:
+    seed, zone = tmp_path / "seed", tmp_path / "zone"
+    seed.write_text(os.urandom(32).hex() + "\n")
+    zone.write_text(ZONE)
+    out = subprocess.run([sys.executable, "-m", "pkdns", "pubkey", str(seed)],
+                         capture_output=True, text=True, check=True)
+    return str(seed), str(zone), out.stdout.strip()
+
+
+def _publish_resolve(boot: list[str], keyfiles: tuple[str, str, str],
+                     capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
+    seed, zone, key = keyfiles
+    flags = [x for b in boot for x in ("--bootstrap", b)]
+    assert main(["publish", seed, zone, *flags]) == 0
+    published = capsys.readouterr().out
+    assert published.startswith(f"{key}: stored on ") and int(published.split()[3]) >= 5
+    assert main(["resolve", key, *flags]) == 0
+    text = capsys.readouterr().out
+    assert f"; public key {key}" in text and "@ 300 IN A 192.0.2.7" in text
+    assert '_txt 60 IN TXT "hello dht"' in text and "www 300 IN CNAME @" in text
+    assert main(["resolve", key, "--json", *flags]) == 0
+    result: dict[str, object] = json.loads(capsys.readouterr().out)
+    return result
+
+
+@pytest.fixture(scope="module")
+def testnet_process() -> Iterator[str]:
+    proc = subprocess.Popen([sys.executable, "-m", "pkdns", "testnet", "--nodes", "12"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+
+def test_publish_resolve_on_our_testnet(testnet_process: str, keyfiles: tuple[str, str, str],
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    result = _publish_resolve([testnet_process], keyfiles, capsys)
+    assert result["public_key"] == keyfiles[2] and isinstance(result["timestamp"], int)
+
+
+def test_resolve_unknown_key_is_exit_1(testnet_process: str, keyfiles: tuple[str, str, str],
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    key = "pk:" + keyfiles[2]  # never published
+    code = main(["resolve", key, "--bootstrap", testnet_process])
+    err = capsys.readouterr().err
+    assert code == 1 and "no signed packet found" in err and "answered" in err
+
+
+def test_bad_inputs_are_exit_2(tmp_path: Path, keyfiles: tuple[str, str, str],
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    seed, zone, _ = keyfiles
+    assert main(["resolve", "not-a-key", "--bootstrap", "127.0.0.1:9"]) == 2
+    assert main(["publish", str(tmp_path / "missing"), zone, "--bootstrap", "127.0.0.1:9"]) == 2
+    bad = tmp_path / "bad.zone"
+    bad.write_text("@ 300 IN A not-an-address\n")
+    assert main(["publish", seed, str(bad), "--bootstrap", "127.0.0.1:9"]) == 2
+    assert main(["testnet", "--nodes", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("pkdns: error:") == 4 and "Traceback" not in err
+
+
+def test_unreachable_bootstrap_is_exit_1(keyfiles: tuple[str, str, str],
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["resolve", keyfiles[2], "--bootstrap", "127.0.0.1:9"]) == 1
+    assert "could not join the DHT" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def foreign_only() -> Iterator[tuple[BittorrentSwarm, LibtorrentSwarm]]:
+    with bittorrent_swarm(12) as js:
+        lt = LibtorrentSwarm(8, join=js.bootstrap)
+        try:
+            yield js, lt
+        finally:
+            lt.close()
+
+
+@pytest.mark.interop
+def test_publish_resolve_on_foreign_only_swarm(
+        foreign_only: tuple[BittorrentSwarm, LibtorrentSwarm], keyfiles: tuple[str, str, str],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    js, lt = foreign_only
+    boot = [f"{h}:{p}" for h, p in js.bootstrap[:2] + lt.bootstrap[:1]]
+    result = _publish_resolve(boot, keyfiles, capsys)
+    theirs = node_script("dht_get.js", "--bootstrap", boot[0], "--ro", "--pubkey", keyfiles[2])
+    assert theirs["found"] and theirs["sig_ok"] and theirs["v"] == result["packet_hex"]
+    assert theirs["seq"] == result["timestamp"]
+    got = lt.get(5, bytes.fromhex(theirs["public_key"]), 20)
+    assert got is not None and got["v"].hex() == result["packet_hex"]
