@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import signal
+from collections.abc import Callable
 from typing import Protocol
 
 import uvloop
@@ -28,7 +29,9 @@ from pkdns.dns.forwarder import Forwarder
 from pkdns.dns.pkarr_service import PkarrService
 from pkdns.dns.resolver import Resolver
 from pkdns.errors import PkdnsError
+from pkdns.lifecycle import Operations
 from pkdns.metrics import Metrics
+from pkdns.sdnotify import ActivatedSockets
 from pkdns.server.tcp import TcpServer
 from pkdns.server.udp import UdpServer
 
@@ -57,12 +60,29 @@ class DnsListeners:
         self.udp: list[UdpServer] = []
         self.tcp: list[TcpServer] = []
         self.bound: list[HostPort] = []
+        self.activated: ActivatedSockets | None = None   # systemd socket activation
 
     async def start(self) -> None:
-        for host, port in self.cfg.listen:
-            await self._bind(host, port)
+        if self.activated:
+            await self._adopt(self.activated)
+        else:
+            for host, port in self.cfg.listen:
+                await self._bind(host, port)
         _log.info("listening", udp=[format_hostport(a) for a in self.bound],
                   tcp=[format_hostport(a) for a in self.bound])
+
+    async def _adopt(self, sockets: ActivatedSockets) -> None:
+        """Serve on sockets systemd bound for us (pkdns.socket) instead of ``dns.listen``."""
+        loop = asyncio.get_running_loop()
+        for sock in sockets.udp:
+            proto = UdpServer(self.resolver, self.cfg.udp_payload_max)
+            await loop.create_datagram_endpoint(proto.itself, sock=sock)
+            self.udp.append(proto)
+            self.bound.append(sock.getsockname()[:2])
+        for sock in sockets.tcp:
+            tcp = TcpServer(self.resolver, self.cfg)
+            tcp.server = await loop.create_server(tcp.protocol, sock=sock, backlog=1024)
+            self.tcp.append(tcp)
 
     async def _bind(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -149,6 +169,7 @@ class Daemon:
         self.pkarr = PkarrService(cfg, self.resolver, clock, self.metrics)
         self.resolver.pkarr = self.pkarr.handler
         self.add(self.pkarr)
+        self.ops: Operations | None = None   # state, republisher, systemd, SIGHUP (main())
 
     def add(self, component: Component, before: Component | None = None) -> None:
         """Add a part; by default just before the DNS listeners (which start last)."""
@@ -183,17 +204,32 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
+        if self.ops is not None:
+            loop.add_signal_handler(signal.SIGHUP, self.ops.request_reload)
         await self.start()
         _log.info("started", upstreams=[format_hostport(u) for u in self.cfg.dns.upstream])
+        if self.ops is not None:
+            self.ops.ready()
         await self._stop.wait()
         _log.info("stopping")
+        if self.ops is not None:
+            self.ops.stopping()
         await self.stop()
+        if self.ops is not None:
+            await self.ops.close()
         _log.info("stopped")
         return 0
 
 
-def main(cfg: Config) -> int:
-    """Run the daemon on uvloop until stopped; returns the exit code."""
+def main(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
+    """Run the daemon on uvloop until stopped; returns the exit code.
+
+    ``reload_config`` re-reads the configuration on SIGHUP (the config file with the
+    command-line flags applied again).
+    """
     log.configure(cfg.log.level, cfg.log.format)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(Daemon(cfg).run())
+        daemon = Daemon(cfg)
+        daemon.dns.activated = (ops := Operations(daemon, reload_config)).activated
+        daemon.ops = ops
+        return runner.run(daemon.run())

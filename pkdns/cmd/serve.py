@@ -86,4 +86,4 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from pkdns.app import main as run_daemon
 
-    return run_daemon(cfg)
+    return run_daemon(cfg, lambda: build_config(args))

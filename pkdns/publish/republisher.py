@@ -61,13 +61,19 @@ def to_item(packet: SignedPacket) -> MutableItem:
 
 
 class Republisher:
-    """Keeps our zones and popular packets alive on the DHT."""
+    """Keeps our zones and popular packets alive on the DHT (a daemon component)."""
+
+    name = "republisher"
 
     def __init__(self, cfg: RepublishConfig, zones: Sequence[ZoneConfig], *, publish: Publish,
                  build: BuildZone, clock: Clock, cache: PacketCache | None = None,
                  metrics: Metrics | None = None,
-                 saved: Mapping[str, ScheduleEntry] | None = None) -> None:
+                 saved: Mapping[str, ScheduleEntry] | None = None,
+                 ready: Callable[[], Awaitable[object]] | None = None) -> None:
+        """``ready``: awaited before the first round (the DHT node has joined), so the
+        start-up publish does not fail on an empty routing table."""
         self._publish, self._build, self._clock = publish, build, clock
+        self._ready = ready
         self._cache, self._metrics = cache, metrics
         self.plan = RepublishPlan(cfg, self._wall(), saved)
         self.plan.set_zones(zones, self._wall())
@@ -102,6 +108,8 @@ class Republisher:
         return self.plan.entries()
 
     async def _loop(self) -> None:
+        if self._ready is not None:
+            await self._ready()
         while True:
             try:
                 await self.run_once()
