@@ -32,6 +32,7 @@ from pkdns.errors import PkdnsError
 from pkdns.lifecycle import Operations
 from pkdns.metrics import Metrics
 from pkdns.sdnotify import ActivatedSockets
+from pkdns.server.face import HttpFace
 from pkdns.server.tcp import TcpServer
 from pkdns.server.udp import UdpServer
 
@@ -169,6 +170,14 @@ class Daemon:
         self.pkarr = PkarrService(cfg, self.resolver, clock, self.metrics)
         self.resolver.pkarr = self.pkarr.handler
         self.add(self.pkarr)
+        self.http: HttpFace | None = None     # DoH, relay API, /metrics, status page
+        if cfg.http.enabled:
+            self.http = HttpFace(
+                cfg, clock, self.metrics, self.resolver, clock.monotonic(),
+                dns_listeners=lambda: [format_hostport(a) for a in self.dns.bound],
+                cache_stats=lambda: {"entries": len(self.cache), "bytes": self.cache.bytes_used})
+            self.http.source, self.http.dht = self.pkarr.source, self.pkarr.node
+            self.add(self.http)
         self.ops: Operations | None = None   # state, republisher, systemd, SIGHUP (main())
 
     def add(self, component: Component, before: Component | None = None) -> None:
