@@ -84,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         print(f"{args.config or 'defaults'}: configuration OK", file=sys.stdout)
         return 0
+    if cfg.testnet:
+        from pkdns.demo import main as run_demo
+
+        return run_demo(cfg, lambda: build_config(args))
     from pkdns.app import main as run_daemon
 
     return run_daemon(cfg, lambda: build_config(args))

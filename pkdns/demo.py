@@ -1,0 +1,175 @@
+"""``pkdns --testnet``: the whole product offline, in one command, without root.
+
+It starts a loopback DHT (:class:`pkdns.dht.testnet.Testnet`, in this process), signs a demo
+zone with a fresh key and stores it on that DHT with a BEP 44 put, then runs the ordinary
+:class:`pkdns.app.Daemon` joined to the testnet only, and prints the ``dig`` lines to try.
+Nothing here needs the internet: the daemon's DHT node bootstraps from the testnet (the public
+routers are never asked), relays are not used, and ICANN names still go to the configured
+upstream, which is only contacted when a client asks for such a name.
+
+Settings left at their defaults are replaced by ones that suit a demo on a workstation (a value
+set on the command line or in the config file is kept): DNS on ``127.0.0.1:5353`` (no root
+needed), the state in a temporary directory (removed at exit) instead of ``/var/lib/pkdns``,
+and the DHT node on ``127.0.0.1``, any free port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from typing import TextIO
+
+import uvloop
+from dnslib import QTYPE
+
+from pkdns import log
+from pkdns.app import Daemon
+from pkdns.config import Config, DhtConfig, DnsConfig, HostPort, format_hostport, replace
+from pkdns.dht.testnet import HOST, Testnet
+from pkdns.dns import wire
+from pkdns.errors import DhtError
+from pkdns.lifecycle import Operations
+from pkdns.pkarr.keys import Keypair
+from pkdns.pkarr.signed_packet import SignedPacket
+from pkdns.pkarr.zone import parse_zone
+from pkdns.publish.republisher import to_item
+
+DEMO_NODES = 8
+DEMO_LISTEN: tuple[HostPort, ...] = ((HOST, 5353),)
+DEMO_ZONE = """\
+@      300 IN A     127.0.0.1
+@      300 IN AAAA  ::1
+@      300 IN HTTPS 1 . alpn=h2
+www    300 IN CNAME @
+_demo  300 IN TXT   "hello from the pkdns testnet"
+"""
+"""The records of the demo key (owner names relative to the key)."""
+BOOTSTRAP_WAIT = 10.0   # seconds to wait for the daemon's DHT node before printing the banner
+
+_log = log.get("demo")
+
+
+def demo_config(cfg: Config, bootstrap: Sequence[HostPort], state_dir: str) -> Config:
+    """``cfg`` adapted to the loopback testnet (see the module docstring)."""
+    dns, dht = cfg.dns, cfg.dht
+    if dns.listen == DnsConfig().listen:
+        dns = replace(dns, listen=DEMO_LISTEN)
+    defaults = DhtConfig()
+    dht = replace(dht, bootstrap=tuple(bootstrap),
+                  bind=HOST if dht.bind == defaults.bind else None,
+                  port=0 if dht.port == defaults.port else None)
+    pkarr = replace(cfg.pkarr, relays=())   # the testnet is the only source of packets
+    state = state_dir if cfg.state_dir == Config().state_dir else None
+    return replace(cfg, dns=dns, dht=dht, pkarr=pkarr, state_dir=state)
+
+
+def demo_packet(keypair: Keypair) -> SignedPacket:
+    """The demo zone signed by ``keypair`` (timestamp: now)."""
+    return SignedPacket.sign(keypair, parse_zone(DEMO_ZONE, keypair.public_key,
+                                                 filename="<demo zone>"))
+
+
+async def publish(net: Testnet, packet: SignedPacket) -> int:
+    """Put ``packet`` on the testnet; the number of nodes that stored it."""
+    result = await net.nodes[-1].put_mutable(to_item(packet))
+    if result.stored == 0:
+        raise DhtError(f"the testnet stored no copy of the demo packet ({result.error})")
+    return result.stored
+
+
+class Banner:
+    """What to try, printed once the daemon listens (a component started last)."""
+
+    name = "banner"
+
+    def __init__(self, daemon: Daemon, key: str, net: Testnet, stream: TextIO | None = None
+                 ) -> None:
+        self.daemon, self.key, self.net = daemon, key, net
+        self.stream = stream or sys.stdout
+
+    async def start(self) -> None:
+        with contextlib.suppress(TimeoutError):   # a slow bootstrap only delays the banner
+            await asyncio.wait_for(self.daemon.pkarr.bootstrapped.wait(), BOOTSTRAP_WAIT)
+        print(self.text(), file=self.stream, flush=True)
+
+    async def stop(self) -> None:
+        return None
+
+    def text(self) -> str:
+        host, port = self.daemon.dns.bound[0]
+        suffix = self.daemon.cfg.pkarr.tld_suffix
+        z = self.key
+        dig = f"@{host} -p {port}"
+        lines = [
+            "",
+            f"pkdns testnet demo: {len(self.net.nodes)} DHT nodes on {HOST} "
+            f"(bootstrap {format_hostport(self.net.bootstrap[0])}), nothing leaves this machine",
+            f"demo key: {z}",
+            f"DNS on {format_hostport((host, port))} (UDP and TCP). Try:",
+            f"  dig {dig} {z}",
+            f"  dig {dig} AAAA {z}",
+            f"  dig {dig} TXT _demo.{z}",
+            f"  dig {dig} HTTPS {z}",
+            f"  kdig {dig} +tcp www.{z}",
+        ]
+        if suffix:
+            lines.append(f"  dig {dig} www.{z}.{suffix}")
+        lines += self._http_lines(z)
+        lines += ["Ctrl-C to stop.", ""]
+        return "\n".join(lines)
+
+    def _http_lines(self, z: str) -> list[str]:
+        face = next((c for c in self.daemon.components if c.name == "http"), None)
+        addresses: list[HostPort] = list(getattr(face, "addresses", []))
+        if not addresses:
+            return []
+        base = f"http://{format_hostport(addresses[0])}"
+        query = wire.build_query(0, wire.name_wire(z), QTYPE.A, wire.C_IN, False, False)
+        b64 = base64.urlsafe_b64encode(query).rstrip(b"=").decode()
+        decode = ("import sys, dns.message; "
+                  "print(dns.message.from_wire(sys.stdin.buffer.read()))")
+        return [
+            f"  curl -s '{base}/dns-query?dns={b64}' | {sys.executable} -c '{decode}'",
+            f"  curl -s {base}/api/resolve/{z}",
+            f"status page: {base}/",
+        ]
+
+
+async def run(cfg: Config, reload_config: Callable[[], Config] | None = None,
+              keypair: Keypair | None = None) -> int:
+    """Testnet, demo key, daemon; until SIGINT/SIGTERM. Returns the exit code.
+
+    The daemon is the one ``pkdns serve`` runs, with its operations (state keeper,
+    republisher: ``[[zones]]`` are published to the testnet, SIGHUP reload).
+    """
+    net = await Testnet.start(DEMO_NODES)
+    try:
+        packet = demo_packet(keypair or Keypair.random())
+        stored = await publish(net, packet)
+        _log.info("demo_key_published", key=packet.public_key.z32, stored=stored)
+        with tempfile.TemporaryDirectory(prefix="pkdns-testnet-") as state_dir:
+            def adapt(fresh: Config) -> Config:
+                return demo_config(fresh, net.bootstrap, state_dir)
+
+            daemon = Daemon(adapt(cfg))
+            reread = (lambda: adapt(reload_config())) if reload_config is not None else None
+            daemon.ops = Operations(daemon, reread)
+            daemon.dns.activated = daemon.ops.activated
+            daemon.components.append(Banner(daemon, packet.public_key.z32, net))
+            return await daemon.run()
+    finally:
+        await net.close()
+
+
+def main(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
+    """``pkdns --testnet``: run the demo on uvloop until stopped (see :func:`run`)."""
+    log.configure(cfg.log.level, cfg.log.format)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(run(cfg, reload_config))
+
+
+__all__ = ["DEMO_ZONE", "Banner", "demo_packet", "main", "publish", "run", "demo_config"]

@@ -1,0 +1,107 @@
+"""``pkdns --testnet``: the offline demo the README's "run" command starts.
+
+Black box: the installed ``pkdns`` runs as a subprocess (as the unprivileged user ``nobody``
+when the tests run as root, which proves the demo needs no root and no writable /var/lib), and
+every ``dig``/``kdig``/``curl`` line it prints is run for real, exactly as printed, and must
+show the demo record it is about. The pure config adaptation is tested in-process.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pkdns.config import Config, DnsConfig, parse
+from pkdns.demo import DEMO_LISTEN, DEMO_ZONE, demo_config, demo_packet
+from pkdns.pkarr.keys import Keypair
+from tests.e2e.demoproc import run_demo
+
+AS_NOBODY = ("setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups")
+BOOT = [("127.0.0.1", 40001), ("127.0.0.1", 40002)]
+
+# What each printed line must show, keyed by a regex over the line itself.
+EXPECT = [
+    (r"^dig \S+ -p \d+ [a-z0-9]{52}$", [r"status: NOERROR", r"\sA\s+127\.0\.0\.1"]),
+    (r" AAAA ", [r"status: NOERROR", r"\sAAAA\s+::1"]),
+    (r" TXT _demo\.", [r"status: NOERROR", r'"hello from the pkdns testnet"']),
+    (r" HTTPS ", [r"status: NOERROR", r'1 \. alpn="?h2"?']),
+    (r"^kdig .* \+tcp www\.", [r"status: NOERROR", r"CNAME", r"\(TCP\)", r"127\.0\.0\.1"]),
+    (r" www\.[a-z0-9]{52}\.key$", [r"status: NOERROR", r"[a-z0-9]{52}\.key\.", r"127\.0\.0\.1"]),
+    (r"^curl .*/dns-query\?dns=", [r"NOERROR", r"IN A 127\.0\.0\.1"]),
+    (r"^curl .*/api/resolve/", [r"127\.0\.0\.1"]),
+]
+
+
+def _prefix() -> tuple[str, ...]:
+    return AS_NOBODY if os.geteuid() == 0 else ()
+
+
+def _run(line: str) -> str:
+    cmd = ["bash", "-c", line] if "|" in line else shlex.split(line)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+    return out.stdout + out.stderr
+
+
+@pytest.mark.slow
+def test_every_printed_line_answers_with_the_demo_records(tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)
+    with run_demo(tmp_path, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
+                  prefix=_prefix()) as demo:
+        assert re.fullmatch(r"[a-z0-9]{52}", demo.key)
+        checked = set()
+        for line in demo.tries:
+            if not line.startswith(("dig ", "kdig ", "curl ")):
+                continue
+            rules = [want for pattern, want in EXPECT if re.search(pattern, line)]
+            assert len(rules) == 1, f"no single expectation for the printed line {line!r}"
+            output = _run(line)
+            for want in rules[0]:
+                assert re.search(want, output), f"{line!r} printed {output!r}"
+            checked.add(line.split()[0] + " " + next(p for p, _ in EXPECT
+                                                     if re.search(p, line)))
+        assert len([c for c in checked if not c.startswith("curl")]) == 6
+        http_up = any(e.get("event") == "http_listening" for e in demo.events())
+        assert http_up == any(c.startswith("curl") for c in checked)
+        events = demo.events()
+        assert any(e.get("event") == "demo_key_published" and e.get("stored", 0) > 0
+                   for e in events)
+        code = demo.interrupt()
+    assert code == 0, demo.text()
+    assert any(e.get("event") == "stopped" for e in demo.events())
+
+
+def test_defaults_are_replaced_by_demo_settings() -> None:
+    cfg = demo_config(Config(testnet=True), BOOT, "/tmp/x")
+    assert cfg.dns.listen == DEMO_LISTEN == (("127.0.0.1", 5353),)
+    assert cfg.state_dir == "/tmp/x"
+    assert cfg.dht.bootstrap == tuple(BOOT)
+    assert (cfg.dht.bind, cfg.dht.port) == ("127.0.0.1", 0)
+    assert cfg.pkarr.relays == ()
+    assert cfg.dns.upstream == DnsConfig().upstream      # ICANN names still work
+    assert cfg.http.listen == (("127.0.0.1", 6881),)     # already unprivileged
+
+
+def test_explicit_settings_are_kept_but_the_testnet_is_the_only_dht() -> None:
+    text = ('testnet = true\nstate_dir = "/srv/pkdns"\n[dns]\nlisten = ["127.0.0.1:5454"]\n'
+            '[dht]\nport = 7000\nbind = "127.0.0.2"\nbootstrap = ["198.51.100.1:6881"]\n'
+            '[pkarr]\nrelays = ["https://relay.example"]\n')
+    cfg = demo_config(parse(text), BOOT, "/tmp/x")
+    assert cfg.dns.listen == (("127.0.0.1", 5454),)
+    assert cfg.state_dir == "/srv/pkdns"
+    assert (cfg.dht.bind, cfg.dht.port) == ("127.0.0.2", 7000)
+    assert cfg.dht.bootstrap == tuple(BOOT)
+    assert cfg.pkarr.relays == ()
+
+
+def test_demo_zone_has_the_advertised_types() -> None:
+    packet = demo_packet(Keypair.from_seed(bytes(32)))
+    z = packet.public_key.z32
+    types = {(str(rr.rname).rstrip(".").removesuffix(z).rstrip("."), rr.rtype)
+             for rr in packet.records}
+    assert types == {("", 1), ("", 28), ("", 65), ("www", 5), ("_demo", 16)}
+    assert DEMO_ZONE.count("\n") == len(packet.records)
