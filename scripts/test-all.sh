@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-APT_PKGS="bind9-dnsutils knot-dnsutils knot dnsperf dnsmasq-base unbound chromium iproute2 systemd nodejs npm python3-venv"
+APT_PKGS="bind9-dnsutils knot-dnsutils knot dnsperf dnsmasq-base unbound chromium iproute2 openssl systemd nodejs npm python3-venv"
 missing=""
 for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
