@@ -27,6 +27,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import cachetools
 import dnslib
@@ -38,12 +39,13 @@ from pkdns.errors import DecodeError
 
 FAILURE_TTL = 5.0        # seconds a failed (SERVFAIL/timeout) name is not retried upstream
 MAX_RRS = 1024           # more records than this in one reply is not a sane answer
+MAX_FAILURES = 65536     # failure memory entries (pruned when full)
 _rr = struct.Struct(">HHIH").unpack_from
 _ttl = struct.Struct(">I")
 _u32 = struct.Struct(">I").unpack_from
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReplyInfo:
     """A reply walked once: what caching needs, with the OPT RR already removed."""
 
@@ -185,6 +187,44 @@ def _rebuild(data: bytes) -> bytes:
         raise DecodeError(f"unparseable reply: {type(exc).__name__}") from None
 
 
+class _Store(cachetools.TLRUCache[bytes, Entry]):
+    """A TLRU that mirrors its live entries into a plain dict.
+
+    The hot path reads the mirror (one C-level dict lookup instead of two timer calls and an
+    LRU reorder); eviction and expiry stay with cachetools. The price: cache hits do not
+    refresh an entry's LRU position, so under memory pressure eviction is by insertion order
+    (hot names come back on their next miss).
+    """
+
+    def __init__(self, mirror: dict[bytes, Entry], **kw: Any) -> None:
+        super().__init__(**kw)
+        self.mirror = mirror
+
+    def __setitem__(self, key: bytes, value: Entry) -> None:
+        super().__setitem__(key, value)
+        if cachetools.Cache.__contains__(self, key):
+            self.mirror[key] = value
+        else:
+            self.mirror.pop(key, None)
+
+    def __delitem__(self, key: bytes) -> None:
+        try:
+            super().__delitem__(key)
+        finally:
+            self.mirror.pop(key, None)
+
+    def popitem(self) -> tuple[bytes, Entry]:
+        key, value = super().popitem()
+        self.mirror.pop(key, None)
+        return key, value
+
+    def expire(self, time: float | None = None) -> list[tuple[bytes, Entry]]:
+        expired = list(super().expire(time))
+        for key, _ in expired:
+            self.mirror.pop(key, None)
+        return expired
+
+
 class WireCache:
     """Byte-bounded TLRU of :class:`Entry` plus a short-lived failure memory."""
 
@@ -192,12 +232,14 @@ class WireCache:
         self.cfg = cfg
         self.clock = clock
         self._stale_for = cfg.stale_max_age if cfg.serve_stale else 0
-        self._store: cachetools.TLRUCache[bytes, Entry] = cachetools.TLRUCache(
-            maxsize=cfg.max_bytes, ttu=lambda _k, e, _now: e.stale_until,
-            timer=clock.monotonic, getsizeof=lambda e: e.size)
-        self._failures: cachetools.TTLCache[bytes, float] = cachetools.TTLCache(
-            maxsize=65536, ttl=FAILURE_TTL, timer=clock.monotonic)
-        self.get = self._store.get
+        self._live: dict[bytes, Entry] = {}
+        self._store = _Store(self._live, maxsize=cfg.max_bytes,
+                             ttu=lambda _k, e, _now: e.stale_until, timer=clock.monotonic,
+                             getsizeof=lambda e: e.size)
+        self._failures: dict[bytes, float] = {}
+        #: ``get(key)`` -> the entry, fresh or stale (callers compare ``expires`` and
+        #: ``stale_until`` with their ``now``), or None.
+        self.get = self._live.get
 
     def __len__(self) -> int:
         return len(self._store)
@@ -236,8 +278,14 @@ class WireCache:
 
     def note_failure(self, key: bytes) -> None:
         """Remember that ``key`` just failed upstream (RFC 9520 §3.2)."""
-        self._failures[key] = self.clock.monotonic()
+        now = self.clock.monotonic()
+        if len(self._failures) >= MAX_FAILURES:
+            self._failures = {k: t for k, t in self._failures.items() if t > now - FAILURE_TTL}
+            if len(self._failures) >= MAX_FAILURES:
+                self._failures.clear()
+        self._failures[key] = now
 
     def failing(self, key: bytes) -> bool:
         """Did ``key`` fail upstream in the last :data:`FAILURE_TTL` seconds?"""
-        return key in self._failures
+        at = self._failures.get(key)
+        return at is not None and self.clock.monotonic() - at < FAILURE_TTL

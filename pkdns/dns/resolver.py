@@ -36,7 +36,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import dnslib
@@ -144,6 +146,56 @@ class Resolver:
         self._count(transport, reply, entry.kind)
         return reply
 
+    def answer_later(self, data: bytes, transport: str, max_size: int,
+                     send: Callable[[bytes], None]) -> bool:
+        """Miss path without a coroutine per query, for the common case.
+
+        An IN-class ICANN query with no stale entry waits on the shared upstream fetch through a
+        done-callback that renders the reply and passes it to ``send``. Returns False when the
+        query needs the general path (:meth:`resolve_admitted`): malformed, policy, pkarr,
+        ANY, or a stale entry that may have to be served after ``stale_client_timeout``.
+        """
+        q = wire.parse_query_or_none(data)
+        if q is None or q.qclass != wire.C_IN or q.qtype == 0 or q.qtype >= 128:
+            return False
+        if self.pkarr is not None and self.pkarr.claims(q.qname):
+            return False
+        now = self.clock.monotonic()
+        entry = self.cache.get(q.key)
+        if entry is not None and now < entry.stale_until:
+            return False
+        limit = max_size if transport != "udp" else (min(q.udp_size, max_size) if q.edns else 512)
+        self._misses.inc()
+        task = None if self.cache.failing(q.key) else self._fetch(q)
+        if task is None:
+            send(self._count(transport, self._error(q, wire.SERVFAIL), "icann"))
+        else:
+            task.add_done_callback(partial(self._deliver, q, transport, limit, send))
+        return True
+
+    def _deliver(self, q: wire.Query, transport: str, limit: int, send: Callable[[bytes], None],
+                 task: asyncio.Task[Entry | None]) -> None:
+        if task.cancelled():
+            return
+        try:
+            entry = task.result()
+            if entry is None:
+                reply = self._error(q, wire.SERVFAIL)
+            else:
+                reply = render(entry, q.wire, q.qend, self._size(q), q.do, limit,
+                               self.clock.monotonic())
+        except Exception:
+            _log.exception("query_failed", qname=q.qname, qtype=q.qtype)
+            reply = self._error(q, wire.SERVFAIL)
+        if self.debug:
+            _log.debug("query", transport=transport, qname=q.qname, qtype=q.qtype,
+                       rcode=reply[3] & 0x0F, kind="icann")
+        send(self._count(transport, reply, "icann"))
+
+    def inflight(self) -> list[asyncio.Task[Entry | None]]:
+        """Upstream fetches in progress (for a graceful drain)."""
+        return list(self._inflight.values())
+
     async def resolve_admitted(self, data: bytes, client: ClientInfo,
                                max_size: int) -> bytes | None:
         """Everything after policy and the hot path (the slow path)."""
@@ -206,7 +258,7 @@ class Resolver:
             self._hits.inc()
             return render(entry, q.wire, q.qend, self._size(q), q.do, limit, now)
         self._misses.inc()
-        stale = entry if self.cfg.cache.serve_stale else None
+        stale = entry if entry is not None and now < entry.stale_until else None
         task = None if self.cache.failing(q.key) else self._fetch(q)
         if task is not None:
             wait = self.cfg.cache.stale_client_timeout if stale is not None else None
@@ -235,25 +287,19 @@ class Resolver:
         return task
 
     async def _fetch_and_store(self, q: wire.Query) -> Entry | None:
+        deadline = asyncio.get_running_loop().time() + self.cfg.dns.query_deadline \
+            - _DEADLINE_MARGIN
         try:
-            return await self._fetch_once(q)
-        finally:
-            self._inflight.pop(q.key, None)
-
-    async def _fetch_once(self, q: wire.Query) -> Entry | None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.cfg.dns.query_deadline - _DEADLINE_MARGIN
-        question = q.key[:-1]
-        try:
-            reply = await self.forwarder.exchange(question, q.do, q.cd, deadline)
+            reply = await self.forwarder.exchange(q.key[:-1], q.do, q.cd, deadline)
             info = inspect_reply(reply)
+            if info.rcode in (wire.SERVFAIL, wire.REFUSED):
+                raise UpstreamError(f"upstream rcode {info.rcode}")
         except (UpstreamError, DecodeError) as exc:
             self.cache.note_failure(q.key)
             _log.debug("upstream_failed", qname=q.qname, qtype=q.qtype, reason=str(exc))
             return None
-        if info.rcode in (wire.SERVFAIL, wire.REFUSED):
-            self.cache.note_failure(q.key)
-            return None
+        finally:
+            self._inflight.pop(q.key, None)
         return self.cache.store(q.key, info, self.clock.monotonic())
 
     async def _pkarr(self, q: wire.Query, client: ClientInfo, limit: int) -> bytes:

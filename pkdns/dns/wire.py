@@ -49,9 +49,12 @@ class BadQuery(DecodeError):
         self.qend = qend
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Query:
-    """A query that passed the ladder. ``wire[12:qend]`` is the question exactly as asked."""
+    """A query that passed the ladder. ``wire[12:qend]`` is the question exactly as asked.
+
+    Not frozen: a frozen dataclass pays ``object.__setattr__`` per field, on every miss.
+    """
 
     wire: bytes
     qend: int
@@ -149,6 +152,14 @@ def parse_query(data: bytes) -> Query:
     cd = bool(data[3] & 0x10)
     key = data[12:qend - 4].lower() + data[qend - 4:qend] + bytes(((do << 1) | cd,))
     return Query(data, qend, qtype, qclass, edns, size, do, cd, key)
+
+
+def parse_query_or_none(data: bytes) -> Query | None:
+    """:func:`parse_query`, with None instead of the ladder's exceptions (fast-path use)."""
+    try:
+        return parse_query(data)
+    except DecodeError:
+        return None
 
 
 def _parse_additional(data: bytes, i: int) -> tuple[bool, int, bool]:

@@ -144,6 +144,8 @@ class TcpConnection(asyncio.Protocol):
         if reply is not None:
             self._send(reply)
             return
+        if r.answer_later(msg, "tcp", STREAM_MAX, self._send):
+            return
         task = self.loop.create_task(self._slow(msg))
         self.tasks.add(task)
         task.add_done_callback(self._done)

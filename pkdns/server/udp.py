@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from functools import partial
 from typing import Any, cast
 
 from pkdns import log
@@ -67,6 +68,12 @@ class UdpServer(asyncio.DatagramProtocol):
         if reply is not None:
             self.transport.sendto(reply, addr)
             return
+        try:
+            if r.answer_later(data, "udp", self.cap, partial(self._reply, addr)):
+                return
+        except Exception:
+            _log.exception("udp_miss_path_failed", client=addr[0])
+            return
         if len(self.tasks) >= self.max_pending:
             r.metrics.dropped.labels("pending_cap").inc()
             return
@@ -76,7 +83,11 @@ class UdpServer(asyncio.DatagramProtocol):
 
     async def _slow(self, data: bytes, addr: Any) -> None:
         reply = await self.resolver.resolve_admitted(data, ClientInfo(addr[0], "udp"), self.cap)
-        if reply is not None and self.transport is not None and not self.transport.is_closing():
+        if reply is not None:
+            self._reply(addr, reply)
+
+    def _reply(self, addr: Any, reply: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(reply, addr)
 
     def error_received(self, exc: Exception) -> None:
@@ -86,8 +97,9 @@ class UdpServer(asyncio.DatagramProtocol):
     async def drain(self, timeout: float) -> None:
         """Stop taking queries; let the ones in progress answer (bounded), then close."""
         self.closing = True
-        if self.tasks:
-            _, pending = await asyncio.wait(set(self.tasks), timeout=timeout)
+        waiting = set(self.tasks) | set(self.resolver.inflight())
+        if waiting:
+            _, pending = await asyncio.wait(waiting, timeout=timeout)
             for t in pending:
                 t.cancel()
         if self.transport is not None:
