@@ -2,9 +2,26 @@
 
 Wiring only: the pure parts (routing, tokens, storage, responder, lookups) decide, this module
 owns the socket, the clock and the tasks. A lookup runs as ``next_requests -> send -> feed
-back -> wait for the next wake-up`` (style.md §2.4). ``mode="client"`` is BEP 43 read-only:
-queries are sent with ``ro=1`` and incoming queries are not answered (reliability.md §2.5
-recommends this for resolvers); ``mode="server"`` answers and stores, rate-limited per IP.
+back -> wait for the next wake-up`` (style.md §2.4). ``mode="server"`` answers and stores,
+rate-limited per IP. ``start_upkeep`` runs the routing-table maintenance of
+:mod:`pkdns.dht.upkeep` (re-bootstrap with backoff, pings, bucket refreshes). Every query we
+send goes through a per-destination :class:`SendPacer` so no libtorrent node ever bans us.
+
+``mode="client"`` is BEP 43 read-only (reliability.md §2.5 recommends it for resolvers):
+every query carries ``ro=1`` -- ``put`` included -- and no incoming query is answered, not
+even ``ping``. libtorrent (``node.cpp``, incoming ``put``) adds the sender of a put with a
+valid token to its routing table even when it sent ``ro=1`` (dht-lab.md §6.2), and then waits
+on it. We considered the two other fixes and rejected both:
+
+* answering ``ping`` in read-only mode breaks BEP 43 ("no longer responds to 'query'
+  messages"), and it is worse for libtorrent: the ping keeps us in its table, while its
+  lookups send us ``get``/``find_node``, which we still ignore -- each costs it a timeout;
+* sending ``put`` without ``ro`` does not change what libtorrent does (it ignores ``ro`` on
+  put) and tells every other implementation to add a node that will not answer.
+
+Staying silent lets libtorrent fail us on its next query or ping and replace us (its
+``node_failed``); that is the least harm a read-only publisher can do. An operator who
+publishes a lot from one long-running daemon should run ``mode = "server"``.
 """
 
 from __future__ import annotations
@@ -16,17 +33,19 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from pkdns import log
 from pkdns.clock import SYSTEM_CLOCK, Clock
+from pkdns.dht.getquery import GetQuery
 from pkdns.dht.ids import make_node_id
 from pkdns.dht.item import MutableItem
 from pkdns.dht.krpc import Address, ErrorMessage, Query
 from pkdns.dht.lookup import GetMutableLookup, IterativeLookup, Outcome, PutMutable, PutResult
-from pkdns.dht.ratelimit import PerIpLimiter
+from pkdns.dht.ratelimit import PACE_LIMIT, PerIpLimiter, SendPacer
 from pkdns.dht.responder import Responder
-from pkdns.dht.routing import RoutingTable
+from pkdns.dht.routing import RoutingTable, ip_key
 from pkdns.dht.storage import ItemStore
 from pkdns.dht.tokens import TokenManager
 from pkdns.dht.transport import KrpcProtocol, Reply
-from pkdns.errors import DhtError
+from pkdns.dht.upkeep import MIN_NODES, Upkeep
+from pkdns.errors import DhtError, PkdnsError
 
 __all__ = ["DhtNode", "GetQuery", "MutableItem", "Outcome", "PutResult", "ResolveHost"]
 
@@ -45,56 +64,6 @@ async def system_resolve(host: str, port: int) -> list[Address]:
     return [(str(i[4][0]), int(i[4][1])) for i in infos]
 
 
-class GetQuery:
-    """Async iterator of verified items, newest-so-far only; ``outcome`` once exhausted."""
-
-    def __init__(self, node: DhtNode, lookup: GetMutableLookup) -> None:
-        self._node = node
-        self._lookup = lookup
-        self._queue: asyncio.Queue[MutableItem | None] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def outcome(self) -> Outcome:
-        return self._lookup.outcome
-
-    @property
-    def lookup(self) -> GetMutableLookup:
-        return self._lookup
-
-    @property
-    def best(self) -> MutableItem | None:
-        """The most recent verified item seen so far."""
-        return self._lookup.best
-
-    def __aiter__(self) -> GetQuery:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run())
-        return self
-
-    async def _run(self) -> None:
-        try:
-            await self._node._drive(self._lookup, self._queue.put_nowait)
-        finally:
-            self._queue.put_nowait(None)
-
-    async def __anext__(self) -> MutableItem:
-        item = await self._queue.get()
-        if item is None:
-            self._queue.put_nowait(None)  # stay exhausted
-            raise StopAsyncIteration
-        return item
-
-    async def collect(self) -> list[MutableItem]:
-        """Run to the end; every newer item in arrival order (the last is the newest)."""
-        return [item async for item in self]
-
-    async def cancel(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-
 class DhtNode:
     """A BEP 5/43/44 node. Create, ``await start()``, ``await bootstrap(...)``, use, ``close``."""
 
@@ -103,7 +72,8 @@ class DhtNode:
                  max_stored_bytes: int = 16 * 1024 * 1024, request_rate_limit: float = 20.0,
                  node_id: bytes | None = None, external_ip: str | None = None,
                  resolve_host: ResolveHost | None = None, rng: random.Random | None = None,
-                 max_queried: int = 128) -> None:
+                 max_queried: int = 128, pace_limit: int = PACE_LIMIT,
+                 min_nodes: int = MIN_NODES) -> None:
         if mode not in ("client", "server"):
             raise ValueError(f"mode must be client or server, not {mode!r}")
         self.mode = mode
@@ -114,13 +84,20 @@ class DhtNode:
         self.id = node_id or make_node_id(self._rng, external_ip)
         self._resolve = resolve_host or system_resolve
         now = clock.monotonic()
-        self.table = RoutingTable(self.id)
+        self.table = RoutingTable(self.id, now=now)
         self.store = ItemStore(max_stored_items, max_stored_bytes)
         self._responder = Responder(self.id, self.table, TokenManager(self._rng, now), self.store)
         self._limiter = PerIpLimiter(request_rate_limit)
+        self._pacer = SendPacer(pace_limit)
+        self.upkeep = Upkeep(now, self._rng, min_nodes=min_nodes)
+        self._upkeep_task: asyncio.Task[None] | None = None
+        self.joined = asyncio.Event()
+        """Set once a bootstrap round left the routing table non-empty."""
         self._protocol: KrpcProtocol | None = None
         self._address: Address | None = None
         self.rate_limited = 0
+        self.paced = 0
+        """Queries not sent because that destination had had enough from us (SendPacer)."""
 
     @property
     def read_only(self) -> bool:
@@ -173,6 +150,11 @@ class DhtNode:
                      target=lookup.target, seq=seq, read_only=self.read_only)
 
     async def _ask(self, addr: Address, query: Query) -> Reply | None:
+        """Send one query; None on timeout, or at once when pacing says skip (which is no
+        fault of the node, so it is not counted against it)."""
+        if not self._pacer.allow(ip_key(*addr), self._clock.monotonic()):
+            self.paced += 1
+            return None
         reply = await self.protocol.request(addr, query, self.request_timeout)
         now = self._clock.monotonic()
         if reply is None:
@@ -225,7 +207,7 @@ class DhtNode:
         for host, port in nodes:
             try:
                 out.extend((await self._resolve(host, port))[:4])
-            except (OSError, UnicodeError) as exc:
+            except (OSError, UnicodeError, PkdnsError) as exc:
                 _log.warning("dht_bootstrap_unresolved", host=host, error=str(exc))
         return list(dict.fromkeys(out))
 
@@ -237,7 +219,62 @@ class DhtNode:
         lookup = IterativeLookup(self.id, seeds, self._clock.monotonic(), timeout=timeout,
                                  own_id=self.id, max_queried=self.max_queried)
         await self._drive(lookup)
+        if len(self.table) > 0:
+            self.joined.set()
         return len(self.table)
+
+    # -- upkeep (BEP 5 table maintenance; decisions in upkeep.py) -------------------------
+    def start_upkeep(self, bootstrap: Sequence[tuple[str, int]]) -> None:
+        """Run :meth:`maintain` in the background until :meth:`close`: the node bootstraps
+        at once (and again, with backoff, whenever the table is tiny) and keeps its table
+        fresh. The daemon calls this instead of :meth:`bootstrap`."""
+        if self._upkeep_task is None:
+            self._upkeep_task = asyncio.get_running_loop().create_task(
+                self._upkeep_loop(list(bootstrap)))
+
+    async def _upkeep_loop(self, bootstrap: list[tuple[str, int]]) -> None:
+        while True:
+            try:
+                next_at = await self.maintain(bootstrap)
+            except Exception:  # one bad round must not end maintenance
+                _log.exception("dht_upkeep_failed")
+                next_at = self._clock.monotonic() + self.upkeep.backoff_max
+            await asyncio.sleep(max(0.0, next_at - self._clock.monotonic()))
+
+    async def maintain(self, bootstrap: Sequence[tuple[str, int]]) -> float:
+        """One upkeep round; returns the (clock) time the next one is due."""
+        plan = self.upkeep.due(self.table, self._clock.monotonic())
+        if plan.bootstrap:
+            await self._bootstrap_round(bootstrap)
+        await asyncio.gather(*(self.ping(e.addr) for e in plan.ping))
+        for index, target in plan.refresh:
+            await self._drive(IterativeLookup(
+                target, self._seeds(target), self._clock.monotonic(), own_id=self.id,
+                max_queried=self.max_queried))
+            self.table.refreshed(index, self._clock.monotonic())
+        return self.upkeep.next_wakeup(self.table, self._clock.monotonic())
+
+    async def _bootstrap_round(self, nodes: Sequence[tuple[str, int]]) -> None:
+        had = self.joined.is_set()
+        try:
+            size = await self.bootstrap(nodes)
+        except Exception as exc:  # a failed round is retried, never fatal
+            _log.warning("dht_bootstrap_failed", error=repr(exc))
+            size = len(self.table)
+        retry = self.upkeep.bootstrapped(size, self._clock.monotonic())
+        if size > 0 and not had:
+            _log.info("dht_bootstrapped", nodes=size)
+        if retry and size == 0:
+            _log.warning("dht_bootstrap_empty", retry_in=retry)
+        elif retry:
+            _log.info("dht_bootstrap_tiny", nodes=size, retry_in=retry)
+
+    async def ping(self, addr: Address) -> bool:
+        """BEP 5 ping; True if the node answered (its table entry is refreshed by the
+        reply, or counted as failed by the timeout)."""
+        reply = await self._ask(addr, Query(tid=b"", method="ping", id=self.id,
+                                            read_only=self.read_only))
+        return reply is not None and not isinstance(reply, ErrorMessage)
 
     def get_mutable(self, public_key: bytes, seq_floor: int | None = None, *,
                     timeout: float = 5.0) -> GetQuery:
@@ -245,7 +282,7 @@ class DhtNode:
         lookup = GetMutableLookup(public_key, [], self._clock.monotonic(), seq_floor=seq_floor,
                                   timeout=timeout, own_id=self.id, max_queried=self.max_queried)
         lookup.add_seeds(self._seeds(lookup.target))
-        return GetQuery(self, lookup)
+        return GetQuery(self._drive, lookup)
 
     async def put_mutable(self, item: MutableItem, *, timeout: float = 5.0) -> PutResult:
         """Get tokens from the closest nodes, then ``put`` to the closest 20 that gave one."""
@@ -288,6 +325,9 @@ class DhtNode:
         self.table.import_nodes(nodes, self._clock.monotonic())
 
     async def close(self) -> None:
+        if self._upkeep_task is not None:
+            self._upkeep_task.cancel()
+            await asyncio.gather(self._upkeep_task, return_exceptions=True)
         if self._protocol is not None:
             self._protocol.close()
             await asyncio.sleep(0)

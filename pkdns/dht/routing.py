@@ -10,11 +10,12 @@ because a loopback testnet runs every node on 127.0.0.1 (libtorrent needs
 from __future__ import annotations
 
 import ipaddress
+import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 
-from pkdns.dht.ids import ID_BYTES, bucket_index, distance
+from pkdns.dht.ids import ID_BITS, ID_BYTES, bucket_index, distance
 
 K = 8
 """BEP 5 bucket size."""
@@ -22,6 +23,9 @@ STALE_AFTER = 15 * 60.0
 """A node silent this long may be replaced (BEP 5 "questionable" after 15 minutes)."""
 MAX_FAILS = 2
 """Consecutive timeouts after which an entry is bad and replaceable."""
+REFRESH_AFTER = 15 * 60.0
+"""BEP 5: a bucket whose contents did not change for 15 minutes is refreshed by a find_node
+for a random id in its range."""
 
 
 class AddResult(Enum):
@@ -79,11 +83,13 @@ def subnet_key(host: str, port: int) -> str:
 class RoutingTable:
     """k-buckets around ``own_id``; bounded to 160 × ``k`` entries."""
 
-    def __init__(self, own_id: bytes, k: int = K) -> None:
+    def __init__(self, own_id: bytes, k: int = K, now: float = 0.0) -> None:
         self.own_id = own_id
         self.k = k
-        self._buckets: list[list[Entry]] = [[] for _ in range(160)]
+        self._buckets: list[list[Entry]] = [[] for _ in range(ID_BITS)]
         self._by_ip: dict[str, Entry] = {}
+        self._changed = [now] * ID_BITS
+        """BEP 5 "last changed" per bucket: a node added, replaced, or heard from again."""
 
     def __len__(self) -> int:
         return len(self._by_ip)
@@ -98,8 +104,10 @@ class RoutingTable:
             if known.id != node_id:
                 return AddResult.REJECTED  # an IP may not change identity at will
             known.last_seen, known.fails, known.port = now, 0, port
+            self._changed[bucket_index(self.own_id, node_id)] = now
             return AddResult.UPDATED
-        bucket = self._buckets[bucket_index(self.own_id, node_id)]
+        index = bucket_index(self.own_id, node_id)
+        bucket = self._buckets[index]
         subnet = subnet_key(host, port)
         if any(e.subnet == subnet for e in bucket):
             return AddResult.REJECTED
@@ -108,6 +116,7 @@ class RoutingTable:
         entry = Entry(node_id, host, port, now, subnet)
         bucket.append(entry)
         self._by_ip[key] = entry
+        self._changed[index] = now
         return AddResult.ADDED
 
     def _evict(self, bucket: list[Entry], now: float) -> bool:
@@ -140,11 +149,30 @@ class RoutingTable:
     def entries(self) -> list[Entry]:
         return list(self._by_ip.values())
 
-    def stale(self, now: float, limit: int = 8) -> list[Entry]:
-        """Entries to ping: not heard from for STALE_AFTER (the caller pings, we stay pure)."""
+    def questionable(self, now: float, limit: int = 8) -> list[Entry]:
+        """Entries to ping, least recently seen first: silent for STALE_AFTER (BEP 5 calls
+        them questionable). A ping that times out counts as a failure (:meth:`failed`), so a
+        node that stays silent is evicted after MAX_FAILS + 1 rounds."""
         old = [e for e in self._by_ip.values() if now - e.last_seen > STALE_AFTER]
         old.sort(key=lambda e: e.last_seen)
         return old[:limit]
+
+    def depth(self) -> int:
+        """One past the deepest non-empty bucket: the buckets in range of the network we know.
+        Deeper buckets would need ids closer to ours than any node that exists (-1: empty)."""
+        deepest = max((i for i, b in enumerate(self._buckets) if b), default=-2)
+        return min(deepest + 1, ID_BITS - 1)
+
+    def stale_buckets(self, now: float, limit: int = 4) -> list[int]:
+        """Indices of in-range buckets not changed for REFRESH_AFTER, oldest first (BEP 5)."""
+        due = [i for i in range(self.depth() + 1) if now - self._changed[i] > REFRESH_AFTER]
+        due.sort(key=lambda i: self._changed[i])
+        return due[:limit]
+
+    def refreshed(self, index: int, now: float) -> None:
+        """A refresh lookup for bucket ``index`` ran: it is not due again for REFRESH_AFTER,
+        even when the lookup found nobody new for it."""
+        self._changed[index] = now
 
     def import_nodes(self, nodes: Iterable[tuple[bytes, str, int]], now: float) -> int:
         """Load saved contacts (e.g. from the state dir); returns how many were kept."""
@@ -164,3 +192,12 @@ class RoutingTable:
             num += i * i
             den += i * distance(e.id, self.own_id) / 2.0**160
         return int(num / den) if den > 0 else len(closest)
+
+
+def random_id_in_bucket(own_id: bytes, index: int, rng: random.Random) -> bytes:
+    """A random id sharing exactly ``index`` leading bits with ``own_id`` (the refresh target
+    for that bucket); index 159 also covers the ids sharing all 160 bits but one."""
+    width = ID_BITS - 1 - index
+    d = (1 << width) | rng.getrandbits(width) if width else 1
+    value = int.from_bytes(own_id, "big") ^ d
+    return value.to_bytes(ID_BYTES, "big")

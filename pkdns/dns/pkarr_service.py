@@ -3,17 +3,27 @@
 Built from :class:`Config` in :class:`pkdns.app.Daemon`. The handler is attached to the resolver
 at construction, so pkarr names never leak upstream even before the DHT is up (they get SERVFAIL
 until it answers). ``start`` binds the DHT socket (a bind failure stops the daemon with a clear
-error) and bootstraps in the background: unreachable routers must not delay DNS service, and
-bootstrap is retried with backoff while the routing table stays empty.
+error) and starts the node's upkeep task, which bootstraps in the background: unreachable
+routers must not delay DNS service. The node owns the retry policy (re-bootstrap with backoff
+1 s -> 60 s while the table is empty or tiny, :mod:`pkdns.dht.upkeep`); this module only
+starts it.
+
+Bootstrap host names (``router.bittorrent.com``) are resolved through the configured ICANN
+upstreams, never the system resolver (pkdns#24): on a machine where pkdns *is* the system
+resolver, getaddrinfo would ask pkdns itself, or a resolv.conf that points nowhere yet.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+
+from dnslib import QTYPE, RCODE
 
 from pkdns import log
 from pkdns.clock import Clock
 from pkdns.config import Config
+from pkdns.dht.krpc import Address
 from pkdns.dht.node import DhtNode
 from pkdns.dns.pkarr_answer import IcannClient, PkarrAnswerer
 from pkdns.dns.pkarr_source import PkarrSource
@@ -22,7 +32,7 @@ from pkdns.metrics import Metrics
 from pkdns.pkarr.relay_client import RelayClient
 
 _log = log.get("pkarr")
-_RETRY_FIRST, _RETRY_MAX = 5.0, 300.0
+_LOCALHOST = ("localhost", "localhost.")
 
 
 class PkarrService:
@@ -32,17 +42,40 @@ class PkarrService:
 
     def __init__(self, cfg: Config, icann: IcannClient, clock: Clock, metrics: Metrics) -> None:
         self.cfg = cfg
+        self.icann = icann
         d = cfg.dht
         self.node = DhtNode(mode=d.mode, request_timeout=d.request_timeout, clock=clock,
                             max_stored_items=d.max_stored_items,
                             max_stored_bytes=d.max_stored_bytes,
-                            request_rate_limit=d.request_rate_limit)
+                            request_rate_limit=d.request_rate_limit,
+                            resolve_host=self.resolve_host)
         self.relays = [RelayClient(url) for url in cfg.pkarr.relays]
         self.source = PkarrSource(self.node, cfg.pkarr, clock,
                                   relays=[r.fetch for r in self.relays], metrics=metrics)
         self.handler = PkarrAnswerer(self.source, icann, cfg.pkarr)
-        self._bootstrap: asyncio.Task[None] | None = None
-        self.bootstrapped = asyncio.Event()
+        self.bootstrapped: asyncio.Event = self.node.joined
+
+    async def resolve_host(self, host: str, port: int) -> list[Address]:
+        """IPv4 addresses of a bootstrap host, via the configured upstreams (A records).
+
+        IP literals are used as they are (IPv6 ones are skipped: the DHT socket is IPv4) and
+        ``localhost`` is 127.0.0.1 (RFC 6761 §6.3); anything else is an ICANN query through
+        the resolver's cache and forwarder. Raises :class:`DhtError` when the name does not
+        resolve; the node logs it and tries the other bootstrap hosts.
+        """
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            pass
+        else:
+            return [(host, port)] if ip.version == 4 else []
+        if host.lower() in _LOCALHOST:
+            return [("127.0.0.1", port)]
+        reply = await self.icann.resolve_icann(host, QTYPE.A)
+        rcode = reply.header.rcode
+        if rcode != RCODE.NOERROR:
+            raise DhtError(f"{host}: {RCODE.get(rcode)} from the upstream resolver")
+        return [(str(rr.rdata), port) for rr in reply.rr if rr.rtype == QTYPE.A]
 
     async def start(self) -> None:
         bind, port = self.cfg.dht.bind, self.cfg.dht.port
@@ -56,29 +89,9 @@ class PkarrService:
             await self.node.start(bind, 0)
         _log.info("dht_started", address=f"{self.node.address[0]}:{self.node.address[1]}",
                   mode=self.cfg.dht.mode)
-        self._bootstrap = asyncio.get_running_loop().create_task(self._join())
-
-    async def _join(self) -> None:
-        """Bootstrap until the routing table has nodes (backoff 5 s .. 5 min)."""
-        delay = _RETRY_FIRST
-        while True:
-            try:
-                size = await self.node.bootstrap(self.cfg.dht.bootstrap)
-            except Exception as exc:  # a failed round is retried, never fatal
-                _log.warning("dht_bootstrap_failed", error=repr(exc))
-                size = 0
-            if size > 0:
-                _log.info("dht_bootstrapped", nodes=size)
-                self.bootstrapped.set()
-                return
-            _log.warning("dht_bootstrap_empty", retry_in=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _RETRY_MAX)
+        self.node.start_upkeep(self.cfg.dht.bootstrap)
 
     async def stop(self) -> None:
-        if self._bootstrap is not None:
-            self._bootstrap.cancel()
-            await asyncio.gather(self._bootstrap, return_exceptions=True)
         await self.source.close()
         await asyncio.gather(*(r.close() for r in self.relays))
         await self.node.close()

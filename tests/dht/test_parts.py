@@ -86,7 +86,7 @@ def test_bucket_full_then_evicts_failed_or_stale() -> None:
     assert t.add(_id(1 << 159 | 3), "10.0.4.1", 1, 3.0) is AddResult.FULL
     assert t.add(_id(1 << 159 | 3), "10.0.4.1", 1, 2000.0) is AddResult.ADDED  # stale evicted
     assert len(t) == 2
-    assert [e.host for e in t.stale(5000.0)]
+    assert [e.host for e in t.questionable(5000.0)]
 
 
 def test_closest_and_bounded_size() -> None:
