@@ -9,8 +9,8 @@ upstream, which is only contacted when a client asks for such a name.
 
 Settings left at their defaults are replaced by ones that suit a demo on a workstation (a value
 set on the command line or in the config file is kept): DNS on ``127.0.0.1:5353`` (no root
-needed), the state in a temporary directory (removed at exit) instead of ``/var/lib/pkdns``,
-and the DHT node on ``127.0.0.1``, any free port.
+needed; any free port if that one is taken), the state in a temporary directory (removed at
+exit) instead of ``/var/lib/pkdns``, and the DHT node on ``127.0.0.1``, any free port.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import socket
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -53,11 +54,12 @@ BOOTSTRAP_WAIT = 10.0   # seconds to wait for the daemon's DHT node before print
 _log = log.get("demo")
 
 
-def demo_config(cfg: Config, bootstrap: Sequence[HostPort], state_dir: str) -> Config:
+def demo_config(cfg: Config, bootstrap: Sequence[HostPort], state_dir: str,
+                listen: tuple[HostPort, ...] = DEMO_LISTEN) -> Config:
     """``cfg`` adapted to the loopback testnet (see the module docstring)."""
     dns, dht = cfg.dns, cfg.dht
     if dns.listen == DnsConfig().listen:
-        dns = replace(dns, listen=DEMO_LISTEN)
+        dns = replace(dns, listen=listen)
     defaults = DhtConfig()
     dht = replace(dht, bootstrap=tuple(bootstrap),
                   bind=HOST if dht.bind == defaults.bind else None,
@@ -71,6 +73,23 @@ def demo_packet(keypair: Keypair) -> SignedPacket:
     """The demo zone signed by ``keypair`` (timestamp: now)."""
     return SignedPacket.sign(keypair, parse_zone(DEMO_ZONE, keypair.public_key,
                                                  filename="<demo zone>"))
+
+
+def demo_listen() -> tuple[HostPort, ...]:
+    """:data:`DEMO_LISTEN`, or any free port on it if 5353 is taken.
+
+    5353 is also the mDNS port: avahi-daemon (or macOS mDNSResponder) holds ``0.0.0.0:5353``,
+    which makes binding ``127.0.0.1:5353`` fail. The banner shows the port actually used.
+    """
+    host, port = DEMO_LISTEN[0]
+    try:
+        for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+            with socket.socket(socket.AF_INET, kind) as probe:
+                probe.bind((host, port))
+    except OSError:
+        _log.warning("demo_port_in_use", port=port, fallback="any free port")
+        return ((host, 0),)
+    return DEMO_LISTEN
 
 
 async def publish(net: Testnet, packet: SignedPacket) -> int:
@@ -152,8 +171,10 @@ async def run(cfg: Config, reload_config: Callable[[], Config] | None = None,
         stored = await publish(net, packet)
         _log.info("demo_key_published", key=packet.public_key.z32, stored=stored)
         with tempfile.TemporaryDirectory(prefix="pkdns-testnet-") as state_dir:
+            listen = demo_listen()
+
             def adapt(fresh: Config) -> Config:
-                return demo_config(fresh, net.bootstrap, state_dir)
+                return demo_config(fresh, net.bootstrap, state_dir, listen)
 
             daemon = Daemon(adapt(cfg))
             reread = (lambda: adapt(reload_config())) if reload_config is not None else None
@@ -172,4 +193,5 @@ def main(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
         return runner.run(run(cfg, reload_config))
 
 
-__all__ = ["DEMO_ZONE", "Banner", "demo_packet", "main", "publish", "run", "demo_config"]
+__all__ = ["DEMO_ZONE", "Banner", "demo_config", "demo_listen", "demo_packet", "main", "publish",
+           "run"]

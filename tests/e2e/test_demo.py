@@ -8,9 +8,11 @@ show the demo record it is about. The pure config adaptation is tested in-proces
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
+import socket
 import subprocess
 from pathlib import Path
 
@@ -73,6 +75,22 @@ def test_every_printed_line_answers_with_the_demo_records(tmp_path: Path) -> Non
         code = demo.interrupt()
     assert code == 0, demo.text()
     assert any(e.get("event") == "stopped" for e in demo.events())
+
+
+@pytest.mark.slow
+def test_the_demo_port_held_by_mdns_falls_back_to_a_free_port(tmp_path: Path) -> None:
+    """avahi-daemon holds 0.0.0.0:5353 (SO_REUSEADDR); the demo must still start."""
+    with contextlib.ExitStack() as stack:
+        mdns = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        mdns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with contextlib.suppress(OSError):   # already held by a real mDNS daemon: as good
+            mdns.bind(("0.0.0.0", 5353))
+        demo = stack.enter_context(run_demo(tmp_path, "--no-http"))
+        first = demo.tries[0]
+        assert re.fullmatch(r"dig @127\.0\.0\.1 -p \d+ [a-z0-9]{52}", first)
+        assert " -p 5353 " not in first
+        assert re.search(r"\sA\s+127\.0\.0\.1", _run(first))
+        assert any(e.get("event") == "demo_port_in_use" for e in demo.events())
 
 
 def test_defaults_are_replaced_by_demo_settings() -> None:
