@@ -2,7 +2,11 @@
 
 publish and resolve run a short-lived read-only node: bootstrap (``--bootstrap`` replaces the
 public routers, so a loopback address keeps everything local), one BEP 44 put or get, exit.
-Exit 1 when nothing was stored or found; 2 for bad input (seed, zone, key, flags).
+``--relay URL`` (repeatable) also uses pkarr relays, in parallel with the DHT; ``--no-dht``
+uses only the relays (the DHT would otherwise join the public routers). publish reports every
+source; resolve prints the most recent verified packet over all of them. Exit 1 when nothing
+was stored or found anywhere (a failing source next to a working one is a warning on stderr);
+2 for bad input (seed, zone, key, flags, relay URL).
 """
 
 from __future__ import annotations
@@ -14,22 +18,29 @@ import datetime
 import json
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from pkdns.cmd.serve import add_common_dht_flags
 from pkdns.config import DhtConfig, HostPort, format_hostport
 from pkdns.dht.item import MutableItem
-from pkdns.dht.lookup import Outcome
+from pkdns.dht.lookup import Outcome, PutResult
 from pkdns.dht.node import DhtNode
 from pkdns.dht.testnet import Testnet
-from pkdns.errors import DecodeError, DhtError, UsageError
+from pkdns.errors import DecodeError, DhtError, PkdnsError, UsageError
 from pkdns.pkarr.keys import PublicKey, read_seed_file
+from pkdns.pkarr.relay_client import (
+    RelayClient,
+    RelayClientError,
+    publish_all,
+    resolve_most_recent,
+)
 from pkdns.pkarr.signed_packet import SignedPacket
 from pkdns.pkarr.zone import parse_zone, records_to_text
 
 LOOKUP_TIMEOUT = 5.0
+T = TypeVar("T")
 
 
 def register(sub: Any) -> None:
@@ -40,6 +51,7 @@ def register(sub: Any) -> None:
     p.add_argument("seedfile", metavar="SEEDFILE")
     p.add_argument("zonefile", metavar="ZONEFILE")
     add_common_dht_flags(p)
+    _relay_flags(p)
     p.set_defaults(func=run_publish)
 
     p = sub.add_parser("resolve", help="look a public key up on the DHT",
@@ -48,6 +60,7 @@ def register(sub: Any) -> None:
     p.add_argument("key", metavar="KEY", help="z-base-32 public key (or pk:/URL forms)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_common_dht_flags(p)
+    _relay_flags(p)
     p.set_defaults(func=run_resolve)
 
     p = sub.add_parser("testnet", help="run a loopback DHT testnet",
@@ -58,6 +71,38 @@ def register(sub: Any) -> None:
                    help="first port; nodes use PORT..PORT+N-1 (default: free ports)")
     p.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
     p.set_defaults(func=run_testnet)
+
+
+def _relay_url(text: str) -> str:
+    if not text.startswith(("http://", "https://")) or len(text) < 10:
+        raise argparse.ArgumentTypeError(f"not an http(s) relay URL: {text!r}")
+    return text
+
+
+def _relay_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--relay", action="append", type=_relay_url, default=[], metavar="URL",
+                   help="pkarr relay, used in parallel with the DHT (repeatable)")
+    p.add_argument("--no-dht", action="store_true",
+                   help="use only the --relay servers, not the DHT")
+
+
+def _check_sources(args: argparse.Namespace) -> None:
+    if args.no_dht and not args.relay:
+        raise UsageError("--no-dht needs at least one --relay URL")
+    if args.no_dht and args.bootstrap:
+        raise UsageError("--bootstrap and --no-dht contradict each other")
+
+
+async def _attempt(coro: Awaitable[T]) -> T | PkdnsError:
+    """Run one source; its failure becomes a value, so the other sources still count."""
+    try:
+        return await coro
+    except PkdnsError as exc:
+        return exc
+
+
+def _warn(message: str) -> None:
+    print(f"pkdns: warning: {message}", file=sys.stderr)
 
 
 def _bootstrap(args: argparse.Namespace) -> list[HostPort]:
@@ -117,31 +162,59 @@ def _read_zone(path: str) -> str:
 
 
 def run_publish(args: argparse.Namespace) -> int:
+    _check_sources(args)
     keypair = read_seed_file(args.seedfile)
     records = parse_zone(_read_zone(args.zonefile), keypair.public_key, filename=args.zonefile)
     try:
         packet = SignedPacket.sign(keypair, records)
     except UsageError as exc:
         raise UsageError(f"{args.zonefile}: {exc}") from None
-    item = MutableItem(k=keypair.public_key.raw, seq=packet.timestamp, v=packet.packet,
+    return asyncio.run(_publish(args, packet))
+
+
+async def _dht_put(args: argparse.Namespace, packet: SignedPacket) -> PutResult:
+    item = MutableItem(k=packet.public_key.raw, seq=packet.timestamp, v=packet.packet,
                        sig=packet.signature)
-    return asyncio.run(_publish(args, item, packet))
-
-
-async def _publish(args: argparse.Namespace, item: MutableItem, packet: SignedPacket) -> int:
     async with _joined(args) as node:
         with _progress(lambda: "storing on the closest nodes"):
             result = await node.put_mutable(item, timeout=LOOKUP_TIMEOUT)
-    key = packet.public_key.z32
     if result.stored == 0:
         why = f"{result.error[0]} {result.error[1]}" if result.error else "no node answered"
-        raise DhtError(f"{key}: not stored on any node ({why})")
-    print(f"{key}: stored on {result.stored} of {result.asked} nodes (timestamp "
-          f"{packet.timestamp}, {len(packet.packet)} bytes)")
+        raise DhtError(f"not stored on any DHT node ({why})")
+    return result
+
+
+async def _publish(args: argparse.Namespace, packet: SignedPacket) -> int:
+    relays = [RelayClient(url) for url in args.relay]
+    try:
+        dht, relayed = await asyncio.gather(
+            _attempt(_dht_put(args, packet)) if not args.no_dht else _none(),
+            publish_all(relays, packet))
+    finally:
+        await asyncio.gather(*(r.close() for r in relays))
+    key = packet.public_key.z32
+    failures = [f"DHT: {dht}"] if isinstance(dht, PkdnsError) else []
+    failures += [str(r) for _, r in relayed if isinstance(r, RelayClientError)]
+    ok = isinstance(dht, PutResult) or any(isinstance(r, int) for _, r in relayed)
+    if not ok:
+        raise DhtError(f"{key}: not stored anywhere ({'; '.join(failures)})")
+    where = (f"stored on {dht.stored} of {dht.asked} nodes" if isinstance(dht, PutResult)
+             else "published")
+    print(f"{key}: {where} (timestamp {packet.timestamp}, {len(packet.packet)} bytes)")
+    for url, r in relayed:
+        if isinstance(r, int):
+            print(f"relay {url}: stored (relay reports {r} DHT nodes)")
+    for failure in failures:
+        _warn(failure)
     return 0
 
 
+async def _none() -> None:
+    return None
+
+
 def run_resolve(args: argparse.Namespace) -> int:
+    _check_sources(args)
     try:
         key = PublicKey.parse(args.key)
     except DecodeError as exc:
@@ -149,7 +222,8 @@ def run_resolve(args: argparse.Namespace) -> int:
     return asyncio.run(_resolve(args, key))
 
 
-async def _resolve(args: argparse.Namespace, key: PublicKey) -> int:
+async def _dht_get(args: argparse.Namespace, key: PublicKey) -> tuple[SignedPacket | None, str]:
+    """The most recent packet the DHT gave, and a status line for messages."""
     best: SignedPacket | None = None
     rejected = 0
     async with _joined(args) as node:
@@ -163,10 +237,35 @@ async def _resolve(args: argparse.Namespace, key: PublicKey) -> int:
                     continue
                 if best is None or packet.more_recent_than(best):
                     best = packet
-    if best is None:
-        extra = f", {rejected} unparseable" if rejected else ""
-        raise DhtError(f"{key.z32}: no signed packet found ({_status(query.outcome)}{extra})")
-    print(_render(best, args.json), end="")
+    return best, _status(query.outcome) + (f", {rejected} unparseable" if rejected else "")
+
+
+async def _resolve(args: argparse.Namespace, key: PublicKey) -> int:
+    relays = [RelayClient(url) for url in args.relay]
+    try:
+        dht, (relayed, errors) = await asyncio.gather(
+            _attempt(_dht_get(args, key)) if not args.no_dht else _none(),
+            resolve_most_recent(relays, key))
+    finally:
+        await asyncio.gather(*(r.close() for r in relays))
+    failures = [f"DHT: {dht}"] if isinstance(dht, PkdnsError) else []
+    failures += [str(e) for e in errors]
+    candidates: list[tuple[SignedPacket, str]] = []
+    if isinstance(dht, tuple) and dht[0] is not None:
+        candidates.append((dht[0], "dht"))
+    if relayed is not None:
+        candidates.append((relayed, "relay"))
+    if not candidates:
+        searched = [f"DHT: {dht[1]}"] if isinstance(dht, tuple) else []
+        searched += [f"{len(relays) - len(errors)} relay(s) had nothing"] if relays else []
+        raise DhtError(f"{key.z32}: no signed packet found ({'; '.join(searched + failures)})")
+    best, source = candidates[0]
+    for packet, where in candidates[1:]:
+        if packet.more_recent_than(best):
+            best, source = packet, where
+    for failure in failures:
+        _warn(failure)
+    print(_render(best, args.json, source), end="")
     return 0
 
 
@@ -174,18 +273,18 @@ def _status(o: Outcome) -> str:
     return f"{o.queried} nodes asked, {o.responded} answered, {o.values} values"
 
 
-def _render(packet: SignedPacket, as_json: bool) -> str:
+def _render(packet: SignedPacket, as_json: bool, source: str) -> str:
     text = records_to_text(packet.records, packet.public_key.z32)
     when = datetime.datetime.fromtimestamp(packet.timestamp / 1e6, datetime.UTC)
     if as_json:
         return json.dumps({
             "public_key": packet.public_key.z32, "timestamp": packet.timestamp,
-            "time": when.isoformat(timespec="microseconds"),
+            "time": when.isoformat(timespec="microseconds"), "source": source,
             "records": text.splitlines(), "packet_hex": packet.packet.hex(),
         }) + "\n"
     return (f"; public key {packet.public_key.z32}\n"
-            f"; timestamp {packet.timestamp} ({when.isoformat(timespec='microseconds')})\n"
-            + text)
+            f"; timestamp {packet.timestamp} ({when.isoformat(timespec='microseconds')}), "
+            f"from the {'DHT' if source == 'dht' else 'relays'}\n" + text)
 
 
 def run_testnet(args: argparse.Namespace) -> int:
