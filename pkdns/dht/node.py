@@ -9,9 +9,10 @@ send goes through a per-destination :class:`SendPacer` so no libtorrent node eve
 
 ``mode="client"`` is BEP 43 read-only (reliability.md §2.5 recommends it for resolvers):
 every query carries ``ro=1`` -- ``put`` included -- and no incoming query is answered, not
-even ``ping``. libtorrent (``node.cpp``, incoming ``put``) adds the sender of a put with a
-valid token to its routing table even when it sent ``ro=1`` (dht-lab.md §6.2), and then waits
-on it. We considered the two other fixes and rejected both:
+even ``ping``. libtorrent (``node.cpp`` ``incoming_request``) honours ``ro`` only for its
+``heard_about`` call; after any ``put`` (or ``announce_peer``) with a valid token it calls
+``node_seen`` whatever ``ro`` said, so a read-only publisher lands in its routing table and
+it then waits on us (dht-lab.md §6.2). We considered the two other fixes and rejected both:
 
 * answering ``ping`` in read-only mode breaks BEP 43 ("no longer responds to 'query'
   messages"), and it is worse for libtorrent: the ping keeps us in its table, while its

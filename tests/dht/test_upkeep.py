@@ -12,6 +12,7 @@ from typing import cast
 import pytest
 
 from pkdns.dht import ids
+from pkdns.dht.item import sign_item
 from pkdns.dht.krpc import Address, ErrorMessage, Query, Response
 from pkdns.dht.node import DhtNode
 from pkdns.dht.ratelimit import SendPacer
@@ -241,3 +242,18 @@ async def test_upkeep_task_joins_once_the_bootstrap_answers(testnet: Testnet) ->
     finally:
         await node.close()
     assert node._upkeep_task is not None and node._upkeep_task.done()
+
+
+async def test_read_only_put_carries_ro_and_no_server_adds_us(fake_clock: FakeClock) -> None:
+    """The read-only decision documented in node.py: put is sent with ro=1 like every other
+    query, and BEP 43 servers (ours) never put a read-only publisher in their tables."""
+    net = FakeNet(fake_clock)
+    net.add_many(30)
+    net.connect_all()
+    node, proto = _node(net, fake_clock)
+    await node.bootstrap([("10.0.0.1", 6881)])
+    item = sign_item(bytes(range(32)), 1_700_000_000_000_000, b"packet")
+    assert (await node.put_mutable(item)).stored >= 8
+    assert {q.method for _, q in proto.sent} >= {"find_node", "get", "put"}
+    assert all(q.read_only for _, q in proto.sent)
+    assert not any(e.id == node.id for n in net.honest.values() for e in n.table.entries())
