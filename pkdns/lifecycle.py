@@ -48,6 +48,7 @@ class Operations:
         self.activated: ActivatedSockets = listen_fds(env)
         self.keeper = StateKeeper(cfg.state_dir, cfg.state, daemon.clock)
         self.keeper.dht, self.keeper.packets = pkarr.node, pkarr.source
+        self.keeper.auto_restore = False      # the rest of the packets once listening
         daemon.add(self.keeper, before=pkarr)
         self.builder = ZoneBuilder(cfg.republish)
         self.republisher = Republisher(
@@ -76,6 +77,7 @@ class Operations:
     def ready(self) -> None:
         """The daemon is listening: tell systemd, start watchdog pings."""
         self.notifier.ready(self.status_line())
+        self.keeper.restore_in_background()
         interval = self.notifier.watchdog_interval
         if interval is not None and self._watchdog is None:
             self._watchdog = asyncio.create_task(self._ping(interval), name="watchdog")

@@ -27,6 +27,8 @@ from pkdns.pkarr.signed_packet import SignedPacket
 from pkdns.state import SavedNode, SavedPacket, ScheduleEntry, StateStore
 
 _log = log.get("state")
+RESTORE_BUDGET = 0.1
+"""Seconds of start-up spent restoring packets before the rest continues in the background."""
 
 
 class NodeTable(Protocol):
@@ -79,6 +81,10 @@ class StateKeeper:
         self.schedule: Schedule | None = None
         self.restored: Restored | None = None
         self._task: asyncio.Task[None] | None = None
+        self._rest: asyncio.Task[None] | None = None
+        self._pending: list[SavedPacket] = []
+        self._loaded = self._invalid = 0
+        self.auto_restore = True   # False: the owner calls restore_in_background() when ready
 
     def _wall(self) -> float:
         return self.clock.wall_us() / 1e6
@@ -88,27 +94,51 @@ class StateKeeper:
         return self.store.load_schedule()
 
     def restore(self) -> Restored:
-        """Saved nodes -> routing table, saved packets -> packet cache (with their age)."""
+        """Saved nodes -> routing table; saved packets -> packet cache (with their age).
+
+        Packets are verified and parsed newest-first for at most :data:`RESTORE_BUDGET`
+        seconds; the rest (``pending``) is restored by :meth:`start` in the background, so a
+        full state dir never delays the first answer (about 0.2 ms per packet).
+        """
         nodes = self.store.load_nodes(self.cfg.max_nodes) if self.dht is not None else []
         if self.dht is not None and nodes:
             self.dht.import_nodes(nodes)
-        loaded = invalid = 0
         if self.packets is not None:
-            wall, mono = self._wall(), self.clock.monotonic()
-            saved = self.store.load_packets(wall, max_age=self.cfg.packet_max_age,
-                                            limit=self.cfg.max_packets)
-            for row in reversed(saved):  # oldest first: the LRU keeps the most recent
-                try:
-                    packet = SignedPacket.from_bytes(row.data)
-                except DecodeError:
-                    invalid += 1
-                    continue
-                self.packets.insert(packet, mono - max(0.0, wall - row.seen_at))
-                loaded += 1
-        self.restored = Restored(len(nodes), loaded, invalid)
-        _log.info("state_loaded", path=str(self.store.path), nodes=len(nodes), packets=loaded,
-                  invalid=invalid)
+            self._pending = self.store.load_packets(
+                self._wall(), max_age=self.cfg.packet_max_age, limit=self.cfg.max_packets)
+            self._pending.reverse()                  # pop() from the end: newest first
+            deadline = self.clock.monotonic() + RESTORE_BUDGET
+            while self._pending and self.clock.monotonic() < deadline:
+                self._restore_some(64)
+        self.restored = Restored(len(nodes), self._loaded, self._invalid)
+        _log.info("state_loaded", path=str(self.store.path), nodes=len(nodes),
+                  packets=self._loaded, invalid=self._invalid, pending=len(self._pending))
         return self.restored
+
+    def _restore_some(self, n: int) -> None:
+        if self.packets is None:
+            return
+        wall, mono = self._wall(), self.clock.monotonic()
+        for _ in range(min(n, len(self._pending))):
+            row = self._pending.pop()
+            try:
+                packet = SignedPacket.from_bytes(row.data)
+            except DecodeError:
+                self._invalid += 1
+                continue
+            self.packets.insert(packet, mono - max(0.0, wall - row.seen_at))
+            self._loaded += 1
+
+    def restore_in_background(self) -> None:
+        """Restore the packets the start-up budget left (call once listening: it competes)."""
+        if self._pending and self._rest is None:
+            self._rest = asyncio.create_task(self._restore_rest(), name="state-restore")
+
+    async def _restore_rest(self) -> None:
+        while self._pending:
+            self._restore_some(16)                   # ~4 ms of work: a query waits at most that
+            await asyncio.sleep(0)
+        _log.info("state_restored", packets=self._loaded, invalid=self._invalid)
 
     def _snapshot(self) -> tuple[list[SavedNode] | None, list[SavedPacket] | None,
                                  list[ScheduleEntry] | None]:
@@ -141,6 +171,8 @@ class StateKeeper:
     async def start(self) -> None:
         if self.restored is None:
             self.restore()
+        if self.auto_restore:
+            self.restore_in_background()
         if self.cfg.save_interval > 0:
             self._task = asyncio.create_task(self._loop(), name="state-save")
 
@@ -153,10 +185,11 @@ class StateKeeper:
                 _log.exception("state_save_failed")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._rest):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         try:
             await self.save()
         finally:

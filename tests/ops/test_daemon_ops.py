@@ -19,6 +19,7 @@ from pkdns.pkarr.signed_packet import SignedPacket
 from pkdns.publish.republisher import to_item
 from tests.ops.daemonproc import pkdns
 from tests.support import pkarr_factory as pf
+from tests.support.knot import free_port
 from tests.support.upstream import FakeUpstream, Reply, a_record, answer
 
 pytestmark = pytest.mark.slow
@@ -193,10 +194,10 @@ async def test_zone_published_to_a_testnet_and_again_on_sighup(tmp_path: Path,
 
 
 async def test_socket_activation(tmp_path: Path) -> None:
+    port = free_port()
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    udp.bind(("127.0.0.1", 0))
-    port = udp.getsockname()[1]
+    udp.bind(("127.0.0.1", port))
     tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     tcp.bind(("127.0.0.1", port))
     tcp.listen()

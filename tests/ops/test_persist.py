@@ -119,3 +119,35 @@ async def test_periodic_save(tmp_path: Path, fake_clock: FakeClock) -> None:
         assert quick.store.load_nodes(10) == NODES[:1]
     finally:
         await quick.stop()
+
+
+class TickingClock(FakeClock):
+    """Every monotonic() read costs 30 ms: the restore budget runs out after a few reads."""
+
+    def monotonic(self) -> float:
+        self.now += 0.03
+        return self.now
+
+
+async def test_restore_is_time_boxed_newest_first_then_background(tmp_path: Path) -> None:
+    clock = TickingClock()
+    wall = clock.wall_us() / 1e6
+    packets = [pf.packet(pf.keypair(i), [f"@ 300 IN A 192.0.2.{i}"]) for i in range(1, 201)]
+    keeper = StateKeeper(str(tmp_path), StateConfig(), clock)
+    keeper.store.save_packets(
+        [SavedPacket(p.public_key.raw, p.timestamp, p.to_bytes(), wall - 1000 + i)
+         for i, p in enumerate(packets)], wall, max_packets=1000, max_age=86400)
+    source = keeper.packets = _source(clock)
+    restored = keeper.restore()
+    assert 0 < restored.packets < 200
+    held = {c.packet.public_key for c in source.cached()}
+    assert packets[-1].public_key in held and packets[0].public_key not in held  # newest first
+    await keeper.start()
+    try:
+        for _ in range(100):
+            if len(list(source.cached())) == 200:
+                break
+            await asyncio.sleep(0)
+        assert len(list(source.cached())) == 200
+    finally:
+        await keeper.stop()
