@@ -111,6 +111,7 @@ class PkarrConfig:
     dht_rate_limit_burst: float = 25.0
     packet_cache_size: int = 10000        # signed packets kept
     max_recursion_depth: int = 8          # CNAME/NS hops
+    ns_port: int = 53                     # port asked on servers a pkarr zone delegates to (NS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -230,6 +230,7 @@ def _checks(cfg: Config) -> list[tuple[bool, str, str]]:
         (cfg.pkarr.min_ttl <= cfg.pkarr.max_ttl, "pkarr.min_ttl", "must be <= pkarr.max_ttl"),
         (512 <= cfg.dns.udp_payload_max <= 65535, "dns.udp_payload_max", "must be 512..65535"),
         (cfg.dht.port <= 65535, "dht.port", "must be 0..65535"),
+        (1 <= cfg.pkarr.ns_port <= 65535, "pkarr.ns_port", "must be 1..65535"),
         (_is_ip(cfg.dht.bind), "dht.bind", f"not an IP address: {cfg.dht.bind!r}"),
         (bool(cfg.dns.upstream) or cfg.testnet, "dns.upstream", "needs at least one server"),
         (all(p > 0 for _, p in cfg.dns.upstream), "dns.upstream", "port 0 is not a server"),

@@ -52,7 +52,7 @@ class PkarrService:
         self.relays = [RelayClient(url) for url in cfg.pkarr.relays]
         self.source = PkarrSource(self.node, cfg.pkarr, clock,
                                   relays=[r.fetch for r in self.relays], metrics=metrics)
-        self.handler = PkarrAnswerer(self.source, icann, cfg.pkarr)
+        self.handler = PkarrAnswerer(self.source, icann, cfg.pkarr, ns_port=cfg.pkarr.ns_port)
         self.bootstrapped: asyncio.Event = self.node.joined
 
     async def resolve_host(self, host: str, port: int) -> list[Address]:

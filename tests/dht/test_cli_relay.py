@@ -48,6 +48,29 @@ def _status(url: str) -> dict[str, object] | None:
         return None
 
 
+def _relay_daemon(tmp: Path, boot: str) -> tuple[subprocess.Popen[str], str]:
+    """A pkdns daemon with its HTTP relay API on a free port, joined to ``boot``'s testnet.
+    Retried on a fresh port if it exits (another test may take the free port first)."""
+    for attempt in range(3):
+        port = free_port()
+        log_path = tmp / f"pkdns-{attempt}.log"
+        with open(log_path, "wb") as log:
+            daemon = subprocess.Popen(
+                [*PKDNS, "serve", "--listen", "127.0.0.1:0", "--http", f"127.0.0.1:{port}",
+                 "--upstream", "127.0.0.1:9", "--dht-port", "0", "--bootstrap", boot,
+                 "--state-dir", str(tmp / "state"), "--log-format", "json"],
+                stdout=log, stderr=subprocess.STDOUT, text=True)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and daemon.poll() is None:
+            status = _status(url)
+            if status and int(str(status["routing_table_size"])) >= 4:
+                return daemon, url
+            time.sleep(0.1)
+        _stop(daemon)
+    raise AssertionError(f"relay daemon did not start and join: {log_path.read_text()}")
+
+
 @pytest.fixture(scope="module")
 def nets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """(relay URL, bootstrap of the CLI's own testnet)."""
@@ -57,25 +80,8 @@ def nets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
         assert relay_net.stdout is not None and cli_net.stdout is not None
         relay_boot = relay_net.stdout.readline().strip()
         cli_boot = cli_net.stdout.readline().strip()
-        tmp = tmp_path_factory.mktemp("relay")
-        port = free_port()
-        with open(tmp / "pkdns.log", "wb") as log:
-            daemon = subprocess.Popen(
-                [*PKDNS, "serve", "--listen", "127.0.0.1:0", "--http", f"127.0.0.1:{port}",
-                 "--upstream", "127.0.0.1:9", "--dht-port", "0", "--bootstrap", relay_boot,
-                 "--state-dir", str(tmp / "state"), "--log-format", "json"],
-                stdout=log, stderr=subprocess.STDOUT, text=True)
+        daemon, url = _relay_daemon(tmp_path_factory.mktemp("relay"), relay_boot)
         procs.append(daemon)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            status = _status(url)
-            if status and int(str(status["routing_table_size"])) >= 4:
-                break
-            assert daemon.poll() is None, (tmp / "pkdns.log").read_text()
-            time.sleep(0.1)
-        else:
-            raise AssertionError("relay daemon did not join its testnet")
         yield url, cli_boot
     finally:
         for proc in reversed(procs):

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from pkdns.app import Daemon
-from pkdns.config import Config, DhtConfig, DnsConfig, HttpConfig
+from pkdns.config import Config, DhtConfig, DnsConfig, HttpConfig, parse
 from pkdns.dht.testnet import Testnet
-from pkdns.errors import DhtError
+from pkdns.errors import ConfigError, DhtError
 from tests.support.knot import knot_server
 
 ZONE = """$ORIGIN bootstrap.test.
@@ -90,3 +90,12 @@ async def test_unresolvable_or_literal_bootstrap_hosts(tmp_path: Path,
         with pytest.raises(DhtError, match="nope.bootstrap.test: NXDOMAIN"):
             await svc.resolve_host("nope.bootstrap.test", 1)
     assert not system_lookups
+
+
+def test_ns_port_option_reaches_the_answerer(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, ("127.0.0.1", 9), ("127.0.0.1", 9))
+    assert Daemon(cfg).pkarr.handler.ns_port == 53
+    cfg = parse("[pkarr]\nns_port = 5300\n[dns]\nupstream = ['127.0.0.1:9']\n")
+    assert Daemon(cfg).pkarr.handler.ns_port == 5300
+    with pytest.raises(ConfigError, match="ns_port.*must be 1..65535"):
+        parse("[pkarr]\nns_port = 70000\n")
