@@ -39,7 +39,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol
+from typing import Protocol
 
 import dnslib
 
@@ -48,15 +48,14 @@ from pkdns.clock import Clock
 from pkdns.config import Config, HostPort
 from pkdns.dns import wire
 from pkdns.dns.acl import Acl
-from pkdns.dns.cache import Entry, WireCache, inspect_reply, render
+from pkdns.dns.cache import Entry, ReplyMemo, WireCache, inspect_reply, render
 from pkdns.dns.forwarder import Forwarder
 from pkdns.dns.ratelimit import RateLimiter, Verdict
+from pkdns.dns.tally import Tally
 from pkdns.errors import DecodeError, UpstreamError
 from pkdns.metrics import Metrics
 
 _log = log.get("resolver")
-_RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP",
-                5: "REFUSED", 16: "BADVERS"}
 STREAM_MAX = 65535
 _DEADLINE_MARGIN = 0.1      # answer SERVFAIL this much before query_deadline
 
@@ -93,9 +92,9 @@ class Resolver:
         self.udp_cap = cfg.dns.udp_payload_max
         self.debug = cfg.log.level == "debug"
         self._inflight: dict[bytes, asyncio.Task[Entry | None]] = {}
-        self._counters: dict[tuple[str, int, str], Any] = {}
-        self._hits = metrics.cache_hits
-        self._misses = metrics.cache_misses
+        self.tally = Tally(metrics)
+        self._hits, self._misses = self.tally.hits, self.tally.misses
+        self.now = clock.monotonic
         self._rng = random.SystemRandom()
 
     # ---------------------------------------------------------------- entry points
@@ -118,7 +117,13 @@ class Resolver:
         if not self.acl.allowed(ip):
             self.metrics.dropped.labels("acl").inc()
             return self._count(transport, _refusal(data, wire.REFUSED), "policy")
-        verdict = self.limiter.check(ip, self.clock.monotonic())
+        if not self.limiter.rate:
+            return None
+        return self.over_limit(data, ip, transport, self.now())
+
+    def over_limit(self, data: bytes, ip: str, transport: str, now: float) -> bytes | None:
+        """Take a rate-limit token for ``ip``: None to go on, else as :meth:`admit`."""
+        verdict = self.limiter.check(ip, now)
         if verdict is Verdict.PASS:
             return None
         self.metrics.rate_limited.labels("dns_" + transport).inc()
@@ -128,8 +133,13 @@ class Resolver:
             return _refusal(data, 0, tc=True)
         return b""
 
-    def answer_cached(self, data: bytes, transport: str, max_size: int) -> bytes | None:
-        """Hot path: the reply from a fresh cache entry, from the bytes alone; else None."""
+    def answer_cached(self, data: bytes, transport: str, max_size: int,
+                      memo: ReplyMemo | None = None) -> bytes | None:
+        """Hot path: the reply from a fresh cache entry, from the bytes alone; else None.
+
+        With ``memo`` (one per listener, so one ``max_size``), the reply is also remembered
+        under the query bytes for the rest of its TTL second (:class:`ReplyMemo`).
+        """
         scanned = wire.scan(data)
         if scanned is None:
             return None
@@ -137,13 +147,15 @@ class Resolver:
         entry = self.cache.get(key)
         if entry is None:
             return None
-        now = self.clock.monotonic()
+        now = self.now()
         if now >= entry.expires:
             return None
         limit = max_size if transport != "udp" else (min(size, max_size) if size else 512)
         reply = render(entry, data, qend, size, bool(do), limit, now)
-        self._hits.inc()
-        self._count(transport, reply, entry.kind)
+        cell = self.tally.cell(transport, reply[3] & 0x0F, entry.kind, hit=True)
+        cell[0] += 1
+        if memo is not None:
+            memo.put(data, reply, entry.second_end(now), cell)
         return reply
 
     def answer_later(self, data: bytes, transport: str, max_size: int,
@@ -165,7 +177,7 @@ class Resolver:
         if entry is not None and now < entry.stale_until:
             return False
         limit = max_size if transport != "udp" else (min(q.udp_size, max_size) if q.edns else 512)
-        self._misses.inc()
+        self._misses[0] += 1
         task = None if self.cache.failing(q.key) else self._fetch(q)
         if task is None:
             send(self._count(transport, self._error(q, wire.SERVFAIL), "icann"))
@@ -255,9 +267,9 @@ class Resolver:
         now = self.clock.monotonic()
         entry = self.cache.get(q.key)
         if entry is not None and now < entry.expires:
-            self._hits.inc()
+            self._hits[0] += 1
             return render(entry, q.wire, q.qend, self._size(q), q.do, limit, now)
-        self._misses.inc()
+        self._misses[0] += 1
         stale = entry if entry is not None and now < entry.stale_until else None
         task = None if self.cache.failing(q.key) else self._fetch(q)
         if task is not None:
@@ -307,9 +319,9 @@ class Resolver:
         now = self.clock.monotonic()
         entry = self.cache.get(q.key)
         if entry is not None and now < entry.expires:
-            self._hits.inc()
+            self._hits[0] += 1
             return render(entry, q.wire, q.qend, self._size(q), q.do, limit, now)
-        self._misses.inc()
+        self._misses[0] += 1
         try:
             record = dnslib.DNSRecord.parse(q.wire)
         except Exception:  # dnslib is stricter than the ladder in places
@@ -335,13 +347,7 @@ class Resolver:
         return wire.error_reply(q.wire, rcode, q.qend, q.edns, q.do)
 
     def _count(self, transport: str, reply: bytes, kind: str) -> bytes:
-        rcode = reply[3] & 0x0F
-        child = self._counters.get((transport, rcode, kind))
-        if child is None:
-            name = _RCODE_NAMES.get(rcode, str(rcode))
-            child = self.metrics.queries.labels(transport, name, kind)
-            self._counters[(transport, rcode, kind)] = child
-        child.inc()
+        self.tally.cell(transport, reply[3] & 0x0F, kind)[0] += 1
         return reply
 
 

@@ -1,10 +1,13 @@
 """DNS over UDP: the datagram protocol, with the cache-hit path inline.
 
-``datagram_received`` does, without creating a task or an object per query: drop obvious
-junk (< 12 bytes, QR=1), ACL + rate limit, then :meth:`Resolver.answer_cached` (scan, key,
-patch) and ``sendto``. Only a miss becomes a task. asyncio hands us whole datagrams, so a large
-EDNS query is never cut (unlike a fixed 1024-byte buffer, style.md §2.10). Replies are sized by
-the resolver to the client's EDNS payload, capped at ``dns.udp_payload_max``.
+``datagram_received`` first looks the query bytes (minus the ID) up in this listener's
+:class:`~pkdns.dns.cache.ReplyMemo`: a query seen before in the same TTL second is answered by
+one dict lookup, the ACL (a memoised dict lookup), the rate limit when on, an ID patch and
+``sendto``, counted in a plain int (:mod:`pkdns.dns.tally`). Otherwise: drop obvious junk
+(< 12 bytes, QR=1), ACL + rate limit, :meth:`Resolver.answer_cached` (scan, key, patch; fills
+the memo), then the miss path. asyncio hands us whole datagrams, so a large EDNS query is never
+cut (unlike a fixed 1024-byte buffer, style.md §2.10). Replies are sized by the resolver to the
+client's EDNS payload, capped at ``dns.udp_payload_max``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from functools import partial
 from typing import Any, cast
 
 from pkdns import log
+from pkdns.dns.cache import ReplyMemo
 from pkdns.dns.resolver import ClientInfo, Resolver
 
 _log = log.get("udp")
@@ -33,6 +37,7 @@ class UdpServer(asyncio.DatagramProtocol):
         self.tasks: set[asyncio.Task[None]] = set()
         self.closing = False
         self._drops = resolver.metrics.dropped.labels("malformed")
+        self.memo = ReplyMemo()
 
     def itself(self) -> UdpServer:
         """Protocol factory for ``create_datagram_endpoint``."""
@@ -49,6 +54,24 @@ class UdpServer(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         """Hot path; see the module docstring. Never raises."""
+        r = self.resolver
+        memo = self.memo.get(data[2:])
+        if memo is not None:
+            now = r.now()
+            if now < memo[0] and r.acl.allowed(addr[0]) and self.transport is not None:
+                if r.limiter.rate:
+                    early = r.over_limit(data, addr[0], "udp", now)
+                    if early is not None:
+                        if early:
+                            self.transport.sendto(early, addr)
+                        return
+                memo[2][0] += 1
+                self.transport.sendto(data[:2] + memo[1], addr)
+                return
+        self._received(data, addr)
+
+    def _received(self, data: bytes, addr: Any) -> None:
+        """Everything but a memoised reply."""
         if self.closing or self.transport is None:
             return
         if len(data) < 12 or data[2] & 0x80:
@@ -61,7 +84,7 @@ class UdpServer(asyncio.DatagramProtocol):
                 if early:
                     self.transport.sendto(early, addr)
                 return
-            reply = r.answer_cached(data, "udp", self.cap)
+            reply = r.answer_cached(data, "udp", self.cap, self.memo)
         except Exception:
             _log.exception("udp_hot_path_failed", client=addr[0])
             return
@@ -97,6 +120,7 @@ class UdpServer(asyncio.DatagramProtocol):
     async def drain(self, timeout: float) -> None:
         """Stop taking queries; let the ones in progress answer (bounded), then close."""
         self.closing = True
+        self.memo.clear()
         waiting = set(self.tasks) | set(self.resolver.inflight())
         if waiting:
             _, pending = await asyncio.wait(waiting, timeout=timeout)
