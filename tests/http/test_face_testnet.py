@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,15 +60,6 @@ async def _instance(testnet: Testnet | None, relays: tuple[RelayClient, ...] = (
     face.source, face.dht = source, node
     await face.start()
     return Instance(face, source, node)
-
-
-@pytest.fixture
-async def testnet() -> AsyncIterator[Testnet]:
-    net = await Testnet.start(8)
-    try:
-        yield net
-    finally:
-        await net.close()
 
 
 async def test_publish_through_one_pkdns_resolve_through_others(testnet: Testnet,

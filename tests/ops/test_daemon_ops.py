@@ -7,7 +7,7 @@ import asyncio
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import dns.rcode
@@ -112,15 +112,6 @@ async def test_notify_reload_keeps_cache_and_sigterm_drains(tmp_path: Path,
             assert "STOPPING=1" in (await _messages(notify, "STOPPING=1"))[-1]
             await d.wait_for("stopped")
             assert (tmp_path / "state" / "state.sqlite3").exists()
-
-
-@pytest.fixture
-async def testnet() -> AsyncIterator[Testnet]:
-    net = await Testnet.start(8)
-    try:
-        yield net
-    finally:
-        await net.close()
 
 
 def _boot(net: Testnet) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -203,15 +203,6 @@ async def test_popular_disabled(fake_clock: FakeClock) -> None:
 
 
 # --- for real: a loopback DHT testnet -----------------------------------------------------
-
-
-@pytest.fixture
-async def testnet() -> AsyncIterator[Testnet]:
-    net = await Testnet.start(8)
-    try:
-        yield net
-    finally:
-        await net.close()
 
 
 async def _client(net: Testnet) -> DhtNode:

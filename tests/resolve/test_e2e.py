@@ -69,15 +69,6 @@ async def daemon(cfg: Config, ns_port: int = 53) -> AsyncIterator[Daemon]:
 
 
 @pytest.fixture
-async def testnet() -> AsyncIterator[Testnet]:
-    net = await Testnet.start(8)
-    try:
-        yield net
-    finally:
-        await net.close()
-
-
-@pytest.fixture
 def knot(tmp_path: Path) -> Any:
     with knot_server(tmp_path, {"example.test.": ICANN_ZONE, f"sub.{Z}.": sub_zone(Z)}) as k:
         yield k

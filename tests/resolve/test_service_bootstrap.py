@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +27,6 @@ $TTL 300
 @ A 127.0.0.1
 ns A 127.0.0.1
 """
-
-
-@pytest.fixture
-async def testnet() -> AsyncIterator[Testnet]:
-    net = await Testnet.start(8)
-    try:
-        yield net
-    finally:
-        await net.close()
 
 
 @pytest.fixture
