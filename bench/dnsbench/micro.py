@@ -18,9 +18,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import os
 import pstats
 import random
+import resource
 import struct
 import sys
 import time
@@ -69,8 +71,8 @@ class Sink:
         pass
 
 
-async def run_misses(proto: UdpServer, sink: Sink, names: list[str], window: int) -> float:
-    """Send ``names`` keeping ``window`` outstanding; CPU seconds spent."""
+async def run_misses(proto: UdpServer, sink: Sink, names: list[str], window: int) -> str:
+    """Send ``names`` keeping ``window`` outstanding; CPU per query."""
     loop = asyncio.get_running_loop()
     done = loop.create_future()
     it = iter(names)
@@ -91,26 +93,39 @@ async def run_misses(proto: UdpServer, sink: Sink, names: list[str], window: int
             loop.call_soon(send_one)
 
     sink.on_reply = on_reply
-    c0 = time.process_time()
+    c0 = cpu()
     for _ in range(window):
         send_one()
     await asyncio.wait_for(done, 120)
     sink.on_reply = None
-    return time.process_time() - c0
+    return split(c0, len(names))
 
 
-def run_hits(proto: UdpServer, packets: list[bytes], n: int) -> float:
-    c0 = time.process_time()
+def cpu() -> tuple[float, float]:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime, r.ru_stime
+
+
+def split(c0: tuple[float, float], n: int) -> str:
+    """Total µs/q with the user/system split (Python work vs syscalls)."""
+    u, s = (b - a for a, b in zip(c0, cpu(), strict=True))
+    return f"{1e6 * (u + s) / n:6.2f} µs/q CPU (user {1e6 * u / n:.2f}, sys {1e6 * s / n:.2f})"
+
+
+def run_hits(proto: UdpServer, packets: list[bytes], n: int) -> str:
+    c0 = cpu()
     m = len(packets)
     for i in range(n):
         proto.datagram_received(packets[i % m], CLIENT)
-    return time.process_time() - c0
+    return split(c0, n)
 
 
 async def main(a: argparse.Namespace) -> None:
     cfg = Config(dns=DnsConfig(listen=(("127.0.0.1", 0),), upstream=(("127.0.0.1", AUTH_PORT),),
                                rate_limit=0.0), log=LogConfig(level="warning"))
     d = Daemon(cfg)
+    if a.freeze:
+        gc.freeze()
     sink = Sink()
     proto = UdpServer(d.resolver, cfg.dns.udp_payload_max)
     proto.connection_made(sink)  # type: ignore[arg-type]
@@ -121,22 +136,47 @@ async def main(a: argparse.Namespace) -> None:
     if a.hits:
         if prof and a.profile == "hit":
             prof.enable()
-        cpu = run_hits(proto, packets, a.hits)
+        cost = run_hits(proto, packets, a.hits)
         if prof:
             prof.disable()
-        print(f"hit : {1e6 * cpu / a.hits:6.2f} µs/q CPU ({a.hits} queries)")
+        print(f"hit : {cost} ({a.hits} queries)")
     if a.misses:
         salt = f"{time.time_ns() & 0xffffff:x}"
         names = [f"q{i}-{salt}.m.bench.test" for i in range(a.misses)]
         if prof and a.profile == "miss":
             prof.enable()
-        cpu = await run_misses(proto, sink, names, a.window)
+        stats = GcStats()
+        cost = await run_misses(proto, sink, names, a.window)
+        gc.callbacks.remove(stats.callback)
         if prof:
             prof.disable()
-        print(f"miss: {1e6 * cpu / a.misses:6.2f} µs/q CPU ({a.misses} queries, "
+        print(f"gc  : {stats.report(a.misses)}")
+        print(f"miss: {cost} ({a.misses} queries, "
               f"window {a.window}, upstream sent {d.forwarder.sent})")
     if prof:
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+
+
+class GcStats:
+    """Time spent in each garbage-collector generation (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        self.t0 = 0.0
+        self.time = [0.0, 0.0, 0.0]
+        self.runs = [0, 0, 0]
+        gc.callbacks.append(self.callback)
+
+    def callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.t0 = time.perf_counter()
+        else:
+            g = info["generation"]
+            self.time[g] += time.perf_counter() - self.t0
+            self.runs[g] += 1
+
+    def report(self, n: int) -> str:
+        return " ".join(f"gen{g}: {self.runs[g]} runs {1e6 * self.time[g] / n:.2f} µs/q"
+                        for g in range(3))
 
 
 def cli() -> None:
@@ -145,6 +185,7 @@ def cli() -> None:
     ap.add_argument("--hits", type=int, default=300_000)
     ap.add_argument("--misses", type=int, default=30_000)
     ap.add_argument("--window", type=int, default=100, help="misses outstanding")
+    ap.add_argument("--freeze", action="store_true", help="gc.freeze() after start-up")
     ap.add_argument("--profile", choices=["hit", "miss"], default=None)
     a = ap.parse_args()
     os.makedirs(lab.RUN, exist_ok=True)

@@ -12,59 +12,32 @@ Failover: upstreams are tried in order, starting with the last one that answered
 (ECONNREFUSED on the connected socket) takes that upstream out for this query at once (U1). An
 error rcode (SERVFAIL/REFUSED/NOTIMP/FORMERR) counts as one failed try of that upstream; when
 every upstream has failed that way the query fails. A TC=1 reply is re-asked over TCP (U5).
-Coalescing of identical questions happens one level up, in the resolver, around fetch+store.
+Coalescing of identical questions happens one level up (:mod:`pkdns.dns.fetch`).
+
+The exchange itself is a callback state machine (:mod:`pkdns.dns.exchange`): no task or
+future per query; :meth:`Forwarder.exchange` wraps it for coroutines.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import socket
 import struct
+from collections.abc import Callable
+from functools import partial
 
 from pkdns.config import HostPort, format_hostport
 from pkdns.dns import wire
+from pkdns.dns.exchange import Exchange, matches, new_socket
+from pkdns.dns.sockpoll import SocketPoller
 from pkdns.errors import UpstreamError
 from pkdns.metrics import Metrics
-
-_RCODE_FAILURES = (wire.FORMERR, wire.SERVFAIL, wire.NOTIMP, wire.REFUSED)
 
 
 class _Refused(UpstreamError):
     """ICMP port unreachable: nobody listens there."""
-
-
-def matches(reply: bytes, qid: int, question: bytes) -> bool:
-    """Is ``reply`` a response to our query ``qid`` for ``question`` (case-insensitive)?"""
-    return (len(reply) >= 12 + len(question) and reply[0] == qid >> 8 and reply[1] == qid & 255
-            and reply[2] & 0xF8 == 0x80 and reply[4:6] == b"\x00\x01"
-            and reply[12:12 + len(question)].lower() == question)
-
-
-class _Attempt:
-    """One UDP query in flight on its own connected socket."""
-
-    __slots__ = ("sock", "fd", "idx", "addr", "qid", "packet")
-
-    def __init__(self, idx: int, addr: HostPort, qid: int, packet: bytes) -> None:
-        self.sock = socket.socket(_family(addr), socket.SOCK_DGRAM)
-        self.fd, self.idx, self.addr, self.qid, self.packet = -1, idx, addr, qid, packet
-
-
-class _Exchange:
-    """Events from every attempt of one exchange, and the future that wakes the driver."""
-
-    __slots__ = ("events", "wake", "question")
-
-    def __init__(self, question: bytes) -> None:
-        self.events: list[tuple[_Attempt, bytes | UpstreamError]] = []
-        self.wake: asyncio.Future[None] | None = None
-        self.question = question
-
-    def push(self, attempt: _Attempt, event: bytes | UpstreamError) -> None:
-        self.events.append((attempt, event))
-        if self.wake is not None and not self.wake.done():
-            self.wake.set_result(None)
 
 
 class Forwarder:
@@ -80,169 +53,109 @@ class Forwarder:
         self.upstreams = upstreams
         self.attempt_timeout = attempt_timeout
         self.metrics = metrics
-        self.rng = rng or random.SystemRandom()
-        self._preferred = 0
+        self.rng = rng
+        self.preferred = 0
         self.sent = 0
+        self._ids = b""
+        self._poller: SocketPoller | None = None
+
+    def new_id(self) -> int:
+        """A query ID from the system CSPRNG (RFC 5452 §9.1), read 2 KiB at a time."""
+        if self.rng is not None:
+            return self.rng.getrandbits(16)
+        if not self._ids:
+            self._ids = os.urandom(2048)
+        qid = (self._ids[-2] << 8) | self._ids[-1]
+        self._ids = self._ids[:-2]
+        return qid
+
+    def poller(self) -> SocketPoller:
+        """The socket poller of the running loop (made again when the loop changes).
+
+        Cached because ``asyncio.get_running_loop()`` makes a getpid() system call each time
+        on Python 3.11; a running cached loop is necessarily the current one (one per thread).
+        """
+        poller = self._poller
+        if poller is None or not poller.loop.is_running():
+            if poller is not None:
+                poller.close()
+            poller = self._poller = SocketPoller(asyncio.get_running_loop())
+        return poller
+
+    def start(self, question: bytes, do: bool, cd: bool, deadline: float,
+              on_done: Callable[[bytes | None], None]) -> Exchange:
+        """Begin an exchange for ``question`` (lowercased wire qname + qtype + qclass).
+
+        ``deadline`` is in loop time. ``on_done(reply)`` is called exactly once, from the event
+        loop: a usable reply, the last error-rcode reply when every upstream answered with
+        one, or None. ``.cancel()`` on the result stops it without a call.
+        """
+        ex = Exchange(self, self.poller(), question, do, cd, deadline, on_done)
+        ex.advance()
+        return ex
 
     async def exchange(self, question: bytes, do: bool, cd: bool, deadline: float) -> bytes:
-        """The upstream reply to ``question`` (lowercased wire qname + qtype + qclass).
-
-        ``deadline`` is in loop time. Raises UpstreamError when no upstream answered usably;
-        when every upstream answered with an error rcode, that reply is returned.
-        """
-        loop = asyncio.get_running_loop()
-        ex = _Exchange(question)
-        attempts: list[_Attempt] = []
-        out: set[int] = set()                # upstreams refused or failed with an rcode
-        error_reply: bytes | None = None
-        tries = 0
+        """:meth:`start` as a coroutine; raises UpstreamError when no upstream answered."""
+        fut: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        ex = self.start(question, do, cd, deadline, partial(_settle, fut))
         try:
-            while len(out) < len(self.upstreams) and loop.time() < deadline:
-                idx = self._next(tries, out)
-                tries += 1
-                attempt = self._launch(ex, idx, do, cd)
-                if attempt is None:
-                    out.add(idx)
-                    continue
-                attempts.append(attempt)
-                next_try = min(loop.time() + self.attempt_timeout, deadline)
-                while not ex.events and loop.time() < next_try:
-                    await self._sleep(ex, next_try - loop.time())
-                for att, event in ex.events:
-                    reply = await self._settle_event(att, event, out)
-                    if reply is None:
-                        continue
-                    if reply[3] & 0x0F in _RCODE_FAILURES:
-                        out.add(att.idx)
-                        error_reply = reply
-                        self._fail(self.upstreams[att.idx], f"rcode{reply[3] & 0x0F}")
-                        continue
-                    self._preferred = att.idx
-                    return reply
-                ex.events.clear()
+            reply = await fut
         finally:
-            for att in attempts:
-                self._close(att)
-        if error_reply is not None and len(out) >= len(self.upstreams):
-            return error_reply
-        raise UpstreamError("no upstream answered in time")
+            ex.cancel()
+        if reply is None:
+            raise UpstreamError("no upstream answered in time")
+        return reply
 
-    def _next(self, tries: int, out: set[int]) -> int:
+    def pick(self, tries: int, out: set[int]) -> int:
+        """The upstream for attempt number ``tries``: round the list from the preferred one."""
         n = len(self.upstreams)
         for k in range(n):
-            idx = (self._preferred + tries + k) % n
+            idx = (self.preferred + tries + k) % n
             if idx not in out:
                 return idx
-        return self._preferred
+        return self.preferred
 
-    async def _sleep(self, ex: _Exchange, delay: float) -> None:
-        loop = asyncio.get_running_loop()
-        ex.wake = loop.create_future()
-        timer = loop.call_later(max(delay, 0.0), _settle, ex.wake)
-        try:
-            await ex.wake
-        finally:
-            timer.cancel()
-
-    async def _settle_event(self, att: _Attempt, event: bytes | UpstreamError,
-                            out: set[int]) -> bytes | None:
-        """A usable reply from one attempt's event (TC retried over TCP), else None."""
-        addr = att.addr
-        if isinstance(event, _Refused):
-            out.add(att.idx)
-            self._fail(addr, "refused")
-            return None
-        if isinstance(event, UpstreamError):
-            self._fail(addr, str(event))
-            return None
-        if not event[2] & 0x02:
-            return event
-        qid = self.rng.getrandbits(16)
-        try:
-            return await self.tcp(addr, struct.pack(">H", qid) + att.packet[2:], qid,
-                                  _question_of(att.packet), 2.0)
-        except UpstreamError as exc:
-            self._fail(addr, str(exc))
-            return None
-
-    def _launch(self, ex: _Exchange, idx: int, do: bool, cd: bool) -> _Attempt | None:
-        """Send a fresh query to upstream ``idx``; None if it cannot even be sent."""
-        addr = self.upstreams[idx]
-        qid = self.rng.getrandbits(16)
-        qtype, qclass = struct.unpack(">HH", ex.question[-4:])
-        packet = wire.build_query(qid, ex.question[:-4], qtype, qclass, do, cd)
-        att = _Attempt(idx, addr, qid, packet)
-        loop = asyncio.get_running_loop()
-        try:
-            att.sock.setblocking(False)
-            att.sock.connect(addr)
-            att.fd = att.sock.fileno()
-            loop.add_reader(att.fd, self._readable, att, ex)
-            att.sock.send(packet)
-            self.sent += 1
-        except OSError as exc:
-            self._close(att)
-            self._fail(addr, f"network: {exc.strerror}")
-            return None
-        return att
-
-    def _close(self, att: _Attempt) -> None:
-        if att.fd >= 0:
-            asyncio.get_running_loop().remove_reader(att.fd)
-            att.fd = -1
-        att.sock.close()
-
-    def _readable(self, att: _Attempt, ex: _Exchange) -> None:
-        for _ in range(16):
-            try:
-                data = att.sock.recv(65535)
-            except BlockingIOError:
-                return
-            except ConnectionRefusedError:
-                ex.push(att, _Refused("port unreachable"))
-                return
-            except OSError as exc:
-                ex.push(att, UpstreamError(f"network: {exc.strerror}"))
-                return
-            if matches(data, att.qid, ex.question):
-                ex.push(att, data)
-                return
-            self._unwanted(att.addr)
-
-    def _fail(self, addr: HostPort, reason: str) -> None:
+    def fail(self, addr: HostPort, reason: str) -> None:
+        """Count one failed attempt (or an unwanted datagram) against ``addr``."""
         if self.metrics is not None:
             self.metrics.upstream_failures.labels(format_hostport(addr), reason).inc()
-
-    def _unwanted(self, addr: HostPort) -> None:
-        self._fail(addr, "unwanted_reply")
 
     async def udp(self, addr: HostPort, packet: bytes, qid: int, question: bytes,
                   timeout: float) -> bytes:
         """One UDP exchange on a fresh connected socket (fresh source port)."""
-        loop = asyncio.get_running_loop()
-        ex = _Exchange(question)
-        att = _Attempt(-1, addr, qid, packet)
-        deadline = loop.time() + timeout
+        poller = self.poller()
+        fut: asyncio.Future[bytes] = poller.loop.create_future()
+        sock: socket.SocketType | None = None
         try:
-            att.sock.setblocking(False)
-            att.sock.connect(addr)
-            att.fd = att.sock.fileno()
-            loop.add_reader(att.fd, self._readable, att, ex)
-            att.sock.send(packet)
-            while not ex.events and loop.time() < deadline:
-                await self._sleep(ex, deadline - loop.time())
+            sock = new_socket(addr)
+            sock.connect(addr)
+            poller.watch(sock, partial(self._read_one, sock, qid, question, addr, fut))
+            sock.send(packet)
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise UpstreamError("timeout") from None
         except ConnectionRefusedError:
             raise _Refused("port unreachable") from None
         except OSError as exc:
             raise UpstreamError(f"network: {exc.strerror}") from None
         finally:
-            self._close(att)
-        if not ex.events:
-            raise UpstreamError("timeout")
-        event = ex.events[0][1]
-        if isinstance(event, UpstreamError):
-            raise event
-        return event
+            if sock is not None:
+                poller.release(sock)
+
+    def _read_one(self, sock: socket.SocketType, qid: int, question: bytes, addr: HostPort,
+                  fut: asyncio.Future[bytes]) -> None:
+        while not fut.done():
+            try:
+                data = sock.recv(65535)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                fut.set_exception(exc)
+                return
+            if matches(data, qid, question):
+                fut.set_result(data)
+                return
+            self.fail(addr, "unwanted_reply")
 
     async def tcp(self, addr: HostPort, packet: bytes, qid: int, question: bytes,
                   timeout: float) -> bytes:
@@ -265,7 +178,7 @@ class Forwarder:
                 data = await reader.readexactly(size)
                 if matches(data, qid, question):
                     return data
-                self._unwanted(addr)
+                self.fail(addr, "unwanted_reply")
         finally:
             writer.close()
 
@@ -279,14 +192,6 @@ class Forwarder:
         return reply
 
 
-def _family(addr: HostPort) -> socket.AddressFamily:
-    return socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
-
-
-def _question_of(packet: bytes) -> bytes:
-    return packet[12:wire.skip_name(packet, 12) + 4].lower()
-
-
-def _settle(fut: asyncio.Future[None]) -> None:
+def _settle(fut: asyncio.Future[bytes | None], reply: bytes | None) -> None:
     if not fut.done():
-        fut.set_result(None)
+        fut.set_result(reply)

@@ -49,6 +49,7 @@ from pkdns.config import Config, HostPort
 from pkdns.dns import wire
 from pkdns.dns.acl import Acl
 from pkdns.dns.cache import Entry, ReplyMemo, WireCache, inspect_reply, render
+from pkdns.dns.fetch import Fetch, Fetches
 from pkdns.dns.forwarder import Forwarder
 from pkdns.dns.ratelimit import RateLimiter, Verdict
 from pkdns.dns.tally import Tally
@@ -91,7 +92,7 @@ class Resolver:
         self.limiter = RateLimiter(cfg.dns.rate_limit, cfg.dns.rate_limit_burst)
         self.udp_cap = cfg.dns.udp_payload_max
         self.debug = cfg.log.level == "debug"
-        self._inflight: dict[bytes, asyncio.Task[Entry | None]] = {}
+        self.fetches = Fetches(cache, forwarder, metrics)
         self.tally = Tally(metrics)
         self._hits, self._misses = self.tally.hits, self.tally.misses
         self.now = clock.monotonic
@@ -135,14 +136,17 @@ class Resolver:
 
     def answer_cached(self, data: bytes, transport: str, max_size: int,
                       memo: ReplyMemo | None = None) -> bytes | None:
-        """Hot path: the reply from a fresh cache entry, from the bytes alone; else None.
+        """Hot path: the reply from a fresh cache entry, from the bytes alone; else None."""
+        scanned = wire.scan(data)
+        return None if scanned is None else self.cached(data, scanned, transport, max_size, memo)
+
+    def cached(self, data: bytes, scanned: wire.Scanned, transport: str, max_size: int,
+               memo: ReplyMemo | None = None) -> bytes | None:
+        """:meth:`answer_cached` after :func:`wire.scan`.
 
         With ``memo`` (one per listener, so one ``max_size``), the reply is also remembered
         under the query bytes for the rest of its TTL second (:class:`ReplyMemo`).
         """
-        scanned = wire.scan(data)
-        if scanned is None:
-            return None
         key, qend, size, do = scanned
         entry = self.cache.get(key)
         if entry is None:
@@ -160,53 +164,58 @@ class Resolver:
 
     def answer_later(self, data: bytes, transport: str, max_size: int,
                      send: Callable[[bytes], None]) -> bool:
+        """:meth:`forward` with its own scan."""
+        scanned = wire.scan(data)
+        return scanned is not None and self.forward(data, scanned, transport, max_size, send)
+
+    def forward(self, data: bytes, scanned: wire.Scanned, transport: str, max_size: int,
+                send: Callable[[bytes], None]) -> bool:
         """Miss path without a coroutine per query, for the common case.
 
-        An IN-class ICANN query with no stale entry waits on the shared upstream fetch through a
-        done-callback that renders the reply and passes it to ``send``. Returns False when the
-        query needs the general path (:meth:`resolve_admitted`): malformed, policy, pkarr,
-        ANY, or a stale entry that may have to be served after ``stale_client_timeout``.
+        A plain ICANN query (it passed :func:`wire.scan`) with no stale entry joins the key's
+        upstream fetch (:mod:`pkdns.dns.fetch`) with a callback that renders the reply and
+        passes it to ``send``. Returns False when the query needs the general path
+        (:meth:`resolve_admitted`): policy, pkarr, ANY, or a stale entry that may have to be
+        served after ``stale_client_timeout``.
         """
-        q = wire.parse_query_or_none(data)
-        if q is None or q.qclass != wire.C_IN or q.qtype == 0 or q.qtype >= 128:
+        key, qend, size, do = scanned
+        qtype = (key[-5] << 8) | key[-4]
+        if qtype == 0 or qtype >= 128:
             return False
-        if self.pkarr is not None and self.pkarr.claims(q.qname):
+        if self.pkarr is not None and self.pkarr.claims(wire.name_text(key[:-5])):
             return False
-        now = self.clock.monotonic()
-        entry = self.cache.get(q.key)
-        if entry is not None and now < entry.stale_until:
+        entry = self.cache.get(key)
+        if entry is not None and self.now() < entry.stale_until:
             return False
-        limit = max_size if transport != "udp" else (min(q.udp_size, max_size) if q.edns else 512)
+        limit = max_size if transport != "udp" else (min(size, max_size) if size else 512)
         self._misses[0] += 1
-        task = None if self.cache.failing(q.key) else self._fetch(q)
-        if task is None:
-            send(self._count(transport, self._error(q, wire.SERVFAIL), "icann"))
+        fetch = None if self.cache.failing(key) else self._fetch(key)
+        if fetch is None:
+            reply = wire.error_reply(data, wire.SERVFAIL, qend, size > 0, bool(do))
+            send(self._count(transport, reply, "icann"))
         else:
-            task.add_done_callback(partial(self._deliver, q, transport, limit, send))
+            fetch.add(partial(self._deliver, data, qend, size, bool(do), limit, transport, send))
         return True
 
-    def _deliver(self, q: wire.Query, transport: str, limit: int, send: Callable[[bytes], None],
-                 task: asyncio.Task[Entry | None]) -> None:
-        if task.cancelled():
-            return
+    def _deliver(self, data: bytes, qend: int, size: int, do: bool, limit: int, transport: str,
+                 send: Callable[[bytes], None], entry: Entry | None) -> None:
         try:
-            entry = task.result()
             if entry is None:
-                reply = self._error(q, wire.SERVFAIL)
+                reply = wire.error_reply(data, wire.SERVFAIL, qend, size > 0, do)
             else:
-                reply = render(entry, q.wire, q.qend, self._size(q), q.do, limit,
-                               self.clock.monotonic())
+                reply = render(entry, data, qend, size, do, limit, self.now())
         except Exception:
-            _log.exception("query_failed", qname=q.qname, qtype=q.qtype)
-            reply = self._error(q, wire.SERVFAIL)
+            _log.exception("query_failed", qname=wire.name_text(data[12:qend - 4]))
+            reply = wire.error_reply(data, wire.SERVFAIL, qend, size > 0, do)
         if self.debug:
-            _log.debug("query", transport=transport, qname=q.qname, qtype=q.qtype,
-                       rcode=reply[3] & 0x0F, kind="icann")
+            _log.debug("query", transport=transport, qname=wire.name_text(data[12:qend - 4]),
+                       qtype=(data[qend - 4] << 8) | data[qend - 3], rcode=reply[3] & 0x0F,
+                       kind="icann")
         send(self._count(transport, reply, "icann"))
 
-    def inflight(self) -> list[asyncio.Task[Entry | None]]:
+    def inflight(self) -> list[asyncio.Future[Entry | None]]:
         """Upstream fetches in progress (for a graceful drain)."""
-        return list(self._inflight.values())
+        return self.fetches.pending()
 
     async def resolve_admitted(self, data: bytes, client: ClientInfo,
                                max_size: int) -> bytes | None:
@@ -271,11 +280,11 @@ class Resolver:
             return render(entry, q.wire, q.qend, self._size(q), q.do, limit, now)
         self._misses[0] += 1
         stale = entry if entry is not None and now < entry.stale_until else None
-        task = None if self.cache.failing(q.key) else self._fetch(q)
-        if task is not None:
+        fetch = None if self.cache.failing(q.key) else self._fetch(q.key)
+        if fetch is not None:
             wait = self.cfg.cache.stale_client_timeout if stale is not None else None
             try:
-                fresh = await asyncio.wait_for(asyncio.shield(task), wait)
+                fresh = await asyncio.wait_for(asyncio.shield(fetch.wait()), wait)
             except TimeoutError:
                 fresh = None
             if fresh is not None:
@@ -287,32 +296,10 @@ class Resolver:
                           stale_ttl=self.cfg.cache.stale_answer_ttl)
         return self._error(q, wire.SERVFAIL)
 
-    def _fetch(self, q: wire.Query) -> asyncio.Task[Entry | None] | None:
-        """The shared upstream fetch for ``q.key`` (None when too many are in flight)."""
-        task = self._inflight.get(q.key)
-        if task is None:
-            if len(self._inflight) >= self.cfg.dns.max_inflight:
-                self.metrics.dropped.labels("inflight_cap").inc()
-                return None
-            task = asyncio.get_running_loop().create_task(self._fetch_and_store(q))
-            self._inflight[q.key] = task
-        return task
-
-    async def _fetch_and_store(self, q: wire.Query) -> Entry | None:
-        deadline = asyncio.get_running_loop().time() + self.cfg.dns.query_deadline \
-            - _DEADLINE_MARGIN
-        try:
-            reply = await self.forwarder.exchange(q.key[:-1], q.do, q.cd, deadline)
-            info = inspect_reply(reply)
-            if info.rcode in (wire.SERVFAIL, wire.REFUSED):
-                raise UpstreamError(f"upstream rcode {info.rcode}")
-        except (UpstreamError, DecodeError) as exc:
-            self.cache.note_failure(q.key)
-            _log.debug("upstream_failed", qname=q.qname, qtype=q.qtype, reason=str(exc))
-            return None
-        finally:
-            self._inflight.pop(q.key, None)
-        return self.cache.store(q.key, info, self.clock.monotonic())
+    def _fetch(self, key: bytes) -> Fetch | None:
+        """The shared upstream fetch for ``key`` (None when too many are in flight)."""
+        dns = self.cfg.dns
+        return self.fetches.get(key, dns.query_deadline - _DEADLINE_MARGIN, dns.max_inflight)
 
     async def _pkarr(self, q: wire.Query, client: ClientInfo, limit: int) -> bytes:
         assert self.pkarr is not None

@@ -106,7 +106,11 @@ def _qname_end(data: bytes, i: int) -> int:
     return -1
 
 
-def scan(data: bytes) -> tuple[bytes, int, int, int] | None:
+Scanned = tuple[bytes, int, int, int]
+"""What :func:`scan` finds: ``(key, qend, udp_size, do)``."""
+
+
+def scan(data: bytes) -> Scanned | None:
     """Hot path: ``(key, qend, udp_size, do)`` for a plain IN query, else None (slow path).
 
     ``udp_size`` is 0 without EDNS. Anything unusual returns None and the full ladder decides.
@@ -252,6 +256,11 @@ def build_query(qid: int, qname_wire: bytes, qtype: int, qclass: int, do: bool, 
     flags3 = 0x10 if cd else 0
     head = _header.pack(qid, 0x01, flags3, 1, 0, 0, 1)
     return head + qname_wire + struct.pack(">HH", qtype, qclass) + opt_rr(do)
+
+
+def build_query_for(qid: int, question: bytes, do: bool, cd: bool) -> bytes:
+    """:func:`build_query` from a question already in wire form (qname + qtype + qclass)."""
+    return _header.pack(qid, 0x01, 0x10 if cd else 0, 1, 0, 0, 1) + question + opt_rr(do)
 
 
 def hinfo_any_reply(query: Query, ttl: int = 3600) -> bytes:

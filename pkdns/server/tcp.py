@@ -23,6 +23,7 @@ from typing import Any, cast
 
 from pkdns import log
 from pkdns.config import DnsConfig
+from pkdns.dns import wire
 from pkdns.dns.resolver import STREAM_MAX, ClientInfo, Resolver
 
 _log = log.get("tcp")
@@ -140,12 +141,14 @@ class TcpConnection(asyncio.Protocol):
             if early:
                 self._send(early)
             return
-        reply = r.answer_cached(msg, "tcp", STREAM_MAX)
-        if reply is not None:
-            self._send(reply)
-            return
-        if r.answer_later(msg, "tcp", STREAM_MAX, self._send):
-            return
+        scanned = wire.scan(msg)
+        if scanned is not None:
+            reply = r.cached(msg, scanned, "tcp", STREAM_MAX)
+            if reply is not None:
+                self._send(reply)
+                return
+            if r.forward(msg, scanned, "tcp", STREAM_MAX, self._send):
+                return
         task = self.loop.create_task(self._slow(msg))
         self.tasks.add(task)
         task.add_done_callback(self._done)

@@ -5,7 +5,8 @@
 one dict lookup, the ACL (a memoised dict lookup), the rate limit when on, an ID patch and
 ``sendto``, counted in a plain int (:mod:`pkdns.dns.tally`). Otherwise: drop obvious junk
 (< 12 bytes, QR=1), ACL + rate limit, :meth:`Resolver.answer_cached` (scan, key, patch; fills
-the memo), then the miss path. asyncio hands us whole datagrams, so a large EDNS query is never
+the memo), then :meth:`Resolver.forward` (join the key's upstream fetch with a callback; only
+unusual queries become a task). asyncio hands us whole datagrams, so a large EDNS query is never
 cut (unlike a fixed 1024-byte buffer, style.md §2.10). Replies are sized by the resolver to the
 client's EDNS payload, capped at ``dns.udp_payload_max``.
 """
@@ -18,6 +19,7 @@ from functools import partial
 from typing import Any, cast
 
 from pkdns import log
+from pkdns.dns import wire
 from pkdns.dns.cache import ReplyMemo
 from pkdns.dns.resolver import ClientInfo, Resolver
 
@@ -84,18 +86,16 @@ class UdpServer(asyncio.DatagramProtocol):
                 if early:
                     self.transport.sendto(early, addr)
                 return
-            reply = r.answer_cached(data, "udp", self.cap, self.memo)
+            scanned = wire.scan(data)
+            if scanned is not None:
+                reply = r.cached(data, scanned, "udp", self.cap, self.memo)
+                if reply is not None:
+                    self.transport.sendto(reply, addr)
+                    return
+                if r.forward(data, scanned, "udp", self.cap, partial(self._reply, addr)):
+                    return
         except Exception:
-            _log.exception("udp_hot_path_failed", client=addr[0])
-            return
-        if reply is not None:
-            self.transport.sendto(reply, addr)
-            return
-        try:
-            if r.answer_later(data, "udp", self.cap, partial(self._reply, addr)):
-                return
-        except Exception:
-            _log.exception("udp_miss_path_failed", client=addr[0])
+            _log.exception("udp_fast_path_failed", client=addr[0])
             return
         if len(self.tasks) >= self.max_pending:
             r.metrics.dropped.labels("pending_cap").inc()

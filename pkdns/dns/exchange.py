@@ -1,0 +1,219 @@
+"""One upstream exchange as a callback state machine (the rules: :mod:`pkdns.dns.forwarder`).
+
+Why callbacks: a cache miss used to cost a task, two coroutines, a future and a timer per
+query; that machinery was a third of the miss path's CPU. Here the common case is three
+event-loop callbacks: the send, the read callback that checks the reply, and ``on_done``.
+Sockets are watched through the forwarder's :class:`~pkdns.dns.sockpoll.SocketPoller`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING
+
+from pkdns import log
+from pkdns.config import HostPort
+from pkdns.dns import wire
+from pkdns.dns.sockpoll import SocketPoller
+
+if TYPE_CHECKING:
+    from pkdns.dns.forwarder import Forwarder
+
+_log = log.get("forwarder")
+_RCODE_FAILURES = (wire.FORMERR, wire.SERVFAIL, wire.NOTIMP, wire.REFUSED)
+_NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)   # Linux: no extra fcntl per socket
+_TCP_TIMEOUT = 2.0
+
+
+def matches(reply: bytes, qid: int, question: bytes) -> bool:
+    """Is ``reply`` a response to our query ``qid`` for ``question`` (case-insensitive)?"""
+    return (len(reply) >= 12 + len(question) and reply[0] == qid >> 8 and reply[1] == qid & 255
+            and reply[2] & 0xF8 == 0x80 and reply[4:6] == b"\x00\x01"
+            and reply[12:12 + len(question)].lower() == question)
+
+
+class _Attempt:
+    """One UDP query in flight on its own connected, non-blocking socket."""
+
+    __slots__ = ("sock", "idx", "addr", "qid", "packet")
+
+    def __init__(self, sock: socket.SocketType, idx: int, addr: HostPort, qid: int,
+                 packet: bytes) -> None:
+        self.sock, self.idx, self.addr, self.qid, self.packet = sock, idx, addr, qid, packet
+
+
+class Exchange:
+    """One question's exchange, driven by callbacks: no task, no future, one timer.
+
+    The common case is: :meth:`start` opens a socket and sends; the reply's read callback
+    checks it and calls ``on_done`` -- three event-loop callbacks in all. The rules of the
+    module docstring are this state machine: every failed attempt (refused, network error,
+    error rcode, failed TCP retry) moves on to the next upstream at once, a timer every
+    ``attempt_timeout`` starts another attempt while earlier ones keep listening, and the
+    deadline (or running out of upstreams) ends it with the last error reply or None.
+    """
+
+    __slots__ = ("fwd", "loop", "poller", "question", "do", "cd", "deadline", "on_done",
+                 "attempts", "out", "error_reply", "tries", "timer", "tcp", "done")
+
+    def __init__(self, fwd: Forwarder, poller: SocketPoller, question: bytes, do: bool,
+                 cd: bool, deadline: float, on_done: Callable[[bytes | None], None]) -> None:
+        self.fwd, self.loop, self.poller = fwd, poller.loop, poller
+        self.question, self.do, self.cd = question, do, cd
+        self.deadline, self.on_done = deadline, on_done
+        self.attempts: list[_Attempt] = []
+        self.out: set[int] = set()              # upstreams refused or failed with an rcode
+        self.error_reply: bytes | None = None
+        self.tries = 0
+        self.timer: asyncio.TimerHandle | None = None
+        self.tcp: asyncio.Task[bytes] | None = None
+        self.done = False
+
+    def advance(self) -> None:
+        """Start the next attempt, or finish when out of upstreams or time."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        fwd, loop = self.fwd, self.loop
+        while len(self.out) < len(fwd.upstreams) and loop.time() < self.deadline:
+            idx = fwd.pick(self.tries, self.out)
+            self.tries += 1
+            att = self._open(idx)
+            if att is None:
+                self.out.add(idx)
+                continue
+            self.attempts.append(att)
+            self.timer = loop.call_at(min(loop.time() + fwd.attempt_timeout, self.deadline),
+                                      self._timeout)
+            return
+        all_failed = len(self.out) >= len(fwd.upstreams)
+        self.finish(self.error_reply if all_failed else None)
+
+    def _open(self, idx: int) -> _Attempt | None:
+        fwd = self.fwd
+        addr = fwd.upstreams[idx]
+        qid = fwd.new_id()
+        packet = wire.build_query_for(qid, self.question, self.do, self.cd)
+        try:
+            sock = new_socket(addr)
+        except OSError as exc:
+            fwd.fail(addr, f"network: {exc.strerror}")
+            return None
+        att = _Attempt(sock, idx, addr, qid, packet)
+        try:
+            sock.connect(addr)
+            self.poller.watch(sock, partial(self._readable, att))
+            sock.send(packet)
+        except OSError as exc:
+            self._close(att)
+            fwd.fail(addr, f"network: {exc.strerror}")
+            return None
+        fwd.sent += 1
+        return att
+
+    def _close(self, att: _Attempt) -> None:
+        self.poller.release(att.sock)
+
+    def _timeout(self) -> None:
+        self.timer = None
+        if self.tcp is None:
+            self.advance()
+
+    def _readable(self, att: _Attempt) -> None:
+        for _ in range(16):
+            try:
+                data = att.sock.recv(65535)
+            except BlockingIOError:
+                return
+            except ConnectionRefusedError:
+                self._close(att)
+                self.out.add(att.idx)
+                self.fwd.fail(att.addr, "refused")
+                self.advance()
+                return
+            except OSError as exc:
+                self._close(att)
+                self.fwd.fail(att.addr, f"network: {exc.strerror}")
+                self.advance()
+                return
+            if matches(data, att.qid, self.question):
+                self._close(att)
+                if data[2] & 0x02:
+                    self._retry_tcp(att)
+                else:
+                    self._judge(att, data)
+                return
+            self.fwd.fail(att.addr, "unwanted_reply")
+
+    def _judge(self, att: _Attempt, reply: bytes) -> None:
+        if reply[3] & 0x0F in _RCODE_FAILURES:
+            self.out.add(att.idx)
+            self.error_reply = reply
+            self.fwd.fail(att.addr, f"rcode{reply[3] & 0x0F}")
+            self.advance()
+            return
+        self.fwd.preferred = att.idx
+        self.finish(reply)
+
+    def _retry_tcp(self, att: _Attempt) -> None:
+        """TC=1: ask the same upstream over TCP with a fresh ID (U5)."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        qid = self.fwd.new_id()
+        packet = struct.pack(">H", qid) + att.packet[2:]
+        self.tcp = self.loop.create_task(
+            self.fwd.tcp(att.addr, packet, qid, self.question, _TCP_TIMEOUT))
+        self.tcp.add_done_callback(partial(self._tcp_done, att))
+
+    def _tcp_done(self, att: _Attempt, task: asyncio.Task[bytes]) -> None:
+        self.tcp = None
+        if self.done or task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            self._judge(att, task.result())
+            return
+        self.fwd.fail(att.addr, str(exc))
+        self.advance()
+
+    def finish(self, reply: bytes | None) -> None:
+        """Close everything and report ``reply`` (None: failed) once."""
+        if self.done:
+            return
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.tcp is not None:
+            self.tcp.cancel()
+        for att in self.attempts:
+            self._close(att)
+        self.attempts.clear()
+        try:
+            self.on_done(reply)
+        except Exception:
+            _log.exception("upstream_callback_failed")
+
+    def cancel(self) -> None:
+        """Stop without reporting (the asker went away)."""
+        self.on_done = _ignore
+        self.finish(None)
+
+
+def new_socket(addr: HostPort) -> socket.SocketType:
+    """A non-blocking UDP socket for ``addr``'s family: the plain C socket type, without the
+    Python-level wrapper class (its __init__ and close cost more than the system calls)."""
+    family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+    sock = socket.SocketType(family, socket.SOCK_DGRAM | _NONBLOCK)
+    if not _NONBLOCK:
+        sock.setblocking(False)
+    return sock
+
+
+def _ignore(_reply: bytes | None) -> None:
+    pass

@@ -1,0 +1,116 @@
+"""Coalesced upstream fetches: one exchange per cache key, stored in the cache when it lands.
+
+Every query for a key that is not fresh in the cache joins the key's :class:`Fetch` (or starts
+it). The fetch is driven by :meth:`pkdns.dns.forwarder.Forwarder.start` callbacks; when the
+reply lands it is walked once (:func:`pkdns.dns.cache.inspect_reply`), stored by the cache's TTL
+policy, and handed to every waiter. So a reply that arrives after the first asker gave up still
+fills the cache (reliability U3), and SERVFAIL/REFUSED/garbage/no answer is remembered for
+:data:`pkdns.dns.cache.FAILURE_TTL` seconds (RFC 9520) instead.
+
+Waiters are plain callbacks (the UDP/TCP miss path: no task and no future per query) or, for
+coroutines that need a timeout (serve-stale, the pkarr side), a future made on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from functools import partial
+
+from pkdns import log
+from pkdns.dns import wire
+from pkdns.dns.cache import Entry, WireCache, inspect_reply
+from pkdns.dns.forwarder import Forwarder
+from pkdns.errors import DecodeError
+from pkdns.metrics import Metrics
+
+_log = log.get("fetch")
+Waiter = Callable[[Entry | None], None]
+
+
+class Fetch:
+    """One key's fetch in progress; its result is the stored entry, or None on failure."""
+
+    __slots__ = ("waiters", "future", "finished", "entry")
+
+    def __init__(self) -> None:
+        self.waiters: list[Waiter] = []
+        self.future: asyncio.Future[Entry | None] | None = None
+        self.finished = False
+        self.entry: Entry | None = None
+
+    def add(self, waiter: Waiter) -> None:
+        """Call ``waiter(entry)`` when the fetch lands (at once if it already has)."""
+        if self.finished:
+            waiter(self.entry)
+        else:
+            self.waiters.append(waiter)
+
+    def wait(self) -> asyncio.Future[Entry | None]:
+        """A future for the result (shared: shield it before a timeout cancels it)."""
+        if self.future is None:
+            self.future = asyncio.get_running_loop().create_future()
+            if self.finished:
+                self.future.set_result(self.entry)
+        return self.future
+
+    def resolve(self, entry: Entry | None) -> None:
+        self.finished, self.entry = True, entry
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            try:
+                waiter(entry)
+            except Exception:
+                _log.exception("fetch_waiter_failed")
+        if self.future is not None and not self.future.done():
+            self.future.set_result(entry)
+
+
+class Fetches:
+    """The fetches in progress, by cache key (bounded by ``max_inflight``)."""
+
+    def __init__(self, cache: WireCache, forwarder: Forwarder, metrics: Metrics) -> None:
+        self.cache, self.forwarder, self.metrics = cache, forwarder, metrics
+        self._inflight: dict[bytes, Fetch] = {}
+
+    def __len__(self) -> int:
+        return len(self._inflight)
+
+    def get(self, key: bytes, budget: float, max_inflight: int) -> Fetch | None:
+        """The fetch for ``key`` (a cache key: wire question + DO/CD flags byte), started if
+        needed with ``budget`` seconds; None when ``max_inflight`` are running."""
+        fetch = self._inflight.get(key)
+        if fetch is None:
+            if len(self._inflight) >= max_inflight:
+                self.metrics.dropped.labels("inflight_cap").inc()
+                return None
+            fetch = self._inflight[key] = Fetch()
+            flags = key[-1]
+            deadline = self.forwarder.poller().loop.time() + budget
+            self.forwarder.start(key[:-1], bool(flags & 2), bool(flags & 1), deadline,
+                                 partial(self._landed, key, fetch))
+        return fetch
+
+    def _landed(self, key: bytes, fetch: Fetch, reply: bytes | None) -> None:
+        if self._inflight.get(key) is fetch:
+            del self._inflight[key]
+        entry, reason = None, "no upstream answered in time"
+        if reply is not None:
+            try:
+                info = inspect_reply(reply)
+                if info.rcode in (wire.SERVFAIL, wire.REFUSED):
+                    reason = f"upstream rcode {info.rcode}"
+                else:
+                    entry = self.cache.store(key, info, self.cache.clock.monotonic())
+            except DecodeError as exc:
+                reason = str(exc)
+        if entry is None:
+            self.cache.note_failure(key)
+            if log.is_enabled("debug"):
+                _log.debug("upstream_failed", qname=wire.name_text(key[:-5]),
+                           qtype=(key[-5] << 8) | key[-4], reason=reason)
+        fetch.resolve(entry)
+
+    def pending(self) -> list[asyncio.Future[Entry | None]]:
+        """Futures of the fetches in progress (for a graceful drain)."""
+        return [f.wait() for f in self._inflight.values()]
