@@ -23,3 +23,5 @@ npm install --prefix tests/interop --no-audit --no-fund --loglevel=error
 .venv/bin/mypy
 # pytest exits 5 when no test ran; set -e turns that into a failure.
 PYTHONASYNCIODEBUG=1 .venv/bin/pytest -n 2 --dist loadfile "$@"
+# Last, the README's quick start from a fresh clone, exactly as written there.
+sh scripts/readme-quickstart.sh
