@@ -6,9 +6,12 @@ cd "$(dirname "$0")/.."
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-APT_PKGS="bind9-dnsutils knot-dnsutils knot dnsperf dnsmasq-base unbound chromium iproute2 openssl systemd nodejs npm python3-venv"
+APT_PKGS="bind9-dnsutils knot-dnsutils knot dnsperf dnsmasq-base unbound chromium iproute2 openssl systemd python3-venv"
 missing=""
 for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+# Node.js and npm only when absent (a newer npm may already be installed outside dpkg).
+command -v node >/dev/null 2>&1 || missing="$missing nodejs"
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
 if [ -n "$missing" ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
