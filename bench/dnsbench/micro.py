@@ -126,6 +126,8 @@ async def main(a: argparse.Namespace) -> None:
     d = Daemon(cfg)
     if a.freeze:
         gc.freeze()
+    if a.gc0:
+        gc.set_threshold(a.gc0, *gc.get_threshold()[1:])
     sink = Sink()
     proto = UdpServer(d.resolver, cfg.dns.udp_payload_max)
     proto.connection_made(sink)  # type: ignore[arg-type]
@@ -186,6 +188,7 @@ def cli() -> None:
     ap.add_argument("--misses", type=int, default=30_000)
     ap.add_argument("--window", type=int, default=100, help="misses outstanding")
     ap.add_argument("--freeze", action="store_true", help="gc.freeze() after start-up")
+    ap.add_argument("--gc0", type=int, default=0, help="gc generation-0 threshold")
     ap.add_argument("--profile", choices=["hit", "miss"], default=None)
     a = ap.parse_args()
     os.makedirs(lab.RUN, exist_ok=True)

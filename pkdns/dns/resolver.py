@@ -48,7 +48,17 @@ from pkdns.clock import Clock
 from pkdns.config import Config, HostPort
 from pkdns.dns import wire
 from pkdns.dns.acl import Acl
-from pkdns.dns.cache import Entry, ReplyMemo, WireCache, inspect_reply, render
+from pkdns.dns.cache import (
+    EXPIRES,
+    KIND,
+    STALE_UNTIL,
+    Entry,
+    ReplyMemo,
+    WireCache,
+    inspect_reply,
+    render,
+    second_end,
+)
 from pkdns.dns.fetch import Fetch, Fetches
 from pkdns.dns.forwarder import Forwarder
 from pkdns.dns.ratelimit import RateLimiter, Verdict
@@ -152,14 +162,14 @@ class Resolver:
         if entry is None:
             return None
         now = self.now()
-        if now >= entry.expires:
+        if now >= entry[EXPIRES]:
             return None
         limit = max_size if transport != "udp" else (min(size, max_size) if size else 512)
         reply = render(entry, data, qend, size, bool(do), limit, now)
-        cell = self.tally.cell(transport, reply[3] & 0x0F, entry.kind, hit=True)
+        cell = self.tally.cell(transport, reply[3] & 0x0F, entry[KIND], hit=True)
         cell[0] += 1
         if memo is not None:
-            memo.put(data, reply, entry.second_end(now), cell)
+            memo.put(data, reply, second_end(entry, now), cell)
         return reply
 
     def answer_later(self, data: bytes, transport: str, max_size: int,
@@ -185,7 +195,7 @@ class Resolver:
         if self.pkarr is not None and self.pkarr.claims(wire.name_text(key[:-5])):
             return False
         entry = self.cache.get(key)
-        if entry is not None and self.now() < entry.stale_until:
+        if entry is not None and self.now() < entry[STALE_UNTIL]:
             return False
         limit = max_size if transport != "udp" else (min(size, max_size) if size else 512)
         self._misses[0] += 1
@@ -275,11 +285,11 @@ class Resolver:
     async def _icann(self, q: wire.Query, limit: int) -> bytes:
         now = self.clock.monotonic()
         entry = self.cache.get(q.key)
-        if entry is not None and now < entry.expires:
+        if entry is not None and now < entry[EXPIRES]:
             self._hits[0] += 1
             return render(entry, q.wire, q.qend, self._size(q), q.do, limit, now)
         self._misses[0] += 1
-        stale = entry if entry is not None and now < entry.stale_until else None
+        stale = entry if entry is not None and now < entry[STALE_UNTIL] else None
         fetch = None if self.cache.failing(q.key) else self._fetch(q.key)
         if fetch is not None:
             wait = self.cfg.cache.stale_client_timeout if stale is not None else None
@@ -305,7 +315,7 @@ class Resolver:
         assert self.pkarr is not None
         now = self.clock.monotonic()
         entry = self.cache.get(q.key)
-        if entry is not None and now < entry.expires:
+        if entry is not None and now < entry[EXPIRES]:
             self._hits[0] += 1
             return render(entry, q.wire, q.qend, self._size(q), q.do, limit, now)
         self._misses[0] += 1

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import gc
+
 import dns.message
 import dns.rcode
 import dns.rrset
 
 from pkdns.config import CacheConfig
 from pkdns.dns import wire
-from pkdns.dns.cache import WireCache, inspect_reply, render
+from pkdns.dns.cache import EXPIRES, STALE_UNTIL, WireCache, inspect_reply, render
 from tests.support.clock import FakeClock
 
 
@@ -45,7 +47,7 @@ def serve(cache: WireCache, clock: FakeClock, qwire: bytes, max_size: int = 1232
     assert scanned is not None
     key, qend, size, do = scanned
     entry = cache.get(key)
-    if entry is None or (not stale_ttl and clock.monotonic() >= entry.expires):
+    if entry is None or (not stale_ttl and clock.monotonic() >= entry[EXPIRES]):
         return None
     out = render(entry, qwire, qend, size, bool(do), max_size, clock.monotonic(), stale_ttl)
     return dns.message.from_wire(out)
@@ -133,7 +135,7 @@ def test_serve_stale_within_max_age(fake_clock: FakeClock) -> None:
     assert r is not None and r.answer[0].ttl == 30
     fake_clock.advance(500)
     entry = cache.get(key)
-    assert entry is None or fake_clock.monotonic() >= entry.stale_until
+    assert entry is None or fake_clock.monotonic() >= entry[STALE_UNTIL]
 
 
 def test_do_and_cd_are_separate_entries(fake_clock: FakeClock) -> None:
@@ -186,3 +188,21 @@ def test_byte_bound_evicts(fake_clock: FakeClock) -> None:
         qw = query(f"n{i}.example.test")
         stored(cache, fake_clock, qw, reply_for(qw, f"n{i}.example.test. 300 IN A 192.0.2.1"))
     assert cache.bytes_used <= 20_000 and 0 < len(cache) < 500
+
+
+def test_entries_past_their_stale_window_are_swept(fake_clock: FakeClock) -> None:
+    cache = make(fake_clock, stale_max_age=100)
+    qa, qb = query("a.example.test"), query("b.example.test")
+    stored(cache, fake_clock, qa, reply_for(qa, "a.example.test. 60 IN A 192.0.2.1"))
+    fake_clock.advance(161)
+    stored(cache, fake_clock, qb, reply_for(qb, "b.example.test. 60 IN A 192.0.2.2"))
+    assert len(cache) == 1 and serve(cache, fake_clock, qb) is not None
+
+
+def test_cached_entries_are_not_tracked_by_the_garbage_collector(fake_clock: FakeClock) -> None:
+    cache = make(fake_clock)
+    qw = query()
+    key = stored(cache, fake_clock, qw, reply_for(qw, "www.example.test. 300 IN A 192.0.2.1"))
+    gc.collect()        # the inner tuples (TTLs, offsets) are untracked first,
+    gc.collect()        # then the entry itself
+    assert not gc.is_tracked(cache.get(key))
