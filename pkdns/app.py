@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import signal
 from collections.abc import Callable
 from typing import Protocol
@@ -241,4 +242,18 @@ def main(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
         daemon = Daemon(cfg)
         daemon.dns.activated = (ops := Operations(daemon, reload_config)).activated
         daemon.ops = ops
+        tune_gc()
         return runner.run(daemon.run())
+
+
+def tune_gc() -> None:
+    """Garbage-collector settings for a long-running server (bench/dnsbench/micro.py).
+
+    ``gc.freeze()`` once everything is imported and built moves those ~50 k objects out of
+    every later collection (each full collection walked them: ~6 µs per cache miss). A
+    generation-0 threshold of 10 000 instead of 700 stays above the objects that queries in
+    flight hold, so young collections run when garbage has piled up rather than every few
+    queries (~2.5 µs per miss). Reference counting frees almost everything anyway.
+    """
+    gc.freeze()
+    gc.set_threshold(10_000, *gc.get_threshold()[1:])

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Final
 
 from pkdns.clock import Clock
@@ -40,39 +41,41 @@ FAILURE_TTL = 5.0        # seconds a failed (SERVFAIL/timeout) name is not retri
 MAX_FAILURES = 65536     # failure memory entries (pruned when full)
 _ttl = struct.Struct(">I")
 
-Entry = tuple[bytes, int, tuple[int, ...], tuple[int, ...], float, float, float, int, str]
+Entry = tuple[bytes, bytes, tuple[int, ...], tuple[int, ...], float, float, float, int, str]
 """One cached reply: the fields below, by index (see the module docstring for why a tuple)."""
-WIRE: Final = 0
-QEND: Final = 1
-OFFSETS: Final = 2
-TTLS: Final = 3
-STORED_AT: Final = 4
+HEAD: Final = 0         # reply bytes 2-12: flags and counts (ID and question come from the query)
+BODY: Final = 1         # everything after the question, TTLs clamped, as at STORED_AT
+OFFSETS: Final = 2      # TTL fields in BODY
+TTLS: Final = 3         # the clamped TTLs
+STORED_AT: Final = 4    # clock times
 EXPIRES: Final = 5
 STALE_UNTIL: Final = 6
-SIZE: Final = 7
-KIND: Final = 8
-# WIRE: the walked reply (ID 0); QEND: end of its question; OFFSETS: TTL fields, relative to
-# QEND; TTLS: clamped TTLs; STORED_AT/EXPIRES/STALE_UNTIL: clock times; SIZE: bytes counted
-# against max_bytes; KIND: "icann" or "pkarr" (metrics label).
+SIZE: Final = 7         # bytes counted against max_bytes
+KIND: Final = 8         # "icann" or "pkarr" (metrics label)
 
 
 def make_entry(info: ReplyInfo, ttls: tuple[int, ...], now: float, lifetime: int,
                stale_for: int, kind: str = "icann") -> Entry:
-    offsets = tuple(o - info.qend for o in info.offsets)
+    rest = info.wire[info.qend:]
+    if ttls != info.ttls:
+        rest = _patched(rest, info.offsets, ttls)
     expires = now + lifetime
-    return (info.wire, info.qend, offsets, ttls, now, expires, expires + stale_for,
+    return (info.wire[2:12], rest, info.offsets, ttls, now, expires, expires + stale_for,
             len(info.wire) + 200, kind)           # + Python object overhead, roughly
 
 
 def body(entry: Entry, now: float) -> bytes:
     """Everything after the question, TTLs decremented by the whole seconds elapsed."""
     elapsed = int(now - entry[STORED_AT])
-    return _patched(entry, [t - elapsed if t > elapsed else 0 for t in entry[TTLS]])
+    if elapsed <= 0:
+        return entry[BODY]
+    return _patched(entry[BODY], entry[OFFSETS],
+                    [t - elapsed if t > elapsed else 0 for t in entry[TTLS]])
 
 
 def stale_body(entry: Entry, ttl: int) -> bytes:
     """The body with every TTL set to ``ttl`` (RFC 8767 §4)."""
-    return _patched(entry, [ttl] * len(entry[TTLS]))
+    return _patched(entry[BODY], entry[OFFSETS], [ttl] * len(entry[TTLS]))
 
 
 def second_end(entry: Entry, now: float) -> float:
@@ -81,12 +84,11 @@ def second_end(entry: Entry, now: float) -> float:
     return min(stored + int(now - stored) + 1, entry[EXPIRES])
 
 
-def _patched(entry: Entry, ttls: list[int]) -> bytes:
-    out = bytearray(entry[WIRE])
-    qend = entry[QEND]
-    for off, t in zip(entry[OFFSETS], ttls, strict=True):
-        _ttl.pack_into(out, qend + off, t)
-    return bytes(out[qend:])
+def _patched(data: bytes, offsets: tuple[int, ...], ttls: Sequence[int]) -> bytes:
+    out = bytearray(data)
+    for off, t in zip(offsets, ttls, strict=True):
+        _ttl.pack_into(out, off, t)
+    return bytes(out)
 
 
 def render(entry: Entry, q: bytes, qend: int, size: int, do: bool, max_size: int, now: float,
@@ -95,16 +97,16 @@ def render(entry: Entry, q: bytes, qend: int, size: int, do: bool, max_size: int
 
     ``size`` is the client's EDNS payload size, 0 when it sent no OPT.
     """
-    w = entry[WIRE]
+    h = entry[HEAD]
     rest = stale_body(entry, stale_ttl) if stale_ttl else body(entry, now)
-    edns = 1 if size else 0
-    arcount = ((w[10] << 8) | w[11]) + edns
-    out = (q[:2] + bytes(((w[2] & 0xFE) | (q[2] & 1),)) + w[3:10] + arcount.to_bytes(2, "big")
-           + q[12:qend] + rest)
-    if edns:
-        out += wire.opt_rr(do)
+    if size:
+        arcount = ((h[8] << 8) | h[9]) + 1
+        out = (q[:2] + bytes(((h[0] & 0xFE) | (q[2] & 1),)) + h[1:8]
+               + arcount.to_bytes(2, "big") + q[12:qend] + rest + wire.opt_rr(do))
+    else:
+        out = q[:2] + bytes(((h[0] & 0xFE) | (q[2] & 1),)) + h[1:] + q[12:qend] + rest
     if len(out) > max_size:
-        return wire.truncated_reply(out, qend, bool(edns), do)
+        return wire.truncated_reply(out, qend, bool(size), do)
     return out
 
 
@@ -197,11 +199,11 @@ class WireCache:
     def _lifetime(self, info: ReplyInfo) -> tuple[int, tuple[int, ...]] | None:
         lo, hi = self.cfg.min_ttl, self.cfg.max_ttl
         if info.rcode == 0 and info.ancount:
-            ttls = tuple(min(max(t, lo), hi) for t in info.ttls)
+            ttls = tuple([min(max(t, lo), hi) for t in info.ttls])
             life = min(ttls)
         elif info.rcode in (0, wire.NXDOMAIN) and info.negative_ttl is not None:
             life = min(info.negative_ttl, self.cfg.negative_max_ttl)
-            ttls = tuple(min(t, life) for t in info.ttls)
+            ttls = tuple([t if t < life else life for t in info.ttls])
         else:
             return None
         return (life, ttls) if life > 0 else None

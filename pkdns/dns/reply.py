@@ -30,7 +30,7 @@ class ReplyInfo:
     wire: bytes
     qend: int
     rcode: int                    # including the extended bits from OPT
-    offsets: tuple[int, ...]      # TTL field offsets (in ``wire``)
+    offsets: tuple[int, ...]      # TTL field offsets in ``wire[qend:]`` (after the question)
     ttls: tuple[int, ...]
     negative_ttl: int | None      # min(SOA TTL, SOA MINIMUM) when an SOA is in authority
 
@@ -71,7 +71,7 @@ def _inspect(data: bytes, scrub: bool) -> ReplyInfo:
                 opt, rcode = (start, i), rcode | ((ttl >> 24) << 4)
                 continue
             ttl = ttl if ttl < 0x80000000 else 0
-            offsets.append(rd - 6)
+            offsets.append(rd - 6 - qend)
             ttls.append(ttl)
             if section == 0:
                 # owner = pointer to the question (the usual case) is in the chain at once
