@@ -116,7 +116,10 @@ class Exchange:
         return att
 
     def _close(self, att: _Attempt) -> None:
+        """Done with this attempt: close its socket (the exchange may go on with others)."""
         self.poller.release(att.sock)
+        if att in self.attempts:
+            self.attempts.remove(att)
 
     def _timeout(self) -> None:
         self.timer = None
@@ -192,7 +195,7 @@ class Exchange:
         if self.tcp is not None:
             self.tcp.cancel()
         for att in self.attempts:
-            self._close(att)
+            self.poller.release(att.sock)
         self.attempts.clear()
         try:
             self.on_done(reply)

@@ -74,12 +74,14 @@ class Query:
 
 def name_text(wire_name: bytes) -> str:
     """Uncompressed wire name -> dotted text (no trailing dot); odd bytes are escaped."""
-    labels, i = [], 0
-    while i < len(wire_name) and wire_name[i]:
+    labels, i, end = [], 0, len(wire_name)
+    while i < end:
         n = wire_name[i]
-        labels.append(wire_name[i + 1:i + 1 + n].decode("ascii", "backslashreplace"))
+        if not n:
+            break
+        labels.append(wire_name[i + 1:i + 1 + n])
         i += n + 1
-    return ".".join(labels)
+    return b".".join(labels).decode("ascii", "backslashreplace")
 
 
 def name_wire(name: str) -> bytes:
