@@ -24,7 +24,9 @@ npm install --prefix tests/interop --no-audit --no-fund --loglevel=error
 
 .venv/bin/ruff check pkdns tests bench
 .venv/bin/mypy
-# pytest exits 5 when no test ran; set -e turns that into a failure.
+# pytest exits 5 when no test ran; set -e turns that into a failure. Every tool above is
+# installed, so a test that would skip for a missing one fails instead (tests/support/require.py).
+export PKDNS_REQUIRE_ALL=1
 PYTHONASYNCIODEBUG=1 .venv/bin/pytest -n 2 --dist loadfile "$@"
 # Last, the README's quick start from a fresh clone, exactly as written there.
 sh scripts/readme-quickstart.sh

@@ -26,7 +26,6 @@ networking, component updates and sync are off so that the browser makes no othe
 from __future__ import annotations
 
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -39,11 +38,11 @@ import pytest
 from pkdns.pkarr.keys import Keypair
 from tests.e2e.demoproc import Demo, run_demo
 from tests.e2e.netns import Netns, netns, run_group, unavailable
+from tests.support.require import require, require_tool
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -90,9 +89,7 @@ def _page_server(ns: Netns, token: str, tmp: Path) -> subprocess.Popen[str]:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    why = unavailable()
-    if why is not None:
-        pytest.skip(why)
+    require(unavailable())
     tmp = tmp_path_factory.mktemp("netns")
     token = Keypair.random().public_key.z32[:12]
     with netns(RESOLV_CONF) as ns:
@@ -120,7 +117,8 @@ def _open(world: World, url: str, *extra: str) -> str:
     """The page title Chromium shows for ``url`` (run inside the namespace)."""
     profile = world.tmp / f"chromium-{len(list(world.tmp.iterdir()))}"
     profile.mkdir()
-    done = run_group([*world.ns.prefix(), CHROMIUM, *CHROMIUM_FLAGS, *extra,
+    chromium = require_tool("chromium", "/usr/bin/chromium")
+    done = run_group([*world.ns.prefix(), chromium, *CHROMIUM_FLAGS, *extra,
                       f"--user-data-dir={profile}", "--dump-dom", url], timeout=90)
     m = re.search(r"<title>(.*?)</title>", done.stdout)
     assert m, f"{url}: no page (exit {done.returncode}): {done.stderr[-2000:]}"

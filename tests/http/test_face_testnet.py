@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from pkdns.metrics import Metrics
 from pkdns.pkarr.relay_client import RelayClient
 from pkdns.server.face import HttpFace
 from tests.support.pkarr_factory import keypair, packet
+from tests.support.require import require_tool
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).parents[1]
@@ -100,12 +100,12 @@ async def test_publish_through_one_pkdns_resolve_through_others(testnet: Testnet
 
 async def _chromium_lookup(url: str, tmp_path: Path) -> None:
     """The status page of pkdns B in headless Chromium: look the demo key up via the form."""
-    if shutil.which("node") is None or not Path("/usr/bin/chromium").exists():
-        return
+    node = require_tool("node")
+    chromium = require_tool("chromium", "/usr/bin/chromium")
     artifacts = ROOT / "artifacts"
     artifacts.mkdir(exist_ok=True)
     proc = await asyncio.create_subprocess_exec(
-        "node", str(ROOT / "interop" / "status_page.mjs"), "--url", url + "/",
+        node, str(ROOT / "interop" / "status_page.mjs"), "--chromium", chromium, "--url", url + "/",
         "--key", KP.public_key.z32, "--screenshot", str(artifacts / "status_page_testnet.png"),
         "--user-data-dir", str(tmp_path / "chromium"),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,19 +12,17 @@ import pytest
 
 from pkdns.pkarr.keys import Keypair
 from tests.http.conftest import RelayRig
+from tests.support.require import require_tool
 
 SCRIPT = Path(__file__).parents[1] / "interop" / "relay_clients.mjs"
-pytestmark = [
-    pytest.mark.interop,
-    pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed"),
-]
+pytestmark = pytest.mark.interop
 SEED = "11" * 32
 HS_SEED = "22" * 32
 
 
 async def _node(*args: str) -> dict[str, Any]:
     proc = await asyncio.create_subprocess_exec(
-        "node", str(SCRIPT), *args, stdout=asyncio.subprocess.PIPE,
+        require_tool("node"), str(SCRIPT), *args, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, cwd=SCRIPT.parent)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from pathlib import Path
 
 import aiohttp
@@ -13,6 +12,7 @@ import pytest
 from tests.http.conftest import StatusRig
 from tests.http.curl import curl
 from tests.support.pkarr_factory import TS, keypair, packet
+from tests.support.require import require_tool
 
 KP = keypair(9)
 PACKET = packet(KP, ["@ 300 IN A 192.0.2.10", "www 300 IN CNAME example.com.",
@@ -61,15 +61,16 @@ async def test_resolve_api(status_site: StatusRig) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("node") is None or not Path("/usr/bin/chromium").exists(),
-                    reason="needs node and Debian chromium")
 async def test_lookup_form_in_headless_chromium(status_site: StatusRig, tmp_path: Path) -> None:
+    node = require_tool("node")
+    chromium = require_tool("chromium", "/usr/bin/chromium")
     status_site.store.hold(PACKET)
     artifacts = ROOT / "artifacts"
     artifacts.mkdir(exist_ok=True)
     shot = artifacts / "status_page_fake.png"
     proc = await asyncio.create_subprocess_exec(
-        "node", str(ROOT / "interop" / "status_page.mjs"), "--url", status_site.url + "/",
+        node, str(ROOT / "interop" / "status_page.mjs"), "--chromium", chromium,
+        "--url", status_site.url + "/",
         "--key", KP.public_key.z32, "--screenshot", str(shot),
         "--user-data-dir", str(tmp_path / "chromium"),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)

@@ -8,12 +8,20 @@ import os
 import pty
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
+import dns.message
+import dns.query
+import dns.rcode
 import pytest
 import structlog
 
 from pkdns import log
+from tests.support.daemon import Daemon, run_daemon
+from tests.support.upstream import FakeUpstream, a_record
 
 
 @pytest.fixture(autouse=True)
@@ -38,14 +46,43 @@ def test_json_lines_with_level_timestamp_and_component() -> None:
     assert event["timestamp"].endswith("Z")
 
 
-def test_debug_level_shows_the_query_line() -> None:
+def test_level_filter() -> None:
     out = io.StringIO()
     log.configure("debug", "json", stream=out)
     assert log.is_enabled("debug")
-    log.get("resolver").debug("query", qname="example.com.", rcode="NOERROR")
-    assert json.loads(out.getvalue())["event"] == "query"
     log.configure("warning", "json", stream=out)
     assert not log.is_enabled("info") and log.is_enabled("error")
+
+
+def _query_events(d: Daemon, qname: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [e for e in d.events() if e.get("event") == "query" and e.get("qname") == qname]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("verbose", [True, False])
+def test_daemon_logs_each_cache_miss_query_at_debug(tmp_path: Path, verbose: bool) -> None:
+    """The daemon's own per-query line (``pkdns serve -v``) for a query that went upstream.
+
+    Cache and memo hits log nothing (the hot path stays free of logging); see the miss path
+    in ``pkdns.dns.resolver``.
+    """
+    with FakeUpstream(a_record("192.0.2.77")) as up, \
+            run_daemon(tmp_path, upstreams=(up.addr,), verbose=verbose) as d:
+        q = dns.message.make_query("logged.example.", "A")
+        reply = dns.query.udp(q, d.host, port=d.port, timeout=5)
+        assert reply.rcode() == dns.rcode.NOERROR and up.queries("udp")   # a real miss
+        events = _query_events(d, "logged.example", timeout=5.0 if verbose else 0.5)
+    if not verbose:
+        assert events == []
+        return
+    (event,) = events
+    assert event["level"] == "debug" and event["component"] == "resolver"
+    assert (event["qtype"], event["rcode"], event["kind"]) == (1, 0, "icann")
+    assert event["transport"] == "udp" and event["timestamp"].endswith("Z")
 
 
 def test_exceptions_are_structured_in_json() -> None:
