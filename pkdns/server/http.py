@@ -12,6 +12,11 @@ CORS is open on every route, as pkarr relays are (``CorsLayer::very_permissive``
 any origin can use the relay API and DoH. The client address is the TCP peer, or the
 ``X-Forwarded-For`` entry a *trusted* proxy appended (never a header from anyone: the pkdns 0.7
 flaw in pkarr-reference §2.13).
+
+DoH queries go through the resolver's policy like UDP/TCP ones: a client outside ``dns.allow``
+or over ``dns.rate_limit`` gets HTTP 200 with a DNS REFUSED reply, not an HTTP 403/429, because
+RFC 8484 §4.2.1 carries every valid DNS response, whatever its RCODE, in a 2xx response (the
+stub then treats it as it would a REFUSED over UDP: try another server).
 """
 
 from __future__ import annotations
