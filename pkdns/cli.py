@@ -5,6 +5,11 @@ input error. Errors are one line on stderr; a traceback only with ``-v``.
 
 Each subcommand lives in ``pkdns/cmd/<name>.py`` and exposes ``register(subparsers)``, which
 adds its parser and sets ``func`` (``(args) -> int``). ``serve`` is the default command.
+
+argparse's own usage errors follow the same contract: :class:`CliParser` prints one line
+naming the command (``pkdns packet: error: ... (see pkdns packet --help)``) instead of the
+whole usage block, and unknown flags are blamed on the subcommand that was given them, not on
+the top-level parser.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import importlib
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from pkdns import __version__
 from pkdns.errors import PkdnsError
@@ -23,18 +29,50 @@ _COMMAND_MODULES = ("serve", "keys", "dhtcmd")
 COMMANDS = ("serve", "keygen", "pubkey", "packet", "publish", "resolve", "testnet")
 
 
-def build_parser() -> argparse.ArgumentParser:
+class CliParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr and exit code 2.
+
+    argparse prints the whole usage block before the message; operators and scripts get the
+    one-line contract of every other pkdns error instead, with a pointer to ``--help``.
+    ``commands`` (set on the top-level parser) maps each subcommand to its parser, so that
+    unknown flags can be reported by the subcommand they were given to.
+    """
+
+    commands: dict[str, argparse.ArgumentParser]
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``<prog>: error: <message> (see <prog> --help)`` and exit 2."""
+        text = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {text} (see {self.prog} --help)\n")
+
+
+def build_parser() -> CliParser:
     """The full parser, with every subcommand registered."""
-    parser = argparse.ArgumentParser(
+    parser = CliParser(
         prog="pkdns",
         description="DNS resolver for pkarr public-key domains (Mainline DHT) and ICANN names.",
     )
     parser.add_argument("--version", action="version", version=f"pkdns {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CliParser)
     for name in _COMMAND_MODULES:
         module = importlib.import_module(f"pkdns.cmd.{name}")
         module.register(sub)
+    parser.commands = dict(sub.choices)
     return parser
+
+
+def parse_command_line(parser: CliParser, argv: Sequence[str]) -> argparse.Namespace:
+    """``parser.parse_args``, but unknown arguments are a usage error of their subcommand.
+
+    argparse lets a subparser pass unknown arguments up, and the top-level parser then
+    reports them with the top-level usage (``pkdns keygen --bogus`` would point at
+    ``pkdns --help``); here the subcommand's parser reports them.
+    """
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        command = parser.commands.get(getattr(args, "command", None) or "", parser)
+        command.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def _with_default_command(argv: Sequence[str]) -> list[str]:
@@ -50,8 +88,7 @@ def _with_default_command(argv: Sequence[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     args_list = _with_default_command(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    args = parser.parse_args(args_list)
+    args = parse_command_line(build_parser(), args_list)
     func: Callable[[argparse.Namespace], int] = args.func
     verbose = bool(getattr(args, "verbose", False))
     try:
