@@ -176,3 +176,14 @@ def test_memo_is_bounded(fake_clock: FakeClock) -> None:
         out = ask(server, rec, query(f"n{i}.example.test", qid=i))
         assert out is not None and struct.unpack(">H", out[:2])[0] == i
     assert 0 < len(server.memo) <= 8
+
+
+async def test_no_usable_upstream_answers_servfail_at_once(fake_clock: FakeClock) -> None:
+    # connect() to the broadcast address fails in the kernel (EACCES without SO_BROADCAST), so
+    # the fetch fails while it is being started: the waiter must still get its SERVFAIL.
+    server, rec = setup(fake_clock, ("255.255.255.255", 53))
+    out = ask(server, rec, query("unreachable.example.test"))
+    assert out is not None and dns.message.from_wire(out).rcode() == dns.rcode.SERVFAIL
+    assert server.resolver.forwarder.sent == 0
+    again = ask(server, rec, query("unreachable.example.test"))     # remembered (RFC 9520)
+    assert again is not None and dns.message.from_wire(again).rcode() == dns.rcode.SERVFAIL
