@@ -8,10 +8,15 @@ web app that cannot open UDP sockets finds everything at one origin:
     /, /api/...       status page and its JSON endpoints (pkdns.server.status)
     /<z32 key>        pkarr relay API GET/PUT (pkdns.server.relay_api)
 
-CORS is open on every route, as pkarr relays are (``CorsLayer::very_permissive``), so pages on
-any origin can use the relay API and DoH. The client address is the TCP peer, or the
-``X-Forwarded-For`` entry a *trusted* proxy appended (never a header from anyone: the pkdns 0.7
-flaw in pkarr-reference §2.13).
+CORS is open on every route, so pages on any origin can use the relay API and DoH: pkarr
+relays are open services. Unlike pkarr's ``CorsLayer::very_permissive`` we do not mirror the
+``Origin`` with ``Access-Control-Allow-Credentials: true``: nothing here uses cookies or HTTP
+auth, and credentials would let any site make a visitor's browser send them. The answer is
+``Access-Control-Allow-Origin: *`` (the Fetch standard forbids ``*`` with credentials, so a
+credentialed request is refused by the browser) with the ``Pkarr-*`` headers exposed.
+
+The client address is the TCP peer, or the ``X-Forwarded-For`` entry a *trusted* proxy
+appended (never a header from anyone: the pkdns 0.7 flaw in pkarr-reference §2.13).
 
 DoH queries go through the resolver's policy like UDP/TCP ones: a client outside ``dns.allow``
 or over ``dns.rate_limit`` gets HTTP 200 with a DNS REFUSED reply, not an HTTP 403/429, because
@@ -89,27 +94,23 @@ def _is_trusted(addr: str, trusted: Sequence[IpNetwork]) -> bool:
     return any(ip in net for net in trusted)
 
 
-def _cors_headers(request: web.Request) -> dict[str, str]:
-    """Headers of tower-http's very permissive CORS layer: mirror what the browser asks for."""
-    origin = request.headers.get("Origin")
-    headers = {
-        "Access-Control-Allow-Origin": origin or "*",
-        "Access-Control-Expose-Headers": ", ".join(EXPOSED_HEADERS),
-        "Vary": "Origin",
-    }
-    if origin:
-        headers["Access-Control-Allow-Credentials"] = "true"
-    return headers
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": ", ".join(EXPOSED_HEADERS),
+}
+ALLOWED_METHODS = "GET, POST, PUT, OPTIONS"
 
 
 def _preflight(request: web.Request) -> web.Response:
-    """Answer a CORS preflight (OPTIONS) for any route: everything is allowed."""
-    headers = _cors_headers(request)
-    headers["Access-Control-Allow-Methods"] = request.headers.get(
-        "Access-Control-Request-Method", "GET, POST, PUT, OPTIONS")
-    headers["Access-Control-Allow-Headers"] = request.headers.get(
-        "Access-Control-Request-Headers", "*")
-    headers["Access-Control-Max-Age"] = "86400"
+    """Answer a CORS preflight (OPTIONS) for any route: any origin, our methods, the headers
+    asked for (``Content-Type: application/dns-message`` and ``If-Match`` are not "simple")."""
+    headers = {
+        **CORS_HEADERS,
+        "Access-Control-Allow-Methods": ALLOWED_METHODS,
+        "Access-Control-Allow-Headers": request.headers.get(
+            "Access-Control-Request-Headers", "*"),
+        "Access-Control-Max-Age": "86400",
+    }
     return web.Response(status=204, headers=headers)
 
 
@@ -123,10 +124,10 @@ def _middleware(trusted: Sequence[IpNetwork]) -> Middleware:
         try:
             response = await handler(request)
         except web.HTTPException as exc:
-            exc.headers.update(_cors_headers(request))
+            exc.headers.update(CORS_HEADERS)
             raise
         if not response.prepared:
-            response.headers.update(_cors_headers(request))
+            response.headers.update(CORS_HEADERS)
         return response
 
     return middleware

@@ -103,8 +103,9 @@ async def test_cors_preflight_and_metrics(doh_url: str) -> None:
                    "-H", "Access-Control-Request-Method: POST",
                    "-H", "Access-Control-Request-Headers: content-type", f"{doh_url}/dns-query")
     assert r.status == 204
-    assert r.headers["access-control-allow-origin"] == "https://app.example"
-    assert r.headers["access-control-allow-methods"] == "POST"
+    assert r.headers["access-control-allow-origin"] == "*"
+    assert "access-control-allow-credentials" not in r.headers
+    assert "POST" in r.headers["access-control-allow-methods"].split(", ")
     assert r.headers["access-control-allow-headers"] == "content-type"
     await curl("-X", "DELETE", f"{doh_url}/dns-query")
     m = await curl(f"{doh_url}/metrics")

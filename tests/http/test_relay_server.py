@@ -170,6 +170,7 @@ async def test_cors_preflight_for_put(relay: RelayRig) -> None:
     r = await curl("-X", "OPTIONS", "-H", "Origin: http://localhost:3000",
                    "-H", "Access-Control-Request-Method: PUT", f"{relay.url}/{Z32}")
     assert r.status == 204
-    assert r.headers["access-control-allow-methods"] == "PUT"
-    assert r.headers["access-control-allow-origin"] == "http://localhost:3000"
+    assert "PUT" in r.headers["access-control-allow-methods"].split(", ")
+    assert r.headers["access-control-allow-origin"] == "*"
+    assert "access-control-allow-credentials" not in r.headers
 
