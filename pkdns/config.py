@@ -12,6 +12,7 @@ Addresses are ``host:port`` strings (``[v6]:port`` for IPv6); they are parsed to
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import typing
 from dataclasses import dataclass, field
@@ -51,6 +52,21 @@ def parse_hostport(text: str, default_port: int | None = None) -> HostPort:
         port = int(port_s)
     if not 0 <= port <= 65535:
         raise ValueError(f"port out of range in {text!r}")
+    return (host, port)
+
+
+def parse_ip_hostport(text: str) -> HostPort:
+    """:func:`parse_hostport` for addresses we bind or send to: the host must be an IP literal.
+
+    A host name there would need a resolver lookup at bind time or, for upstreams, a blocking
+    ``getaddrinfo`` per forwarded query, through the very resolver pkdns may be replacing.
+    """
+    host, port = parse_hostport(text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IP address (host names are not allowed here)"
+                         ) from None
     return (host, port)
 
 
@@ -210,5 +226,5 @@ def replace(cfg: T, **changes: Any) -> T:
 __all__ = [
     "CacheConfig", "Config", "DhtConfig", "DnsConfig", "HostPort", "HttpConfig", "LogConfig",
     "PkarrConfig", "RepublishConfig", "StateConfig", "ZoneConfig", "format_hostport", "load",
-    "parse", "parse_hostport", "replace", "validate",
+    "parse", "parse_hostport", "parse_ip_hostport", "replace", "validate",
 ]

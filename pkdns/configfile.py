@@ -29,6 +29,7 @@ from pkdns.config import (
     StateConfig,
     ZoneConfig,
     parse_hostport,
+    parse_ip_hostport,
 )
 from pkdns.errors import ConfigError
 
@@ -128,10 +129,9 @@ def _convert_tuple(value: Any, hint: Any, f: _Field) -> Any:
 def _convert_hostport(item: Any, f: _Field) -> HostPort:
     if not isinstance(item, str):
         raise f.fail(f"expected \"HOST:PORT\" strings, got {item!r}")
+    parse = parse_ip_hostport if (f.section, f.key) in _IP_ONLY else parse_hostport
     try:
-        host, port = parse_hostport(item)
-        if (f.section, f.key) in _IP_ONLY:
-            ipaddress.ip_address(host)
+        host, port = parse(item)
     except ValueError as exc:
         raise f.fail(f"bad address {item!r}: {exc}") from None
     return (host, port)
@@ -233,6 +233,8 @@ def _checks(cfg: Config) -> list[tuple[bool, str, str]]:
         (1 <= cfg.pkarr.ns_port <= 65535, "pkarr.ns_port", "must be 1..65535"),
         (_is_ip(cfg.dht.bind), "dht.bind", f"not an IP address: {cfg.dht.bind!r}"),
         (bool(cfg.dns.upstream) or cfg.testnet, "dns.upstream", "needs at least one server"),
+        *((all(_is_ip(h) for h, _ in _get(cfg, name)), name, "host names are not allowed here")
+          for name in ("dns.listen", "dns.upstream", "http.listen")),
         (all(p > 0 for _, p in cfg.dns.upstream), "dns.upstream", "port 0 is not a server"),
         (re.fullmatch(r"([a-z0-9-]{1,63})?", cfg.pkarr.tld_suffix) is not None,
          "pkarr.tld_suffix", "must be one lowercase DNS label or \"\""),

@@ -213,3 +213,34 @@ def test_serve_check_missing_file_is_exit_2() -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
         "pkdns: error: /nonexistent/pkdns.toml: cannot read config: No such file or directory")
+
+
+@pytest.mark.parametrize(("flag", "value"), [
+    ("--upstream", "example.com:53"),
+    ("--listen", "foo.invalid:53"),
+    ("--http", "localhost:6881"),
+])
+def test_address_flags_must_be_ip_literals_like_the_file(flag: str, value: str) -> None:
+    """A name would be a blocking getaddrinfo per forwarded query (or at bind): refused."""
+    proc = _pkdns("serve", "--check", flag, value)
+    assert proc.returncode == 2, proc.stdout
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert f"argument {flag}: bad address {value!r}" in lines[0]
+    assert "is not an IP address" in lines[0]
+
+
+def test_ip_literal_flags_are_accepted() -> None:
+    cfg = _serve_args("--upstream", "9.9.9.9:53", "--upstream", "[2620:fe::fe]:53",
+                      "--listen", "[::1]:5353", "--http", "127.0.0.1:8053")
+    assert cfg.dns.upstream == (("9.9.9.9", 53), ("2620:fe::fe", 53))
+    assert cfg.dns.listen == (("::1", 5353),) and cfg.http.listen == (("127.0.0.1", 8053),)
+
+
+@pytest.mark.parametrize("key", ["listen", "upstream"])
+def test_validate_refuses_host_names_set_in_code(key: str) -> None:
+    cfg = config.replace(config.Config(), dns=config.replace(
+        config.DnsConfig(), **{key: (("dns.example", 53),)}))
+    with pytest.raises(ConfigError, match=rf"^<x>: dns.{key}: host names are not allowed"):
+        config.validate(cfg, "<x>")

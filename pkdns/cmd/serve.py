@@ -21,6 +21,14 @@ def _hostport(text: str) -> cfgmod.HostPort:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _ip_hostport(text: str) -> cfgmod.HostPort:
+    """The same rule as the file's ``dns.listen``/``dns.upstream``/``http.listen``: IP only."""
+    try:
+        return cfgmod.parse_ip_hostport(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad address {text!r}: {exc}") from None
+
+
 def add_common_dht_flags(p: argparse.ArgumentParser) -> None:
     """Flags shared by serve, publish and resolve."""
     p.add_argument("--bootstrap", action="append", type=_hostport, metavar="HOST:PORT",
@@ -33,13 +41,13 @@ def register(sub: Any) -> None:
     p = sub.add_parser("serve", help="run the DNS daemon (default command)")
     p.add_argument("--config", metavar="FILE", help="TOML configuration file")
     p.add_argument("--check", action="store_true", help="validate the configuration and exit")
-    p.add_argument("--listen", action="append", type=_hostport, metavar="HOST:PORT",
-                   help="DNS listen address, UDP and TCP (repeatable)")
-    p.add_argument("--upstream", action="append", type=_hostport, metavar="HOST:PORT",
-                   help="ICANN upstream resolver (repeatable)")
+    p.add_argument("--listen", action="append", type=_ip_hostport, metavar="HOST:PORT",
+                   help="DNS listen address, UDP and TCP; an IP literal (repeatable)")
+    p.add_argument("--upstream", action="append", type=_ip_hostport, metavar="HOST:PORT",
+                   help="ICANN upstream resolver; an IP literal (repeatable)")
     http = p.add_mutually_exclusive_group()
-    http.add_argument("--http", action="append", type=_hostport, metavar="HOST:PORT",
-                      help="HTTP listen address (DoH, relay API, metrics, status page)")
+    http.add_argument("--http", action="append", type=_ip_hostport, metavar="HOST:PORT",
+                      help="HTTP listen address, an IP literal (DoH, relay API, metrics)")
     http.add_argument("--no-http", action="store_true", help="disable the HTTP server")
     p.add_argument("--dht-port", type=int, metavar="PORT", help="DHT UDP port (0 = any free)")
     p.add_argument("--dht-mode", choices=("client", "server"))
