@@ -244,3 +244,46 @@ def test_validate_refuses_host_names_set_in_code(key: str) -> None:
         config.DnsConfig(), **{key: (("dns.example", 53),)}))
     with pytest.raises(ConfigError, match=rf"^<x>: dns.{key}: host names are not allowed"):
         config.validate(cfg, "<x>")
+
+
+def _zone_config(tmp_path: Path, zone_text: str, seed_text: str = "00" * 32 + "\n") -> Path:
+    (tmp_path / "seed.txt").write_text(seed_text)
+    (tmp_path / "pkarr.zone").write_text(zone_text)
+    conf = tmp_path / "pkdns.toml"
+    conf.write_text("[[zones]]\nseed = 'seed.txt'\nzone = 'pkarr.zone'\n")
+    return conf
+
+
+def test_serve_check_validates_zones_offline(tmp_path: Path) -> None:
+    """systemd's ExecReload runs --check: a zone with DynDNS variables passes, unfetched."""
+    conf = _zone_config(tmp_path, "@ IN A {external_ipv4}\n@ IN AAAA {external_ipv6}\n")
+    proc = _pkdns("serve", "--check", "--config", str(conf))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"{conf}: configuration OK"
+
+
+@pytest.mark.parametrize(("zone", "seed", "fragment"), [
+    ("@ IN A 192.0.2.1\nwww IN CNAME\n", None, "pkarr.zone:2: "),
+    ("@ IN A {external_ipv6}\n", None, "pkarr.zone:1: "),
+    ("@ IN A 192.0.2.1\n", "xyz\n", "seed.txt: "),
+    ("@ IN A 192.0.2.1\n", "", "seed.txt: "),
+])
+def test_serve_check_refuses_bad_zone_or_seed(tmp_path: Path, zone: str, seed: str | None,
+                                              fragment: str) -> None:
+    conf = (_zone_config(tmp_path, zone) if seed is None
+            else _zone_config(tmp_path, zone, seed))
+    proc = _pkdns("serve", "--check", "--config", str(conf))
+    assert proc.returncode == 2, proc.stdout
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"pkdns: error: {tmp_path}/{fragment}"), lines[0]
+
+
+def test_serve_check_refuses_a_missing_zone_file(tmp_path: Path) -> None:
+    conf = _zone_config(tmp_path, "")
+    (tmp_path / "pkarr.zone").unlink()
+    proc = _pkdns("serve", "--check", "--config", str(conf))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"pkdns: error: {tmp_path}/pkarr.zone: cannot read zone "
+                                   "file: No such file or directory")

@@ -1,6 +1,7 @@
 """`pkdns [serve]`: run the daemon in the foreground.
 
-Flags override the config file; ``--check`` validates the result and exits.
+Flags override the config file; ``--check`` validates the result (and every ``[[zones]]``
+seed and zone file, offline) and exits.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from pkdns import config as cfgmod
 from pkdns.config import Config
 from pkdns.errors import UsageError
+from pkdns.publish.zonebuild import check_zone
 
 
 def _hostport(text: str) -> cfgmod.HostPort:
@@ -87,9 +89,11 @@ def _tuple(value: list[Any] | None) -> tuple[Any, ...] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Validate, then run the daemon until SIGTERM/SIGINT."""
+    """Validate, then run the daemon until SIGTERM/SIGINT (``--check``: validate and exit)."""
     cfg = build_config(args)
     if args.check:
+        for zone in cfg.zones:
+            check_zone(zone)
         print(f"{args.config or 'defaults'}: configuration OK", file=sys.stdout)
         return 0
     if cfg.testnet:

@@ -3,6 +3,10 @@
 Everything is re-read on every run, so editing the zone file (or the host getting a new public
 IP) reaches the DHT at the next interval or at ``systemctl reload pkdns``. The external
 address is only looked up when the zone text uses ``{external_ipv4}`` / ``{external_ipv6}``.
+
+:func:`check_zone` is the offline half for ``pkdns serve --check`` (systemd runs it before
+start and before every reload): the same reading, parsing and signing, with documentation
+addresses standing in for the variables, so a broken seed or zone file is refused up front.
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ from pkdns.pkarr.signed_packet import SignedPacket
 from pkdns.pkarr.zone import parse_zone, substitute_variables, variables_used
 
 Discover = Callable[[Sequence[str], int, float], Awaitable[str]]
+
+# What --check puts in place of {external_ipv4}/{external_ipv6}: documentation addresses
+# (RFC 5737, RFC 3849); A/AAAA RDATA has a fixed size, so the packet size check stays exact.
+CHECK_ADDRESSES = ("192.0.2.1", "2001:db8::1")
 
 
 def _read_text(path: str) -> str:
@@ -55,3 +63,18 @@ class ZoneBuilder:
         v6 = await self._discover(self.cfg.ip_echo_v6, socket.AF_INET6,
                                   self.cfg.ip_echo_timeout) if want6 else None
         return substitute_variables(text, v4, v6)
+
+
+def check_zone(zone: ZoneConfig) -> None:
+    """Validate one ``[[zones]]`` entry without the network: seed, zone syntax, packet size.
+
+    Raises:
+        UsageError: naming the seed file, or ``ZONEFILE:LINE: ...`` for zone errors.
+    """
+    keypair, text = ZoneBuilder._read(zone)
+    text = substitute_variables(text, *CHECK_ADDRESSES)
+    records = parse_zone(text, keypair.public_key, filename=zone.zone)
+    try:
+        SignedPacket.sign(keypair, records, 0)
+    except UsageError as exc:
+        raise UsageError(f"{zone.zone}: {exc}") from None

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from pkdns.config import RepublishConfig, ZoneConfig
 from pkdns.errors import PkdnsError, UsageError
-from pkdns.publish.zonebuild import ZoneBuilder
+from pkdns.publish.zonebuild import ZoneBuilder, check_zone
 from tests.support import pkarr_factory as pf
 
 TS = 1_700_000_000_000_000
@@ -83,3 +83,29 @@ async def test_real_ip_echo_on_loopback(tmp_path: Path, echo: str) -> None:
     dead = RepublishConfig(ip_echo_v4=("http://127.0.0.1:9/",), ip_echo_timeout=1.0)
     with pytest.raises(PkdnsError, match="external IPv4"):
         await ZoneBuilder(dead)(_zone(tmp_path, "dyn IN A {external_ipv4}\n"), TS)
+
+
+def test_check_zone_accepts_variables_without_the_network(tmp_path: Path) -> None:
+    """``--check`` must not ask IP-echo services; a zone using the variables still passes."""
+    check_zone(_zone(tmp_path, "@ IN A {external_ipv4}\nv6 IN AAAA {external_ipv6}\n"))
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("@ IN A 192.0.2.1\nwww IN BOGUS x\n", "zone:2: "),
+    ("@ IN A {external_ipv6}\n", "zone:1: "),
+    ("".join(f"t{i} IN TXT {'x' * 200}\n" for i in range(6)), "zone: "),
+])
+def test_check_zone_names_file_and_line(tmp_path: Path, text: str, fragment: str) -> None:
+    zone = _zone(tmp_path, text)
+    with pytest.raises(UsageError) as info:
+        check_zone(zone)
+    assert f"{tmp_path}/{fragment}" in str(info.value)
+
+
+def test_check_zone_bad_seed(tmp_path: Path) -> None:
+    zone = _zone(tmp_path, "@ IN A 192.0.2.1\n")
+    (tmp_path / "seed").write_text("not a seed")
+    with pytest.raises(UsageError, match=rf"^{tmp_path}/seed: "):
+        check_zone(zone)
+    with pytest.raises(UsageError, match="cannot read seed file"):
+        check_zone(ZoneConfig(seed=str(tmp_path / "missing"), zone=zone.zone))
