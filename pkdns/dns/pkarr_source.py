@@ -38,6 +38,16 @@ from pkdns.pkarr.signed_packet import SignedPacket
 FUTURE_SLACK_US = 3600 * 1_000_000
 """Reject packets dated more than this after our wall clock (reliability D7)."""
 
+
+def from_the_future(packet: SignedPacket, wall_us: int) -> bool:
+    """True when ``packet`` is dated more than :data:`FUTURE_SLACK_US` after ``wall_us``.
+
+    pkarr itself has no bound; ours (reliability D7) keeps a key holder with a broken clock
+    from freezing the record: a packet dated years ahead would win every ``more_recent_than``.
+    Applied to every way a packet enters: DHT and relay lookups, relay PUTs, the state dir.
+    """
+    return packet.timestamp > wall_us + FUTURE_SLACK_US
+
 _log = log.get("pkarr_source")
 
 
@@ -259,7 +269,7 @@ class PkarrSource:
 
     def _accept(self, flight: Flight, packet: SignedPacket) -> None:
         """A verified packet arrived: keep it if it is the newest, start the answer window."""
-        if packet.timestamp > self._clock.wall_us() + FUTURE_SLACK_US:
+        if from_the_future(packet, self._clock.wall_us()):
             _log.warning("pkarr_future_packet_rejected", key=flight.key.z32, ts=packet.timestamp)
             return
         if not self.insert(packet):
@@ -309,10 +319,15 @@ class PkarrSource:
     # --- hooks for persistence and republishing ------------------------------------------
 
     def insert(self, packet: SignedPacket, fetched_at: float | None = None) -> bool:
-        """Hold ``packet`` unless an equal or more recent one is held; True if it was stored.
+        """Hold ``packet`` unless an equal or more recent one is held, or it is dated more
+        than an hour ahead (:func:`from_the_future`); True if it was stored.
 
         ``fetched_at`` (monotonic) lets a packet loaded from disk start out aged.
         """
+        if from_the_future(packet, self._clock.wall_us()):
+            _log.warning("pkarr_future_packet_rejected", key=packet.public_key.z32,
+                         ts=packet.timestamp)
+            return False
         raw = packet.public_key.raw
         held = self._packets.get(raw)
         if held is not None and not packet.more_recent_than(held.packet):
@@ -342,4 +357,5 @@ class PkarrSource:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-__all__ = ["CachedPacket", "Dht", "Lookup", "PkarrSource", "RelayFetch", "Status"]
+__all__ = ["FUTURE_SLACK_US", "CachedPacket", "Dht", "Lookup", "PkarrSource", "RelayFetch",
+           "Status", "from_the_future"]

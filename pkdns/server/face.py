@@ -20,7 +20,7 @@ from pkdns.clock import Clock
 from pkdns.config import Config, format_hostport
 from pkdns.dht.item import MutableItem
 from pkdns.dht.lookup import PutResult
-from pkdns.dns.pkarr_source import CachedPacket, Lookup, MutableStream, Status
+from pkdns.dns.pkarr_source import CachedPacket, Lookup, MutableStream, Status, from_the_future
 from pkdns.dns.ratelimit import RateLimiter, Verdict
 from pkdns.errors import DecodeError
 from pkdns.metrics import Metrics
@@ -98,7 +98,8 @@ class SourceStore:
         return Fetched(None, responded=lookup.status is Status.NOT_FOUND)
 
     async def _network_only(self, key: PublicKey, dht: Node) -> Fetched:
-        """A full DHT query, the newest valid packet (pkarr 7 NetworkOnly)."""
+        """A full DHT query, the newest valid packet (pkarr 7 NetworkOnly); packets dated
+        more than an hour ahead are ignored, as in DNS lookups (reliability D7)."""
         best: SignedPacket | None = None
         newest_invalid: int | None = None
         stream = dht.get_mutable(key.raw, None, timeout=self._timeout)
@@ -107,6 +108,8 @@ class SourceStore:
                 packet = SignedPacket.from_bep44(item.k, item.seq, item.v, item.sig)
             except DecodeError:
                 newest_invalid = max(newest_invalid or 0, int(item.seq))
+                continue
+            if from_the_future(packet, self._clock.wall_us()):
                 continue
             if packet.public_key == key and (best is None or packet.more_recent_than(best)):
                 best = packet

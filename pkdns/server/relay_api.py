@@ -2,7 +2,8 @@
 
 pkarr-reference §1.8 (pkarr ``relay/src/handlers.rs``, ``response.rs``, ``design/relays.md``):
 
-PUT  body = relay payload (sig | ts | packet). Verify (400) -> a more recent cached packet is a
+PUT  body = relay payload (sig | ts | packet). Verify (400; also a timestamp more than an hour
+     ahead, reliability D7, which pkarr relays accept) -> a more recent cached packet is a
      409 -> (v3: ``If-Match: <ts>`` CAS against the cached timestamp, 412) -> per-IP rate limit
      (429) -> publish to the DHT (500 when no node stored it) -> cache -> 204 with
      ``Pkarr-Dht-Stored-Nodes``. Bodies over 1104 bytes are 413 (axum ``DefaultBodyLimit``).
@@ -27,6 +28,7 @@ from typing import Protocol
 from aiohttp import web
 
 from pkdns.clock import Clock
+from pkdns.dns.pkarr_source import from_the_future
 from pkdns.errors import DecodeError
 from pkdns.metrics import Metrics
 from pkdns.pkarr.keys import PublicKey
@@ -208,6 +210,9 @@ class RelayApi:
             packet = SignedPacket.from_relay_payload(key, payload)
         except DecodeError as exc:
             raise RelayError(400, str(exc)) from None
+        if from_the_future(packet, self._clock.wall_us()):
+            raise RelayError(400, "the packet timestamp is more than an hour in the future "
+                                  f"({http_date(packet.timestamp)}): check the signer's clock")
         cached = self._store.cached(key)
         if cached is not None and cached.packet.more_recent_than(packet):
             raise RelayError(409, "a more recent signed packet is already known")

@@ -10,14 +10,23 @@ from typing import Any
 
 import pytest
 
+from pkdns.clock import SYSTEM_CLOCK
 from pkdns.pkarr.keys import Keypair
 from tests.http.conftest import RelayRig
+from tests.support.clock import FakeClock
 from tests.support.require import require_tool
 
 SCRIPT = Path(__file__).parents[1] / "interop" / "relay_clients.mjs"
 pytestmark = pytest.mark.interop
 SEED = "11" * 32
 HS_SEED = "22" * 32
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    """The relay's wall clock at the real time: the WASM client signs packets dated now, and
+    the relay refuses packets dated more than an hour after its clock (reliability D7)."""
+    return FakeClock(wall_us=SYSTEM_CLOCK.wall_us())
 
 
 async def _node(*args: str) -> dict[str, Any]:

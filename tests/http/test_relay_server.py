@@ -11,6 +11,7 @@ from pkdns.server.relay_api import PAYLOAD_TYPE, Fetched, Published
 from tests.conftest import load_vector
 from tests.http.conftest import RelayRig
 from tests.http.curl import curl
+from tests.support.clock import FakeClock
 from tests.support.pkarr_factory import TS, keypair, packet
 
 KP = keypair(3)
@@ -174,3 +175,15 @@ async def test_cors_preflight_for_put(relay: RelayRig) -> None:
     assert r.headers["access-control-allow-origin"] == "*"
     assert "access-control-allow-credentials" not in r.headers
 
+
+
+async def test_put_dated_more_than_an_hour_ahead_is_400(relay: RelayRig,
+                                                        fake_clock: FakeClock) -> None:
+    """reliability D7: a signer with a broken clock must not freeze its record."""
+    ahead = packet(KP, ["@ 300 IN A 192.0.2.66"], fake_clock.wall_us() + 3601 * 1_000_000)
+    status, _, body = await _put(f"{relay.url}/{Z32}", ahead.relay_payload())
+    assert status == 400 and b"more than an hour in the future" in body
+    assert relay.publisher.published == [] and relay.store.cached(KP.public_key) is None
+    near = packet(KP, ["@ 300 IN A 192.0.2.67"], fake_clock.wall_us() + 3599 * 1_000_000)
+    assert (await _put(f"{relay.url}/{Z32}", near.relay_payload()))[0] == 204
+    assert relay.publisher.published == [near]

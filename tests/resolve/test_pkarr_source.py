@@ -263,3 +263,18 @@ async def test_insert_hook_and_bounded_cache() -> None:
     assert held == packets[1:]
     hit = await src.get(packets[2].public_key, "ip")
     assert hit.status is Status.FOUND and hit.age == 10
+
+
+async def test_insert_refuses_packets_from_the_far_future() -> None:
+    """The same D7 bound as DHT lookups for relay PUTs, the state dir and republishing."""
+    clock = FakeClock()
+    src = source(FakeDht(lambda k: Script(responded=0)), clock)
+    assert not src.insert(pkt(3601))
+    assert list(src.cached()) == []
+    near = pkt(3599)
+    assert src.insert(near)
+    assert not src.insert(pkt(2 * 3600))          # nor does it replace a held packet
+    assert [c.packet for c in src.cached()] == [near]
+    clock.advance(7200)                           # time caught up: now it is acceptable
+    later = pkt(7200 + 3599)
+    assert src.insert(later)

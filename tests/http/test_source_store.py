@@ -1,0 +1,29 @@
+"""The relay API's store over a real PkarrSource and a scripted DHT (tests.resolve.fakes)."""
+
+from __future__ import annotations
+
+from pkdns.config import PkarrConfig
+from pkdns.dns.pkarr_source import PkarrSource
+from pkdns.server.face import SourceStore
+from tests.resolve.fakes import FakeDht, Script, item_of
+from tests.support.clock import FakeClock
+from tests.support.pkarr_factory import keypair, packet
+
+KP = keypair(14)
+CFG = PkarrConfig(lookup_timeout=0.3, first_answer_window=0.03, dht_rate_limit=0)
+
+
+def _store(dht: FakeDht, clock: FakeClock) -> tuple[SourceStore, PkarrSource]:
+    source = PkarrSource(dht, CFG, clock)
+    return SourceStore(source, dht, clock, 60, 86400, CFG.lookup_timeout), source
+
+
+async def test_network_only_ignores_packets_from_the_far_future() -> None:
+    clock = FakeClock()
+    ahead = packet(KP, ["@ 300 IN A 192.0.2.1"], clock.wall_us() + 2 * 3600 * 1_000_000)
+    now = packet(KP, ["@ 300 IN A 192.0.2.2"], clock.wall_us())
+    dht = FakeDht(lambda k: Script(items=[(0.0, item_of(now)), (0.0, item_of(ahead))]))
+    store, source = _store(dht, clock)
+    fetched = await store.fetch(KP.public_key, None)
+    assert fetched.packet == now
+    assert [c.packet for c in source.cached()] == [now]
