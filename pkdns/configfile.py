@@ -221,16 +221,60 @@ def validate(cfg: Config, path: str = "<config>") -> None:
     _validate(cfg, _Source(path, ""))
 
 
+# Floors for numeric options: a zero or tiny value there is a typo, not a choice (a 0 s TCP
+# timeout, no room for one forwarded query or one cached packet). The type check already
+# refuses negatives; options in none of these tables accept 0 with the meaning ZERO_MEANS
+# gives (tests check that every numeric option is in exactly one of them).
+POSITIVE = (
+    "dns.upstream_timeout", "dns.query_deadline", "dns.tcp_idle_timeout",
+    "dns.tcp_initial_timeout", "cache.stale_client_timeout", "pkarr.lookup_timeout",
+    "dht.request_timeout", "republish.ip_echo_timeout",
+)
+AT_LEAST: dict[str, int] = {
+    "dns.max_inflight": 1, "dns.tcp_max_connections": 1, "dns.tcp_max_per_ip": 1,
+    "dns.rate_limit_burst": 1,
+    "cache.max_bytes": 65536,             # one largest (TCP) answer
+    "cache.max_ttl": 1, "cache.negative_max_ttl": 1, "cache.stale_answer_ttl": 1,
+    "pkarr.min_ttl": 1, "pkarr.max_ttl": 1, "pkarr.negative_ttl": 1,
+    "pkarr.max_concurrent_lookups": 1, "pkarr.dht_rate_limit_burst": 1,
+    "pkarr.packet_cache_size": 1, "pkarr.max_recursion_depth": 1,
+    "dht.max_stored_items": 1,
+    "dht.max_stored_bytes": 4096,         # a few BEP 44 items (1000-byte values)
+    "http.relay_rate_limit_burst": 1,
+    "republish.popular_min_queries": 1, "republish.popular_budget_per_hour": 1,
+    "republish.republish_after": 60, "republish.retry_after": 10, "republish.min_stored": 1,
+    "state.max_nodes": 1, "state.packet_max_age": 60,
+}
+RANGES: dict[str, tuple[int, int]] = {
+    "dns.udp_payload_max": (512, 65535), "pkarr.ns_port": (1, 65535),
+    "state.max_packets": (1, 1_000_000),
+}
+# Where 0 is allowed, and what it means (config.example.toml says the same).
+ZERO_MEANS = {
+    "dns.rate_limit": "no limit", "pkarr.dht_rate_limit": "no limit",
+    "dht.request_rate_limit": "no limit", "http.relay_rate_limit": "no limit",
+    "dht.port": "any free port", "cache.min_ttl": "no lower clamp",
+    "cache.stale_max_age": "never past expiry", "pkarr.stale_max_age": "never past expiry",
+    "pkarr.first_answer_window": "answer with the first packet",
+    "state.save_interval": "save only at shutdown",
+}
+
+
 def _checks(cfg: Config) -> list[tuple[bool, str, str]]:
-    positive = ("dns.upstream_timeout", "dns.query_deadline", "pkarr.lookup_timeout",
-                "dht.request_timeout", "republish.ip_echo_timeout")
-    out = [(_get(cfg, name) > 0, name, "must be > 0") for name in positive]
+    out = [(_get(cfg, name) > 0, name, "must be > 0") for name in POSITIVE]
+    out += [(_get(cfg, name) >= low, name, f"must be >= {low}") for name, low in AT_LEAST.items()]
+    out += [(low <= _get(cfg, name) <= high, name, f"must be {low}..{high}")
+            for name, (low, high) in RANGES.items()]
     return out + [
+        (cfg.dns.upstream_timeout <= cfg.dns.query_deadline, "dns.upstream_timeout",
+         "must be <= dns.query_deadline"),
         (cfg.cache.min_ttl <= cfg.cache.max_ttl, "cache.min_ttl", "must be <= cache.max_ttl"),
         (cfg.pkarr.min_ttl <= cfg.pkarr.max_ttl, "pkarr.min_ttl", "must be <= pkarr.max_ttl"),
-        (512 <= cfg.dns.udp_payload_max <= 65535, "dns.udp_payload_max", "must be 512..65535"),
+        (cfg.pkarr.first_answer_window < cfg.pkarr.lookup_timeout, "pkarr.first_answer_window",
+         "must be < pkarr.lookup_timeout"),
         (cfg.dht.port <= 65535, "dht.port", "must be 0..65535"),
-        (1 <= cfg.pkarr.ns_port <= 65535, "pkarr.ns_port", "must be 1..65535"),
+        (cfg.state.save_interval == 0 or cfg.state.save_interval >= 10, "state.save_interval",
+         "must be 0 (only at shutdown) or >= 10"),
         (_is_ip(cfg.dht.bind), "dht.bind", f"not an IP address: {cfg.dht.bind!r}"),
         (bool(cfg.dns.upstream) or cfg.testnet, "dns.upstream", "needs at least one server"),
         *((all(_is_ip(h) for h, _ in _get(cfg, name)), name, "host names are not allowed here")
@@ -239,8 +283,6 @@ def _checks(cfg: Config) -> list[tuple[bool, str, str]]:
         (re.fullmatch(r"([a-z0-9-]{1,63})?", cfg.pkarr.tld_suffix) is not None,
          "pkarr.tld_suffix", "must be one lowercase DNS label or \"\""),
         (cfg.state_dir != "", "state_dir", "must not be empty"),
-        (cfg.republish.min_stored >= 1, "republish.min_stored", "must be >= 1"),
-        (cfg.state.max_packets <= 1_000_000, "state.max_packets", "must be <= 1000000"),
     ]
 
 

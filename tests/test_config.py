@@ -7,11 +7,12 @@ import re
 import subprocess
 import sys
 import tomllib
+import typing
 from pathlib import Path
 
 import pytest
 
-from pkdns import config
+from pkdns import config, configfile
 from pkdns.cli import build_parser
 from pkdns.cmd import serve
 from pkdns.errors import ConfigError
@@ -128,7 +129,7 @@ BAD = [
     ("[dht]\nport = 70000\n", "2: dht.port: must be 0..65535"),
     ("[dht]\nbind = 'anywhere'\n", "2: dht.bind: not an IP address"),
     ("[republish]\nmin_stored = 0\n", "2: republish.min_stored: must be >= 1"),
-    ("[state]\nmax_packets = 10000000\n", "2: state.max_packets: must be <= 1000000"),
+    ("[state]\nmax_packets = 10000000\n", "2: state.max_packets: must be 1..1000000"),
     ("[state]\nsave_every = 1\n", "2: state.save_every: unknown option"),
     ("[[zones]]\nseed = 's'\n", "1: zones.zone: required option missing"),
     ("[[zones]]\nseed = 's'\nzone = 'z'\ninterval = 5\n", "4: zones.interval: must be >= 60"),
@@ -287,3 +288,82 @@ def test_serve_check_refuses_a_missing_zone_file(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip() == (f"pkdns: error: {tmp_path}/pkarr.zone: cannot read zone "
                                    "file: No such file or directory")
+
+
+ZERO_OR_TINY = [
+    ("[dns]\ntcp_max_per_ip = 0\n", "2: dns.tcp_max_per_ip: must be >= 1"),
+    ("[dns]\nmax_inflight = 0\n", "2: dns.max_inflight: must be >= 1"),
+    ("[dns]\ntcp_idle_timeout = 0\n", "2: dns.tcp_idle_timeout: must be > 0"),
+    ("[dns]\ntcp_initial_timeout = 0.0\n", "2: dns.tcp_initial_timeout: must be > 0"),
+    ("[dns]\ntcp_max_connections = 0\n", "2: dns.tcp_max_connections: must be >= 1"),
+    ("[dns]\nrate_limit_burst = 0.5\n", "2: dns.rate_limit_burst: must be >= 1"),
+    ("[dns]\nupstream_timeout = 5\n", "2: dns.upstream_timeout: must be <= dns.query_deadline"),
+    ("[pkarr]\npacket_cache_size = 0\n", "2: pkarr.packet_cache_size: must be >= 1"),
+    ("[pkarr]\nmax_concurrent_lookups = 0\n", "2: pkarr.max_concurrent_lookups: must be >= 1"),
+    ("[pkarr]\nnegative_ttl = 0\n", "2: pkarr.negative_ttl: must be >= 1"),
+    ("[pkarr]\nmin_ttl = 0\n", "2: pkarr.min_ttl: must be >= 1"),
+    ("[pkarr]\nmax_recursion_depth = 0\n", "2: pkarr.max_recursion_depth: must be >= 1"),
+    ("[pkarr]\nns_port = 0\n", "2: pkarr.ns_port: must be 1..65535"),
+    ("[pkarr]\nfirst_answer_window = 3\n",
+     "2: pkarr.first_answer_window: must be < pkarr.lookup_timeout"),
+    ("[cache]\nmax_bytes = 0\n", "2: cache.max_bytes: must be >= 65536"),
+    ("[cache]\nstale_answer_ttl = 0\n", "2: cache.stale_answer_ttl: must be >= 1"),
+    ("[cache]\nstale_client_timeout = 0\n", "2: cache.stale_client_timeout: must be > 0"),
+    ("[dht]\nmax_stored_bytes = 100\n", "2: dht.max_stored_bytes: must be >= 4096"),
+    ("[dht]\nrequest_timeout = 0\n", "2: dht.request_timeout: must be > 0"),
+    ("[http]\nrelay_rate_limit_burst = 0\n", "2: http.relay_rate_limit_burst: must be >= 1"),
+    ("[republish]\nretry_after = 0\n", "2: republish.retry_after: must be >= 10"),
+    ("[republish]\nrepublish_after = 1\n", "2: republish.republish_after: must be >= 60"),
+    ("[republish]\npopular_budget_per_hour = 0\n",
+     "2: republish.popular_budget_per_hour: must be >= 1"),
+    ("[state]\nsave_interval = 1\n", "2: state.save_interval: must be 0 (only at shutdown)"),
+    ("[state]\nmax_nodes = 0\n", "2: state.max_nodes: must be >= 1"),
+    ("[state]\nmax_packets = 0\n", "2: state.max_packets: must be 1..1000000"),
+]
+
+
+@pytest.mark.parametrize(("text", "fragment"), ZERO_OR_TINY)
+def test_zero_and_nonsense_numbers_are_refused(text: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.parse(text, "/etc/pkdns.toml")
+    assert str(info.value).startswith(f"/etc/pkdns.toml:{fragment}")
+
+
+def _numeric_options() -> list[str]:
+    out = []
+    for f in dataclasses.fields(config.Config):
+        if dataclasses.is_dataclass(f.default_factory):
+            hints = typing.get_type_hints(f.default_factory)
+            out += [f"{f.name}.{k}" for k, t in hints.items() if t in (int, float)]
+    return out
+
+
+def _floor_text(name: str, value: float) -> str:
+    section, _, key = name.partition(".")
+    number = value if isinstance(getattr(getattr(config.Config(), section), key), float) else int(
+        value)
+    return f"# comment\n[{section}]\n{key} = {number!r}\n"
+
+
+@pytest.mark.parametrize("name", [*configfile.POSITIVE, *configfile.AT_LEAST,
+                                  *configfile.RANGES])
+def test_every_floor_is_enforced_with_file_line_and_key(name: str) -> None:
+    low = configfile.AT_LEAST.get(name, configfile.RANGES.get(name, (0, 0))[0])
+    below = low - 1 if low >= 1 else 0
+    with pytest.raises(ConfigError, match=rf"^/p.toml:3: {re.escape(name)}: must be "):
+        config.parse(_floor_text(name, below), "/p.toml")
+
+
+def test_every_numeric_option_has_a_floor_or_a_meaning_for_zero() -> None:
+    tables = [set(configfile.POSITIVE), set(configfile.AT_LEAST), set(configfile.RANGES),
+              set(configfile.ZERO_MEANS)]
+    for name in _numeric_options():
+        assert sum(name in t for t in tables) == 1, name
+    assert set().union(*tables) == set(_numeric_options())
+
+
+@pytest.mark.parametrize("name", sorted(configfile.ZERO_MEANS))
+def test_zero_is_accepted_where_it_has_a_meaning(name: str) -> None:
+    cfg = config.parse(_floor_text(name, 0))
+    section, _, key = name.partition(".")
+    assert getattr(getattr(cfg, section), key) == 0
