@@ -8,8 +8,9 @@
   configured relays are asked in parallel, the most recent verified packet wins. Callers are
   answered once a packet arrived AND pkarr.first_answer_window passed (a newer one may still come)
   or the lookup finished; the lookup keeps running afterwards to update the cache;
-- nothing found after nodes answered -> NOT_FOUND, cached pkarr.negative_ttl; no node answered or
-  the pkarr.lookup_timeout deadline -> UNAVAILABLE (SERVFAIL, never NXDOMAIN: pkdns quirk 8).
+- nothing found -> NOT_FOUND (cached pkarr.negative_ttl) only if the DHT proved absence
+  (:mod:`pkdns.dns.pkarr_evidence`, F4), else UNAVAILABLE (SERVFAIL, never NXDOMAIN: quirk 8);
+  a relay 404 is no such proof, so it counts only in a source without a DHT.
 
 Never downgraded (reliability D6): a packet older than the one held is ignored. Packets dated more
 than an hour in the future are rejected (reliability D7). Cold lookups are limited per client IP
@@ -29,24 +30,12 @@ from cachetools import LRUCache
 from pkdns import log
 from pkdns.clock import Clock
 from pkdns.config import PkarrConfig
+from pkdns.dns.pkarr_evidence import absence_proven, from_the_future
 from pkdns.dns.ratelimit import RateLimiter, Verdict
 from pkdns.errors import DecodeError
 from pkdns.metrics import Metrics
 from pkdns.pkarr.keys import PublicKey
 from pkdns.pkarr.signed_packet import SignedPacket
-
-FUTURE_SLACK_US = 3600 * 1_000_000
-"""Reject packets dated more than this after our wall clock (reliability D7)."""
-
-
-def from_the_future(packet: SignedPacket, wall_us: int) -> bool:
-    """True when ``packet`` is dated more than :data:`FUTURE_SLACK_US` after ``wall_us``.
-
-    pkarr itself has no bound; ours (reliability D7) keeps a key holder with a broken clock
-    from freezing the record: a packet dated years ahead would win every ``more_recent_than``.
-    Applied to every way a packet enters: DHT and relay lookups, relay PUTs, the state dir.
-    """
-    return packet.timestamp > wall_us + FUTURE_SLACK_US
 
 _log = log.get("pkarr_source")
 
@@ -119,7 +108,8 @@ class Flight:
     key: PublicKey
     first: asyncio.Future[Lookup]
     best: SignedPacket | None = None
-    definitive: int = 0      # sources that completed and would have known (NOT_FOUND evidence)
+    dht_absent: bool = False  # the DHT lookup proved absence (:func:`absence_proven`)
+    relays_absent: int = 0    # relays that answered "no packet" (404)
     invalid: int = 0
     finished: bool = False
     confirmed: bool = False  # the network returned exactly the packet we hold
@@ -239,9 +229,7 @@ class PkarrSource:
         try:
             async for item in stream:
                 self._offer(flight, item.k, item.seq, item.v, item.sig)
-            outcome = stream.outcome
-            if outcome.responded > 0 and not getattr(outcome, "deadline_hit", False):
-                flight.definitive += 1
+            flight.dht_absent = absence_proven(stream.outcome)
         except Exception as exc:  # a broken DHT is UNAVAILABLE, never a crash of the query
             _log.warning("dht_lookup_failed", key=flight.key.z32, error=repr(exc))
         finally:
@@ -253,8 +241,9 @@ class PkarrSource:
         except Exception as exc:  # an unreachable relay is no evidence either way
             _log.debug("relay_lookup_failed", key=flight.key.z32, error=repr(exc))
             return
-        flight.definitive += 1
-        if packet is not None and packet.public_key == flight.key:
+        if packet is None:
+            flight.relays_absent += 1
+        elif packet.public_key == flight.key:
             self._accept(flight, packet)
 
     def _offer(self, flight: Flight, k: bytes, seq: int, v: bytes, sig: bytes) -> None:
@@ -302,7 +291,8 @@ class PkarrSource:
             entry.fetched_at = now
         if flight.best is not None:
             status = Status.FOUND
-        elif flight.finished and flight.definitive > 0:
+        elif flight.finished and (flight.dht_absent if self._dht is not None
+                                  else flight.relays_absent > 0):
             status = Status.NOT_FOUND
         else:
             status = Status.UNAVAILABLE
@@ -313,7 +303,8 @@ class PkarrSource:
             else:
                 self._settle(flight)
         _log.debug("pkarr_lookup_done", key=flight.key.z32, status=status.value,
-                   definitive=flight.definitive, invalid=flight.invalid)
+                   invalid=flight.invalid, dht_absent=flight.dht_absent,
+                   relay_404s=flight.relays_absent)
         return status
 
     # --- hooks for persistence and republishing ------------------------------------------
@@ -357,5 +348,4 @@ class PkarrSource:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-__all__ = ["FUTURE_SLACK_US", "CachedPacket", "Dht", "Lookup", "PkarrSource", "RelayFetch",
-           "Status", "from_the_future"]
+__all__ = ["CachedPacket", "Dht", "Lookup", "PkarrSource", "RelayFetch", "Status"]

@@ -20,7 +20,8 @@ from pkdns.clock import Clock
 from pkdns.config import Config, format_hostport
 from pkdns.dht.item import MutableItem
 from pkdns.dht.lookup import PutResult
-from pkdns.dns.pkarr_source import CachedPacket, Lookup, MutableStream, Status, from_the_future
+from pkdns.dns.pkarr_evidence import absence_proven, from_the_future
+from pkdns.dns.pkarr_source import CachedPacket, Lookup, MutableStream, Status
 from pkdns.dns.ratelimit import RateLimiter, Verdict
 from pkdns.errors import DecodeError
 from pkdns.metrics import Metrics
@@ -117,7 +118,8 @@ class SourceStore:
             self._source.insert(best)
             if newest_invalid is None or best.timestamp >= newest_invalid:
                 return Fetched(best)
-        return Fetched(None, responded=stream.outcome.responded > 0, invalid_seq=newest_invalid)
+        return Fetched(None, responded=absence_proven(stream.outcome),
+                       invalid_seq=newest_invalid)
 
     def store(self, packet: SignedPacket) -> None:
         self._source.insert(packet)

@@ -12,8 +12,8 @@ GET  ``?policy=CacheOnly|CacheFirst|NetworkOnly`` (default CacheFirst). 200 with
      max-age=<clamped ttl>``, ``Last-Modified`` (packet timestamp) and ``Memento-Datetime``
      (last seen); 304 when ``If-Modified-Since`` >= the packet timestamp at full µs precision;
      404 (with ``Pkarr-Invalid-Signed-Packet-Seq`` when the newest DHT item was not a valid
-     packet); 503 when no DHT node answered; 429 over the rate limit (only requests that reach
-     the network are charged).
+     packet); 503 when too few DHT nodes answered to tell; 429 over the rate limit (only
+     requests that reach the network are charged).
 
 Older (v3.8) clients send ``If-Modified-Since`` on plain GETs and ``If-Match`` on PUTs; both
 work here, and a 204 (not v3's 200) is a success to them (``response.ok``).
@@ -28,7 +28,7 @@ from typing import Protocol
 from aiohttp import web
 
 from pkdns.clock import Clock
-from pkdns.dns.pkarr_source import from_the_future
+from pkdns.dns.pkarr_evidence import from_the_future
 from pkdns.errors import DecodeError
 from pkdns.metrics import Metrics
 from pkdns.pkarr.keys import PublicKey
@@ -61,7 +61,8 @@ class Cached:
 class Fetched:
     """Outcome of a network lookup (DHT, and configured relays).
 
-    ``responded`` False means no DHT node answered at all (503, never "not found");
+    ``responded`` False means the network gave no evidence of absence: too few DHT nodes
+    answered, or the lookup hit its deadline (503, never "not found");
     ``invalid_seq`` is the seq of a newer item that was not a valid signed packet.
     """
 
@@ -201,7 +202,7 @@ class RelayApi:
             raise RelayError(404, "the most recent item is not a valid signed packet",
                              {INVALID_SEQ: str(fetched.invalid_seq)})
         if not fetched.responded:
-            raise RelayError(503, "no queried DHT nodes responded")
+            raise RelayError(503, "too few DHT nodes responded to tell whether a packet exists")
         raise RelayError(404, "not found")
 
     async def put(self, key: PublicKey, payload: bytes, if_match: str | None, client: str) -> int:

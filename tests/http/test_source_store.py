@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pkdns.config import PkarrConfig
 from pkdns.dns.pkarr_source import PkarrSource
 from pkdns.server.face import SourceStore
@@ -27,3 +29,14 @@ async def test_network_only_ignores_packets_from_the_far_future() -> None:
     fetched = await store.fetch(KP.public_key, None)
     assert fetched.packet == now
     assert [c.packet for c in source.cached()] == [now]
+
+
+@pytest.mark.parametrize(("queried", "responded", "proof"), [
+    (30, 8, True), (30, 3, False), (4, 4, True), (0, 0, False)])
+async def test_network_only_miss_is_404_only_with_enough_responders(
+        queried: int, responded: int, proof: bool) -> None:
+    """The relay answers 404 (``responded``) or 503 by the same rule as NXDOMAIN/SERVFAIL."""
+    dht = FakeDht(lambda k: Script(responded=responded, queried=queried))
+    store, _ = _store(dht, FakeClock())
+    fetched = await store.fetch(KP.public_key, None)
+    assert fetched.packet is None and fetched.responded is proof

@@ -19,10 +19,14 @@ def item_of(packet: SignedPacket) -> MutableItem:
 
 @dataclass
 class Script:
-    """What one DHT lookup does: (delay, item) pairs, then ends after ``end_after`` seconds."""
+    """What one DHT lookup does: (delay, item) pairs, then ends after ``end_after`` seconds.
+
+    ``queried`` nodes were asked (default: as many as ``responded``).
+    """
 
     items: list[tuple[float, MutableItem]] = field(default_factory=list)
     responded: int = 8
+    queried: int | None = None
     end_after: float = 0.0
     hang: bool = False
     deadline_hit: bool = False
@@ -44,7 +48,8 @@ class FakeStream:
         if self.script.hang:
             await asyncio.Event().wait()
         await asyncio.sleep(self.script.end_after)
-        self.outcome = Outcome(queried=self.script.responded, responded=self.script.responded,
+        queried = self.script.responded if self.script.queried is None else self.script.queried
+        self.outcome = Outcome(queried=queried, responded=self.script.responded,
                                values=len(self.script.items),
                                deadline_hit=self.script.deadline_hit)
 

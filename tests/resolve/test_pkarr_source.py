@@ -6,6 +6,8 @@ import asyncio
 import dataclasses
 from typing import Any
 
+import pytest
+
 from pkdns.config import PkarrConfig
 from pkdns.dht.item import MutableItem
 from pkdns.dns.pkarr_source import PkarrSource, Status
@@ -142,6 +144,28 @@ async def test_dht_deadline_is_unavailable_not_nxdomain() -> None:
     assert (await src.get(KEY, "ip")).status is Status.UNAVAILABLE
 
 
+@pytest.mark.parametrize(("queried", "responded", "status"), [
+    (30, 8, Status.NOT_FOUND),         # 8 close nodes answered without the item
+    (30, 20, Status.NOT_FOUND),
+    (30, 7, Status.UNAVAILABLE),       # most close nodes silent: the packet may be there
+    (30, 1, Status.UNAVAILABLE),
+    (5, 5, Status.NOT_FOUND),          # a small network: every node it knew answered
+    (5, 4, Status.UNAVAILABLE),        # ...but one of five did not
+    (1, 1, Status.NOT_FOUND),
+    (0, 0, Status.UNAVAILABLE),        # an empty routing table proves nothing
+])
+async def test_not_found_needs_enough_responders(queried: int, responded: int,
+                                                 status: Status) -> None:
+    dht = FakeDht(lambda k: Script(responded=responded, queried=queried))
+    src = source(dht, FakeClock())
+    assert (await src.get(KEY, "ip")).status is status
+
+
+async def test_enough_responders_after_the_deadline_is_unavailable() -> None:
+    dht = FakeDht(lambda k: Script(responded=20, queried=30, deadline_hit=True))
+    assert (await source(dht, FakeClock()).get(KEY, "ip")).status is Status.UNAVAILABLE
+
+
 async def test_hanging_lookup_answers_unavailable_at_the_deadline() -> None:
     dht = FakeDht(lambda k: Script(hang=True))
     src = source(dht, FakeClock(), lookup_timeout=0.2)
@@ -225,14 +249,27 @@ async def test_relays_are_asked_in_parallel() -> None:
     dead_dht = FakeDht(lambda k: Script(responded=0))
     src = PkarrSource(dead_dht, CFG, FakeClock(), relays=[relay_down, relay_has])
     assert (await src.get(KEY, "ip")).packet == p
-    other = keypair(9).public_key
-    assert (await src.get(other, "ip")).status is Status.NOT_FOUND  # the relay said 404
     only_down = PkarrSource(None, CFG, FakeClock(), relays=[relay_down])
     assert (await only_down.get(KEY, "ip")).status is Status.UNAVAILABLE
 
 
+async def test_relay_404_with_the_dht_unavailable_is_unavailable() -> None:
+    """A relay knows what was put through it (or what its own lookup found): no proof."""
+    async def relay_404(key: PublicKey) -> SignedPacket | None:
+        return None
+
+    dead_dht = FakeDht(lambda k: Script(responded=0))
+    src = PkarrSource(dead_dht, CFG, FakeClock(), relays=[relay_404])
+    assert (await src.get(KEY, "ip")).status is Status.UNAVAILABLE
+    healthy = FakeDht(lambda k: Script(responded=8))
+    src = PkarrSource(healthy, CFG, FakeClock(), relays=[relay_404])
+    assert (await src.get(KEY, "ip")).status is Status.NOT_FOUND
+    relay_only = PkarrSource(None, CFG, FakeClock(), relays=[relay_404])
+    assert (await relay_only.get(KEY, "ip")).status is Status.NOT_FOUND
+
+
 async def test_per_ip_rate_limit_for_cold_lookups() -> None:
-    dht = FakeDht(lambda k: Script(responded=1))
+    dht = FakeDht(lambda k: Script(responded=8))
     src = source(dht, FakeClock(), dht_rate_limit=1.0, dht_rate_limit_burst=2.0)
     keys = [keypair(20 + i).public_key for i in range(4)]
     assert (await src.get(keys[0], "10.0.0.9")).status is Status.NOT_FOUND

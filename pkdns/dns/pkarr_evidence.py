@@ -1,0 +1,64 @@
+"""What a signed packet or a DHT lookup must show before the daemon believes it (pure checks).
+
+Two project decisions that every way a packet comes in shares (DHT lookups, relay lookups,
+relay PUTs, the state dir, the relay API's NetworkOnly GET):
+
+- D7 (reliability.md): a packet dated more than an hour after our wall clock is refused;
+- F4 (reliability.md, design.md "Resolution policy for pkarr names"): a key is absent
+  (NXDOMAIN, relay 404) only when enough close nodes answered without it; otherwise the
+  lookup proved nothing (SERVFAIL, relay 503).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from pkdns.pkarr.signed_packet import SignedPacket
+
+FUTURE_SLACK_US = 3600 * 1_000_000
+"""Reject packets dated more than this after our wall clock (reliability D7)."""
+
+ENOUGH_RESPONDERS = 8
+"""Close nodes that must answer without the item before a key counts as absent (reliability
+F4); fewer when the lookup knew fewer nodes (a small loopback testnet)."""
+
+
+class LookupCounters(Protocol):
+    """The counters of a finished DHT lookup (``pkdns.dht.lookup.Outcome``)."""
+
+    @property
+    def queried(self) -> int: ...
+
+    @property
+    def responded(self) -> int: ...
+
+    @property
+    def deadline_hit(self) -> bool: ...
+
+
+def from_the_future(packet: SignedPacket, wall_us: int) -> bool:
+    """True when ``packet`` is dated more than :data:`FUTURE_SLACK_US` after ``wall_us``.
+
+    pkarr itself has no bound; ours keeps a key holder with a broken clock from freezing the
+    record: a packet dated years ahead would win every ``more_recent_than`` until then.
+    """
+    return packet.timestamp > wall_us + FUTURE_SLACK_US
+
+
+def absence_proven(outcome: LookupCounters) -> bool:
+    """Did this DHT lookup show that no node holds the item?
+
+    Yes iff it finished before its deadline and at least ``min(8, queried)`` nodes responded
+    (and at least one). ``queried`` stands for the nodes the lookup knew: a lookup that
+    finishes normally has asked every candidate in its closest-20 window, so the candidates it
+    never asked lie beyond 20 responders. A lookup that timed out, or whose close nodes were
+    mostly silent, proves nothing: the packet may sit on the nodes that did not answer.
+    """
+    if outcome.deadline_hit:
+        return False
+    return outcome.responded > 0 and outcome.responded >= min(ENOUGH_RESPONDERS,
+                                                               outcome.queried)
+
+
+__all__ = ["ENOUGH_RESPONDERS", "FUTURE_SLACK_US", "LookupCounters", "absence_proven",
+           "from_the_future"]
