@@ -9,8 +9,10 @@ upstream, which is only contacted when a client asks for such a name.
 
 Settings left at their defaults are replaced by ones that suit a demo on a workstation (a value
 set on the command line or in the config file is kept): DNS on ``127.0.0.1:5353`` (no root
-needed; any free port if that one is taken), the state in a temporary directory (removed at
-exit) instead of ``/var/lib/pkdns``, and the DHT node on ``127.0.0.1``, any free port.
+needed; any free port if that one is taken), HTTP on ``127.0.0.1:6881`` or, when a running pkdns
+(or anything else) holds it, any free port, the state in a temporary directory (removed at
+exit) instead of ``/var/lib/pkdns``, and the DHT node on ``127.0.0.1``, any free port. The
+banner prints the addresses actually bound.
 """
 
 from __future__ import annotations
@@ -29,7 +31,15 @@ from dnslib import QTYPE
 
 from pkdns import log
 from pkdns.app import Daemon
-from pkdns.config import Config, DhtConfig, DnsConfig, HostPort, format_hostport, replace
+from pkdns.config import (
+    Config,
+    DhtConfig,
+    DnsConfig,
+    HostPort,
+    HttpConfig,
+    format_hostport,
+    replace,
+)
 from pkdns.dht.testnet import HOST, Testnet
 from pkdns.dns import wire
 from pkdns.errors import DhtError
@@ -55,18 +65,22 @@ _log = log.get("demo")
 
 
 def demo_config(cfg: Config, bootstrap: Sequence[HostPort], state_dir: str,
-                listen: tuple[HostPort, ...] = DEMO_LISTEN) -> Config:
-    """``cfg`` adapted to the loopback testnet (see the module docstring)."""
-    dns, dht = cfg.dns, cfg.dht
+                listen: tuple[HostPort, ...] = DEMO_LISTEN,
+                http_listen: tuple[HostPort, ...] = HttpConfig().listen) -> Config:
+    """``cfg`` adapted to the loopback testnet (see the module docstring); ``listen`` and
+    ``http_listen`` replace the DNS and HTTP addresses left at their defaults."""
+    dns, dht, http = cfg.dns, cfg.dht, cfg.http
     if dns.listen == DnsConfig().listen:
         dns = replace(dns, listen=listen)
+    if http.listen == HttpConfig().listen:
+        http = replace(http, listen=http_listen)
     defaults = DhtConfig()
     dht = replace(dht, bootstrap=tuple(bootstrap),
                   bind=HOST if dht.bind == defaults.bind else None,
                   port=0 if dht.port == defaults.port else None)
     pkarr = replace(cfg.pkarr, relays=())   # the testnet is the only source of packets
     state = state_dir if cfg.state_dir == Config().state_dir else None
-    return replace(cfg, dns=dns, dht=dht, pkarr=pkarr, state_dir=state)
+    return replace(cfg, dns=dns, dht=dht, http=http, pkarr=pkarr, state_dir=state)
 
 
 def demo_packet(keypair: Keypair) -> SignedPacket:
@@ -90,6 +104,25 @@ def demo_listen() -> tuple[HostPort, ...]:
         _log.warning("demo_port_in_use", port=port, fallback="any free port")
         return ((host, 0),)
     return DEMO_LISTEN
+
+
+def demo_http_listen(http: HttpConfig) -> tuple[HostPort, ...]:
+    """The default ``http.listen`` (``127.0.0.1:6881``), or any free port on it if taken.
+
+    A pkdns already running on the machine holds 6881 with its own HTTP face; the demo must
+    start next to it. The probe binds the way the listener will (``SO_REUSEADDR``, as
+    :func:`socket.create_server` does), so a socket in TIME_WAIT is not mistaken for a holder.
+    """
+    default = HttpConfig().listen
+    if not http.enabled or http.listen != default:
+        return default
+    host, port = default[0]
+    try:
+        socket.create_server((host, port)).close()
+    except OSError:
+        _log.warning("demo_http_port_in_use", port=port, fallback="any free port")
+        return ((host, 0),)
+    return default
 
 
 async def publish(net: Testnet, packet: SignedPacket) -> int:
@@ -171,10 +204,10 @@ async def run(cfg: Config, reload_config: Callable[[], Config] | None = None,
         stored = await publish(net, packet)
         _log.info("demo_key_published", key=packet.public_key.z32, stored=stored)
         with tempfile.TemporaryDirectory(prefix="pkdns-testnet-") as state_dir:
-            listen = demo_listen()
+            listen, http_listen = demo_listen(), demo_http_listen(cfg.http)
 
             def adapt(fresh: Config) -> Config:
-                return demo_config(fresh, net.bootstrap, state_dir, listen)
+                return demo_config(fresh, net.bootstrap, state_dir, listen, http_listen)
 
             daemon = Daemon(adapt(cfg))
             reread = (lambda: adapt(reload_config())) if reload_config is not None else None
@@ -193,5 +226,5 @@ def main(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
         return runner.run(run(cfg, reload_config))
 
 
-__all__ = ["DEMO_ZONE", "Banner", "demo_config", "demo_listen", "demo_packet", "main", "publish",
-           "run"]
+__all__ = ["DEMO_ZONE", "Banner", "demo_config", "demo_http_listen", "demo_listen", "demo_packet",
+           "main", "publish", "run"]

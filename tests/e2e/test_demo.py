@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from pkdns.config import Config, DnsConfig, parse
-from pkdns.demo import DEMO_LISTEN, DEMO_ZONE, demo_config, demo_packet
+from pkdns.config import Config, DnsConfig, HttpConfig, parse
+from pkdns.demo import DEMO_LISTEN, DEMO_ZONE, demo_config, demo_http_listen, demo_packet
 from pkdns.pkarr.keys import Keypair
 from tests.e2e.demoproc import run_demo
 
@@ -91,6 +91,44 @@ def test_the_demo_port_held_by_mdns_falls_back_to_a_free_port(tmp_path: Path) ->
         assert " -p 5353 " not in first
         assert re.search(r"\sA\s+127\.0\.0\.1", _run(first))
         assert any(e.get("event") == "demo_port_in_use" for e in demo.events())
+
+
+def _hold_http_port(stack: contextlib.ExitStack) -> None:
+    """Listen on 127.0.0.1:6881 as a running pkdns's HTTP face does (or find it held)."""
+    holder = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    with contextlib.suppress(OSError):   # already held by something else: as good
+        holder.bind(("127.0.0.1", 6881))
+        holder.listen()
+
+
+@pytest.mark.slow
+def test_the_http_port_held_by_a_running_pkdns_falls_back_to_a_free_port(tmp_path: Path
+                                                                           ) -> None:
+    with contextlib.ExitStack() as stack:
+        _hold_http_port(stack)
+        demo = stack.enter_context(run_demo(tmp_path, "--listen", "127.0.0.1:0"))
+        status = next(ln for ln in demo.text().splitlines() if ln.startswith("status page: "))
+        assert re.fullmatch(r"status page: http://127\.0\.0\.1:\d+/", status)
+        assert ":6881/" not in status
+        curls = [ln for ln in demo.tries if ln.startswith("curl ")]
+        assert len(curls) == 2 and all(":6881/" not in ln for ln in curls)
+        resolve = next(ln for ln in curls if "/api/resolve/" in ln)
+        assert re.search(r"127\.0\.0\.1", _run(resolve))
+        assert any(e.get("event") == "demo_http_port_in_use" for e in demo.events())
+
+
+def test_demo_http_listen_falls_back_only_for_the_default_address() -> None:
+    with contextlib.ExitStack() as stack:
+        _hold_http_port(stack)
+        assert demo_http_listen(HttpConfig()) == (("127.0.0.1", 0),)
+        explicit = HttpConfig(listen=(("127.0.0.1", 8053),))
+        assert demo_http_listen(explicit) == HttpConfig().listen    # kept by demo_config
+        assert demo_config(Config(http=explicit), BOOT, "/tmp/x",
+                           http_listen=demo_http_listen(explicit)).http.listen == explicit.listen
+        assert demo_http_listen(HttpConfig(enabled=False)) == HttpConfig().listen
+    held = demo_config(Config(testnet=True), BOOT, "/tmp/x", http_listen=(("127.0.0.1", 0),))
+    assert held.http.listen == (("127.0.0.1", 0),)
 
 
 def test_defaults_are_replaced_by_demo_settings() -> None:
