@@ -88,15 +88,15 @@ class DnsConfig:
     upstream: tuple[HostPort, ...] = (("1.1.1.1", 53), ("8.8.8.8", 53))
     upstream_timeout: float = 1.0         # seconds per attempt, then the next upstream
     query_deadline: float = 3.0           # total budget per query, then SERVFAIL
-    max_inflight: int = 2048              # forwarded queries in flight
+    max_inflight: int = 1024              # forwarded queries in flight (reliability G11/R1)
     udp_payload_max: int = 1232           # our EDNS buffer size cap (DNS flag day 2020)
     tcp_idle_timeout: float = 10.0        # RFC 7766 §6.2.3
     tcp_initial_timeout: float = 5.0      # first byte of a new connection
-    tcp_max_connections: int = 512
+    tcp_max_connections: int = 256        # reliability T10
     tcp_max_per_ip: int = 32
     allow: tuple[str, ...] = DEFAULT_ALLOW   # ACL: everyone else gets REFUSED
-    rate_limit: float = 200.0             # queries per second per client IP (0 disables)
-    rate_limit_burst: float = 400.0
+    rate_limit: float = 100.0             # queries/s per client IP, 0 disables (reliability A3/G3)
+    rate_limit_burst: float = 200.0
     any_minimal: bool = True              # RFC 8482: answer ANY with one RRset / HINFO
 
 
