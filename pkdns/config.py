@@ -91,13 +91,13 @@ class DnsConfig:
     max_inflight: int = 1024              # forwarded queries in flight (reliability G11/R1)
     udp_payload_max: int = 1232           # our EDNS buffer size cap (DNS flag day 2020)
     tcp_idle_timeout: float = 10.0        # RFC 7766 §6.2.3
-    tcp_initial_timeout: float = 5.0      # first byte of a new connection
+    tcp_initial_timeout: float = 5.0      # accept -> first complete query of a connection
     tcp_max_connections: int = 256        # reliability T10
     tcp_max_per_ip: int = 32
     allow: tuple[str, ...] = DEFAULT_ALLOW   # ACL: everyone else gets REFUSED
     rate_limit: float = 100.0             # queries/s per client IP, 0 disables (reliability A3/G3)
     rate_limit_burst: float = 200.0
-    any_minimal: bool = True              # RFC 8482: answer ANY with one RRset / HINFO
+    any_minimal: bool = True              # RFC 8482: ANY -> TC=1 over UDP, HINFO over TCP/DoH
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +147,7 @@ class HttpConfig:
     enabled: bool = True
     listen: tuple[HostPort, ...] = (("127.0.0.1", 6881),)
     trusted_proxies: tuple[str, ...] = ()
-    relay_rate_limit: float = 2.0         # relay PUT/GET-from-network per second per IP
+    relay_rate_limit: float = 2.0         # relay PUTs and GETs that reach the DHT, /s per IP
     relay_rate_limit_burst: float = 10.0
 
 
