@@ -30,10 +30,19 @@ _TCP_TIMEOUT = 2.0
 
 
 def matches(reply: bytes, qid: int, question: bytes) -> bool:
-    """Is ``reply`` a response to our query ``qid`` for ``question`` (case-insensitive)?"""
-    return (len(reply) >= 12 + len(question) and reply[0] == qid >> 8 and reply[1] == qid & 255
+    """Is ``reply`` a response to our query ``qid`` for ``question``?
+
+    ``question`` is the lowercased qname + qtype + qclass. Only the name is compared
+    case-insensitively (an upstream may echo 0x20 case; ``bytes.lower`` folds ASCII A-Z only,
+    as DNS does, RFC 4343 §3): qtype and qclass must match exactly -- lowercasing them too
+    turned HTTPS (0x0041) into 0x0061 and rejected every reply.
+    """
+    end = 8 + len(question)               # where the qname ends in the reply
+    return (len(reply) >= end + 4 and reply[0] == qid >> 8 and reply[1] == qid & 255
             and reply[2] & 0xF8 == 0x80 and reply[4:6] == b"\x00\x01"
-            and reply[12:12 + len(question)].lower() == question)
+            and (reply.startswith(question, 12)          # the usual echo: no copy at all
+                 or (reply.startswith(question[-4:], end)
+                     and reply[12:end].lower() == question[:-4])))
 
 
 class _Attempt:

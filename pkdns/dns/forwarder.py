@@ -185,7 +185,8 @@ class Forwarder:
     async def query_server(self, addr: HostPort, packet: bytes, timeout: float) -> bytes:
         """Send a complete query to one server (UDP, TCP if truncated); its validated reply."""
         qid = (packet[0] << 8) | packet[1]
-        question = packet[12:wire.skip_name(packet, 12) + 4].lower()
+        name_end = wire.skip_name(packet, 12)
+        question = packet[12:name_end].lower() + packet[name_end:name_end + 4]
         reply = await self.udp(addr, packet, qid, question, timeout)
         if reply[2] & 0x02:
             reply = await self.tcp(addr, packet, qid, question, timeout)

@@ -190,7 +190,7 @@ class Resolver:
         """
         key, qend, size, do = scanned
         qtype = (key[-5] << 8) | key[-4]
-        if qtype == 0 or qtype >= 128:
+        if qtype == 0 or 128 <= qtype <= 255:       # meta types and ANY: the slow path
             return False
         if self.pkarr is not None and self.pkarr.claims(wire.name_text(key[:-5])):
             return False
