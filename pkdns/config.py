@@ -78,12 +78,17 @@ def format_hostport(addr: HostPort) -> str:
 
 @dataclass(frozen=True, slots=True)
 class LogConfig:
+    """``[log]``: structlog level and renderer (``auto``: console on a TTY, JSON lines else)."""
+
     level: str = "info"           # debug | info | warning | error
     format: str = "auto"          # auto | json | console
 
 
 @dataclass(frozen=True, slots=True)
 class DnsConfig:
+    """``[dns]``: the listeners, the ICANN upstreams and the abuse limits in front of both
+    (ACL, per-IP rate limit, TCP connection caps; reliability.md A3/G3/T10/G11)."""
+
     listen: tuple[HostPort, ...] = (("127.0.0.1", 53), ("::1", 53))
     upstream: tuple[HostPort, ...] = (("1.1.1.1", 53), ("8.8.8.8", 53))
     upstream_timeout: float = 1.0         # seconds per attempt, then the next upstream
@@ -102,6 +107,9 @@ class DnsConfig:
 
 @dataclass(frozen=True, slots=True)
 class CacheConfig:
+    """``[cache]``: the wire-format answer cache: byte budget, TTL clamps, negative caching
+    (RFC 2308) and serving stale answers when upstreams fail or are slow (RFC 8767)."""
+
     max_bytes: int = 32 * 1024 * 1024     # wire bytes of cached answers
     min_ttl: int = 0
     max_ttl: int = 86400
@@ -114,6 +122,9 @@ class CacheConfig:
 
 @dataclass(frozen=True, slots=True)
 class PkarrConfig:
+    """``[pkarr]``: public-key names: freshness of signed packets, DHT lookup deadlines and
+    limits (one lookup per key, bounded per client), relays, CNAME/NS recursion budget."""
+
     tld_suffix: str = "key"               # "" disables <key>.<suffix>
     min_ttl: int = 60
     max_ttl: int = 86400
@@ -132,6 +143,9 @@ class PkarrConfig:
 
 @dataclass(frozen=True, slots=True)
 class DhtConfig:
+    """``[dht]``: the embedded Mainline node: socket, BEP 43 read-only vs server mode,
+    bootstrap nodes, and the storage and rate limits that apply in server mode."""
+
     port: int = 6881
     bind: str = "0.0.0.0"
     mode: str = "client"                  # client (BEP 43 read-only) | server
@@ -144,6 +158,9 @@ class DhtConfig:
 
 @dataclass(frozen=True, slots=True)
 class HttpConfig:
+    """``[http]``: DoH, the pkarr relay API, metrics and status page on one listener; which
+    proxies may name the client (X-Forwarded-For), and the relay's DHT rate limit."""
+
     enabled: bool = True
     listen: tuple[HostPort, ...] = (("127.0.0.1", 6881),)
     trusted_proxies: tuple[str, ...] = ()
@@ -153,6 +170,9 @@ class HttpConfig:
 
 @dataclass(frozen=True, slots=True)
 class RepublishConfig:
+    """``[republish]``: keeping packets on the DHT (nodes forget items after ~2 h): popular
+    keys of others within an hourly budget, our own ``[[zones]]`` with their DynDNS lookups."""
+
     popular: bool = True                  # re-put packets clients keep asking for
     popular_min_queries: int = 3
     popular_budget_per_hour: int = 100
@@ -166,6 +186,9 @@ class RepublishConfig:
 
 @dataclass(frozen=True, slots=True)
 class StateConfig:
+    """``[state]``: what survives a restart (routing table, last verified packets) so the
+    first answers after a start come from disk instead of a cold DHT."""
+
     save_interval: int = 300              # seconds between state saves (and one at shutdown)
     max_nodes: int = 1000                 # DHT routing-table nodes kept for the next start
     max_packets: int = 10000              # last verified signed packets kept
@@ -174,6 +197,9 @@ class StateConfig:
 
 @dataclass(frozen=True, slots=True)
 class ZoneConfig:
+    """One ``[[zones]]`` entry: a seed file and a zone file the daemon signs and publishes
+    every ``interval`` seconds (paths relative to the config file become absolute)."""
+
     seed: str
     zone: str
     interval: int = 3600
@@ -181,6 +207,9 @@ class ZoneConfig:
 
 @dataclass(frozen=True, slots=True)
 class Config:
+    """The whole configuration, immutable: a reload builds a new one and the daemon applies
+    the differences (see :mod:`pkdns.reload`)."""
+
     state_dir: str = "/var/lib/pkdns"
     testnet: bool = False
     log: LogConfig = field(default_factory=LogConfig)
@@ -215,12 +244,18 @@ def validate(cfg: Config, path: str = "<config>") -> None:
     configfile.validate(cfg, path)
 
 
-T = typing.TypeVar("T")
+class _Dataclass(typing.Protocol):
+    """Any dataclass instance (what ``dataclasses.replace`` accepts)."""
+
+    __dataclass_fields__: typing.ClassVar[dict[str, dataclasses.Field[Any]]]
 
 
-def replace(cfg: T, **changes: Any) -> T:
+D = typing.TypeVar("D", bound=_Dataclass)
+
+
+def replace(cfg: D, **changes: Any) -> D:
     """``dataclasses.replace`` that ignores ``None`` values (unset CLI flags)."""
-    return dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[type-var]
+    return dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
 
 
 __all__ = [

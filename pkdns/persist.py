@@ -40,6 +40,9 @@ class NodeTable(Protocol):
 
 
 class Held(Protocol):
+    """One packet in the packet cache as persistence sees it: the packet and when it was
+    fetched (monotonic), saved as a wall-clock ``seen_at`` so its age survives a restart."""
+
     @property
     def packet(self) -> SignedPacket: ...
 
@@ -63,6 +66,9 @@ class Schedule(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Restored:
+    """What :meth:`StateKeeper.restore` loaded within its start-up budget: routing-table
+    nodes, verified packets, and saved packets that failed verification (skipped)."""
+
     nodes: int
     packets: int
     invalid: int

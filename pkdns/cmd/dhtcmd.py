@@ -93,8 +93,10 @@ def _check_sources(args: argparse.Namespace) -> None:
         raise UsageError("--bootstrap and --no-dht contradict each other")
 
 
-async def _attempt(coro: Awaitable[T]) -> T | PkdnsError:
-    """Run one source; its failure becomes a value, so the other sources still count."""
+async def _attempt(coro: Awaitable[T] | None) -> T | PkdnsError | None:
+    """Run one source (None: not used); its failure becomes a value, so others still count."""
+    if coro is None:
+        return None
     try:
         return await coro
     except PkdnsError as exc:
@@ -129,12 +131,10 @@ async def _joined(args: argparse.Namespace) -> AsyncIterator[DhtNode]:
 @contextlib.contextmanager
 def _progress(status: Callable[[], str], stream: TextIO | None = None) -> Any:
     """A one-line status on a terminal, refreshed every 100 ms; nothing when not a TTY."""
-    stream = stream or sys.stderr
-    if not stream.isatty():
+    out = stream or sys.stderr
+    if not out.isatty():
         yield
         return
-
-    out = stream
 
     async def tick() -> None:
         frames = "|/-\\"
@@ -148,8 +148,8 @@ def _progress(status: Callable[[], str], stream: TextIO | None = None) -> Any:
         yield
     finally:
         task.cancel()
-        stream.write("\r\x1b[K")
-        stream.flush()
+        out.write("\r\x1b[K")
+        out.flush()
 
 
 def _read_zone(path: str) -> str:
@@ -162,6 +162,7 @@ def _read_zone(path: str) -> str:
 
 
 def run_publish(args: argparse.Namespace) -> int:
+    """Sign the zone (exit 2 on bad input first), then put it on the DHT and the relays."""
     _check_sources(args)
     keypair = read_seed_file(args.seedfile)
     records = parse_zone(_read_zone(args.zonefile), keypair.public_key, filename=args.zonefile)
@@ -188,7 +189,7 @@ async def _publish(args: argparse.Namespace, packet: SignedPacket) -> int:
     relays = [RelayClient(url) for url in args.relay]
     try:
         dht, relayed = await asyncio.gather(
-            _attempt(_dht_put(args, packet)) if not args.no_dht else _none(),
+            _attempt(None if args.no_dht else _dht_put(args, packet)),
             publish_all(relays, packet))
     finally:
         await asyncio.gather(*(r.close() for r in relays))
@@ -209,11 +210,8 @@ async def _publish(args: argparse.Namespace, packet: SignedPacket) -> int:
     return 0
 
 
-async def _none() -> None:
-    return None
-
-
 def run_resolve(args: argparse.Namespace) -> int:
+    """Print the most recent verified packet for KEY from the DHT and the relays."""
     _check_sources(args)
     try:
         key = PublicKey.parse(args.key)
@@ -244,7 +242,7 @@ async def _resolve(args: argparse.Namespace, key: PublicKey) -> int:
     relays = [RelayClient(url) for url in args.relay]
     try:
         dht, (relayed, errors) = await asyncio.gather(
-            _attempt(_dht_get(args, key)) if not args.no_dht else _none(),
+            _attempt(None if args.no_dht else _dht_get(args, key)),
             resolve_most_recent(relays, key))
     finally:
         await asyncio.gather(*(r.close() for r in relays))
@@ -288,6 +286,7 @@ def _render(packet: SignedPacket, as_json: bool, source: str) -> str:
 
 
 def run_testnet(args: argparse.Namespace) -> int:
+    """Run a loopback testnet until SIGINT/SIGTERM; its first node's address on stdout."""
     if not 1 <= args.nodes <= 1000:
         raise UsageError(f"--nodes: {args.nodes} is not between 1 and 1000")
     if args.port and not 1 <= args.port <= 65536 - args.nodes:

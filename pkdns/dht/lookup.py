@@ -30,6 +30,9 @@ SOFT_TIMEOUT = 0.4
 
 
 class State(Enum):
+    """Where a candidate is in the lookup: not asked yet, asked, answered, or given up on
+    (timeout or KRPC error; it then leaves the closest-K window)."""
+
     NEW = 0
     INFLIGHT = 1
     RESPONDED = 2
@@ -38,6 +41,10 @@ class State(Enum):
 
 @dataclass(slots=True)
 class Candidate:
+    """A node the lookup may ask: its address, its id once known (bootstrap seeds have none
+    until they answer), when it was asked (for the soft timeout) and the write token it gave
+    (BEP 5/44: a put must present the token of the node it stores on)."""
+
     addr: Address
     id: bytes | None
     state: State = State.NEW

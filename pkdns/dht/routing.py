@@ -29,6 +29,10 @@ for a random id in its range."""
 
 
 class AddResult(Enum):
+    """What :meth:`RoutingTable.add` did: a new entry, a refresh of a known one, a refusal
+    (own id, invalid contact, an IP changing identity, a second node from one /24 in a
+    bucket: the Sybil limits), or nothing because the bucket holds only good nodes."""
+
     ADDED = "added"
     UPDATED = "updated"
     REJECTED = "rejected"
@@ -37,6 +41,10 @@ class AddResult(Enum):
 
 @dataclass(slots=True)
 class Entry:
+    """One routing-table contact. ``last_seen`` (monotonic) and ``fails`` (consecutive
+    timeouts) decide whether it is good, questionable or bad (BEP 5); ``subnet`` is kept to
+    enforce one node per /24 per bucket without re-parsing the address."""
+
     id: bytes
     host: str
     port: int

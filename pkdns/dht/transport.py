@@ -27,6 +27,10 @@ Reply = Response | ErrorMessage
 
 @dataclasses.dataclass(slots=True)
 class TransportStats:
+    """KRPC datagram counters for metrics and diagnostics: ``malformed`` counts what failed to
+    decode, ``unsolicited`` replies matching no pending request by transaction id and source
+    address (late, or forged), ``send_errors`` sends the socket refused."""
+
     sent: int = 0
     received: int = 0
     malformed: int = 0
