@@ -155,7 +155,8 @@ class Exchange:
             if matches(data, att.qid, self.question):
                 self._close(att)
                 if data[2] & 0x02:
-                    self._retry_tcp(att)
+                    if self.tcp is None:     # else a TCP retry is already under way
+                        self._retry_tcp(att)
                 else:
                     self._judge(att, data)
                 return
@@ -172,14 +173,22 @@ class Exchange:
         self.finish(reply)
 
     def _retry_tcp(self, att: _Attempt) -> None:
-        """TC=1: ask the same upstream over TCP with a fresh ID (U5)."""
+        """TC=1: ask the same upstream over TCP with a fresh ID (U5).
+
+        The retry gets what is left of the deadline (at most :data:`_TCP_TIMEOUT`), so a TC
+        that comes late still ends the exchange by the deadline, answered or not.
+        """
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        left = min(self.deadline - self.loop.time(), _TCP_TIMEOUT)
+        if left <= 0:
+            self.advance()                   # out of time: finishes
+            return
         qid = self.fwd.new_id()
         packet = struct.pack(">H", qid) + att.packet[2:]
         self.tcp = self.loop.create_task(
-            self.fwd.tcp(att.addr, packet, qid, self.question, _TCP_TIMEOUT))
+            self.fwd.tcp(att.addr, packet, qid, self.question, left))
         self.tcp.add_done_callback(partial(self._tcp_done, att))
 
     def _tcp_done(self, att: _Attempt, task: asyncio.Task[bytes]) -> None:

@@ -143,3 +143,34 @@ async def test_query_server_checks_the_reply() -> None:
         packet = dns.message.make_query("Other.Example.test", "A").to_wire()
         reply = await f.query_server(("127.0.0.1", up.port), packet, 0.5)
         assert dns.message.from_wire(reply).answer[0][0].address == "192.0.2.3"
+
+
+async def test_late_truncation_keeps_the_deadline() -> None:
+    """A TC=1 at 0.6 s of a 1 s budget: the TCP retry gets the 0.4 s left, not 2 s more."""
+    def handler(data: bytes, transport: str) -> bytes:
+        if transport == "udp":
+            time.sleep(0.6)
+            return answer(data, tc=True)
+        time.sleep(0.8)
+        return answer(data, "www.example.test. 300 IN A 192.0.2.1")
+
+    with FakeUpstream(handler) as up:
+        start = time.monotonic()
+        with pytest.raises(UpstreamError):
+            await ask(fwd(up.addr, timeout=2.0), budget=1.0)
+        assert time.monotonic() - start < 1.1
+        assert [s.transport for s in up.queries()] == ["udp", "tcp"]
+
+
+async def test_tcp_retry_in_time_answers() -> None:
+    def handler(data: bytes, transport: str) -> bytes:
+        if transport == "udp":
+            time.sleep(0.3)
+            return answer(data, tc=True)
+        time.sleep(0.3)
+        return answer(data, "www.example.test. 300 IN A 192.0.2.1")
+
+    with FakeUpstream(handler) as up:
+        start = time.monotonic()
+        reply = dns.message.from_wire(await ask(fwd(up.addr, timeout=2.0), budget=1.0))
+        assert reply.answer[0][0].address == "192.0.2.1" and time.monotonic() - start < 1.0

@@ -109,3 +109,19 @@ def test_refused_port_servfail_fast(tmp_path: Path) -> None:
     with run_daemon(tmp_path, upstreams=(f"127.0.0.1:{free_port()}",)) as d:
         r, took = timed(d, "refused.example.test")
     assert r.rcode() == dns.rcode.SERVFAIL and took < 0.1
+
+
+def test_truncation_at_2_8s_still_servfail_by_the_3s_deadline(tmp_path: Path) -> None:
+    """The TCP retry after a late TC=1 gets only what is left of dns.query_deadline (3 s)."""
+    def late_tc(data: bytes, transport: str) -> bytes:
+        if transport == "udp":
+            if not any(s.transport == "udp" for s in up.queries()[:-1]):
+                time.sleep(2.8)             # only the first attempt is late
+            return answer(data, tc=True)
+        time.sleep(1.5)
+        return answer(data, "tclate.example.test. 300 IN A 192.0.2.1")
+
+    with FakeUpstream(late_tc) as up, run_daemon(tmp_path, upstreams=(up.addr,)) as d:
+        r, took = timed(d, "tclate.example.test")
+        assert r.rcode() == dns.rcode.SERVFAIL and 2.7 < took < 3.05, took
+        assert any(s.transport == "tcp" for s in up.queries())
