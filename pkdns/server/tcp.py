@@ -8,11 +8,15 @@ are answered inline). Abuse handling (reliability.md §2.2 T1-T11):
 * the first message must arrive within ``tcp_initial_timeout`` (T6), later ones within
   ``tcp_idle_timeout`` of the last complete message or reply; partial bytes do not reset the
   clock (slowloris, T5), and a lying prefix waits out the same timer (T2, T3);
-* at most :data:`PIPELINE_MAX` queries in progress per connection (reading pauses beyond);
+* at most :data:`PIPELINE_MAX` queries in progress per connection, counting both the
+  coroutines of the slow path and the callbacks of the miss fast path (reading and framing
+  pause beyond, so one connection holds at most that many of ``dns.max_inflight``);
   a client that never reads is cut off once :data:`WRITE_BUFFER_MAX` bytes are queued (T8);
 * at most ``tcp_max_per_ip`` connections per client IP (new ones are closed, T9) and
-  ``tcp_max_connections`` in all: then the oldest idle connection is evicted, or the new one
-  closed when none is idle (T10).
+  ``tcp_max_connections`` in all: then the oldest idle connection (no query in progress) is
+  evicted, or the new one closed when none is idle (T10);
+* a half-close (EOF) is answered like RFC 7766 §6.2.4 asks: every query received before it
+  gets its answer, then the connection closes.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ class TcpServer:
             self.resolver.metrics.dropped.labels("tcp_per_ip_cap").inc()
             return False
         if len(self.conns) >= self.cfg.tcp_max_connections:
-            idle = next((c for c in self.conns if not c.tasks), None)
+            idle = next((c for c in self.conns if not c.busy()), None)
             if idle is None:
                 self.resolver.metrics.dropped.labels("tcp_cap").inc()
                 return False
@@ -69,9 +73,11 @@ class TcpServer:
         """Stop accepting; let in-progress queries answer (bounded); close every connection."""
         if self.server is not None:
             self.server.close()
-        tasks = {t for c in self.conns for t in c.tasks}
-        if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
+        waiting: set[asyncio.Future[Any]] = {t for c in self.conns for t in c.tasks}
+        if any(c.forwarded for c in self.conns):
+            waiting.update(self.resolver.inflight())
+        if waiting:
+            await asyncio.wait(waiting, timeout=timeout)
         for c in list(self.conns):
             c.close()
         if self.server is not None:
@@ -89,6 +95,7 @@ class TcpConnection(asyncio.Protocol):
         self.ip = ""
         self.buf = bytearray()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.forwarded = 0          # fast-path misses waiting for their upstream fetch
         self.messages = 0
         self.last_activity = 0.0
         self.timer: asyncio.TimerHandle | None = None
@@ -116,9 +123,13 @@ class TcpConnection(asyncio.Protocol):
             _log.exception("tcp_frame_failed", client=self.ip)
             self.close()
 
+    def busy(self) -> bool:
+        """Is a query of this connection in progress (slow path or forwarded)?"""
+        return bool(self.tasks) or self.forwarded > 0
+
     def _frames(self) -> None:
         buf = self.buf
-        while len(buf) >= 2 and self.transport is not None:
+        while len(buf) >= 2 and self.transport is not None and not self.paused:
             size = (buf[0] << 8) | buf[1]
             if size == 0:
                 self.close()
@@ -147,13 +158,21 @@ class TcpConnection(asyncio.Protocol):
             if reply is not None:
                 self._send(reply)
                 return
-            if r.forward(msg, scanned, "tcp", STREAM_MAX, self._send):
+            self.forwarded += 1
+            if r.forward(msg, scanned, "tcp", STREAM_MAX, self._forwarded):
+                self._limit()
                 return
+            self.forwarded -= 1
         task = self.loop.create_task(self._slow(msg))
         self.tasks.add(task)
         task.add_done_callback(self._done)
-        if len(self.tasks) >= PIPELINE_MAX and self.transport is not None:
-            self.transport.pause_reading()
+        self._limit()
+
+    def _limit(self) -> None:
+        """Stop reading and framing while :data:`PIPELINE_MAX` queries are in progress."""
+        if len(self.tasks) + self.forwarded >= PIPELINE_MAX and self.transport is not None:
+            if not self.paused and not self.eof:
+                self.transport.pause_reading()
             self.paused = True
 
     async def _slow(self, msg: bytes) -> None:
@@ -161,13 +180,47 @@ class TcpConnection(asyncio.Protocol):
         if reply is not None:
             self._send(reply)
 
+    def _forwarded(self, reply: bytes) -> None:
+        """A fast-path miss is answered (maybe synchronously, from inside ``forward``)."""
+        self.forwarded -= 1
+        self._send(reply)
+        self._settled()
+
     def _done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
-        if self.eof and not self.tasks and self.transport is not None:
-            self.transport.close()
-        if self.paused and len(self.tasks) < PIPELINE_MAX // 2 and self.transport is not None:
-            self.paused = False
+        self._settled()
+
+    def _settled(self) -> None:
+        """One query fewer in progress: close after EOF when none is left; resume reading."""
+        t = self.transport
+        if t is None:
+            return
+        if self.eof and not self.busy() and not self.paused and not self._whole_frame():
+            t.close()
+        elif self.paused and len(self.tasks) + self.forwarded < PIPELINE_MAX // 2:
+            self.loop.call_soon(self._resume)
+
+    def _whole_frame(self) -> bool:
+        """Is a complete message still buffered (being framed right now)?"""
+        buf = self.buf
+        return len(buf) >= 2 and len(buf) >= ((buf[0] << 8) | buf[1]) + 2
+
+    def _resume(self) -> None:
+        """Frame what was buffered while paused, then read again (a callback of its own, so
+        an answer delivered from inside ``forward`` never re-enters :meth:`_frames`)."""
+        if (not self.paused or self.transport is None
+                or len(self.tasks) + self.forwarded >= PIPELINE_MAX // 2):
+            return
+        self.paused = False
+        if not self.eof:
             self.transport.resume_reading()
+        try:
+            self._frames()
+        except Exception:
+            _log.exception("tcp_frame_failed", client=self.ip)
+            self.close()
+            return
+        self._settled()
 
     def _send(self, reply: bytes) -> None:
         t = self.transport
@@ -188,7 +241,7 @@ class TcpConnection(asyncio.Protocol):
         cfg = self.server.cfg
         limit = cfg.tcp_idle_timeout if self.messages else cfg.tcp_initial_timeout
         left = self.last_activity + limit - self.loop.time()
-        if left <= 0 and not self.tasks:
+        if left <= 0 and not self.busy():
             self.close()
         else:
             self._arm(max(left, 0.05))
@@ -207,8 +260,11 @@ class TcpConnection(asyncio.Protocol):
             t.cancel()
 
     def eof_received(self) -> Any:
-        """Half-close: finish answering what was asked, then close (RFC 7766 §6.2.4)."""
+        """Half-close: finish answering what was asked, then close (RFC 7766 §6.2.4).
+
+        Queries still buffered because of the pipeline limit are answered too.
+        """
         self.eof = True
-        if not self.tasks:
+        if not self.busy() and not self.paused and not self._whole_frame():
             return None
         return True

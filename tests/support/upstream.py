@@ -3,6 +3,7 @@
 It runs in its own thread with blocking sockets, so it answers both in-process async tests and
 a daemon subprocess while the test itself blocks in ``dig``. ``handler(query_wire, transport)``
 returns the reply bytes, ``None`` (stay silent), a :class:`Spoof` (send from another socket),
+a :class:`Delayed` reply (UDP: sent later from a timer, without blocking the server thread),
 or a list of those (several datagrams, in order).
 Every query is recorded with its source address.
 """
@@ -30,7 +31,15 @@ class Spoof:
     host: str = "127.0.0.1"
 
 
-Reply = bytes | Spoof | list[bytes | Spoof] | None
+@dataclass
+class Delayed:
+    """Send ``reply`` over UDP after ``seconds``; the server goes on with other queries."""
+
+    reply: bytes
+    seconds: float
+
+
+Reply = bytes | Spoof | Delayed | list[bytes | Spoof] | None
 Handler = Callable[[bytes, str], Reply]
 
 
@@ -65,6 +74,7 @@ class FakeUpstream:
             self.tcp = None  # type: ignore[assignment]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._timers: list[threading.Timer] = []
 
     @property
     def addr(self) -> str:
@@ -77,6 +87,9 @@ class FakeUpstream:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(5)
+        for timer in self._timers:
+            timer.cancel()
+            timer.join(5)
         self.udp.close()
         if self.tcp is not None:
             self.tcp.close()
@@ -109,12 +122,24 @@ class FakeUpstream:
             for one in reply:
                 self._send_udp(one, addr)
             return
+        if isinstance(reply, Delayed):
+            timer = threading.Timer(reply.seconds, self._send_late, (reply.reply, addr))
+            timer.daemon = True
+            self._timers.append(timer)
+            timer.start()
+            return
         if isinstance(reply, Spoof):
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
                 other.bind((reply.host, 0))
                 other.sendto(reply.reply, addr)
             return
         self.udp.sendto(reply, addr)
+
+    def _send_late(self, reply: bytes, addr: tuple[str, int]) -> None:
+        try:
+            self.udp.sendto(reply, addr)
+        except OSError:         # closed meanwhile
+            pass
 
     def _tcp_one(self) -> None:
         conn, addr = self.tcp.accept()
