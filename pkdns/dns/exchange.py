@@ -96,17 +96,22 @@ class Exchange:
                 self.out.add(idx)
                 continue
             self.attempts.append(att)
-            self.timer = loop.call_at(min(loop.time() + fwd.attempt_timeout, self.deadline),
-                                      self._timeout)
+            self._arm()
             return
         all_failed = len(self.out) >= len(fwd.upstreams)
         self.finish(self.error_reply if all_failed else None)
 
-    def _open(self, idx: int) -> _Attempt | None:
+    def _arm(self) -> None:
+        """The timer for the next attempt (or the deadline, whichever is first)."""
+        loop = self.loop
+        self.timer = loop.call_at(min(loop.time() + self.fwd.attempt_timeout, self.deadline),
+                                  self._timeout)
+
+    def _open(self, idx: int, edns: bool = True) -> _Attempt | None:
         fwd = self.fwd
         addr = fwd.upstreams[idx]
         qid = fwd.new_id()
-        packet = wire.build_query_for(qid, self.question, self.do, self.cd)
+        packet = wire.build_query_for(qid, self.question, self.do, self.cd, edns)
         try:
             sock = new_socket(addr)
         except OSError as exc:
@@ -163,7 +168,10 @@ class Exchange:
             self.fwd.fail(att.addr, "unwanted_reply")
 
     def _judge(self, att: _Attempt, reply: bytes) -> None:
-        if reply[3] & 0x0F in _RCODE_FAILURES:
+        rcode = reply[3] & 0x0F
+        if rcode in _RCODE_FAILURES:
+            if rcode == wire.FORMERR and att.packet[11] and self._without_edns(att):
+                return
             self.out.add(att.idx)
             self.error_reply = reply
             self.fwd.fail(att.addr, f"rcode{reply[3] & 0x0F}")
@@ -171,6 +179,18 @@ class Exchange:
             return
         self.fwd.preferred = att.idx
         self.finish(reply)
+
+    def _without_edns(self, att: _Attempt) -> bool:
+        """FORMERR to a query with our OPT: ask the same upstream once more without it
+        (reliability U7, Unbound ``fwd_no_edns``). False when that cannot be sent."""
+        self.fwd.fail(att.addr, "rcode1_edns")
+        plain = self._open(att.idx, edns=False)
+        if plain is None:
+            return False
+        self.attempts.append(plain)
+        if self.timer is None:           # after a TCP retry: nothing else is timing us
+            self._arm()
+        return True
 
     def _retry_tcp(self, att: _Attempt) -> None:
         """TC=1: ask the same upstream over TCP with a fresh ID (U5).

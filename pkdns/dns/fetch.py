@@ -5,7 +5,10 @@ it). The fetch is driven by :meth:`pkdns.dns.forwarder.Forwarder.start` callback
 reply lands it is walked once (:func:`pkdns.dns.cache.inspect_reply`), stored by the cache's TTL
 policy, and handed to every waiter. So a reply that arrives after the first asker gave up still
 fills the cache (reliability U3), and SERVFAIL/REFUSED/garbage/no answer is remembered for
-:data:`pkdns.dns.cache.FAILURE_TTL` seconds (RFC 9520) instead.
+:data:`pkdns.dns.cache.FAILURE_TTL` seconds (RFC 9520) instead. Only NOERROR, NXDOMAIN and
+YXDOMAIN (a DNAME result too long, RFC 6672 §2.2) are answers: any other upstream rcode
+(FORMERR, NOTIMP, ...) concerns our query to the upstream, not the client's, so the client
+gets SERVFAIL rather than an rcode that would blame its own query.
 
 Waiters are plain callbacks (the UDP/TCP miss path: no task and no future per query) or, for
 coroutines that need a timeout (serve-stale, the pkarr side), a future made on demand.
@@ -25,6 +28,7 @@ from pkdns.errors import DecodeError
 from pkdns.metrics import Metrics
 
 _log = log.get("fetch")
+_ANSWER_RCODES = frozenset((0, wire.NXDOMAIN, 6))      # NOERROR, NXDOMAIN, YXDOMAIN
 Waiter = Callable[[Entry | None], None]
 
 
@@ -98,7 +102,7 @@ class Fetches:
         if reply is not None:
             try:
                 info = inspect_reply(reply)
-                if info.rcode in (wire.SERVFAIL, wire.REFUSED):
+                if info.rcode not in _ANSWER_RCODES:
                     reason = f"upstream rcode {info.rcode}"
                 else:
                     entry = self.cache.store(key, info, self.cache.clock.monotonic())

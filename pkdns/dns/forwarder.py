@@ -11,7 +11,9 @@ Failover: upstreams are tried in order, starting with the last one that answered
 (``upstream_timeout``) moves to the next, cycling until the deadline. ICMP port-unreachable
 (ECONNREFUSED on the connected socket) takes that upstream out for this query at once (U1). An
 error rcode (SERVFAIL/REFUSED/NOTIMP/FORMERR) counts as one failed try of that upstream; when
-every upstream has failed that way the query fails. A TC=1 reply is re-asked over TCP (U5).
+every upstream has failed that way the query fails (the client gets SERVFAIL,
+:mod:`pkdns.dns.fetch`). A FORMERR to a query with our OPT is asked once more of the same
+upstream without it (U7). A TC=1 reply is re-asked over TCP (U5), within the deadline.
 Coalescing of identical questions happens one level up (:mod:`pkdns.dns.fetch`).
 
 The exchange itself is a callback state machine (:mod:`pkdns.dns.exchange`): no task or

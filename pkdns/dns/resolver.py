@@ -236,8 +236,7 @@ class Resolver:
             self.metrics.dropped.labels("malformed").inc()
             return None
         except wire.BadQuery as exc:
-            return self._count(client.transport, wire.error_reply(data, exc.rcode, exc.qend),
-                               "malformed")
+            return self._count(client.transport, wire.error_for(data, exc), "malformed")
         limit = max_size if client.transport != "udp" else min(q.udp_size, max_size) \
             if q.edns else 512
         try:

@@ -247,6 +247,24 @@ def error_reply(data: bytes, rcode: int, qend: int = 0, edns: bool = False,
     return head + question + (opt_rr(do, rcode >> 4) if edns else b"")
 
 
+def error_for(data: bytes, exc: BadQuery) -> bytes:
+    """The reply to a query the ladder refused with ``exc``.
+
+    RFC 6891 §7: a response to a query that carried an OPT carries one too, when that OPT can
+    be read. It can when the header alone was the problem (TC=1, an opcode we do not
+    implement) and the rest is one question plus the OPT; then the DO bit is echoed.
+    """
+    edns = do = False
+    if data[4:12] == b"\x00\x01\x00\x00\x00\x00\x00\x01":
+        qend = _qname_end(data, 12)
+        if 0 < qend and qend + 4 <= len(data):
+            try:
+                edns, _, do = _parse_additional(data, qend + 4)
+            except BadQuery:
+                edns = do = False
+    return error_reply(data, exc.rcode, exc.qend, edns, do)
+
+
 def truncated_reply(response: bytes, qend: int, edns: bool, do: bool) -> bytes:
     """TC=1 with the question only: what a UDP client gets when the answer does not fit."""
     head = response[:2] + bytes((response[2] | 0x02, response[3], 0, 1, 0, 0, 0, 0, 0, int(edns)))
@@ -260,8 +278,11 @@ def build_query(qid: int, qname_wire: bytes, qtype: int, qclass: int, do: bool, 
     return head + qname_wire + struct.pack(">HH", qtype, qclass) + opt_rr(do)
 
 
-def build_query_for(qid: int, question: bytes, do: bool, cd: bool) -> bytes:
-    """:func:`build_query` from a question already in wire form (qname + qtype + qclass)."""
+def build_query_for(qid: int, question: bytes, do: bool, cd: bool, edns: bool = True) -> bytes:
+    """:func:`build_query` from a question already in wire form (qname + qtype + qclass);
+    ``edns=False`` leaves the OPT out (a retry for an upstream that answered FORMERR to it)."""
+    if not edns:
+        return _header.pack(qid, 0x01, 0x10 if cd else 0, 1, 0, 0, 0) + question
     return _header.pack(qid, 0x01, 0x10 if cd else 0, 1, 0, 0, 1) + question + opt_rr(do)
 
 

@@ -95,6 +95,8 @@ def test_edns_compliance_probes(daemon: Daemon) -> None:
     assert "status: NOERROR" in dig(daemon.port, "+ednsflags=0x80", "www.example.test")
     assert "flags: do;" in dig(daemon.port, "+dnssec", "www.example.test")
     assert "status: NOERROR" in dig(daemon.port, "+bufsize=512", "+ignore", "www.example.test")
+    out = dig(daemon.port, "+edns=0", "+opcode=15", "www.example.test")    # RFC 6891 §7
+    assert "status: NOTIMP" in out and "EDNS: version: 0" in out
 
 
 def test_chaos_version_bind_refused_and_any_minimal(daemon: Daemon) -> None:
