@@ -62,8 +62,8 @@ from pkdns.dns.cache import (
 from pkdns.dns.fetch import Fetch, Fetches
 from pkdns.dns.forwarder import Forwarder
 from pkdns.dns.ratelimit import RateLimiter, Verdict
-from pkdns.dns.tally import Tally
-from pkdns.errors import DecodeError, UpstreamError
+from pkdns.dns.tally import Tally, log_query
+from pkdns.errors import UpstreamError
 from pkdns.metrics import Metrics
 
 _log = log.get("resolver")
@@ -118,16 +118,20 @@ class Resolver:
         early = self.admit(data, client.ip, client.transport)
         if early is not None:
             return early or None
-        reply = self.answer_cached(data, client.transport, max_size)
-        if reply is not None:
-            return reply
+        scanned = wire.scan(data)
+        if scanned is not None:
+            reply = self.cached(data, scanned, client.transport, max_size)
+            if reply is not None:
+                if self.debug:
+                    self.log_hit(client.ip, client.transport, data, scanned, reply)
+                return reply
         return await self.resolve_admitted(data, client, max_size)
 
     def admit(self, data: bytes, ip: str, transport: str) -> bytes | None:
         """ACL + rate limit. None: go on; b"": drop; else the reply to send instead."""
         if not self.acl.allowed(ip):
             self.metrics.dropped.labels("acl").inc()
-            return self._count(transport, _refusal(data, wire.REFUSED), "policy")
+            return self._count(transport, wire.refusal(data, wire.REFUSED), "policy")
         if not self.limiter.rate:
             return None
         return self.over_limit(data, ip, transport, self.now())
@@ -139,9 +143,9 @@ class Resolver:
             return None
         self.metrics.rate_limited.labels("dns_" + transport).inc()
         if transport != "udp":
-            return self._count(transport, _refusal(data, wire.REFUSED), "policy")
+            return self._count(transport, wire.refusal(data, wire.REFUSED), "policy")
         if verdict is Verdict.SLIP:
-            return _refusal(data, 0, tc=True)
+            return wire.refusal(data, 0, tc=True)
         return b""
 
     def answer_cached(self, data: bytes, transport: str, max_size: int,
@@ -173,13 +177,14 @@ class Resolver:
         return reply
 
     def answer_later(self, data: bytes, transport: str, max_size: int,
-                     send: Callable[[bytes], None]) -> bool:
+                     send: Callable[[bytes], None], client: str = "-") -> bool:
         """:meth:`forward` with its own scan."""
         scanned = wire.scan(data)
-        return scanned is not None and self.forward(data, scanned, transport, max_size, send)
+        return scanned is not None and self.forward(data, scanned, transport, max_size, send,
+                                                    client)
 
     def forward(self, data: bytes, scanned: wire.Scanned, transport: str, max_size: int,
-                send: Callable[[bytes], None]) -> bool:
+                send: Callable[[bytes], None], client: str = "-") -> bool:
         """Miss path without a coroutine per query, for the common case.
 
         A plain ICANN query (it passed :func:`wire.scan`) with no stale entry joins the key's
@@ -201,14 +206,14 @@ class Resolver:
         self._misses[0] += 1
         fetch = None if self.cache.failing(key) else self._fetch(key)
         if fetch is None:
-            reply = wire.error_reply(data, wire.SERVFAIL, qend, size > 0, bool(do))
-            send(self._count(transport, reply, "icann"))
+            self._deliver(data, qend, size, bool(do), limit, transport, send, client, None)
         else:
-            fetch.add(partial(self._deliver, data, qend, size, bool(do), limit, transport, send))
+            fetch.add(partial(self._deliver, data, qend, size, bool(do), limit, transport, send,
+                              client))
         return True
 
     def _deliver(self, data: bytes, qend: int, size: int, do: bool, limit: int, transport: str,
-                 send: Callable[[bytes], None], entry: Entry | None) -> None:
+                 send: Callable[[bytes], None], client: str, entry: Entry | None) -> None:
         try:
             if entry is None:
                 reply = wire.error_reply(data, wire.SERVFAIL, qend, size > 0, do)
@@ -218,10 +223,20 @@ class Resolver:
             _log.exception("query_failed", qname=wire.name_text(data[12:qend - 4]))
             reply = wire.error_reply(data, wire.SERVFAIL, qend, size > 0, do)
         if self.debug:
-            _log.debug("query", transport=transport, qname=wire.name_text(data[12:qend - 4]),
-                       qtype=(data[qend - 4] << 8) | data[qend - 3], rcode=reply[3] & 0x0F,
-                       kind="icann")
+            log_query(client, transport, data, qend, reply, "icann", "miss")
         send(self._count(transport, reply, "icann"))
+
+    def log_hit(self, client: str, transport: str, data: bytes, scanned: wire.Scanned,
+                reply: bytes) -> None:
+        """The ``query`` line (:func:`log_query`) for a reply :meth:`cached` just gave.
+
+        Callers test :attr:`debug` first (set at start and on reload), so with debug off a hit
+        pays that test only; the UDP listeners also stop memoising replies then, so every hit
+        reaches a place that logs it.
+        """
+        entry = self.cache.get(scanned[0])
+        kind = entry[KIND] if entry is not None else "icann"
+        log_query(client, transport, data, scanned[1], reply, kind, "hit")
 
     def inflight(self) -> list[asyncio.Future[Entry | None]]:
         """Upstream fetches in progress (for a graceful drain)."""
@@ -236,17 +251,23 @@ class Resolver:
             self.metrics.dropped.labels("malformed").inc()
             return None
         except wire.BadQuery as exc:
-            return self._count(client.transport, wire.error_for(data, exc), "malformed")
+            reply = wire.error_for(data, exc)
+            if self.debug and exc.qend:
+                log_query(client.ip, client.transport, data, exc.qend, reply, "malformed",
+                               "-")
+            return self._count(client.transport, reply, "malformed")
         limit = max_size if client.transport != "udp" else min(q.udp_size, max_size) \
             if q.edns else 512
+        entry = self.cache.get(q.key) if self.debug else None
+        fresh = entry is not None and self.now() < entry[EXPIRES]
         try:
             reply, kind = await self._answer(q, client, limit)
         except Exception:
             _log.exception("query_failed", client=client.ip, qname=q.qname, qtype=q.qtype)
             reply, kind = self._error(q, wire.SERVFAIL), "error"
         if self.debug:
-            _log.debug("query", client=client.ip, transport=client.transport, qname=q.qname,
-                       qtype=q.qtype, rcode=reply[3] & 0x0F, kind=kind)
+            cache = "-" if kind not in ("icann", "pkarr") else "hit" if fresh else "miss"
+            log_query(client.ip, client.transport, data, q.qend, reply, kind, cache)
         return self._count(client.transport, reply, kind)
 
     async def resolve_icann(self, qname: str, qtype: int) -> dnslib.DNSRecord:
@@ -275,7 +296,7 @@ class Resolver:
             return self._error(q, wire.FORMERR), "policy"
         if q.qtype == wire.T_ANY and self.cfg.dns.any_minimal:
             if client.transport == "udp":       # no amplification at all: retry over TCP
-                return _refusal(q.wire, 0, tc=True), "any"
+                return wire.refusal(q.wire, 0, tc=True), "any"
             return wire.hinfo_any_reply(q), "any"
         if self.pkarr is not None and self.pkarr.claims(q.qname):
             return await self._pkarr(q, client, limit), "pkarr"
@@ -346,14 +367,3 @@ class Resolver:
         self.tally.cell(transport, reply[3] & 0x0F, kind)[0] += 1
         return reply
 
-
-def _refusal(data: bytes, rcode: int, tc: bool = False) -> bytes:
-    """REFUSED (or an empty TC=1 slip) echoing the question when it parses."""
-    try:
-        q = wire.parse_query(data)
-        reply = wire.error_reply(data, rcode, q.qend, q.edns, q.do)
-    except DecodeError:
-        reply = wire.error_reply(data, rcode)
-    if tc:
-        reply = reply[:2] + bytes((reply[2] | 0x02,)) + reply[3:]
-    return reply

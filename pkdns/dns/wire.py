@@ -293,3 +293,15 @@ def hinfo_any_reply(query: Query, ttl: int = 3600) -> bytes:
     rr = b"\xc0\x0c" + struct.pack(">HHIH", T_HINFO, C_IN, ttl, len(rdata)) + rdata
     head = data[:2] + bytes((0x80 | (data[2] & 0x79), 0x80, 0, 1, 0, 1, 0, 0, 0, int(query.edns)))
     return head + data[12:query.qend] + rr + (opt_rr(query.do) if query.edns else b"")
+
+
+def refusal(data: bytes, rcode: int, tc: bool = False) -> bytes:
+    """REFUSED (or an empty TC=1 slip) echoing the question when it parses."""
+    try:
+        q = parse_query(data)
+        reply = error_reply(data, rcode, q.qend, q.edns, q.do)
+    except DecodeError:
+        reply = error_reply(data, rcode)
+    if tc:
+        reply = reply[:2] + bytes((reply[2] | 0x02,)) + reply[3:]
+    return reply

@@ -157,9 +157,11 @@ class TcpConnection(asyncio.Protocol):
             reply = r.cached(msg, scanned, "tcp", STREAM_MAX)
             if reply is not None:
                 self._send(reply)
+                if r.debug:
+                    r.log_hit(self.ip, "tcp", msg, scanned, reply)
                 return
             self.forwarded += 1
-            if r.forward(msg, scanned, "tcp", STREAM_MAX, self._forwarded):
+            if r.forward(msg, scanned, "tcp", STREAM_MAX, self._forwarded, self.ip):
                 self._limit()
                 return
             self.forwarded -= 1

@@ -9,6 +9,9 @@ the memo), then :meth:`Resolver.forward` (join the key's upstream fetch with a c
 unusual queries become a task). asyncio hands us whole datagrams, so a large EDNS query is never
 cut (unlike a fixed 1024-byte buffer, style.md §2.10). Replies are sized by the resolver to the
 client's EDNS payload, capped at ``dns.udp_payload_max``.
+
+With debug logging on (``Resolver.debug``) nothing new is memoised, so every hit reaches the
+path that logs its ``query`` line; with it off, the memo path has no logging test at all.
 """
 
 from __future__ import annotations
@@ -88,11 +91,14 @@ class UdpServer(asyncio.DatagramProtocol):
                 return
             scanned = wire.scan(data)
             if scanned is not None:
-                reply = r.cached(data, scanned, "udp", self.cap, self.memo)
+                reply = r.cached(data, scanned, "udp", self.cap, None if r.debug else self.memo)
                 if reply is not None:
                     self.transport.sendto(reply, addr)
+                    if r.debug:
+                        r.log_hit(addr[0], "udp", data, scanned, reply)
                     return
-                if r.forward(data, scanned, "udp", self.cap, partial(self._reply, addr)):
+                if r.forward(data, scanned, "udp", self.cap, partial(self._reply, addr),
+                             addr[0]):
                     return
         except Exception:
             _log.exception("udp_fast_path_failed", client=addr[0])

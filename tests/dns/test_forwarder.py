@@ -165,12 +165,12 @@ async def test_late_truncation_keeps_the_deadline() -> None:
 async def test_tcp_retry_in_time_answers() -> None:
     def handler(data: bytes, transport: str) -> bytes:
         if transport == "udp":
-            time.sleep(0.3)
+            time.sleep(0.2)
             return answer(data, tc=True)
-        time.sleep(0.3)
+        time.sleep(0.2)
         return answer(data, "www.example.test. 300 IN A 192.0.2.1")
 
     with FakeUpstream(handler) as up:
         start = time.monotonic()
-        reply = dns.message.from_wire(await ask(fwd(up.addr, timeout=2.0), budget=1.0))
-        assert reply.answer[0][0].address == "192.0.2.1" and time.monotonic() - start < 1.0
+        reply = dns.message.from_wire(await ask(fwd(up.addr, timeout=3.0), budget=2.0))
+        assert reply.answer[0][0].address == "192.0.2.1" and time.monotonic() - start < 2.0
