@@ -88,8 +88,13 @@ class Exchange:
             self.timer.cancel()
             self.timer = None
         fwd, loop = self.fwd, self.loop
-        while len(self.out) < len(fwd.upstreams) and loop.time() < self.deadline:
-            idx = fwd.pick(self.tries, self.out)
+        while len(self.out) < len(fwd.upstreams):
+            now = loop.time()
+            if now >= self.deadline:
+                break
+            idx = fwd.pick(self.tries, self.out, now)
+            if idx < 0:                          # every upstream left is down (U8)
+                break
             self.tries += 1
             att = self._open(idx)
             if att is None:
@@ -116,6 +121,7 @@ class Exchange:
             sock = new_socket(addr)
         except OSError as exc:
             fwd.fail(addr, f"network: {exc.strerror}")
+            fwd.health.no_reply(addr, self.loop.time())
             return None
         att = _Attempt(sock, idx, addr, qid, packet)
         try:
@@ -125,6 +131,7 @@ class Exchange:
         except OSError as exc:
             self._close(att)
             fwd.fail(addr, f"network: {exc.strerror}")
+            fwd.health.no_reply(addr, self.loop.time())
             return None
         fwd.sent += 1
         return att
@@ -137,6 +144,8 @@ class Exchange:
 
     def _timeout(self) -> None:
         self.timer = None
+        if self.attempts:                    # the latest attempt stayed silent
+            self.fwd.health.no_reply(self.attempts[-1].addr, self.loop.time())
         if self.tcp is None:
             self.advance()
 
@@ -150,15 +159,19 @@ class Exchange:
                 self._close(att)
                 self.out.add(att.idx)
                 self.fwd.fail(att.addr, "refused")
+                self.fwd.health.no_reply(att.addr, self.loop.time())
                 self.advance()
                 return
             except OSError as exc:
                 self._close(att)
                 self.fwd.fail(att.addr, f"network: {exc.strerror}")
+                self.fwd.health.no_reply(att.addr, self.loop.time())
                 self.advance()
                 return
             if matches(data, att.qid, self.question):
                 self._close(att)
+                if self.fwd.health.silent:
+                    self.fwd.health.replied(att.addr)
                 if data[2] & 0x02:
                     if self.tcp is None:     # else a TCP retry is already under way
                         self._retry_tcp(att)

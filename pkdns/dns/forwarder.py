@@ -16,6 +16,13 @@ every upstream has failed that way the query fails (the client gets SERVFAIL,
 upstream without it (U7). A TC=1 reply is re-asked over TCP (U5), within the deadline.
 Coalescing of identical questions happens one level up (:mod:`pkdns.dns.fetch`).
 
+Upstream health (reliability U8): after :data:`DOWN_AFTER` attempts in a row got no reply at
+all (timeout, ICMP refused, network error), an upstream is down: it gets one query as a probe
+after 1 s, then after 2, 4, 8 s (:class:`Health`), and in between no query at all, so a dead
+upstream sees at most one query per second from us; with no usable upstream a query fails at
+once (serve-stale still answers names that were cached). Any reply, even an error rcode, brings
+it back. Forged datagrams count neither way.
+
 The exchange itself is a callback state machine (:mod:`pkdns.dns.exchange`): no task or
 future per query; :meth:`Forwarder.exchange` wraps it for coroutines.
 """
@@ -30,6 +37,7 @@ import struct
 from collections.abc import Callable
 from functools import partial
 
+from pkdns import log
 from pkdns.config import HostPort, format_hostport
 from pkdns.dns import wire
 from pkdns.dns.exchange import Exchange, matches, new_socket
@@ -37,9 +45,55 @@ from pkdns.dns.sockpoll import SocketPoller
 from pkdns.errors import UpstreamError
 from pkdns.metrics import Metrics
 
+_log = log.get("forwarder")
+DOWN_AFTER = 8          # attempts in a row without a reply before an upstream counts as down
+PROBE_FIRST = 1.0       # seconds from "down" to the first probe; doubled after each failed one
+PROBE_MAX = 8.0
+
 
 class _Refused(UpstreamError):
     """ICMP port unreachable: nobody listens there."""
+
+
+class Health:
+    """Which upstreams answer at all; pure (callers pass ``now``). See the module docstring.
+
+    ``silent`` counts attempts in a row without a reply, per upstream; ``down`` maps a down
+    upstream to the time of its next probe. Both are usually empty, so the exchange's checks
+    (``if health.silent``, ``if health.down``) cost one truth test.
+    """
+
+    def __init__(self) -> None:
+        self.silent: dict[HostPort, int] = {}
+        self.down: dict[HostPort, float] = {}
+        self._backoff: dict[HostPort, float] = {}
+
+    def no_reply(self, addr: HostPort, now: float) -> None:
+        """An attempt to ``addr`` timed out, was refused or could not be sent."""
+        n = self.silent[addr] = self.silent.get(addr, 0) + 1
+        if n >= DOWN_AFTER and addr not in self.down:
+            self._backoff[addr] = PROBE_FIRST
+            self.down[addr] = now + PROBE_FIRST
+            _log.warning("upstream_down", upstream=format_hostport(addr), attempts=n)
+
+    def replied(self, addr: HostPort) -> None:
+        """``addr`` answered (any rcode): it is up."""
+        self.silent.pop(addr, None)
+        if self.down.pop(addr, None) is not None:
+            self._backoff.pop(addr, None)
+            _log.info("upstream_up", upstream=format_hostport(addr))
+
+    def may_use(self, addr: HostPort, now: float) -> bool:
+        """May a query go to ``addr`` now? For a down upstream, True once per probe time
+        (and the next probe is then set, the wait doubled up to :data:`PROBE_MAX`)."""
+        until = self.down.get(addr)
+        if until is None:
+            return True
+        if now < until:
+            return False
+        wait = self._backoff[addr] = min(self._backoff[addr] * 2, PROBE_MAX)
+        self.down[addr] = now + wait
+        return True
 
 
 class Forwarder:
@@ -58,6 +112,7 @@ class Forwarder:
         self.rng = rng
         self.preferred = 0
         self.sent = 0
+        self.health = Health()
         self._ids = b""
         self._poller: SocketPoller | None = None
 
@@ -108,14 +163,16 @@ class Forwarder:
             raise UpstreamError("no upstream answered in time")
         return reply
 
-    def pick(self, tries: int, out: set[int]) -> int:
-        """The upstream for attempt number ``tries``: round the list from the preferred one."""
+    def pick(self, tries: int, out: set[int], now: float) -> int:
+        """The upstream for attempt number ``tries``: round the list from the preferred one,
+        skipping those in ``out`` and those down (unless due a probe); -1 if none is left."""
         n = len(self.upstreams)
+        health = self.health
         for k in range(n):
             idx = (self.preferred + tries + k) % n
-            if idx not in out:
+            if idx not in out and (not health.down or health.may_use(self.upstreams[idx], now)):
                 return idx
-        return self.preferred
+        return -1
 
     def fail(self, addr: HostPort, reason: str) -> None:
         """Count one failed attempt (or an unwanted datagram) against ``addr``."""
