@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from typing import Any
 
 import dns.message
 import dns.rcode
@@ -12,9 +13,10 @@ from pkdns.config import CacheConfig
 from pkdns.dns import wire
 from pkdns.dns.cache import EXPIRES, STALE_UNTIL, WireCache, inspect_reply, render
 from tests.support.clock import FakeClock
+from tests.support.upstream import rrset
 
 
-def query(name: str = "www.example.test", rdtype: str = "A", **kw: object) -> bytes:
+def query(name: str = "www.example.test", rdtype: str = "A", **kw: Any) -> bytes:
     return dns.message.make_query(name, rdtype, **kw).to_wire()
 
 
@@ -22,13 +24,13 @@ def reply_for(qwire: bytes, *rrs: str, rcode: int = 0, authority: tuple[str, ...
               additional: tuple[str, ...] = ()) -> bytes:
     m = dns.message.from_wire(qwire)
     r = dns.message.make_response(m)
-    r.set_rcode(rcode)
+    r.set_rcode(dns.rcode.Rcode.make(rcode))
     for text in rrs:
-        r.answer.append(dns.rrset.from_text(*text.split(None, 4)))
+        r.answer.append(rrset(text))
     for text in authority:
-        r.authority.append(dns.rrset.from_text(*text.split(None, 4)))
+        r.authority.append(rrset(text))
     for text in additional:
-        r.additional.append(dns.rrset.from_text(*text.split(None, 4)))
+        r.additional.append(rrset(text))
     return r.to_wire()
 
 
@@ -53,7 +55,7 @@ def serve(cache: WireCache, clock: FakeClock, qwire: bytes, max_size: int = 1232
     return dns.message.from_wire(out)
 
 
-def make(clock: FakeClock, **kw: object) -> WireCache:
+def make(clock: FakeClock, **kw: Any) -> WireCache:
     return WireCache(CacheConfig(**kw), clock)
 
 

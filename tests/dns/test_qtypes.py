@@ -61,7 +61,7 @@ def test_matches_compares_qtype_and_qclass_exactly() -> None:
             + b"\x00\x01"
         assert matches(reply, 0x1234, question), rdtype
     https = wire.name_wire("a.test") + b"\x00\x41\x00\x01"
-    q = dns.message.make_query("a.test", 0x61)          # type 97 is not type 65
+    q = dns.message.make_query("a.test", dns.rdatatype.RdataType.make(0x61))   # 97, not 65
     q.id = 7
     assert not matches(answer(q.to_wire()), 7, https)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import dns.flags
 import dns.message
@@ -12,9 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pkdns.dns import wire
+from pkdns.errors import DecodeError
 
 
-def q(name: str = "www.example.test", rdtype: str = "A", **kw: object) -> bytes:
+def q(name: str = "www.example.test", rdtype: str = "A", **kw: Any) -> bytes:
     return dns.message.make_query(name, rdtype, **kw).to_wire()
 
 
@@ -112,7 +114,7 @@ def test_parse_query_agrees_with_scan() -> None:
 
 
 def test_read_name_bounds_pointer_loops() -> None:
-    with pytest.raises(wire.DecodeError):
+    with pytest.raises(DecodeError):
         wire.read_name(b"\x00" * 12 + b"\xc0\x0c", 12)
     assert wire.read_name(header() + QNAME + b"\xc0\x0c", 12 + len(QNAME)) == QNAME
 

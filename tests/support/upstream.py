@@ -186,14 +186,20 @@ def answer(data: bytes, *rrs: str, rcode: int = 0, tc: bool = False,
     """A response to ``data`` with records in zone-file text ("name ttl IN type rdata")."""
     q = dns.message.from_wire(data)
     r = dns.message.make_response(q)
-    r.set_rcode(rcode)
+    r.set_rcode(dns.rcode.Rcode.make(rcode))
     if tc:
         r.flags |= dns.flags.TC
     for text in rrs:
-        r.answer.append(dns.rrset.from_text(*text.split(None, 4)))
+        r.answer.append(rrset(text))
     for text in authority:
-        r.authority.append(dns.rrset.from_text(*text.split(None, 4)))
+        r.authority.append(rrset(text))
     return r.to_wire(max_size=65535)        # not the query's EDNS size: TCP may need more
+
+
+def rrset(text: str) -> dns.rrset.RRset:
+    """One record from zone-file text: "name ttl class type rdata"."""
+    name, ttl, rdclass, rdtype, rdata = text.split(None, 4)
+    return dns.rrset.from_text(name, int(ttl), rdclass, rdtype, rdata)
 
 
 def a_record(ip: str = "192.0.2.1", ttl: int = 300) -> Handler:
