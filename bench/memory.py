@@ -23,6 +23,7 @@ from pathlib import Path
 import opsbench
 
 from pkdns.config import CacheConfig, PkarrConfig
+from pkdns.dns.cache import ENTRY_OVERHEAD
 from tests.support.knot import knot_server
 
 ZONE = ("$ORIGIN m.bench.test.\n$TTL 86400\n@ SOA ns host 1 3600 600 86400 300\n@ NS ns\n"
@@ -104,8 +105,9 @@ def main() -> None:
         f"| state | RSS MiB | target |\n|---|---|---|\n"
         f"| idle (just started, empty caches) | {r['idle_rss']:.1f} | <= 60 |\n"
         f"| default caches full | {r['full_rss']:.1f} | <= 200 |\n\n"
-        f"The answers here are small (about {r['cache_bytes'] / r['entries'] - 200:.0f} bytes of "
-        f"wire each, the worst case for entry count): the cache counts wire + 200 bytes per "
+        f"The answers here are small (about {r['cache_bytes'] / r['entries'] - ENTRY_OVERHEAD:.0f}"
+        f" bytes of wire each, the worst case for entry count): the cache counts wire + "
+        f"{ENTRY_OVERHEAD} bytes per "
         f"answer against `cache.max_bytes`, while the process grows by about "
         f"{(r['full_rss'] - r['idle_rss']) * 1024 / r['entries']:.2f} KiB per answer "
         f"(packets included).\n")
