@@ -94,6 +94,9 @@ class Exchange:
                 break
             idx = fwd.pick(self.tries, self.out, now)
             if idx < 0:                          # every upstream left is down (U8)
+                if self.attempts:                # earlier ones may still answer: keep them
+                    self.timer = loop.call_at(self.deadline, self._timeout)
+                    return
                 break
             self.tries += 1
             att = self._open(idx)

@@ -13,7 +13,7 @@ import pytest
 from pkdns.dns import wire
 from pkdns.dns.forwarder import DOWN_AFTER, PROBE_MAX, Forwarder, Health
 from pkdns.errors import UpstreamError
-from tests.support.upstream import FakeUpstream, Reply, a_record, answer
+from tests.support.upstream import Delayed, FakeUpstream, Reply, a_record, answer
 
 UP = ("192.0.2.53", 53)
 
@@ -112,3 +112,20 @@ async def test_error_rcodes_keep_an_upstream_up(rcode: int) -> None:
         for i in range(2 * DOWN_AFTER):
             await fwd.exchange(q(i), False, False, loop.time() + 0.5)
     assert not fwd.health.down and not fwd.health.silent
+
+
+async def test_exchange_in_flight_keeps_waiting_when_its_upstream_goes_down() -> None:
+    """Marked down meanwhile (here: its own first timeout is the 8th silent attempt), an
+    upstream's late reply to an attempt already sent is still taken, until the deadline."""
+    def late(data: bytes, _t: str) -> Reply:
+        name = dns.message.from_wire(data).question[0].name
+        return Delayed(answer(data, f"{name} 300 IN A 192.0.2.9"), 0.5)
+
+    with FakeUpstream(late) as up:
+        fwd = Forwarder(((up.host, up.port),), 0.2)
+        fwd.health.silent[(up.host, up.port)] = DOWN_AFTER - 1
+        loop = asyncio.get_running_loop()
+        reply = await fwd.exchange(q(1), False, False, loop.time() + 1.0)
+        assert len(up.queries()) == 1
+    assert dns.message.from_wire(reply).answer[0][0].address == "192.0.2.9"
+    assert not fwd.health.down
