@@ -54,35 +54,39 @@ def test_level_filter() -> None:
     assert not log.is_enabled("info") and log.is_enabled("error")
 
 
-def _query_events(d: Daemon, qname: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+def _query_events(d: Daemon, qname: str, timeout: float = 5.0,
+                  count: int = 1) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while True:
         found = [e for e in d.events() if e.get("event") == "query" and e.get("qname") == qname]
-        if found or time.monotonic() > deadline:
+        if len(found) >= count or time.monotonic() > deadline:
             return found
         time.sleep(0.05)
 
 
 @pytest.mark.parametrize("verbose", [True, False])
-def test_daemon_logs_each_cache_miss_query_at_debug(tmp_path: Path, verbose: bool) -> None:
-    """The daemon's own per-query line (``pkdns serve -v``) for a query that went upstream.
+def test_daemon_logs_each_query_at_debug(tmp_path: Path, verbose: bool) -> None:
+    """The daemon's own per-query line (``pkdns serve -v``): a miss, then the cache hit.
 
-    Cache and memo hits log nothing (the hot path stays free of logging); see the miss path
-    in ``pkdns.dns.resolver``.
+    Without ``-v`` nothing is logged per query (the hot path reads the debug switch once).
     """
     with FakeUpstream(a_record("192.0.2.77")) as up, \
             run_daemon(tmp_path, upstreams=(up.addr,), verbose=verbose) as d:
         q = dns.message.make_query("logged.example.", "A")
         reply = dns.query.udp(q, d.host, port=d.port, timeout=5)
         assert reply.rcode() == dns.rcode.NOERROR and up.queries("udp")   # a real miss
-        events = _query_events(d, "logged.example", timeout=5.0 if verbose else 0.5)
+        again = dns.query.udp(q, d.host, port=d.port, timeout=5)
+        assert again.rcode() == dns.rcode.NOERROR and len(up.queries("udp")) == 1   # a hit
+        events = _query_events(d, "logged.example", timeout=5.0 if verbose else 0.5, count=2)
     if not verbose:
         assert events == []
         return
-    (event,) = events
-    assert event["level"] == "debug" and event["component"] == "resolver"
-    assert (event["qtype"], event["rcode"], event["kind"]) == (1, 0, "icann")
-    assert event["transport"] == "udp" and event["timestamp"].endswith("Z")
+    miss, hit = events
+    for event in (miss, hit):
+        assert event["level"] == "debug"
+        assert (event["qtype"], event["rcode"], event["kind"]) == (1, 0, "icann")
+        assert event["transport"] == "udp" and event["timestamp"].endswith("Z")
+    assert (miss["cache"], hit["cache"]) == ("miss", "hit")
 
 
 def test_exceptions_are_structured_in_json() -> None:
