@@ -6,11 +6,9 @@
    over-limit query gets an empty TC=1), TCP/DoH REFUSED (:mod:`pkdns.dns.ratelimit`);
 2. :meth:`answer_cached`, the hot path: scan the bytes, look the key up, patch and return;
 3. the ladder (:func:`pkdns.dns.wire.parse_query`): drop / FORMERR / NOTIMP / BADVERS;
-4. query policy: class != IN -> REFUSED (so CH ``version.bind`` leaks nothing), qtype 0 ->
-   FORMERR, meta qtypes 128-254 (AXFR, IXFR, ...) -> REFUSED, ANY -> RFC 8482 §4.2 HINFO
-   over TCP/DoH, and over UDP an empty TC=1 (reply size = query size, as PowerDNS
-   ``any_to_tcp``: even the HINFO would amplify a short query more than 1.5x, reliability A1);
-5. pkarr names (``PkarrHandler.claims``) -> the handler, never upstream (reliability P8);
+4. query policy (:mod:`pkdns.dns.querypolicy`): class != IN, qtype 0 and meta qtypes are
+   refused, ANY gets RFC 8482 §4.2 minimal answers (TC=1 over UDP, reliability A1);
+5. pkarr names (``PkarrHandler.claims``) -> the handler (:mod:`pkdns.dns.pkarr_seam`);
    everything else -> cache, else one coalesced upstream fetch (stored in the cache by the
    fetch itself, so a late reply still fills the cache: U3), with serve-stale (RFC 8767) when
    the upstream fails or is slower than ``stale_client_timeout``, else SERVFAIL by
@@ -20,16 +18,12 @@ Every outcome is one rcode; an unexpected exception becomes SERVFAIL and is logg
 a client sends can escape a handler. UDP replies are sized to the client's EDNS payload (512
 without EDNS, capped at ``max_size``) with TC=1 when they do not fit; TCP/DoH pass 65535.
 
-The pkarr seam, for ``pkdns/dns/pkarr_answer.py`` and friends:
-* ``Resolver.pkarr`` — a :class:`PkarrHandler` (settable after construction). Its answers go
-  into the same wire cache under the same key rules (TTL from its records or its SOA; SERVFAIL
-  not cached), so a cached pkarr answer is served by the same hot path.
-* ``await resolver.resolve_icann(qname, qtype) -> dnslib.DNSRecord`` — an ICANN lookup through
-  cache + forwarder (for CNAME targets outside pkarr). Never raises for DNS failures: the
-  record carries the rcode (SERVFAIL on upstream failure).
-* ``await resolver.query_server((host, port), query) -> dnslib.DNSRecord`` — one query to one
-  server (NS delegation recursion); raises :class:`pkdns.errors.UpstreamError` on timeout or
-  a mismatched reply.
+The pkarr side (``Resolver.pkarr``, a :class:`PkarrHandler`) also calls back in:
+* ``await resolver.resolve_icann(qname, qtype) -> dnslib.DNSRecord``: an ICANN lookup through
+  cache + forwarder (CNAME targets outside pkarr), never raising for DNS failures (the record
+  carries the rcode, SERVFAIL on upstream failure);
+* ``await resolver.query_server((host, port), query) -> dnslib.DNSRecord``: one query to one
+  server (NS delegation), :class:`pkdns.errors.UpstreamError` on timeout or a bad reply.
 """
 
 from __future__ import annotations
@@ -39,7 +33,6 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Protocol
 
 import dnslib
 
@@ -55,12 +48,13 @@ from pkdns.dns.cache import (
     Entry,
     ReplyMemo,
     WireCache,
-    inspect_reply,
     render,
     second_end,
 )
 from pkdns.dns.fetch import Fetch, Fetches
 from pkdns.dns.forwarder import Forwarder
+from pkdns.dns.pkarr_seam import PkarrHandler, ask
+from pkdns.dns.querypolicy import edns_size, error, policy_reply, reply_limit, special_qtype
 from pkdns.dns.ratelimit import RateLimiter, Verdict
 from pkdns.dns.tally import Tally, log_query
 from pkdns.errors import UpstreamError
@@ -77,18 +71,6 @@ class ClientInfo:
 
     ip: str
     transport: str
-
-
-class PkarrHandler(Protocol):
-    """The pkarr side of the resolver (see the module docstring)."""
-
-    def claims(self, qname: str) -> bool:
-        """Is ``qname`` (lowercased, no trailing dot) a pkarr name? Pure and fast."""
-        ...
-
-    async def answer(self, query: dnslib.DNSRecord, client_ip: str) -> dnslib.DNSRecord:
-        """The full response to ``query``."""
-        ...
 
 
 class Resolver:
@@ -195,14 +177,14 @@ class Resolver:
         """
         key, qend, size, do = scanned
         qtype = (key[-5] << 8) | key[-4]
-        if qtype == 0 or 128 <= qtype <= 255:       # meta types and ANY: the slow path
+        if special_qtype(qtype):       # policy may answer it: the slow path
             return False
         if self.pkarr is not None and self.pkarr.claims(wire.name_text(key[:-5])):
             return False
         entry = self.cache.get(key)
         if entry is not None and self.now() < entry[STALE_UNTIL]:
             return False
-        limit = max_size if transport != "udp" else (min(size, max_size) if size else 512)
+        limit = reply_limit(transport, size, max_size)
         self._misses[0] += 1
         fetch = None if self.cache.failing(key) else self._fetch(key)
         if fetch is None:
@@ -256,15 +238,14 @@ class Resolver:
                 log_query(client.ip, client.transport, data, exc.qend, reply, "malformed",
                                "-")
             return self._count(client.transport, reply, "malformed")
-        limit = max_size if client.transport != "udp" else min(q.udp_size, max_size) \
-            if q.edns else 512
+        limit = reply_limit(client.transport, edns_size(q), max_size)
         entry = self.cache.get(q.key) if self.debug else None
         fresh = entry is not None and self.now() < entry[EXPIRES]
         try:
             reply, kind = await self._answer(q, client, limit)
         except Exception:
             _log.exception("query_failed", client=client.ip, qname=q.qname, qtype=q.qtype)
-            reply, kind = self._error(q, wire.SERVFAIL), "error"
+            reply, kind = error(q, wire.SERVFAIL), "error"
         if self.debug:
             cache = "-" if kind not in ("icann", "pkarr") else "hit" if fresh else "miss"
             log_query(client.ip, client.transport, data, q.qend, reply, kind, cache)
@@ -290,16 +271,11 @@ class Resolver:
     # ---------------------------------------------------------------- slow path
 
     async def _answer(self, q: wire.Query, client: ClientInfo, limit: int) -> tuple[bytes, str]:
-        if q.qclass != wire.C_IN or 128 <= q.qtype < 255:
-            return self._error(q, wire.REFUSED), "policy"
-        if q.qtype == 0:
-            return self._error(q, wire.FORMERR), "policy"
-        if q.qtype == wire.T_ANY and self.cfg.dns.any_minimal:
-            if client.transport == "udp":       # no amplification at all: retry over TCP
-                return wire.refusal(q.wire, 0, tc=True), "any"
-            return wire.hinfo_any_reply(q), "any"
+        decided = policy_reply(q, client.transport, self.cfg.dns.any_minimal)
+        if decided is not None:
+            return decided
         if self.pkarr is not None and self.pkarr.claims(q.qname):
-            return await self._pkarr(q, client, limit), "pkarr"
+            return await self._pkarr(self.pkarr, q, client, limit), "pkarr"
         return await self._icann(q, limit), "icann"
 
     async def _icann(self, q: wire.Query, limit: int) -> bytes:
@@ -307,7 +283,7 @@ class Resolver:
         entry = self.cache.get(q.key)
         if entry is not None and now < entry[EXPIRES]:
             self._hits[0] += 1
-            return render(entry, q.wire, q.qend, self._size(q), q.do, limit, now)
+            return render(entry, q.wire, q.qend, edns_size(q), q.do, limit, now)
         self._misses[0] += 1
         stale = entry if entry is not None and now < entry[STALE_UNTIL] else None
         fetch = None if self.cache.failing(q.key) else self._fetch(q.key)
@@ -319,51 +295,36 @@ class Resolver:
                 fresh = None
             if fresh is not None:
                 now = self.clock.monotonic()
-                return render(fresh, q.wire, q.qend, self._size(q), q.do, limit, now)
+                return render(fresh, q.wire, q.qend, edns_size(q), q.do, limit, now)
         if stale is not None:
             self.metrics.stale_served.labels("icann").inc()
-            return render(stale, q.wire, q.qend, self._size(q), q.do, limit, now,
+            return render(stale, q.wire, q.qend, edns_size(q), q.do, limit, now,
                           stale_ttl=self.cfg.cache.stale_answer_ttl)
-        return self._error(q, wire.SERVFAIL)
+        return error(q, wire.SERVFAIL)
 
     def _fetch(self, key: bytes) -> Fetch | None:
         """The shared upstream fetch for ``key`` (None when too many are in flight)."""
         dns = self.cfg.dns
         return self.fetches.get(key, dns.query_deadline - _DEADLINE_MARGIN, dns.max_inflight)
 
-    async def _pkarr(self, q: wire.Query, client: ClientInfo, limit: int) -> bytes:
-        assert self.pkarr is not None
+    async def _pkarr(self, handler: PkarrHandler, q: wire.Query, client: ClientInfo,
+                     limit: int) -> bytes:
         now = self.clock.monotonic()
         entry = self.cache.get(q.key)
         if entry is not None and now < entry[EXPIRES]:
             self._hits[0] += 1
-            return render(entry, q.wire, q.qend, self._size(q), q.do, limit, now)
+            return render(entry, q.wire, q.qend, edns_size(q), q.do, limit, now)
         self._misses[0] += 1
-        try:
-            record = dnslib.DNSRecord.parse(q.wire)
-        except Exception:  # dnslib is stricter than the ladder in places
-            return self._error(q, wire.FORMERR)
-        try:
-            answer = await asyncio.wait_for(self.pkarr.answer(record, client.ip),
-                                            self.cfg.dns.query_deadline - _DEADLINE_MARGIN)
-        except TimeoutError:
-            return self._error(q, wire.SERVFAIL)
-        info = inspect_reply(bytes(answer.pack()))
+        info = await ask(handler, q, client.ip, self.cfg.dns.query_deadline - _DEADLINE_MARGIN)
+        if isinstance(info, bytes):
+            return info
         now = self.clock.monotonic()
         fresh = self.cache.store(q.key, info, now, kind="pkarr")
-        return render(fresh, q.wire, q.qend, self._size(q), q.do, limit, now)
-
-    # ---------------------------------------------------------------- helpers
-
-    @staticmethod
-    def _size(q: wire.Query) -> int:
-        return q.udp_size if q.edns else 0
-
-    @staticmethod
-    def _error(q: wire.Query, rcode: int) -> bytes:
-        return wire.error_reply(q.wire, rcode, q.qend, q.edns, q.do)
+        return render(fresh, q.wire, q.qend, edns_size(q), q.do, limit, now)
 
     def _count(self, transport: str, reply: bytes, kind: str) -> bytes:
         self.tally.cell(transport, reply[3] & 0x0F, kind)[0] += 1
         return reply
 
+
+__all__ = ["ClientInfo", "PkarrHandler", "Resolver", "STREAM_MAX"]
