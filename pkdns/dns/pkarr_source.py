@@ -12,25 +12,24 @@
   (:mod:`pkdns.dns.pkarr_evidence`, F4), else UNAVAILABLE (SERVFAIL, never NXDOMAIN: quirk 8);
   a relay 404 is no such proof, so it counts only in a source without a DHT.
 
-Never downgraded (reliability D6): a packet older than the one held is ignored. Packets dated more
-than an hour in the future are rejected (reliability D7). Cold lookups are limited per client IP
-and globally (pkarr.dht_rate_limit / pkarr.max_concurrent_lookups).
+What is held (never downgraded, D6; nothing from the future, D7) is :mod:`pkdns.dns.pkarr_packets`.
+Cold lookups are limited per client IP and globally (pkarr.dht_rate_limit /
+pkarr.max_concurrent_lookups).
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
-
-from cachetools import LRUCache
 
 from pkdns import log
 from pkdns.clock import Clock
 from pkdns.config import PkarrConfig
-from pkdns.dns.pkarr_evidence import absence_proven, from_the_future
+from pkdns.dns.pkarr_evidence import absence_proven
+from pkdns.dns.pkarr_packets import CachedPacket, PacketCache
 from pkdns.dns.ratelimit import RateLimiter, Verdict
 from pkdns.errors import DecodeError
 from pkdns.metrics import Metrics
@@ -93,15 +92,6 @@ class Lookup:
 
 
 @dataclass(slots=True)
-class CachedPacket:
-    """A held packet; ``fetched_at`` (monotonic) is when the network last confirmed it."""
-
-    packet: SignedPacket
-    fetched_at: float
-    last_attempt: float = field(default=float("-inf"))
-
-
-@dataclass(slots=True)
 class Flight:
     """One running lookup for a key, shared by every caller waiting on ``first``."""
 
@@ -125,17 +115,13 @@ class Flight:
             self.window.cancel()
 
 
-class PkarrSource:
+class PkarrSource(PacketCache):
     """The packet cache in front of the DHT and the relays."""
 
     def __init__(self, dht: Dht | None, cfg: PkarrConfig, clock: Clock, *,
                  relays: Sequence[RelayFetch] = (), metrics: Metrics | None = None) -> None:
-        self._dht, self._cfg, self._clock, self._relays = dht, cfg, clock, tuple(relays)
-        self._metrics = metrics
-        size = max(cfg.packet_cache_size, 1)
-        self._packets: LRUCache[bytes, CachedPacket] = LRUCache(size)
-        self._negative: LRUCache[bytes, float] = LRUCache(size)
-        self._queries: LRUCache[bytes, int] = LRUCache(size)
+        super().__init__(cfg, clock)
+        self._dht, self._relays, self._metrics = dht, tuple(relays), metrics
         self._inflight: dict[bytes, Flight] = {}
         self._limiter = RateLimiter(cfg.dht_rate_limit, cfg.dht_rate_limit_burst)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -146,13 +132,13 @@ class PkarrSource:
     async def get(self, key: PublicKey, client_ip: str) -> Lookup:
         """The key's packet: cached, refreshed or looked up (never raises for network trouble)."""
         raw, now = key.raw, self._clock.monotonic()
-        self._queries[raw] = self._queries.get(raw, 0) + 1
+        self._count_query(raw)
         held = self._held(raw, now)
         if held is not None:
             return held
-        expires = self._negative.get(raw)
-        if expires is not None and expires > now:
-            return Lookup(Status.NOT_FOUND, negative_ttl=max(int(expires - now), 1))
+        absent = self._absent_for(raw, now)
+        if absent is not None:
+            return Lookup(Status.NOT_FOUND, negative_ttl=absent)
         flight = self._inflight.get(raw)
         if flight is None:
             if self._limiter.check(client_ip, now) is not Verdict.PASS:
@@ -168,7 +154,7 @@ class PkarrSource:
         if entry is None:
             return None
         age = now - entry.fetched_at
-        fresh_for = entry.packet.ttl(self._cfg.min_ttl, self._cfg.max_ttl)
+        fresh_for = self._fresh_for(entry)
         if age < fresh_for:
             return Lookup(Status.FOUND, entry.packet, age)
         if age >= fresh_for + self._cfg.stale_max_age:
@@ -258,8 +244,7 @@ class PkarrSource:
 
     def _accept(self, flight: Flight, packet: SignedPacket) -> None:
         """A verified packet arrived: keep it if it is the newest, start the answer window."""
-        if from_the_future(packet, self._clock.wall_us()):
-            _log.warning("pkarr_future_packet_rejected", key=flight.key.z32, ts=packet.timestamp)
+        if self._from_the_future(packet):
             return
         if not self.insert(packet):
             held = self._packets.get(flight.key.raw)
@@ -280,7 +265,7 @@ class PkarrSource:
             flight.first.set_result(Lookup(Status.FOUND, flight.best))
         else:
             age = self._clock.monotonic() - entry.fetched_at
-            stale = age >= entry.packet.ttl(self._cfg.min_ttl, self._cfg.max_ttl)
+            stale = age >= self._fresh_for(entry)
             flight.first.set_result(Lookup(Status.FOUND, entry.packet, age, stale))
 
     def _conclude(self, flight: Flight) -> Status:
@@ -298,7 +283,7 @@ class PkarrSource:
             status = Status.UNAVAILABLE
         if not flight.first.done():
             if status is Status.NOT_FOUND and entry is None:
-                self._negative[flight.key.raw] = now + self._cfg.negative_ttl
+                self._remember_absent(flight.key.raw, now)
                 flight.first.set_result(Lookup(status, negative_ttl=self._cfg.negative_ttl))
             else:
                 self._settle(flight)
@@ -307,38 +292,7 @@ class PkarrSource:
                    relay_404s=flight.relays_absent)
         return status
 
-    # --- hooks for persistence and republishing ------------------------------------------
-
-    def insert(self, packet: SignedPacket, fetched_at: float | None = None) -> bool:
-        """Hold ``packet`` unless an equal or more recent one is held, or it is dated more
-        than an hour ahead (:func:`from_the_future`); True if it was stored.
-
-        ``fetched_at`` (monotonic) lets a packet loaded from disk start out aged.
-        """
-        if from_the_future(packet, self._clock.wall_us()):
-            _log.warning("pkarr_future_packet_rejected", key=packet.public_key.z32,
-                         ts=packet.timestamp)
-            return False
-        raw = packet.public_key.raw
-        held = self._packets.get(raw)
-        if held is not None and not packet.more_recent_than(held.packet):
-            return False
-        when = self._clock.monotonic() if fetched_at is None else fetched_at
-        self._packets[raw] = CachedPacket(packet, when)
-        self._negative.pop(raw, None)
-        return True
-
-    def cached(self) -> Iterator[CachedPacket]:
-        """Every held packet (a snapshot, safe to iterate while queries run)."""
-        return iter(list(self._packets.values()))
-
-    def query_count(self, key: PublicKey) -> int:
-        """How many queries asked for ``key`` since it entered the bounded counter."""
-        return self._queries.get(key.raw, 0)
-
-    def query_counts(self) -> dict[PublicKey, int]:
-        """Queries per key for every key still counted."""
-        return {PublicKey(raw): n for raw, n in list(self._queries.items())}
+    # --- shutdown ----------------------------------------------------------------------
 
     async def close(self) -> None:
         """Cancel running lookups (callers still waiting get UNAVAILABLE)."""

@@ -1,0 +1,100 @@
+"""What the pkarr packet source holds: verified packets, remembered absences and query counts,
+each in a bounded LRU (pkarr.packet_cache_size entries).
+
+Why a module of its own: these are the rules about what is *kept*, with no network and no
+lookups: a packet is never downgraded (reliability D6), one dated more than an hour ahead is
+rejected (D7), a packet is fresh for its minimum record TTL clamped to pkarr.min_ttl ..
+pkarr.max_ttl, and a proven absence is remembered for pkarr.negative_ttl.
+:class:`~pkdns.dns.pkarr_source.PkarrSource` adds the lookups on top; persistence and the
+republisher only use this part (:meth:`PacketCache.insert`, ``cached``, ``query_counts``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from cachetools import LRUCache
+
+from pkdns import log
+from pkdns.clock import Clock
+from pkdns.config import PkarrConfig
+from pkdns.dns.pkarr_evidence import from_the_future
+from pkdns.pkarr.keys import PublicKey
+from pkdns.pkarr.signed_packet import SignedPacket
+
+_log = log.get("pkarr_source")   # the source's own log: these events are part of its lookups
+
+
+@dataclass(slots=True)
+class CachedPacket:
+    """A held packet; ``fetched_at`` (monotonic) is when the network last confirmed it."""
+
+    packet: SignedPacket
+    fetched_at: float
+    last_attempt: float = field(default=float("-inf"))
+
+
+class PacketCache:
+    """Held packets, negative entries and per-key query counts (pure bookkeeping)."""
+
+    def __init__(self, cfg: PkarrConfig, clock: Clock) -> None:
+        self._cfg, self._clock = cfg, clock
+        size = max(cfg.packet_cache_size, 1)
+        self._packets: LRUCache[bytes, CachedPacket] = LRUCache(size)
+        self._negative: LRUCache[bytes, float] = LRUCache(size)
+        self._queries: LRUCache[bytes, int] = LRUCache(size)
+
+    def insert(self, packet: SignedPacket, fetched_at: float | None = None) -> bool:
+        """Hold ``packet`` unless an equal or more recent one is held, or it is dated more
+        than an hour ahead (:func:`from_the_future`); True if it was stored.
+
+        ``fetched_at`` (monotonic) lets a packet loaded from disk start out aged.
+        """
+        if self._from_the_future(packet):
+            return False
+        raw = packet.public_key.raw
+        held = self._packets.get(raw)
+        if held is not None and not packet.more_recent_than(held.packet):
+            return False
+        when = self._clock.monotonic() if fetched_at is None else fetched_at
+        self._packets[raw] = CachedPacket(packet, when)
+        self._negative.pop(raw, None)
+        return True
+
+    def cached(self) -> Iterator[CachedPacket]:
+        """Every held packet (a snapshot, safe to iterate while queries run)."""
+        return iter(list(self._packets.values()))
+
+    def query_count(self, key: PublicKey) -> int:
+        """How many queries asked for ``key`` since it entered the bounded counter."""
+        return self._queries.get(key.raw, 0)
+
+    def query_counts(self) -> dict[PublicKey, int]:
+        """Queries per key for every key still counted."""
+        return {PublicKey(raw): n for raw, n in list(self._queries.items())}
+
+    def _count_query(self, raw: bytes) -> None:
+        self._queries[raw] = self._queries.get(raw, 0) + 1
+
+    def _fresh_for(self, entry: CachedPacket) -> int:
+        """Seconds ``entry`` is fresh after ``fetched_at`` (min record TTL, clamped)."""
+        return entry.packet.ttl(self._cfg.min_ttl, self._cfg.max_ttl)
+
+    def _absent_for(self, raw: bytes, now: float) -> int | None:
+        """Whole seconds (>= 1) the key's remembered absence has left; None if none."""
+        expires = self._negative.get(raw)
+        if expires is None or expires <= now:
+            return None
+        return max(int(expires - now), 1)
+
+    def _remember_absent(self, raw: bytes, now: float) -> None:
+        self._negative[raw] = now + self._cfg.negative_ttl
+
+    def _from_the_future(self, packet: SignedPacket) -> bool:
+        """D7, logged: ``packet`` is dated more than an hour ahead of our wall clock."""
+        if not from_the_future(packet, self._clock.wall_us()):
+            return False
+        _log.warning("pkarr_future_packet_rejected", key=packet.public_key.z32,
+                     ts=packet.timestamp)
+        return True
