@@ -84,13 +84,18 @@ def _inspect(data: bytes, scrub: bool) -> ReplyInfo:
                 neg = min(ttl, _u32(data, i - 4)[0], neg if neg is not None else ttl)
     if scrub and (out_of_chain or (opt is not None and opt[1] != i)):
         return _inspect(_rebuild(data), scrub=False)
-    flags = bytes((data[2] & 0xF9 | 0x80, (data[3] & 0x70) | 0x80 | (rcode & 0x0F)))
-    body = data[:i]
-    if opt is not None:
-        body = body[:opt[0]]
-        ar -= 1
-    out = b"\x00\x00" + flags + struct.pack(">HHHH", 1, an, ns, ar) + body[12:]
+    out = _cacheable(data[:i], opt, rcode, an, ns, ar)
     return ReplyInfo(out, qend, rcode, tuple(offsets), tuple(ttls), neg)
+
+
+def _cacheable(body: bytes, opt: tuple[int, int] | None, rcode: int, an: int, ns: int,
+               ar: int) -> bytes:
+    """``body`` as the cache keeps it: ID 0, AA/TC cleared, RA set, the OPT (at the end of the
+    additional section, ``opt`` = its span) cut out with its count."""
+    flags = bytes((body[2] & 0xF9 | 0x80, (body[3] & 0x70) | 0x80 | (rcode & 0x0F)))
+    if opt is not None:
+        body, ar = body[:opt[0]], ar - 1
+    return b"\x00\x00" + flags + struct.pack(">HHHH", 1, an, ns, ar) + body[12:]
 
 
 def _rebuild(data: bytes) -> bytes:
