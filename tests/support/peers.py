@@ -20,7 +20,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # libtorrent itself is imported only by the tests that use it
+    from libtorrent import settings_pack
 
 INTEROP = Path(__file__).resolve().parent.parent / "interop"
 Address = tuple[str, int]
@@ -96,7 +99,7 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 
 # -- libtorrent ------------------------------------------------------------------------------
-LOOPBACK_DHT_SETTINGS: dict[str, Any] = {
+LOOPBACK_DHT_SETTINGS: settings_pack = {
     "enable_dht": True, "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
     "dht_bootstrap_nodes": "", "dht_restrict_routing_ips": False,
     "dht_restrict_search_ips": False, "dht_enforce_node_id": False,
@@ -126,7 +129,7 @@ class LibtorrentSwarm:
         self.sessions: list[Any] = []
         self.nodes: list[Address] = []
         for _ in range(n):
-            settings = dict(LOOPBACK_DHT_SETTINGS)
+            settings = LOOPBACK_DHT_SETTINGS.copy()
             settings["listen_interfaces"] = "127.0.0.1:0"
             settings["alert_mask"] = (lt.alert.category_t.dht_notification
                                       | lt.alert.category_t.error_notification)
