@@ -278,13 +278,20 @@ class Resolver:
             return await self._pkarr(self.pkarr, q, client, limit), "pkarr"
         return await self._icann(q, limit), "icann"
 
+    def _hit(self, q: wire.Query, entry: Entry | None, limit: int, now: float) -> bytes | None:
+        """The reply from ``entry`` when it is fresh (counted as a hit), else None (a miss)."""
+        if entry is None or now >= entry[EXPIRES]:
+            self._misses[0] += 1
+            return None
+        self._hits[0] += 1
+        return render(entry, q.wire, q.qend, edns_size(q), q.do, limit, now)
+
     async def _icann(self, q: wire.Query, limit: int) -> bytes:
         now = self.clock.monotonic()
         entry = self.cache.get(q.key)
-        if entry is not None and now < entry[EXPIRES]:
-            self._hits[0] += 1
-            return render(entry, q.wire, q.qend, edns_size(q), q.do, limit, now)
-        self._misses[0] += 1
+        hit = self._hit(q, entry, limit, now)
+        if hit is not None:
+            return hit
         stale = entry if entry is not None and now < entry[STALE_UNTIL] else None
         fetch = None if self.cache.failing(q.key) else self._fetch(q.key)
         if fetch is not None:
@@ -309,12 +316,9 @@ class Resolver:
 
     async def _pkarr(self, handler: PkarrHandler, q: wire.Query, client: ClientInfo,
                      limit: int) -> bytes:
-        now = self.clock.monotonic()
-        entry = self.cache.get(q.key)
-        if entry is not None and now < entry[EXPIRES]:
-            self._hits[0] += 1
-            return render(entry, q.wire, q.qend, edns_size(q), q.do, limit, now)
-        self._misses[0] += 1
+        hit = self._hit(q, self.cache.get(q.key), limit, self.clock.monotonic())
+        if hit is not None:
+            return hit
         info = await ask(handler, q, client.ip, self.cfg.dns.query_deadline - _DEADLINE_MARGIN)
         if isinstance(info, bytes):
             return info
