@@ -10,7 +10,6 @@ same output file (``--log-format json``); banner lines are the ones that are not
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import subprocess
 import time
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.daemon import PKDNS
+from tests.support.daemon import PKDNS, json_lines, stop_process
 
 END = "Ctrl-C to stop."
 
@@ -35,22 +34,11 @@ class Demo:
         return self.out_path.read_text(errors="replace")
 
     def events(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.text().splitlines():
-            with contextlib.suppress(ValueError):
-                out.append(json.loads(line))
-        return out
+        return json_lines(self.out_path)
 
     def interrupt(self, timeout: float = 15.0) -> int:
         """Ctrl-C and wait; the exit code (SIGKILL, and -9, if it hangs)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return int(self.proc.returncode)
+        return stop_process(self.proc, signal.SIGINT, timeout)
 
 
 def _read_banner(d: Demo, timeout: float) -> None:

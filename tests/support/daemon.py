@@ -31,22 +31,32 @@ class Daemon:
 
     def events(self) -> list[dict[str, Any]]:
         """Every JSON log line so far."""
-        out = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            with contextlib.suppress(ValueError):
-                out.append(json.loads(line))
-        return out
+        return json_lines(self.log_path)
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM and wait; the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return int(self.proc.returncode)
+        return stop_process(self.proc, signal.SIGTERM, timeout)
+
+
+def json_lines(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects among the lines of ``path`` (other lines, e.g. a banner, skipped)."""
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            out.append(json.loads(line))
+    return out
+
+
+def stop_process(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> int:
+    """Send ``sig``, wait up to ``timeout``, then SIGKILL; the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return int(proc.returncode)
 
 
 def write_config(path: Path, text: str) -> Path:
