@@ -41,7 +41,7 @@ from pkdns.dht.krpc import Address, ErrorMessage, Query
 from pkdns.dht.lookup import GetMutableLookup, IterativeLookup, Outcome, PutMutable, PutResult
 from pkdns.dht.ratelimit import PACE_LIMIT, PerIpLimiter, SendPacer
 from pkdns.dht.responder import Responder
-from pkdns.dht.routing import RoutingTable, ip_key
+from pkdns.dht.routing import PingFirst, RoutingTable, ip_key
 from pkdns.dht.storage import ItemStore
 from pkdns.dht.tokens import TokenManager
 from pkdns.dht.transport import KrpcProtocol, Reply
@@ -92,6 +92,7 @@ class DhtNode:
         self._pacer = SendPacer(pace_limit)
         self.upkeep = Upkeep(now, self._rng, min_nodes=min_nodes)
         self._upkeep_task: asyncio.Task[None] | None = None
+        self._checks: set[asyncio.Task[None]] = set()
         self.joined = asyncio.Event()
         """Set once a bootstrap round left the routing table non-empty."""
         self._protocol: KrpcProtocol | None = None
@@ -138,7 +139,7 @@ class DhtNode:
             self.rate_limited += 1
             return
         if not q.read_only:
-            self.table.add(q.id, addr[0], addr[1], now)
+            self._seen(q.id, addr, now)
         self.protocol.send(self._responder.handle(q, addr, now), addr)
 
     # -- lookups --------------------------------------------------------------------------
@@ -161,8 +162,21 @@ class DhtNode:
         if reply is None:
             self.table.failed(*addr)
         elif not isinstance(reply, ErrorMessage):
-            self.table.add(reply.id, addr[0], addr[1], now)
+            self._seen(reply.id, addr, now)
         return reply
+
+    def _seen(self, node_id: bytes, addr: Address, now: float) -> None:
+        """Add a contact; a full bucket with a questionable entry has it pinged first."""
+        if isinstance(added := self.table.add(node_id, addr[0], addr[1], now), PingFirst):
+            task = asyncio.get_running_loop().create_task(self._check(added.entry.addr))
+            self._checks.add(task)
+            task.add_done_callback(self._checks.discard)
+
+    async def _check(self, addr: Address | None) -> None:
+        """BEP 5: ping questionable entries (each twice at most) until one stays silent."""
+        while addr is not None:
+            answered = await self.ping(addr) or await self.ping(addr)
+            addr = self.table.pinged(*addr, answered, self._clock.monotonic())
 
     async def _drive(self, lookup: IterativeLookup,
                      on_item: Callable[[MutableItem], None] | None = None) -> None:
@@ -326,9 +340,10 @@ class DhtNode:
         self.table.import_nodes(nodes, self._clock.monotonic())
 
     async def close(self) -> None:
-        if self._upkeep_task is not None:
-            self._upkeep_task.cancel()
-            await asyncio.gather(self._upkeep_task, return_exceptions=True)
+        tasks = [*self._checks, *([self._upkeep_task] if self._upkeep_task else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._protocol is not None:
             self._protocol.close()
             await asyncio.sleep(0)

@@ -20,12 +20,17 @@ from pkdns.dht.ids import ID_BITS, ID_BYTES, bucket_index, distance
 K = 8
 """BEP 5 bucket size."""
 STALE_AFTER = 15 * 60.0
-"""A node silent this long may be replaced (BEP 5 "questionable" after 15 minutes)."""
+"""A node silent this long is "questionable" (BEP 5): pinged before it may be replaced."""
 MAX_FAILS = 2
 """Consecutive timeouts after which an entry is bad and replaceable."""
 REFRESH_AFTER = 15 * 60.0
 """BEP 5: a bucket whose contents did not change for 15 minutes is refreshed by a find_node
 for a random id in its range."""
+SPARES = K
+"""Replacement candidates kept per full bucket (newest first out when over)."""
+CHECK_TIMEOUT = 30.0
+"""A questionable entry handed out for a ping is not handed out again for this long, unless
+its outcome is reported first (:meth:`RoutingTable.pinged`); covers a lost report."""
 
 
 class AddResult(Enum):
@@ -37,6 +42,15 @@ class AddResult(Enum):
     UPDATED = "updated"
     REJECTED = "rejected"
     FULL = "full"
+
+
+@dataclass(frozen=True, slots=True)
+class PingFirst:
+    """:meth:`RoutingTable.add` found the bucket full but ``entry`` questionable (BEP 5):
+    the newcomer waits as a replacement candidate while the caller pings ``entry`` (retrying
+    once) and reports back with :meth:`RoutingTable.pinged`."""
+
+    entry: Entry
 
 
 @dataclass(slots=True)
@@ -51,6 +65,8 @@ class Entry:
     last_seen: float
     subnet: str
     fails: int = 0
+    checking: float | None = None
+    """When this entry was handed out for a BEP 5 questionable-node ping (None: not)."""
 
     @property
     def addr(self) -> tuple[str, int]:
@@ -98,12 +114,15 @@ class RoutingTable:
         self._by_ip: dict[str, Entry] = {}
         self._changed = [now] * ID_BITS
         """BEP 5 "last changed" per bucket: a node added, replaced, or heard from again."""
+        self._spares: dict[int, list[Entry]] = {}
+        """Per full bucket, newcomers waiting for a questionable or bad entry to go."""
 
     def __len__(self) -> int:
         return len(self._by_ip)
 
-    def add(self, node_id: bytes, host: str, port: int, now: float) -> AddResult:
-        """Record a node that answered us (or queried us without ``ro=1``)."""
+    def add(self, node_id: bytes, host: str, port: int, now: float) -> AddResult | PingFirst:
+        """Record a node that answered us (or queried us without ``ro=1``). A full bucket
+        replaces a bad entry at once; a questionable one is pinged first (:class:`PingFirst`)."""
         if node_id == self.own_id or not is_valid_contact(node_id, host, port):
             return AddResult.REJECTED
         key = ip_key(host, port)
@@ -111,7 +130,7 @@ class RoutingTable:
         if known is not None:
             if known.id != node_id:
                 return AddResult.REJECTED  # an IP may not change identity at will
-            known.last_seen, known.fails, known.port = now, 0, port
+            known.last_seen, known.fails, known.port, known.checking = now, 0, port, None
             self._changed[bucket_index(self.own_id, node_id)] = now
             return AddResult.UPDATED
         index = bucket_index(self.own_id, node_id)
@@ -119,34 +138,85 @@ class RoutingTable:
         subnet = subnet_key(host, port)
         if any(e.subnet == subnet for e in bucket):
             return AddResult.REJECTED
-        if len(bucket) >= self.k and not self._evict(bucket, now):
-            return AddResult.FULL
-        entry = Entry(node_id, host, port, now, subnet)
-        bucket.append(entry)
-        self._by_ip[key] = entry
-        self._changed[index] = now
+        newcomer = Entry(node_id, host, port, now, subnet)
+        if len(bucket) >= self.k:
+            worst = max(bucket, key=lambda e: (e.fails, -e.last_seen))
+            if worst.fails < MAX_FAILS:  # BEP 5: only a bad node is replaced at once
+                return self._full(index, newcomer, now)
+            self._remove(bucket, worst)
+        self._insert(index, newcomer, now)
         return AddResult.ADDED
 
-    def _evict(self, bucket: list[Entry], now: float) -> bool:
-        """Drop the worst entry if it is bad (failed) or stale; keep good old nodes (BEP 5)."""
-        worst = max(bucket, key=lambda e: (e.fails, -e.last_seen))
-        if worst.fails >= MAX_FAILS or now - worst.last_seen > STALE_AFTER:
-            self._remove(bucket, worst)
-            return True
-        return False
+    def _full(self, index: int, newcomer: Entry, now: float) -> AddResult | PingFirst:
+        """BEP 5: a bucket of good nodes drops the newcomer; otherwise it waits as a spare
+        while the least recently seen questionable entry not already being pinged is."""
+        bucket = self._buckets[index]
+        if not any(now - e.last_seen > STALE_AFTER for e in bucket):
+            return AddResult.FULL
+        key = ip_key(newcomer.host, newcomer.port)
+        spares = [s for s in self._spares.get(index, []) if ip_key(s.host, s.port) != key]
+        self._spares[index] = [newcomer, *spares][:SPARES]
+        target = self._next_check(bucket, now)
+        return AddResult.FULL if target is None else PingFirst(target)
+
+    def _next_check(self, bucket: list[Entry], now: float) -> Entry | None:
+        due = [e for e in bucket if now - e.last_seen > STALE_AFTER
+               and (e.checking is None or now - e.checking > CHECK_TIMEOUT)]
+        if not due:
+            return None
+        target = min(due, key=lambda e: e.last_seen)
+        target.checking = now
+        return target
+
+    def _insert(self, index: int, entry: Entry, now: float) -> None:
+        self._buckets[index].append(entry)
+        self._by_ip[ip_key(entry.host, entry.port)] = entry
+        self._changed[index] = now
+
+    def _promote(self, index: int, now: float) -> None:
+        """Fill a freed slot with the newest spare that still passes the Sybil limits."""
+        spares = self._spares.get(index, [])
+        while spares and len(self._buckets[index]) < self.k:
+            spare = spares.pop(0)
+            if (ip_key(spare.host, spare.port) not in self._by_ip
+                    and all(e.subnet != spare.subnet for e in self._buckets[index])):
+                self._insert(index, spare, now)
+        if not spares:
+            self._spares.pop(index, None)
 
     def _remove(self, bucket: list[Entry], entry: Entry) -> None:
         bucket.remove(entry)
         self._by_ip.pop(ip_key(entry.host, entry.port), None)
 
     def failed(self, host: str, port: int) -> None:
-        """A request to this address timed out; after MAX_FAILS the entry is dropped."""
+        """A request to this address timed out. After MAX_FAILS the entry is bad: a spare
+        takes its place if there is one (BEP 5), else it goes after one more timeout."""
         entry = self._by_ip.get(ip_key(host, port))
         if entry is None or entry.port != port:
             return
         entry.fails += 1
-        if entry.fails > MAX_FAILS:
-            self._remove(self._buckets[bucket_index(self.own_id, entry.id)], entry)
+        index = bucket_index(self.own_id, entry.id)
+        if entry.fails > MAX_FAILS or (entry.fails >= MAX_FAILS and index in self._spares):
+            self._remove(self._buckets[index], entry)
+            self._promote(index, self._changed[index])
+
+    def pinged(self, host: str, port: int, answered: bool, now: float) -> tuple[str, int] | None:
+        """The outcome of a :class:`PingFirst` ping (with its retry). Silent: a spare replaces
+        the entry. Answered: it stays, and the address of the bucket's next questionable entry
+        is returned to ping while spares wait (BEP 5); the spares stay as candidates."""
+        entry = self._by_ip.get(ip_key(host, port))
+        if entry is None or entry.port != port:
+            return None
+        entry.checking = None
+        index = bucket_index(self.own_id, entry.id)
+        if not answered:
+            if index in self._spares:
+                self._remove(self._buckets[index], entry)
+                self._promote(index, now)
+            return None
+        entry.last_seen, entry.fails = now, 0
+        target = self._next_check(self._buckets[index], now) if index in self._spares else None
+        return None if target is None else target.addr
 
     def closest(self, target: bytes, n: int = K) -> list[Entry]:
         """The ``n`` known nodes closest to ``target``, good ones first within equal distance."""

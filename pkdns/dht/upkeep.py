@@ -8,7 +8,9 @@ with ``now``, carries the plan out and reports bootstrap rounds back. Three jobs
   the DHT must come back within a minute once it is reachable again); the backoff resets as
   soon as the table is healthy;
 * ping questionable nodes (silent for 15 minutes, BEP 5); a ping that times out counts as a
-  failure and an entry is evicted after MAX_FAILS + 1 of them (:mod:`pkdns.dht.routing`);
+  failure and an entry is evicted after MAX_FAILS + 1 of them, or MAX_FAILS when a spare
+  waits to replace it (:mod:`pkdns.dht.routing`; a full bucket's newcomer has the node ping
+  a questionable entry at once, :class:`pkdns.dht.routing.PingFirst`);
 * refresh buckets not changed for 15 minutes with a find_node for a random id in range.
 
 This module is the one owner of the bootstrap retry policy: the daemon (PkarrService) only

@@ -9,7 +9,15 @@ import pytest
 from pkdns.dht import ids
 from pkdns.dht.item import check_item, sign_item, signable
 from pkdns.dht.ratelimit import PerIpLimiter
-from pkdns.dht.routing import AddResult, RoutingTable
+from pkdns.dht.routing import (
+    CHECK_TIMEOUT,
+    MAX_FAILS,
+    SPARES,
+    STALE_AFTER,
+    AddResult,
+    PingFirst,
+    RoutingTable,
+)
 from pkdns.dht.storage import ItemStore
 from pkdns.dht.tokens import TokenManager
 from pkdns.errors import VerifyError
@@ -84,9 +92,88 @@ def test_bucket_full_then_evicts_failed_or_stale() -> None:
     t.failed("10.0.1.1", 1)
     assert t.add(_id(1 << 159 | 2), "10.0.3.1", 1, 2.0) is AddResult.ADDED
     assert t.add(_id(1 << 159 | 3), "10.0.4.1", 1, 3.0) is AddResult.FULL
-    assert t.add(_id(1 << 159 | 3), "10.0.4.1", 1, 2000.0) is AddResult.ADDED  # stale evicted
+    ping = t.add(_id(1 << 159 | 3), "10.0.4.1", 1, 2000.0)  # stale: pinged, not evicted
+    assert isinstance(ping, PingFirst) and ping.entry.host == "10.0.2.1"
     assert len(t) == 2
     assert [e.host for e in t.questionable(5000.0)]
+
+
+def _full_stale_bucket() -> RoutingTable:
+    """k=2, bucket 0 holds 10.0.1.1 (seen at 0) and 10.0.2.1 (seen at 100); both
+    questionable from t=1000 on."""
+    t = RoutingTable(_id(0), k=2)
+    t.add(_id(1 << 159), "10.0.1.1", 1, 0.0)
+    t.add(_id(1 << 159 | 1), "10.0.2.1", 1, 100.0)
+    return t
+
+
+def test_full_bucket_of_good_nodes_drops_the_newcomer() -> None:
+    t = _full_stale_bucket()
+    assert t.add(_id(1 << 159 | 2), "10.0.3.1", 1, 500.0) is AddResult.FULL
+    assert t.pinged("10.0.1.1", 1, False, 501.0) is None  # nothing waits: nothing replaced
+    assert {e.host for e in t.entries()} == {"10.0.1.1", "10.0.2.1"}
+
+
+def test_questionable_entry_answers_ping_and_stays() -> None:
+    t = _full_stale_bucket()
+    now = STALE_AFTER + 200.0
+    ping = t.add(_id(1 << 159 | 2), "10.0.3.1", 1, now)
+    assert isinstance(ping, PingFirst) and ping.entry.host == "10.0.1.1"  # least recent
+    assert {e.host for e in t.entries()} == {"10.0.1.1", "10.0.2.1"}
+    # a second newcomer while the first ping is out: the next questionable entry
+    ping2 = t.add(_id(1 << 159 | 3), "10.0.4.1", 1, now)
+    assert isinstance(ping2, PingFirst) and ping2.entry.host == "10.0.2.1"
+    assert t.add(_id(1 << 159 | 4), "10.0.5.1", 1, now) is AddResult.FULL  # all being pinged
+    # the first answers: kept and fresh; the other is already being pinged
+    assert t.pinged("10.0.1.1", 1, True, now + 1) is None
+    # the second answers too: both good, the newcomers stay spares only
+    assert t.pinged("10.0.2.1", 1, True, now + 2) is None
+    assert {e.host for e in t.entries()} == {"10.0.1.1", "10.0.2.1"}
+    assert t.questionable(now + 3) == []
+    assert t.add(_id(1 << 159 | 5), "10.0.6.1", 1, now + 3) is AddResult.FULL
+
+
+def test_answered_ping_moves_on_to_the_next_questionable() -> None:
+    t = _full_stale_bucket()
+    now = STALE_AFTER + 200.0
+    ping = t.add(_id(1 << 159 | 2), "10.0.3.1", 1, now)
+    assert isinstance(ping, PingFirst)
+    assert t.pinged(*ping.entry.addr, True, now + 1) == ("10.0.2.1", 1)
+    assert t.pinged("10.0.2.1", 1, False, now + 2) is None  # silent: the spare takes over
+    assert {e.host for e in t.entries()} == {"10.0.1.1", "10.0.3.1"}
+
+
+def test_silent_questionable_entry_is_replaced_by_the_spare() -> None:
+    t = _full_stale_bucket()
+    now = STALE_AFTER + 200.0
+    ping = t.add(_id(1 << 159 | 2), "10.0.3.1", 1, now)
+    assert isinstance(ping, PingFirst) and ping.entry.host == "10.0.1.1"
+    assert t.pinged("10.0.1.1", 1, False, now + 4) is None
+    assert {e.host for e in t.entries()} == {"10.0.2.1", "10.0.3.1"}
+    assert t.closest(_id(1 << 159 | 2), 1)[0].last_seen == now  # when it was heard
+
+
+def test_timeouts_let_a_spare_in_at_max_fails() -> None:
+    t = _full_stale_bucket()
+    now = STALE_AFTER + 200.0
+    assert isinstance(t.add(_id(1 << 159 | 2), "10.0.3.1", 1, now), PingFirst)
+    for _ in range(MAX_FAILS):                          # the ping and its retry time out
+        t.failed("10.0.1.1", 1)
+    assert {e.host for e in t.entries()} == {"10.0.2.1", "10.0.3.1"}
+    assert t.pinged("10.0.1.1", 1, False, now + 4) is None  # already replaced
+
+
+def test_ping_hand_out_expires_and_spares_are_bounded() -> None:
+    t = _full_stale_bucket()
+    now = STALE_AFTER + 200.0
+    assert isinstance(t.add(_id(1 << 159 | 2), "10.0.3.1", 1, now), PingFirst)
+    assert isinstance(t.add(_id(1 << 159 | 3), "10.0.4.1", 1, now), PingFirst)
+    assert t.add(_id(1 << 159 | 4), "10.0.5.1", 1, now) is AddResult.FULL
+    again = t.add(_id(1 << 159 | 4), "10.0.5.1", 1, now + CHECK_TIMEOUT + 1)
+    assert isinstance(again, PingFirst) and again.entry.host == "10.0.1.1"  # report lost
+    for i in range(3 * SPARES):
+        t.add(_id(1 << 159 | 10 + i), f"10.1.{i}.1", 1, now + 100)
+    assert len(t._spares[0]) == SPARES and len(t) == 2
 
 
 def test_closest_and_bounded_size() -> None:

@@ -157,9 +157,41 @@ async def test_questionable_nodes_are_pinged_and_silent_ones_evicted(
         fake_clock.advance(await node.maintain([]) - fake_clock.monotonic())
     remaining = node.table.entries()
     assert not {e.addr for e in remaining} & silent and len(remaining) >= 8
-    # every contact left answered recently (stale ones may also have been replaced by
-    # fresh nodes the refresh lookups found: BEP 5 allows replacing questionable nodes)
+    # BEP 5: a questionable node is pinged, never replaced unasked, so every contact that
+    # still answers is still there, and every contact left answered recently
+    live = {e.addr for e in entries} - silent
+    assert live <= {e.addr for e in remaining}
     assert all(fake_clock.monotonic() - e.last_seen < STALE_AFTER for e in remaining)
+
+
+async def test_full_bucket_pings_questionable_keeps_live_and_replaces_dead(
+        fake_clock: FakeClock) -> None:
+    """BEP 5 on the wire: a newcomer for a full bucket has its questionable entries pinged,
+    least recently seen first; the one that answers stays, the silent one (pinged twice)
+    gives its place to the newcomer."""
+    net = FakeNet(fake_clock)
+    node, proto = _node(net, fake_clock)
+    node.table = RoutingTable(node.id, k=2, now=fake_clock.monotonic())
+
+    def far(i: int) -> bytes:                           # bucket 0 from our id
+        return bytes([node.id[0] ^ 0x80]) + i.to_bytes(19, "big")
+
+    live = net.add_honest(("10.0.1.1", 6881), far(1))
+    dead = net.add_honest(("10.0.2.1", 6881), far(2))
+    newcomer = net.add_honest(("10.0.3.1", 6881), far(3))
+    assert await node.ping(live.addr)
+    fake_clock.advance(1.0)
+    assert await node.ping(dead.addr)
+    net.handlers.pop(dead.addr)
+    fake_clock.advance(STALE_AFTER + 1)
+    proto.sent.clear()
+    assert await node.ping(newcomer.addr)               # its answer finds the bucket full
+    assert {e.addr for e in node.table.entries()} == {live.addr, dead.addr}
+    await asyncio.gather(*node._checks)
+    assert [a for a, q in proto.sent if q.method == "ping"] == [
+        newcomer.addr, live.addr, dead.addr, dead.addr]
+    assert {e.addr for e in node.table.entries()} == {live.addr, newcomer.addr}
+    assert all(e.last_seen == fake_clock.monotonic() for e in node.table.entries())
 
 
 async def test_stale_buckets_are_refreshed_with_find_node_in_range(
