@@ -92,7 +92,8 @@ def publish_keys(net: ThreadedTestnet, n: int) -> list[str]:
     keys = []
     for k in range(n):
         kp = Keypair.from_seed(k.to_bytes(2, "big") * 16)
-        packet = SignedPacket.sign(kp, parse_zone(zone(k), kp.public_key))
+        records = parse_zone(zone(k), kp.public_key)
+        packet = SignedPacket.sign(kp, records, SYSTEM_CLOCK.wall_us())
         result = net.run(net.net.nodes[k % len(net.net.nodes)].put_mutable(to_item(packet)))
         if result.stored == 0:
             raise SystemExit(f"key {k}: not stored on the testnet")

@@ -31,6 +31,7 @@ from dnslib import QTYPE
 
 from pkdns import log
 from pkdns.app import Daemon
+from pkdns.clock import SYSTEM_CLOCK
 from pkdns.config import (
     Config,
     DhtConfig,
@@ -85,8 +86,8 @@ def demo_config(cfg: Config, bootstrap: Sequence[HostPort], state_dir: str,
 
 def demo_packet(keypair: Keypair) -> SignedPacket:
     """The demo zone signed by ``keypair`` (timestamp: now)."""
-    return SignedPacket.sign(keypair, parse_zone(DEMO_ZONE, keypair.public_key,
-                                                 filename="<demo zone>"))
+    records = parse_zone(DEMO_ZONE, keypair.public_key, filename="<demo zone>")
+    return SignedPacket.sign(keypair, records, SYSTEM_CLOCK.wall_us())
 
 
 def demo_listen() -> tuple[HostPort, ...]:

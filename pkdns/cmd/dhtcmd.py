@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
+from pkdns.clock import SYSTEM_CLOCK
 from pkdns.cmd.serve import add_common_dht_flags
 from pkdns.config import DhtConfig, HostPort, format_hostport
 from pkdns.dht.item import MutableItem
@@ -167,7 +168,7 @@ def run_publish(args: argparse.Namespace) -> int:
     keypair = read_seed_file(args.seedfile)
     records = parse_zone(_read_zone(args.zonefile), keypair.public_key, filename=args.zonefile)
     try:
-        packet = SignedPacket.sign(keypair, records)
+        packet = SignedPacket.sign(keypair, records, SYSTEM_CLOCK.wall_us())
     except UsageError as exc:
         raise UsageError(f"{args.zonefile}: {exc}") from None
     return asyncio.run(_publish(args, packet))

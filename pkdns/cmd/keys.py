@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pkdns.clock import SYSTEM_CLOCK
 from pkdns.config import RepublishConfig
 from pkdns.errors import UsageError
 from pkdns.pkarr import external_ip
@@ -91,7 +92,8 @@ def run_packet(args: argparse.Namespace) -> int:
     if args.timestamp is not None and not 0 <= args.timestamp < 2**63:
         raise UsageError(f"--timestamp: {args.timestamp} is not a timestamp in µs")
     try:
-        packet = SignedPacket.sign(keypair, records, args.timestamp)
+        ts = SYSTEM_CLOCK.wall_us() if args.timestamp is None else args.timestamp
+        packet = SignedPacket.sign(keypair, records, ts)
     except UsageError as exc:
         raise UsageError(f"{args.zonefile}: {exc}") from None
     if args.out:

@@ -158,13 +158,6 @@ class Resolver:
             memo.put(data, reply, second_end(entry, now), cell)
         return reply
 
-    def answer_later(self, data: bytes, transport: str, max_size: int,
-                     send: Callable[[bytes], None], client: str = "-") -> bool:
-        """:meth:`forward` with its own scan."""
-        scanned = wire.scan(data)
-        return scanned is not None and self.forward(data, scanned, transport, max_size, send,
-                                                    client)
-
     def forward(self, data: bytes, scanned: wire.Scanned, transport: str, max_size: int,
                 send: Callable[[bytes], None], client: str = "-") -> bool:
         """Miss path without a coroutine per query, for the common case.

@@ -160,14 +160,6 @@ def parse_query(data: bytes) -> Query:
     return Query(data, qend, qtype, qclass, edns, size, do, cd, key)
 
 
-def parse_query_or_none(data: bytes) -> Query | None:
-    """:func:`parse_query`, with None instead of the ladder's exceptions (fast-path use)."""
-    try:
-        return parse_query(data)
-    except DecodeError:
-        return None
-
-
 def _parse_additional(data: bytes, i: int) -> tuple[bool, int, bool]:
     """The one additional RR: (edns, udp_size, do). Non-OPT records are ignored."""
     qend = i

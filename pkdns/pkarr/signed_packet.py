@@ -16,7 +16,7 @@ Verification order matches pkarr's ``from_bytes``: length bounds, key is a curve
 signature, then the DNS parse. Only the answer section is ever read. Packets built elsewhere
 may be uncompressed (the legacy JS vector is); dnslib parses both.
 
-This module never reads the clock except as the documented default of :meth:`SignedPacket.sign`.
+This module never reads the clock: timestamps are parameters.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from typing import Any
 
 import dnslib
 
-from pkdns.clock import SYSTEM_CLOCK
 from pkdns.errors import DecodeError, UsageError, VerifyError
 from pkdns.pkarr.keys import KEY_BYTES, SIGNATURE_BYTES, Keypair, PublicKey
 
@@ -121,12 +120,13 @@ class SignedPacket:
 
     @classmethod
     def sign(
-        cls, keypair: Keypair, records: Sequence[Any], timestamp: int | None = None
+        cls, keypair: Keypair, records: Sequence[Any], timestamp: int
     ) -> SignedPacket:
         """Sign ``records`` (dnslib RRs) as pkarr does; names are normalized to the key.
 
         The packet is a reply header (id 0, flags QR, no question) with compressed names,
-        like pkarr's ``SignedPacket::new``. ``timestamp`` defaults to the wall clock in µs.
+        like pkarr's ``SignedPacket::new``. ``timestamp`` is in µs; callers with a clock pass
+        ``clock.wall_us()`` (this module never reads the clock).
 
         Raises:
             UsageError: the packet would be over 1000 bytes (the message gives its size), or
@@ -138,8 +138,7 @@ class SignedPacket:
                 f"DNS packet is {len(packet)} bytes, over the {MAX_PACKET_BYTES}-byte limit"
                 f" of a signed packet ({len(records)} records)"
             )
-        ts = SYSTEM_CLOCK.wall_us() if timestamp is None else timestamp
-        return cls.sign_packet(keypair, packet, ts)
+        return cls.sign_packet(keypair, packet, timestamp)
 
     @classmethod
     def sign_packet(cls, keypair: Keypair, packet: bytes, timestamp: int) -> SignedPacket:

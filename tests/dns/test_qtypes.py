@@ -118,7 +118,9 @@ async def test_forward_fast_path_every_qtype(upstream: FakeUpstream) -> None:
     for rdtype in TYPES:
         q = dns.message.make_query("fast.example.test", rdtype).to_wire()
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        assert r.answer_later(q, "udp", 1232, fut.set_result)
+        scanned = wire.scan(q)
+        assert scanned is not None
+        assert r.forward(q, scanned, "udp", 1232, fut.set_result)
         reply = dns.message.from_wire(await asyncio.wait_for(fut, 2.0))
         assert reply.rcode() == dns.rcode.NOERROR and reply.answer, rdtype
 
