@@ -1,0 +1,75 @@
+"""Build hook: compile the DNS hot path to C with mypyc, or install it as plain Python.
+
+Why: on a cache miss the interpreter's work per query (scan, fetch and exchange bookkeeping,
+reply walk, render) cost about twice what unbound spends in user space (bench/RESULTS.md).
+The modules below are already ``mypy --strict`` clean, so mypyc compiles them as they are:
+same source, same tests, no second implementation. Everything else in the package is
+asyncio glue or off the per-query path and stays interpreted.
+
+Compiling is best effort: without a C compiler or the Python headers (Debian: ``gcc`` and
+``python3-dev``), or with ``PKDNS_PURE=1`` in the environment, the same modules install as
+plain Python and only run slower. A half-built set is never left behind: if any extension
+fails, every built one is removed, since the compiled modules share one runtime library.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+HOT_MODULES = [
+    "pkdns/dns/acl.py",
+    "pkdns/dns/cache.py",
+    "pkdns/dns/exchange.py",
+    "pkdns/dns/fetch.py",
+    "pkdns/dns/forwarder.py",
+    "pkdns/dns/querypolicy.py",
+    "pkdns/dns/ratelimit.py",
+    "pkdns/dns/reply.py",
+    "pkdns/dns/resolver.py",
+    "pkdns/dns/sockpoll.py",
+    "pkdns/dns/tally.py",
+    "pkdns/dns/wire.py",
+    "pkdns/server/udp.py",
+]
+
+
+def _note(msg: str) -> None:
+    print(f"pkdns build: {msg}", file=sys.stderr)
+
+
+def _extensions() -> list[Any]:
+    if os.environ.get("PKDNS_PURE"):
+        _note("PKDNS_PURE is set: installing the hot path as plain Python")
+        return []
+    try:
+        from mypyc.build import mypycify
+
+        return list(mypycify(HOT_MODULES, opt_level="3", group_name="pkdns_hot"))
+    except Exception as exc:  # mypy missing or a type error: never block the install
+        _note(f"mypyc unavailable ({type(exc).__name__}: {exc}); plain Python")
+        return []
+
+
+class OptionalBuildExt(build_ext):
+    """build_ext that falls back to the pure-Python modules instead of failing."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:  # CompileError, LinkError, missing Python.h, ...
+            self._remove_built()
+            _note(f"compiling failed ({type(exc).__name__}: {exc}); plain Python")
+
+    def _remove_built(self) -> None:
+        for ext in self.extensions:
+            path = self.get_ext_fullpath(ext.name)
+            if os.path.exists(path):
+                os.remove(path)
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt})
