@@ -23,10 +23,13 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """The real clock."""
+    """The real clock.
 
-    def monotonic(self) -> float:
-        return time.monotonic()
+    ``monotonic`` is the builtin itself, not a method wrapping it: the resolver reads the clock
+    several times per query, and the extra Python frame cost more than the clock read.
+    """
+
+    monotonic = staticmethod(time.monotonic)
 
     def wall_us(self) -> int:
         return time.time_ns() // 1000

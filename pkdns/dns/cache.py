@@ -153,6 +153,8 @@ class WireCache:
         self._stale_for = cfg.stale_max_age if cfg.serve_stale else 0
         self._entries: OrderedDict[bytes, Entry] = OrderedDict()
         self._bytes = 0
+        self._stores = 0
+        self._dead: list[Entry] = []        # scratch for _trim
         self._failures: dict[bytes, float] = {}
         #: ``get(key)`` -> the entry, fresh or stale (callers compare ``entry[EXPIRES]`` and
         #: ``entry[STALE_UNTIL]`` with their ``now``), or None.
@@ -187,16 +189,25 @@ class WireCache:
         return entry
 
     def _trim(self, now: float) -> None:
-        """Oldest first: while over the byte bound, and (two at most) once past their stale
-        window, so dead entries do not wait for memory pressure."""
+        """Oldest first: while over the byte bound, and, every 8th store, up to 16 entries
+        past their stale window, so dead entries do not wait for memory pressure (2 per
+        store on average, without looking at the oldest entry on every store)."""
         entries = self._entries
         while self._bytes > self.cfg.max_bytes:
             self._bytes -= entries.popitem(last=False)[1][SIZE]
-        for _ in range(2):
-            oldest = next(iter(entries.values()), None)
-            if oldest is None or oldest[STALE_UNTIL] > now:
-                return
-            self._bytes -= entries.popitem(last=False)[1][SIZE]
+        self._stores += 1
+        if self._stores & 7:
+            return
+        for oldest in entries.values():
+            if oldest[STALE_UNTIL] > now:
+                break
+            self._dead.append(oldest)
+            if len(self._dead) >= 16:
+                break
+        if self._dead:
+            for _ in self._dead:
+                self._bytes -= entries.popitem(last=False)[1][SIZE]
+            self._dead.clear()
 
     def _lifetime(self, info: ReplyInfo) -> tuple[int, tuple[int, ...]] | None:
         lo, hi = self.cfg.min_ttl, self.cfg.max_ttl

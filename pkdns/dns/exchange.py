@@ -48,11 +48,16 @@ def matches(reply: bytes, qid: int, question: bytes) -> bool:
 class _Attempt:
     """One UDP query in flight on its own connected, non-blocking socket."""
 
-    __slots__ = ("sock", "idx", "addr", "qid", "packet")
+    __slots__ = ("ex", "sock", "idx", "addr", "qid", "packet")
 
-    def __init__(self, sock: socket.SocketType, idx: int, addr: HostPort, qid: int,
-                 packet: bytes) -> None:
-        self.sock, self.idx, self.addr, self.qid, self.packet = sock, idx, addr, qid, packet
+    def __init__(self, ex: Exchange, sock: socket.SocketType, idx: int, addr: HostPort,
+                 qid: int, packet: bytes) -> None:
+        self.ex, self.sock, self.idx, self.addr, self.qid = ex, sock, idx, addr, qid
+        self.packet = packet
+
+    def readable(self) -> None:
+        """The poller's callback (a bound method: cheaper than a partial per attempt)."""
+        self.ex._readable(self)
 
 
 class Exchange:
@@ -67,7 +72,7 @@ class Exchange:
     """
 
     __slots__ = ("fwd", "loop", "poller", "question", "do", "cd", "deadline", "on_done",
-                 "attempts", "out", "error_reply", "tries", "timer", "tcp", "done")
+                 "attempts", "out", "error_reply", "tries", "timer", "due", "tcp", "done")
 
     def __init__(self, fwd: Forwarder, poller: SocketPoller, question: bytes, do: bool,
                  cd: bool, deadline: float, on_done: Callable[[bytes | None], None]) -> None:
@@ -78,15 +83,14 @@ class Exchange:
         self.out: set[int] = set()              # upstreams refused or failed with an rcode
         self.error_reply: bytes | None = None
         self.tries = 0
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: asyncio.TimerHandle | None = None    # the deadline, when it comes first
+        self.due = 0.0                  # the attempt timer's time in poller.timers (0: none)
         self.tcp: asyncio.Task[bytes] | None = None
         self.done = False
 
     def advance(self) -> None:
         """Start the next attempt, or finish when out of upstreams or time."""
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._disarm()
         fwd, loop = self.fwd, self.loop
         while len(self.out) < len(fwd.upstreams):
             now = loop.time()
@@ -110,10 +114,26 @@ class Exchange:
         self.finish(self.error_reply if all_failed else None)
 
     def _arm(self) -> None:
-        """The timer for the next attempt (or the deadline, whichever is first)."""
-        loop = self.loop
-        self.timer = loop.call_at(min(loop.time() + self.fwd.attempt_timeout, self.deadline),
-                                  self._timeout)
+        """The timer for the next attempt (or the deadline, whichever is first).
+
+        The usual case, ``now + upstream_timeout``, goes to the poller's shared
+        :class:`~pkdns.dns.sockpoll.FifoTimers`; a nearer deadline gets a timer of its own.
+        """
+        due = self.loop.time() + self.fwd.attempt_timeout
+        if due <= self.deadline:
+            self.poller.timers.arm(self, due)
+        else:
+            self.timer = self.loop.call_at(self.deadline, self._timeout)
+
+    def _disarm(self) -> None:
+        self.due = 0.0
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def expired(self) -> None:
+        """:class:`~pkdns.dns.sockpoll.FifoTimers` callback: the attempt timed out."""
+        self._timeout()
 
     def _open(self, idx: int, edns: bool = True) -> _Attempt | None:
         fwd = self.fwd
@@ -126,10 +146,10 @@ class Exchange:
             fwd.fail(addr, f"network: {exc.strerror}")
             fwd.health.no_reply(addr, self.loop.time())
             return None
-        att = _Attempt(sock, idx, addr, qid, packet)
+        att = _Attempt(self, sock, idx, addr, qid, packet)
         try:
             sock.connect(addr)
-            self.poller.watch(sock, partial(self._readable, att))
+            self.poller.watch(sock, att.readable)
             sock.send(packet)
         except OSError as exc:
             self._close(att)
@@ -204,7 +224,7 @@ class Exchange:
         if plain is None:
             return False
         self.attempts.append(plain)
-        if self.timer is None:           # after a TCP retry: nothing else is timing us
+        if self.timer is None and not self.due:   # after a TCP retry: nothing is timing us
             self._arm()
         return True
 
@@ -214,9 +234,7 @@ class Exchange:
         The retry gets what is left of the deadline (at most :data:`_TCP_TIMEOUT`), so a TC
         that comes late still ends the exchange by the deadline, answered or not.
         """
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._disarm()
         left = min(self.deadline - self.loop.time(), _TCP_TIMEOUT)
         if left <= 0:
             self.advance()                   # out of time: finishes
@@ -243,16 +261,15 @@ class Exchange:
         if self.done:
             return
         self.done = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._disarm()
         if self.tcp is not None:
             self.tcp.cancel()
         for att in self.attempts:
             self.poller.release(att.sock)
         self.attempts.clear()
-        try:
-            self.on_done(reply)
+        on_done, self.on_done = self.on_done, _ignore   # the timer queue may hold us a while:
+        try:                                           # keep nothing of the asker alive
+            on_done(reply)
         except Exception:
             _log.exception("upstream_callback_failed")
 

@@ -114,17 +114,18 @@ class Forwarder:
         self.sent = 0
         self.health = Health()
         self._ids = b""
+        self._id_at = 0                 # IDs left in _ids: its first _id_at bytes
         self._poller: SocketPoller | None = None
 
     def new_id(self) -> int:
         """A query ID from the system CSPRNG (RFC 5452 §9.1), read 2 KiB at a time."""
         if self.rng is not None:
             return self.rng.getrandbits(16)
-        if not self._ids:
-            self._ids = os.urandom(2048)
-        qid = (self._ids[-2] << 8) | self._ids[-1]
-        self._ids = self._ids[:-2]
-        return qid
+        i = self._id_at
+        if i <= 0:
+            self._ids, i = os.urandom(2048), 2048
+        self._id_at = i - 2
+        return (self._ids[i - 2] << 8) | self._ids[i - 1]
 
     def poller(self) -> SocketPoller:
         """The socket poller of the running loop (made again when the loop changes).

@@ -10,29 +10,31 @@ P4/P5); authority/additional stay only inside this one message.
 
 from __future__ import annotations
 
-import struct
-from dataclasses import dataclass
-
 import dnslib
 
 from pkdns.dns import wire
 from pkdns.errors import DecodeError
 
 MAX_RRS = 1024           # more records than this in one reply is not a sane answer
-_rr = struct.Struct(">HHIH").unpack_from
-_u32 = struct.Struct(">I").unpack_from
 
 
-@dataclass(slots=True)
 class ReplyInfo:
-    """A reply walked once: what caching needs, with the OPT RR already removed."""
+    """A reply walked once: what caching needs, with the OPT RR already removed.
 
-    wire: bytes
-    qend: int
-    rcode: int                    # including the extended bits from OPT
-    offsets: tuple[int, ...]      # TTL field offsets in ``wire[qend:]`` (after the question)
-    ttls: tuple[int, ...]
-    negative_ttl: int | None      # min(SOA TTL, SOA MINIMUM) when an SOA is in authority
+    A plain class, not a dataclass: compiled (setup.py), a dataclass is still built through
+    the interpreted ``__init__`` that ``dataclasses`` generates, once per cache miss.
+    """
+
+    __slots__ = ("wire", "qend", "rcode", "offsets", "ttls", "negative_ttl")
+
+    def __init__(self, wire: bytes, qend: int, rcode: int, offsets: tuple[int, ...],
+                 ttls: tuple[int, ...], negative_ttl: int | None) -> None:
+        self.wire = wire
+        self.qend = qend
+        self.rcode = rcode                  # including the extended bits from OPT
+        self.offsets = offsets              # TTL field offsets in ``wire[qend:]``
+        self.ttls = ttls
+        self.negative_ttl = negative_ttl    # min(SOA TTL, SOA MINIMUM) with an SOA in authority
 
     @property
     def ancount(self) -> int:
@@ -43,27 +45,35 @@ def inspect_reply(data: bytes) -> ReplyInfo:
     """Walk a reply's records once (bounds-checked); scrub it if needed. DecodeError if bad."""
     try:
         return _inspect(data, scrub=True)
-    except (IndexError, struct.error):
+    except IndexError:
         raise DecodeError("reply runs past the end") from None
 
 
 def _inspect(data: bytes, scrub: bool) -> ReplyInfo:
-    an, ns, ar = struct.unpack_from(">HHH", data, 6)
-    if data[4:6] != b"\x00\x01" or an + ns + ar > MAX_RRS:
+    # Fixed fields are read byte by byte rather than with struct: compiled (setup.py), an
+    # index into bytes is a C operation while a struct call goes through the interpreter.
+    an = (data[6] << 8) | data[7]
+    ns = (data[8] << 8) | data[9]
+    ar = (data[10] << 8) | data[11]
+    if data[4] or data[5] != 1 or an + ns + ar > MAX_RRS:
         raise DecodeError("reply must have one question and a sane record count")
     qend = wire.skip_name(data, 12) + 4
     chain = {data[12:qend - 4].lower()}
     offsets: list[int] = []
     ttls: list[int] = []
     neg: int | None = None
-    rcode, opt, out_of_chain, i = data[3] & 0x0F, None, False, qend
-    for section, count in enumerate((an, ns, ar)):
+    rcode, opt, out_of_chain, i, n = data[3] & 0x0F, None, False, qend, len(data)
+    for section, count in ((0, an), (1, ns), (2, ar)):
         for _ in range(count):
             start = i
             i = wire.skip_name(data, i)
-            rtype, _rclass, ttl, rdlen = _rr(data, i)
+            if i + 10 > n:
+                raise DecodeError("record runs past the end")
+            rtype = (data[i] << 8) | data[i + 1]
+            ttl = (data[i + 4] << 24) | (data[i + 5] << 16) | (data[i + 6] << 8) | data[i + 7]
+            rdlen = (data[i + 8] << 8) | data[i + 9]
             rd, i = i + 10, i + 10 + rdlen
-            if i > len(data):
+            if i > n:
                 raise DecodeError("record runs past the end")
             if rtype == wire.T_OPT and section == 2:
                 if opt is not None:
@@ -81,7 +91,9 @@ def _inspect(data: bytes, scrub: bool) -> ReplyInfo:
                 elif rtype == wire.T_CNAME:
                     chain.add(wire.read_name(data, rd))
             elif section == 1 and rtype == wire.T_SOA and rdlen >= 22:
-                neg = min(ttl, _u32(data, i - 4)[0], neg if neg is not None else ttl)
+                minimum = ((data[i - 4] << 24) | (data[i - 3] << 16) | (data[i - 2] << 8)
+                           | data[i - 1])
+                neg = min(ttl, minimum, neg if neg is not None else ttl)
     if scrub and (out_of_chain or (opt is not None and opt[1] != i)):
         return _inspect(_rebuild(data), scrub=False)
     out = _cacheable(data[:i], opt, rcode, an, ns, ar)
@@ -92,10 +104,11 @@ def _cacheable(body: bytes, opt: tuple[int, int] | None, rcode: int, an: int, ns
                ar: int) -> bytes:
     """``body`` as the cache keeps it: ID 0, AA/TC cleared, RA set, the OPT (at the end of the
     additional section, ``opt`` = its span) cut out with its count."""
-    flags = bytes((body[2] & 0xF9 | 0x80, (body[3] & 0x70) | 0x80 | (rcode & 0x0F)))
     if opt is not None:
         body, ar = body[:opt[0]], ar - 1
-    return b"\x00\x00" + flags + struct.pack(">HHHH", 1, an, ns, ar) + body[12:]
+    head = bytes((0, 0, body[2] & 0xF9 | 0x80, (body[3] & 0x70) | 0x80 | (rcode & 0x0F),
+                  0, 1, an >> 8, an & 255, ns >> 8, ns & 255, ar >> 8, ar & 255))
+    return head + body[12:]
 
 
 def _rebuild(data: bytes) -> bytes:

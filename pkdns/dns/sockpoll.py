@@ -19,12 +19,70 @@ from __future__ import annotations
 import asyncio
 import select
 import socket
+from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 from pkdns import log
 
 _log = log.get("sockpoll")
 _BATCH = 256
+
+
+class Timed(Protocol):
+    """What :class:`FifoTimers` times: ``due`` is the armed time (0.0: disarmed)."""
+
+    due: float
+
+    def expired(self) -> None: ...
+
+
+class FifoTimers:
+    """Timeouts whose due times never decrease, all on one loop timer.
+
+    Why: every upstream attempt needs a timeout (``upstream_timeout`` after its send), and a
+    uvloop ``TimerHandle`` per attempt (made, scheduled, cancelled) cost about 7 % of a cache
+    miss in user space. Due times that are "now + one fixed length" arrive in order, so a
+    deque is enough: :meth:`arm` appends, and the one loop timer fires at the head's time and
+    pops what is due. Disarming is lazy: the owner sets ``due = 0.0`` (or re-arms, changing
+    it) and the stale entry is dropped when it reaches the head. A due time earlier than the
+    tail's would fire late, so callers with other lengths use ``loop.call_at`` instead.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._queue: deque[tuple[float, Timed]] = deque()
+        self._tick: asyncio.TimerHandle | None = None
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def arm(self, item: Timed, due: float) -> None:
+        """Call ``item.expired()`` at ``due`` unless ``item.due`` changed by then."""
+        item.due = due
+        self._queue.append((due, item))
+        if self._tick is None:
+            self._tick = self.loop.call_at(due, self._fire)
+
+    def _fire(self) -> None:
+        self._tick = None
+        queue, now = self._queue, self.loop.time()
+        while queue and queue[0][0] <= now:
+            due, item = queue.popleft()
+            if item.due == due:
+                item.due = 0.0
+                try:
+                    item.expired()
+                except Exception:
+                    _log.exception("timer_callback_failed")
+        if queue and self._tick is None:
+            self._tick = self.loop.call_at(queue[0][0], self._fire)
+
+    def close(self) -> None:
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
+        self._queue.clear()
 
 
 class SocketPoller:
@@ -37,6 +95,7 @@ class SocketPoller:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        self.timers = FifoTimers(loop)
         self._watched: dict[int, tuple[socket.SocketType, Callable[[], None]]] = {}
         self._epoll: select.epoll | None = None
         if hasattr(select, "epoll"):
@@ -81,7 +140,8 @@ class SocketPoller:
             self.close()
 
     def close(self) -> None:
-        """Close every watched socket and stop watching."""
+        """Close every watched socket and stop watching (and timing)."""
+        self.timers.close()
         for sock, _ in list(self._watched.values()):
             self.release(sock)
         if self._epoll is not None and not self._epoll.closed:

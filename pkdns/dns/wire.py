@@ -84,6 +84,18 @@ def name_text(wire_name: bytes) -> str:
     return b".".join(labels).decode("ascii", "backslashreplace")
 
 
+def last_label(wire_name: bytes) -> bytes:
+    """The last label of an uncompressed wire name (b"" for the root): the TLD."""
+    i, end, last = 0, len(wire_name), b""
+    while i < end:
+        n = wire_name[i]
+        if not n:
+            break
+        last = wire_name[i + 1:i + 1 + n]
+        i += n + 1
+    return last
+
+
 def name_wire(name: str) -> bytes:
     """Dotted text -> uncompressed wire name (ValueError on an empty/long label)."""
     out = bytearray()
@@ -220,8 +232,14 @@ def read_name(data: bytes, i: int) -> bytes:
     raise DecodeError("bad compressed name")
 
 
+_OPT = b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00"       # payload 1232, DO=0
+_OPT_DO = b"\x00\x00\x29\x04\xd0\x00\x00\x80\x00\x00\x00"    # DO=1
+
+
 def opt_rr(do: bool, ext_rcode: int = 0) -> bytes:
     """Our OPT RR: root owner, payload 1232, version 0, DO echoed (RFC 3225 §3)."""
+    if not ext_rcode:
+        return _OPT_DO if do else _OPT      # every query and reply: no bytes built
     return b"\x00\x00\x29\x04\xd0" + bytes((ext_rcode, 0, 0x80 if do else 0, 0, 0, 0))
 
 
@@ -273,9 +291,10 @@ def build_query(qid: int, qname_wire: bytes, qtype: int, qclass: int, do: bool, 
 def build_query_for(qid: int, question: bytes, do: bool, cd: bool, edns: bool = True) -> bytes:
     """:func:`build_query` from a question already in wire form (qname + qtype + qclass);
     ``edns=False`` leaves the OPT out (a retry for an upstream that answered FORMERR to it)."""
+    head = bytes((qid >> 8, qid & 255, 0x01, 0x10 if cd else 0, 0, 1, 0, 0, 0, 0, 0, int(edns)))
     if not edns:
-        return _header.pack(qid, 0x01, 0x10 if cd else 0, 1, 0, 0, 0) + question
-    return _header.pack(qid, 0x01, 0x10 if cd else 0, 1, 0, 0, 1) + question + opt_rr(do)
+        return head + question
+    return head + question + (_OPT_DO if do else _OPT)
 
 
 def hinfo_any_reply(query: Query, ttl: int = 3600) -> bytes:

@@ -198,7 +198,11 @@ def test_entries_past_their_stale_window_are_swept(fake_clock: FakeClock) -> Non
     stored(cache, fake_clock, qa, reply_for(qa, "a.example.test. 60 IN A 192.0.2.1"))
     fake_clock.advance(161)
     stored(cache, fake_clock, qb, reply_for(qb, "b.example.test. 60 IN A 192.0.2.2"))
-    assert len(cache) == 1 and serve(cache, fake_clock, qb) is not None
+    for i in range(6):              # the sweep runs every 8th store: this is store 3..8
+        assert len(cache) == 2 + i
+        qn = query(f"n{i}.example.test")
+        stored(cache, fake_clock, qn, reply_for(qn, f"n{i}.example.test. 60 IN A 192.0.2.3"))
+    assert len(cache) == 7 and serve(cache, fake_clock, qb) is not None
 
 
 def test_cached_entries_are_not_tracked_by_the_garbage_collector(fake_clock: FakeClock) -> None:

@@ -61,17 +61,23 @@ class FakeUpstream:
     seen: list[Seen] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind((self.host, 0))
-        self.port = self.udp.getsockname()[1]
-        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self.tcp.bind((self.host, self.port))
-            self.tcp.listen(64)
-        except OSError:
-            self.tcp.close()
-            self.tcp = None  # type: ignore[assignment]
+        # UDP and TCP on one port number, as a real server: the kernel picks the UDP port,
+        # and when that number is taken for TCP (another test's connection), pick again.
+        for _ in range(50):
+            self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.udp.bind((self.host, 0))
+            self.port = self.udp.getsockname()[1]
+            self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                self.tcp.bind((self.host, self.port))
+                self.tcp.listen(64)
+                break
+            except OSError:
+                self.tcp.close()
+                self.udp.close()
+        else:
+            raise RuntimeError("no port free for both UDP and TCP on loopback")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._timers: list[threading.Timer] = []
