@@ -103,10 +103,11 @@ def render(entry: Entry, q: bytes, qend: int, size: int, do: bool, max_size: int
     rest = stale_body(entry, stale_ttl) if stale_ttl else body(entry, now)
     if size:
         arcount = ((h[8] << 8) | h[9]) + 1
-        out = (q[:2] + bytes(((h[0] & 0xFE) | (q[2] & 1),)) + h[1:8]
-               + arcount.to_bytes(2, "big") + q[12:qend] + rest + wire.opt_rr(do))
+        out = b"".join((q[:2], wire.BYTE[(h[0] & 0xFE) | (q[2] & 1)], h[1:8],
+                        wire.BYTE[arcount >> 8], wire.BYTE[arcount & 255], q[12:qend], rest,
+                        wire.opt_rr(do)))
     else:
-        out = q[:2] + bytes(((h[0] & 0xFE) | (q[2] & 1),)) + h[1:] + q[12:qend] + rest
+        out = b"".join((q[:2], wire.BYTE[(h[0] & 0xFE) | (q[2] & 1)], h[1:], q[12:qend], rest))
     if len(out) > max_size:
         return wire.truncated_reply(out, qend, bool(size), do)
     return out

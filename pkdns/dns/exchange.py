@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 _log = log.get("forwarder")
 _RCODE_FAILURES = (wire.FORMERR, wire.SERVFAIL, wire.NOTIMP, wire.REFUSED)
 _NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)   # Linux: no extra fcntl per socket
+_INET, _INET6 = int(socket.AF_INET), int(socket.AF_INET6)    # plain ints: no enum lookups
+_UDP = int(socket.SOCK_DGRAM) | _NONBLOCK
 _TCP_TIMEOUT = 2.0
 
 
@@ -108,18 +110,18 @@ class Exchange:
                 self.out.add(idx)
                 continue
             self.attempts.append(att)
-            self._arm()
+            self._arm(now)
             return
         all_failed = len(self.out) >= len(fwd.upstreams)
         self.finish(self.error_reply if all_failed else None)
 
-    def _arm(self) -> None:
+    def _arm(self, now: float) -> None:
         """The timer for the next attempt (or the deadline, whichever is first).
 
         The usual case, ``now + upstream_timeout``, goes to the poller's shared
         :class:`~pkdns.dns.sockpoll.FifoTimers`; a nearer deadline gets a timer of its own.
         """
-        due = self.loop.time() + self.fwd.attempt_timeout
+        due = now + self.fwd.attempt_timeout
         if due <= self.deadline:
             self.poller.timers.arm(self, due)
         else:
@@ -225,7 +227,7 @@ class Exchange:
             return False
         self.attempts.append(plain)
         if self.timer is None and not self.due:   # after a TCP retry: nothing is timing us
-            self._arm()
+            self._arm(self.loop.time())
         return True
 
     def _retry_tcp(self, att: _Attempt) -> None:
@@ -282,8 +284,7 @@ class Exchange:
 def new_socket(addr: HostPort) -> socket.SocketType:
     """A non-blocking UDP socket for ``addr``'s family: the plain C socket type, without the
     Python-level wrapper class (its __init__ and close cost more than the system calls)."""
-    family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
-    sock = socket.SocketType(family, socket.SOCK_DGRAM | _NONBLOCK)
+    sock = socket.SocketType(_INET6 if ":" in addr[0] else _INET, _UDP)
     if not _NONBLOCK:
         sock.setblocking(False)
     return sock

@@ -106,9 +106,11 @@ def _cacheable(body: bytes, opt: tuple[int, int] | None, rcode: int, an: int, ns
     additional section, ``opt`` = its span) cut out with its count."""
     if opt is not None:
         body, ar = body[:opt[0]], ar - 1
-    head = bytes((0, 0, body[2] & 0xF9 | 0x80, (body[3] & 0x70) | 0x80 | (rcode & 0x0F),
-                  0, 1, an >> 8, an & 255, ns >> 8, ns & 255, ar >> 8, ar & 255))
-    return head + body[12:]
+    byte = wire.BYTE
+    return b"".join((b"\x00\x00", byte[body[2] & 0xF9 | 0x80],
+                     byte[(body[3] & 0x70) | 0x80 | (rcode & 0x0F)], b"\x00\x01",
+                     byte[an >> 8], byte[an & 255], byte[ns >> 8], byte[ns & 255],
+                     byte[ar >> 8], byte[ar & 255], body[12:]))
 
 
 def _rebuild(data: bytes) -> bytes:

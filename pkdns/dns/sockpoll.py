@@ -27,6 +27,7 @@ from pkdns import log
 
 _log = log.get("sockpoll")
 _BATCH = 256
+_EPOLLIN = int(getattr(select, "EPOLLIN", 1))
 
 
 class Timed(Protocol):
@@ -110,9 +111,9 @@ class SocketPoller:
             self.loop.add_reader(fd, callback)
         else:
             try:
-                self._epoll.register(fd, select.EPOLLIN)
+                self._epoll.register(fd, _EPOLLIN)
             except FileExistsError:
-                self._epoll.modify(fd, select.EPOLLIN)
+                self._epoll.modify(fd, _EPOLLIN)
         self._watched[fd] = (sock, callback)
 
     def release(self, sock: socket.SocketType) -> None:
