@@ -32,6 +32,7 @@ import asyncio
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import dnslib
 
@@ -81,13 +82,14 @@ class _Asker:
     """
 
     __slots__ = ("resolver", "data", "qend", "size", "do", "limit", "transport", "send",
-                 "client")
+                 "client", "dest")
 
     def __init__(self, resolver: Resolver, data: bytes, qend: int, size: int, do: bool,
-                 limit: int, transport: str, send: Callable[[bytes], None],
-                 client: str) -> None:
+                 limit: int, transport: str, send: Callable[[bytes, Any], None],
+                 client: str, dest: Any) -> None:
         self.resolver, self.data, self.qend, self.size, self.do = resolver, data, qend, size, do
         self.limit, self.transport, self.send, self.client = limit, transport, send, client
+        self.dest = dest
 
     def deliver(self, entry: Entry | None) -> None:
         """Render ``entry`` (None: SERVFAIL) for this query and send it."""
@@ -181,14 +183,16 @@ class Resolver:
         return reply
 
     def forward(self, data: bytes, scanned: wire.Scanned, transport: str, max_size: int,
-                send: Callable[[bytes], None], client: str = "-") -> bool:
+                send: Callable[[bytes, Any], None], client: str = "-",
+                dest: Any = None) -> bool:
         """Miss path without a coroutine per query, for the common case.
 
         A plain ICANN query (it passed :func:`wire.scan`) with no stale entry joins the key's
         upstream fetch (:mod:`pkdns.dns.fetch`) with a callback that renders the reply and
-        passes it to ``send``. Returns False when the query needs the general path
-        (:meth:`resolve_admitted`): policy, pkarr, ANY, or a stale entry that may have to be
-        served after ``stale_client_timeout``.
+        calls ``send(reply, dest)`` (the UDP listener passes one bound method and the client
+        address, so nothing is made per query for the way back). Returns False when the
+        query needs the general path (:meth:`resolve_admitted`): policy, pkarr, ANY, or a
+        stale entry that may have to be served after ``stale_client_timeout``.
         """
         key, qend, size, do = scanned
         qtype = (key[-5] << 8) | key[-4]
@@ -203,7 +207,7 @@ class Resolver:
         limit = reply_limit(transport, size, max_size)
         self._misses[0] += 1
         fetch = None if self.cache.failing(key) else self._fetch(key)
-        asker = _Asker(self, data, qend, size, bool(do), limit, transport, send, client)
+        asker = _Asker(self, data, qend, size, bool(do), limit, transport, send, client, dest)
         if fetch is None:
             asker.deliver(None)
         else:
@@ -229,7 +233,7 @@ class Resolver:
             reply = wire.error_reply(data, wire.SERVFAIL, qend, size > 0, do)
         if self.debug:
             log_query(a.client, a.transport, data, qend, reply, "icann", "miss")
-        a.send(self._count(a.transport, reply, "icann"))
+        a.send(self._count(a.transport, reply, "icann"), a.dest)
 
     def log_hit(self, client: str, transport: str, data: bytes, scanned: wire.Scanned,
                 reply: bytes) -> None:

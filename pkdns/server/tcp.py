@@ -182,7 +182,7 @@ class TcpConnection(asyncio.Protocol):
         if reply is not None:
             self._send(reply)
 
-    def _forwarded(self, reply: bytes) -> None:
+    def _forwarded(self, reply: bytes, _dest: object = None) -> None:
         """A fast-path miss is answered (maybe synchronously, from inside ``forward``)."""
         self.forwarded -= 1
         self._send(reply)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from functools import partial
 from typing import Any, cast
 
 from pkdns import log
@@ -43,6 +42,7 @@ class UdpServer(asyncio.DatagramProtocol):
         self.closing = False
         self._drops = resolver.metrics.dropped.labels("malformed")
         self.memo = ReplyMemo()
+        self._send = self._reply        # one bound method for every miss's way back
 
     def itself(self) -> UdpServer:
         """Protocol factory for ``create_datagram_endpoint``."""
@@ -97,8 +97,7 @@ class UdpServer(asyncio.DatagramProtocol):
                     if r.debug:
                         r.log_hit(addr[0], "udp", data, scanned, reply)
                     return
-                if r.forward(data, scanned, "udp", self.cap, partial(self._reply, addr),
-                             addr[0]):
+                if r.forward(data, scanned, "udp", self.cap, self._send, addr[0], addr):
                     return
         except Exception:
             _log.exception("udp_fast_path_failed", client=addr[0])
@@ -113,9 +112,9 @@ class UdpServer(asyncio.DatagramProtocol):
     async def _slow(self, data: bytes, addr: Any) -> None:
         reply = await self.resolver.resolve_admitted(data, ClientInfo(addr[0], "udp"), self.cap)
         if reply is not None:
-            self._reply(addr, reply)
+            self._reply(reply, addr)
 
-    def _reply(self, addr: Any, reply: bytes) -> None:
+    def _reply(self, reply: bytes, addr: Any) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(reply, addr)
 

@@ -120,7 +120,8 @@ async def test_forward_fast_path_every_qtype(upstream: FakeUpstream) -> None:
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         scanned = wire.scan(q)
         assert scanned is not None
-        assert r.forward(q, scanned, "udp", 1232, fut.set_result)
+        assert r.forward(q, scanned, "udp", 1232, lambda reply, dest: dest.set_result(reply),
+                         dest=fut)
         reply = dns.message.from_wire(await asyncio.wait_for(fut, 2.0))
         assert reply.rcode() == dns.rcode.NOERROR and reply.answer, rdtype
 
