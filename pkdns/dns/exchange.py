@@ -12,6 +12,7 @@ import asyncio
 import socket
 import struct
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from pkdns.dns.forwarder import Forwarder
 
 _log = log.get("forwarder")
+_NONE_OUT: frozenset[int] = frozenset()   # shared until an upstream is taken out
 _RCODE_FAILURES = (wire.FORMERR, wire.SERVFAIL, wire.NOTIMP, wire.REFUSED)
 _NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)   # Linux: no extra fcntl per socket
 _INET, _INET6 = int(socket.AF_INET), int(socket.AF_INET6)    # plain ints: no enum lookups
@@ -82,7 +84,7 @@ class Exchange:
         self.question, self.do, self.cd = question, do, cd
         self.deadline, self.on_done = deadline, on_done
         self.attempts: list[_Attempt] = []
-        self.out: set[int] = set()              # upstreams refused or failed with an rcode
+        self.out: AbstractSet[int] = _NONE_OUT   # upstreams refused or failed with an rcode
         self.error_reply: bytes | None = None
         self.tries = 0
         self.timer: asyncio.TimerHandle | None = None    # the deadline, when it comes first
@@ -107,13 +109,21 @@ class Exchange:
             self.tries += 1
             att = self._open(idx)
             if att is None:
-                self.out.add(idx)
+                self._exclude(idx)
                 continue
             self.attempts.append(att)
             self._arm(now)
             return
         all_failed = len(self.out) >= len(fwd.upstreams)
         self.finish(self.error_reply if all_failed else None)
+
+    def _exclude(self, idx: int) -> None:
+        """Take upstream ``idx`` out for this exchange (the set is made on the first one)."""
+        out = self.out
+        if isinstance(out, set):
+            out.add(idx)
+        else:
+            self.out = {idx}
 
     def _arm(self, now: float) -> None:
         """The timer for the next attempt (or the deadline, whichever is first).
@@ -182,7 +192,7 @@ class Exchange:
                 return
             except ConnectionRefusedError:
                 self._close(att)
-                self.out.add(att.idx)
+                self._exclude(att.idx)
                 self.fwd.fail(att.addr, "refused")
                 self.fwd.health.no_reply(att.addr, self.loop.time())
                 self.advance()
@@ -210,7 +220,7 @@ class Exchange:
         if rcode in _RCODE_FAILURES:
             if rcode == wire.FORMERR and att.packet[11] and self._without_edns(att):
                 return
-            self.out.add(att.idx)
+            self._exclude(att.idx)
             self.error_reply = reply
             self.fwd.fail(att.addr, f"rcode{reply[3] & 0x0F}")
             self.advance()

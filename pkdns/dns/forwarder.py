@@ -35,6 +35,7 @@ import random
 import socket
 import struct
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from functools import partial
 
 from pkdns import log
@@ -164,7 +165,7 @@ class Forwarder:
             raise UpstreamError("no upstream answered in time")
         return reply
 
-    def pick(self, tries: int, out: set[int], now: float) -> int:
+    def pick(self, tries: int, out: AbstractSet[int], now: float) -> int:
         """The upstream for attempt number ``tries``: round the list from the preferred one,
         skipping those in ``out`` and those down (unless due a probe); -1 if none is left."""
         n = len(self.upstreams)

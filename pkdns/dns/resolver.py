@@ -218,8 +218,12 @@ class Resolver:
         """Can ``PkarrHandler.claims`` be true for this wire name? Only when its TLD is a
         52-character label (a key, :func:`pkdns.dns.names.classify`) or the ``.key``-style
         suffix; checked on the bytes so that ICANN misses skip the text classification."""
-        last = wire.last_label(name)
-        return len(last) == KEY_LABEL_LEN or (last == self._suffix and bool(last))
+        at = wire.last_label_at(name)
+        if at < 0:
+            return False
+        n = name[at]
+        suffix = self._suffix
+        return n == KEY_LABEL_LEN or (n == len(suffix) and name[at + 1:at + 1 + n] == suffix)
 
     def _deliver(self, a: _Asker, entry: Entry | None) -> None:
         data, qend, size, do = a.data, a.qend, a.size, a.do

@@ -88,14 +88,15 @@ def name_text(wire_name: bytes) -> str:
     return b".".join(labels).decode("ascii", "backslashreplace")
 
 
-def last_label(wire_name: bytes) -> bytes:
-    """The last label of an uncompressed wire name (b"" for the root): the TLD."""
-    i, end, last = 0, len(wire_name), b""
+def last_label_at(wire_name: bytes) -> int:
+    """Where the last label (the TLD) of an uncompressed wire name starts: the offset of its
+    length byte, -1 for the root. No slice is made, so checking a TLD costs no allocation."""
+    i, end, last = 0, len(wire_name), -1
     while i < end:
         n = wire_name[i]
         if not n:
             break
-        last = wire_name[i + 1:i + 1 + n]
+        last = i
         i += n + 1
     return last
 
