@@ -58,59 +58,63 @@ def _inspect(data: bytes, scrub: bool) -> ReplyInfo:
     if data[4] or data[5] != 1 or an + ns + ar > MAX_RRS:
         raise DecodeError("reply must have one question and a sane record count")
     qend = wire.skip_name(data, 12) + 4
-    chain = {data[12:qend - 4].lower()}
+    chain: set[bytes] | None = None      # names of the CNAME chain, made when first needed
     offsets: list[int] = []
     ttls: list[int] = []
     neg: int | None = None
-    rcode, opt, out_of_chain, i, n = data[3] & 0x0F, None, False, qend, len(data)
-    for section, count in ((0, an), (1, ns), (2, ar)):
-        for _ in range(count):
-            start = i
-            i = wire.skip_name(data, i)
-            if i + 10 > n:
-                raise DecodeError("record runs past the end")
-            rtype = (data[i] << 8) | data[i + 1]
-            ttl = (data[i + 4] << 24) | (data[i + 5] << 16) | (data[i + 6] << 8) | data[i + 7]
-            rdlen = (data[i + 8] << 8) | data[i + 9]
-            rd, i = i + 10, i + 10 + rdlen
-            if i > n:
-                raise DecodeError("record runs past the end")
-            if rtype == wire.T_OPT and section == 2:
-                if opt is not None:
-                    raise DecodeError("two OPT records")
-                opt, rcode = (start, i), rcode | ((ttl >> 24) << 4)
+    rcode, opt_at, opt_end, out_of_chain, i, n = data[3] & 0x0F, -1, -1, False, qend, len(data)
+    additional = an + ns                 # record number k is in the additional section from here
+    for k in range(additional + ar):
+        start = i
+        i = wire.skip_name(data, i)
+        if i + 10 > n:
+            raise DecodeError("record runs past the end")
+        rtype = (data[i] << 8) | data[i + 1]
+        ttl = (data[i + 4] << 24) | (data[i + 5] << 16) | (data[i + 6] << 8) | data[i + 7]
+        rdlen = (data[i + 8] << 8) | data[i + 9]
+        rd, i = i + 10, i + 10 + rdlen
+        if i > n:
+            raise DecodeError("record runs past the end")
+        if rtype == wire.T_OPT and k >= additional:
+            if opt_at >= 0:
+                raise DecodeError("two OPT records")
+            opt_at, opt_end, rcode = start, i, rcode | ((ttl >> 24) << 4)
+            continue
+        ttl = ttl if ttl < 0x80000000 else 0
+        offsets.append(rd - 6 - qend)
+        ttls.append(ttl)
+        if k < an:
+            # owner = pointer to the question (the usual case) is in the chain at once
+            owner_is_qname = data[start] == 0xC0 and data[start + 1] == 12
+            if owner_is_qname and rtype != wire.T_CNAME:
                 continue
-            ttl = ttl if ttl < 0x80000000 else 0
-            offsets.append(rd - 6 - qend)
-            ttls.append(ttl)
-            if section == 0:
-                # owner = pointer to the question (the usual case) is in the chain at once
-                owner_is_qname = data[start] == 0xC0 and data[start + 1] == 12
-                if not owner_is_qname and wire.read_name(data, start) not in chain:
-                    out_of_chain = True
-                elif rtype == wire.T_CNAME:
-                    chain.add(wire.read_name(data, rd))
-            elif section == 1 and rtype == wire.T_SOA and rdlen >= 22:
-                minimum = ((data[i - 4] << 24) | (data[i - 3] << 16) | (data[i - 2] << 8)
-                           | data[i - 1])
-                neg = min(ttl, minimum, neg if neg is not None else ttl)
-    if scrub and (out_of_chain or (opt is not None and opt[1] != i)):
+            if chain is None:
+                chain = {data[12:qend - 4].lower()}
+            if not owner_is_qname and wire.read_name(data, start) not in chain:
+                out_of_chain = True
+            elif rtype == wire.T_CNAME:
+                chain.add(wire.read_name(data, rd))
+        elif k < additional and rtype == wire.T_SOA and rdlen >= 22:
+            minimum = ((data[i - 4] << 24) | (data[i - 3] << 16) | (data[i - 2] << 8)
+                       | data[i - 1])
+            neg = min(ttl, minimum, neg if neg is not None else ttl)
+    if scrub and (out_of_chain or (opt_at >= 0 and opt_end != i)):
         return _inspect(_rebuild(data), scrub=False)
-    out = _cacheable(data[:i], opt, rcode, an, ns, ar)
+    out = _cacheable(data, opt_at if opt_at >= 0 else i, opt_at >= 0, rcode, an, ns, ar)
     return ReplyInfo(out, qend, rcode, tuple(offsets), tuple(ttls), neg)
 
 
-def _cacheable(body: bytes, opt: tuple[int, int] | None, rcode: int, an: int, ns: int,
+def _cacheable(data: bytes, end: int, cut_opt: bool, rcode: int, an: int, ns: int,
                ar: int) -> bytes:
-    """``body`` as the cache keeps it: ID 0, AA/TC cleared, RA set, the OPT (at the end of the
-    additional section, ``opt`` = its span) cut out with its count."""
-    if opt is not None:
-        body, ar = body[:opt[0]], ar - 1
+    """``data[:end]`` as the cache keeps it: ID 0, AA/TC cleared, RA set, and with
+    ``cut_opt`` the OPT (the last record, from ``end`` on) left out of the count."""
+    if cut_opt:
+        ar -= 1
     byte = wire.BYTE
-    return b"".join((b"\x00\x00", byte[body[2] & 0xF9 | 0x80],
-                     byte[(body[3] & 0x70) | 0x80 | (rcode & 0x0F)], b"\x00\x01",
+    return b"".join((b"\x00\x00", byte[data[2] & 0xF9 | 0x80],
+                     byte[(data[3] & 0x70) | 0x80 | (rcode & 0x0F)], b"\x00\x01",
                      byte[an >> 8], byte[an & 255], byte[ns >> 8], byte[ns & 255],
-                     byte[ar >> 8], byte[ar & 255], body[12:]))
+                     byte[ar >> 8], byte[ar & 255], data[12:end]))
 
 
 def _rebuild(data: bytes) -> bytes:
