@@ -46,8 +46,10 @@ class FifoTimers:
     miss in user space. Due times that are "now + one fixed length" arrive in order, so a
     deque is enough: :meth:`arm` appends, and the one loop timer fires at the head's time and
     pops what is due. Disarming is lazy: the owner sets ``due = 0.0`` (or re-arms, changing
-    it) and the stale entry is dropped when it reaches the head. A due time earlier than the
-    tail's would fire late, so callers with other lengths use ``loop.call_at`` instead.
+    it) and the stale entry is dropped when it reaches the head, so a finished item stays
+    referenced until its due time (at most ``upstream_timeout``). A due time earlier than the
+    tail's (``upstream_timeout`` lowered by a reload) gets a loop timer of its own instead of
+    waiting behind later ones.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -61,9 +63,18 @@ class FifoTimers:
     def arm(self, item: Timed, due: float) -> None:
         """Call ``item.expired()`` at ``due`` unless ``item.due`` changed by then."""
         item.due = due
-        self._queue.append((due, item))
+        queue = self._queue
+        if queue and due < queue[-1][0]:
+            self.loop.call_at(due, self._fire_one, item, due)
+            return
+        queue.append((due, item))
         if self._tick is None:
             self._tick = self.loop.call_at(due, self._fire)
+
+    def _fire_one(self, item: Timed, due: float) -> None:
+        if item.due == due:
+            item.due = 0.0
+            item.expired()
 
     def _fire(self) -> None:
         self._tick = None

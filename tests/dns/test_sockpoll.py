@@ -7,7 +7,7 @@ import socket
 
 import uvloop
 
-from pkdns.dns.sockpoll import SocketPoller
+from pkdns.dns.sockpoll import FifoTimers, SocketPoller
 
 
 def udp_pair() -> tuple[socket.socket, socket.socket]:
@@ -87,3 +87,57 @@ async def test_many_ready_sockets_in_one_wakeup() -> None:
         tx.close()
     poller.close()
     assert all(rx.fileno() == -1 for rx, _ in pairs)
+
+
+class Item:
+    """A FifoTimers client that records when it expired (loop time)."""
+
+    def __init__(self, log: list[tuple[str, float]], name: str,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.due = 0.0
+        self.log, self.name, self.loop = log, name, loop
+
+    def expired(self) -> None:
+        self.log.append((self.name, self.loop.time()))
+
+
+async def test_fifo_timers_fire_in_order_and_skip_disarmed_and_rearmed() -> None:
+    loop = asyncio.get_running_loop()
+    timers = FifoTimers(loop)
+    fired: list[tuple[str, float]] = []
+    a, b, c, d = (Item(fired, n, loop) for n in "abcd")
+    t0 = loop.time()
+    timers.arm(a, t0 + 0.05)
+    timers.arm(b, t0 + 0.10)
+    timers.arm(c, t0 + 0.15)
+    b.due = 0.0                          # disarmed: its entry is dropped, not fired
+    timers.arm(c, t0 + 0.25)             # re-armed: fires once, at the new time
+    timers.arm(d, t0 + 0.20)
+    try:
+        await wait_for(lambda: len(fired) == 3)
+        await asyncio.sleep(0.1)
+        assert [n for n, _ in fired] == ["a", "d", "c"]
+        times = dict(fired)
+        assert times["a"] >= t0 + 0.05 and times["d"] >= t0 + 0.20 and times["c"] >= t0 + 0.25
+        assert times["c"] < t0 + 0.25 + 0.2          # not late by another timeout
+        assert a.due == 0.0 and c.due == 0.0 and len(timers) == 0
+    finally:
+        timers.close()
+
+
+async def test_fifo_timers_an_earlier_due_time_is_not_kept_waiting() -> None:
+    """upstream_timeout lowered by a reload: a shorter timeout after longer ones."""
+    loop = asyncio.get_running_loop()
+    timers = FifoTimers(loop)
+    fired: list[tuple[str, float]] = []
+    slow, quick = Item(fired, "slow", loop), Item(fired, "quick", loop)
+    t0 = loop.time()
+    timers.arm(slow, t0 + 0.5)
+    timers.arm(quick, t0 + 0.05)
+    try:
+        await wait_for(lambda: len(fired) == 1)
+        assert fired[0][0] == "quick" and fired[0][1] < t0 + 0.4
+    finally:
+        timers.close()
+    await asyncio.sleep(0.6)
+    assert [n for n, _ in fired] == ["quick"]        # close() dropped the pending one
