@@ -159,7 +159,7 @@ def hot_path(sets: dict[str, list[tuple[str, int]]], loops: int = 20,
     """
     cfg = Config()
     metrics = Metrics()
-    cache = WireCache(cfg.cache, SYSTEM_CLOCK)
+    cache = WireCache(cfg.cache)
     resolver = Resolver(cfg, cache, Forwarder(cfg.dns.upstream, 1.0, metrics), SYSTEM_CLOCK,
                         metrics)
     packets: dict[str, list[bytes]] = {}

@@ -161,7 +161,7 @@ class Daemon:
     def __init__(self, cfg: Config, clock: Clock = SYSTEM_CLOCK) -> None:
         self.cfg, self.clock = cfg, clock
         self.metrics = Metrics()
-        self.cache = WireCache(cfg.cache, clock)
+        self.cache = WireCache(cfg.cache)
         self.forwarder = Forwarder(cfg.dns.upstream, cfg.dns.upstream_timeout, self.metrics)
         self.resolver = Resolver(cfg, self.cache, self.forwarder, clock, self.metrics)
         self.dns = DnsListeners(self.resolver, cfg.dns)

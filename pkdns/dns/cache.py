@@ -32,7 +32,6 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Final
 
-from pkdns.clock import Clock
 from pkdns.config import CacheConfig
 from pkdns.dns import wire
 from pkdns.dns.reply import ReplyInfo, inspect_reply
@@ -148,9 +147,8 @@ class ReplyMemo:
 class WireCache:
     """Byte-bounded store of :data:`Entry` plus a short-lived failure memory."""
 
-    def __init__(self, cfg: CacheConfig, clock: Clock) -> None:
+    def __init__(self, cfg: CacheConfig) -> None:
         self.cfg = cfg
-        self.clock = clock
         self._stale_for = cfg.stale_max_age if cfg.serve_stale else 0
         self._entries: OrderedDict[bytes, Entry] = OrderedDict()
         self._bytes = 0
@@ -222,19 +220,18 @@ class WireCache:
             return None
         return (life, ttls) if life > 0 else None
 
-    def note_failure(self, key: bytes) -> None:
-        """Remember that ``key`` just failed upstream (RFC 9520 §3.2)."""
-        now = self.clock.monotonic()
+    def note_failure(self, key: bytes, now: float) -> None:
+        """Remember that ``key`` failed upstream at ``now`` (RFC 9520 §3.2)."""
         if len(self._failures) >= MAX_FAILURES:
             self._failures = {k: t for k, t in self._failures.items() if t > now - FAILURE_TTL}
             if len(self._failures) >= MAX_FAILURES:
                 self._failures.clear()
         self._failures[key] = now
 
-    def failing(self, key: bytes) -> bool:
-        """Did ``key`` fail upstream in the last :data:`FAILURE_TTL` seconds?"""
+    def failing(self, key: bytes, now: float) -> bool:
+        """Did ``key`` fail upstream in the :data:`FAILURE_TTL` seconds before ``now``?"""
         at = self._failures.get(key)
-        return at is not None and self.clock.monotonic() - at < FAILURE_TTL
+        return at is not None and now - at < FAILURE_TTL
 
 
 __all__ = ["EXPIRES", "Entry", "KIND", "ReplyInfo", "ReplyMemo", "STALE_UNTIL", "WireCache",

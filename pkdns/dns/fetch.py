@@ -20,6 +20,7 @@ import asyncio
 from collections.abc import Callable
 
 from pkdns import log
+from pkdns.clock import Clock
 from pkdns.dns import wire
 from pkdns.dns.cache import Entry, WireCache, inspect_reply
 from pkdns.dns.forwarder import Forwarder
@@ -60,7 +61,7 @@ class Fetch:
 
     def landed(self, reply: bytes | None) -> None:
         """The exchange's ``on_done`` (a bound method: cheaper than a partial per fetch)."""
-        self.owner._landed(self.key, self, reply)
+        self.owner._landed(self, reply)
 
     def resolve(self, entry: Entry | None) -> None:
         self.finished, self.entry = True, entry
@@ -77,8 +78,9 @@ class Fetch:
 class Fetches:
     """The fetches in progress, by cache key (bounded by ``max_inflight``)."""
 
-    def __init__(self, cache: WireCache, forwarder: Forwarder, metrics: Metrics) -> None:
-        self.cache, self.forwarder, self.metrics = cache, forwarder, metrics
+    def __init__(self, cache: WireCache, forwarder: Forwarder, metrics: Metrics,
+                 clock: Clock) -> None:
+        self.cache, self.forwarder, self.metrics, self.clock = cache, forwarder, metrics, clock
         self._inflight: dict[bytes, Fetch] = {}
 
     def __len__(self) -> int:
@@ -99,9 +101,10 @@ class Fetches:
                                  fetch.landed)
         return fetch
 
-    def _landed(self, key: bytes, fetch: Fetch, reply: bytes | None) -> None:
-        if self._inflight.get(key) is fetch:
-            del self._inflight[key]
+    def _landed(self, fetch: Fetch, reply: bytes | None) -> None:
+        key = fetch.key
+        del self._inflight[key]          # a key gets a new fetch only once this one is gone
+        now = self.clock.monotonic()
         entry, reason = None, "no upstream answered in time"
         if reply is not None:
             try:
@@ -109,11 +112,11 @@ class Fetches:
                 if info.rcode not in _ANSWER_RCODES:
                     reason = f"upstream rcode {info.rcode}"
                 else:
-                    entry = self.cache.store(key, info, self.cache.clock.monotonic())
+                    entry = self.cache.store(key, info, now)
             except DecodeError as exc:
                 reason = str(exc)
         if entry is None:
-            self.cache.note_failure(key)
+            self.cache.note_failure(key, now)
             if log.is_enabled("debug"):
                 _log.debug("upstream_failed", qname=wire.name_text(key[:-5]),
                            qtype=(key[-5] << 8) | key[-4], reason=reason)

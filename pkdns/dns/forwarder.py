@@ -52,10 +52,6 @@ PROBE_FIRST = 1.0       # seconds from "down" to the first probe; doubled after 
 PROBE_MAX = 8.0
 
 
-class _Refused(UpstreamError):
-    """ICMP port unreachable: nobody listens there."""
-
-
 class Health:
     """Which upstreams answer at all; pure (callers pass ``now``). See the module docstring.
 
@@ -196,7 +192,7 @@ class Forwarder:
         except TimeoutError:
             raise UpstreamError("timeout") from None
         except ConnectionRefusedError:
-            raise _Refused("port unreachable") from None
+            raise UpstreamError("port unreachable") from None
         except OSError as exc:
             raise UpstreamError(f"network: {exc.strerror}") from None
         finally:
@@ -226,7 +222,7 @@ class Forwarder:
         except TimeoutError:
             raise UpstreamError("tcp timeout") from None
         except ConnectionRefusedError:
-            raise _Refused("tcp refused") from None
+            raise UpstreamError("tcp refused") from None
         except (OSError, asyncio.IncompleteReadError) as exc:
             raise UpstreamError(f"tcp: {type(exc).__name__}") from None
 

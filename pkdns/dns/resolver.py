@@ -4,7 +4,7 @@
 
 1. policy (cheap, before parsing): ACL -> REFUSED; rate limit -> UDP drop/slip (every 2nd
    over-limit query gets an empty TC=1), TCP/DoH REFUSED (:mod:`pkdns.dns.ratelimit`);
-2. :meth:`answer_cached`, the hot path: scan the bytes, look the key up, patch and return;
+2. :meth:`cached`, the hot path (after :func:`wire.scan`): look the key up, patch and return;
 3. the ladder (:func:`pkdns.dns.wire.parse_query`): drop / FORMERR / NOTIMP / BADVERS;
 4. query policy (:mod:`pkdns.dns.querypolicy`): class != IN, qtype 0 and meta qtypes are
    refused, ANY gets RFC 8482 §4.2 minimal answers (TC=1 over UDP, reliability A1);
@@ -105,9 +105,8 @@ class Resolver:
         self.clock, self.metrics, self.pkarr = clock, metrics, pkarr
         self.acl = Acl(cfg.dns.allow)
         self.limiter = RateLimiter(cfg.dns.rate_limit, cfg.dns.rate_limit_burst)
-        self.udp_cap = cfg.dns.udp_payload_max
         self.debug = cfg.log.level == "debug"
-        self.fetches = Fetches(cache, forwarder, metrics)
+        self.fetches = Fetches(cache, forwarder, metrics, clock)
         self.tally = Tally(metrics)
         self._hits, self._misses = self.tally.hits, self.tally.misses
         self.now = clock.monotonic
@@ -154,15 +153,16 @@ class Resolver:
             return wire.refusal(data, 0, tc=True)
         return b""
 
-    def answer_cached(self, data: bytes, transport: str, max_size: int,
-                      memo: ReplyMemo | None = None) -> bytes | None:
-        """Hot path: the reply from a fresh cache entry, from the bytes alone; else None."""
+    def answer_cached(self, data: bytes, transport: str, max_size: int) -> bytes | None:
+        """:func:`wire.scan` + :meth:`cached` (the listeners call the two apart, to reuse the
+        scan on a miss): the reply from a fresh cache entry, from the bytes alone; else None."""
         scanned = wire.scan(data)
-        return None if scanned is None else self.cached(data, scanned, transport, max_size, memo)
+        return None if scanned is None else self.cached(data, scanned, transport, max_size)
 
     def cached(self, data: bytes, scanned: wire.Scanned, transport: str, max_size: int,
                memo: ReplyMemo | None = None) -> bytes | None:
-        """:meth:`answer_cached` after :func:`wire.scan`.
+        """Hot path: the reply from a fresh cache entry for query bytes ``data`` that
+        :func:`wire.scan` found plain, from the bytes alone; else None.
 
         With ``memo`` (one per listener, so one ``max_size``), the reply is also remembered
         under the query bytes for the rest of its TTL second (:class:`ReplyMemo`).
@@ -174,8 +174,8 @@ class Resolver:
         now = self.now()
         if now >= entry[EXPIRES]:
             return None
-        limit = max_size if transport != "udp" else (min(size, max_size) if size else 512)
-        reply = render(entry, data, qend, size, bool(do), limit, now)
+        reply = render(entry, data, qend, size, bool(do), reply_limit(transport, size, max_size),
+                       now)
         cell = self.tally.cell(transport, reply[3] & 0x0F, entry[KIND], hit=True)
         cell[0] += 1
         if memo is not None:
@@ -206,7 +206,7 @@ class Resolver:
             return False
         limit = reply_limit(transport, size, max_size)
         self._misses[0] += 1
-        fetch = None if self.cache.failing(key) else self._fetch(key)
+        fetch = None if self.cache.failing(key, self.now()) else self._fetch(key)
         asker = _Asker(self, data, qend, size, bool(do), limit, transport, send, client, dest)
         if fetch is None:
             asker.deliver(None)
@@ -324,7 +324,7 @@ class Resolver:
         if hit is not None:
             return hit
         stale = entry if entry is not None and now < entry[STALE_UNTIL] else None
-        fetch = None if self.cache.failing(q.key) else self._fetch(q.key)
+        fetch = None if self.cache.failing(q.key, now) else self._fetch(q.key)
         if fetch is not None:
             wait = self.cfg.cache.stale_client_timeout if stale is not None else None
             try:

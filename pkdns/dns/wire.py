@@ -288,9 +288,7 @@ def truncated_reply(response: bytes, qend: int, edns: bool, do: bool) -> bytes:
 
 def build_query(qid: int, qname_wire: bytes, qtype: int, qclass: int, do: bool, cd: bool) -> bytes:
     """A recursive query for the upstream, with our EDNS size and the client's DO/CD bits."""
-    flags3 = 0x10 if cd else 0
-    head = _header.pack(qid, 0x01, flags3, 1, 0, 0, 1)
-    return head + qname_wire + struct.pack(">HH", qtype, qclass) + opt_rr(do)
+    return build_query_for(qid, qname_wire + struct.pack(">HH", qtype, qclass), do, cd)
 
 
 def build_query_for(qid: int, question: bytes, do: bool, cd: bool, edns: bool = True) -> bytes:

@@ -4,7 +4,7 @@
 :class:`~pkdns.dns.cache.ReplyMemo`: a query seen before in the same TTL second is answered by
 one dict lookup, the ACL (a memoised dict lookup), the rate limit when on, an ID patch and
 ``sendto``, counted in a plain int (:mod:`pkdns.dns.tally`). Otherwise: drop obvious junk
-(< 12 bytes, QR=1), ACL + rate limit, :meth:`Resolver.answer_cached` (scan, key, patch; fills
+(< 12 bytes, QR=1), ACL + rate limit, :func:`wire.scan` + :meth:`Resolver.cached` (key, patch; fills
 the memo), then :meth:`Resolver.forward` (join the key's upstream fetch with a callback; only
 unusual queries become a task). asyncio hands us whole datagrams, so a large EDNS query is never
 cut (unlike a fixed 1024-byte buffer, style.md §2.10). Replies are sized by the resolver to the

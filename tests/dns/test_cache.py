@@ -56,7 +56,7 @@ def serve(cache: WireCache, clock: FakeClock, qwire: bytes, max_size: int = 1232
 
 
 def make(clock: FakeClock, **kw: Any) -> WireCache:
-    return WireCache(CacheConfig(**kw), clock)
+    return WireCache(CacheConfig(**kw))
 
 
 def test_ttl_decrements_and_expires(fake_clock: FakeClock) -> None:
@@ -121,10 +121,10 @@ def test_servfail_is_never_cached(fake_clock: FakeClock) -> None:
     qw = query()
     key = stored(cache, fake_clock, qw, reply_for(qw, rcode=dns.rcode.SERVFAIL))
     assert cache.get(key) is None
-    cache.note_failure(key)
-    assert cache.failing(key)
+    cache.note_failure(key, fake_clock.monotonic())
+    assert cache.failing(key, fake_clock.monotonic())
     fake_clock.advance(5.1)
-    assert not cache.failing(key)
+    assert not cache.failing(key, fake_clock.monotonic())
 
 
 def test_serve_stale_within_max_age(fake_clock: FakeClock) -> None:

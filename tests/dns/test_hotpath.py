@@ -56,7 +56,7 @@ def setup(clock: FakeClock, upstream: tuple[str, int] = ("127.0.0.1", 9),
     cfg = Config(dns=dns_cfg, cache=CacheConfig())
     metrics = Metrics()
     fwd = Forwarder(dns_cfg.upstream, dns_cfg.upstream_timeout, metrics)
-    resolver = Resolver(cfg, WireCache(cfg.cache, clock), fwd, clock, metrics)
+    resolver = Resolver(cfg, WireCache(cfg.cache), fwd, clock, metrics)
     server = UdpServer(resolver, 1232)
     rec = Recorder()
     server.connection_made(rec)  # type: ignore[arg-type]

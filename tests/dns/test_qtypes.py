@@ -87,7 +87,7 @@ def _resolver(up: FakeUpstream) -> Resolver:
     cfg = Config(dns=dns_cfg, cache=CacheConfig())
     metrics = Metrics()
     fwd = Forwarder(dns_cfg.upstream, dns_cfg.upstream_timeout, metrics)
-    return Resolver(cfg, WireCache(cfg.cache, SYSTEM_CLOCK), fwd, SYSTEM_CLOCK, metrics)
+    return Resolver(cfg, WireCache(cfg.cache), fwd, SYSTEM_CLOCK, metrics)
 
 
 async def test_forwarder_every_qtype(upstream: FakeUpstream) -> None:

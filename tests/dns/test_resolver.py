@@ -30,7 +30,7 @@ def make(*ups: FakeUpstream, clock: Clock = SYSTEM_CLOCK, dns_kw: dict[str, Any]
     cfg = Config(dns=dns_cfg, cache=cache_cfg)
     metrics = Metrics()
     fwd = Forwarder(dns_cfg.upstream, dns_cfg.upstream_timeout, metrics)
-    return Resolver(cfg, WireCache(cache_cfg, clock), fwd, clock, metrics)
+    return Resolver(cfg, WireCache(cache_cfg), fwd, clock, metrics)
 
 
 async def ask(r: Resolver, name: str = "www.example.test", rdtype: str = "A",

@@ -44,7 +44,7 @@ async def serve() -> AsyncIterator[Serve]:
         cfg = Config(dns=dns_cfg, cache=CacheConfig())
         metrics = Metrics()
         fwd = Forwarder(dns_cfg.upstream, dns_cfg.upstream_timeout, metrics)
-        resolver = Resolver(cfg, WireCache(cfg.cache, SYSTEM_CLOCK), fwd, SYSTEM_CLOCK, metrics)
+        resolver = Resolver(cfg, WireCache(cfg.cache), fwd, SYSTEM_CLOCK, metrics)
         tcp = TcpServer(resolver, dns_cfg)
         tcp.server = await asyncio.get_running_loop().create_server(
             tcp.protocol, "127.0.0.1", 0)
