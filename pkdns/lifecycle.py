@@ -143,6 +143,8 @@ class Operations:
                                                              old.dns.rate_limit_burst):
             r.limiter = RateLimiter(cfg.dns.rate_limit, cfg.dns.rate_limit_burst)
         d.forwarder.upstreams = cfg.dns.upstream
+        if cfg.cache.serve_stale != old.cache.serve_stale:
+            d.cache.set_serve_stale(cfg.cache.serve_stale)
         d.forwarder.attempt_timeout = cfg.dns.upstream_timeout
         self.republisher.plan.cfg = self.builder.cfg = cfg.republish
         self.republisher.reload(cfg.zones)

@@ -162,6 +162,11 @@ class WireCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def set_serve_stale(self, on: bool) -> None:
+        """``cache.serve_stale`` changed on reload: entries stored from now on keep (or do not
+        keep) their ``stale_max_age`` window; entries already stored keep theirs."""
+        self._stale_for = self.cfg.stale_max_age if on else 0
+
     @property
     def bytes_used(self) -> int:
         return self._bytes

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+
+import dns.message
+import dns.rrset
 
 from pkdns import reload
 from pkdns.config import Config, ZoneConfig, parse
@@ -40,3 +44,27 @@ def test_every_live_name_is_a_real_option() -> None:
         else:
             names.add(f.name)
     assert reload.LIVE <= names
+
+
+async def test_reload_applies_serve_stale_to_the_answer_cache(tmp_path: Path) -> None:
+    """``cache.serve_stale`` is live (reload.LIVE): a SIGHUP that turns it off must reach the
+    cache, whose entries otherwise keep a stale window the new configuration refuses."""
+    from pkdns.app import Daemon
+    from pkdns.dns.cache import STALE_UNTIL
+    from pkdns.dns.reply import inspect_reply
+    from pkdns.lifecycle import Operations
+
+    cfg = Config(state_dir=str(tmp_path))
+    off = dataclasses.replace(cfg, cache=dataclasses.replace(cfg.cache, serve_stale=False))
+    daemon = Daemon(cfg)
+    ops = Operations(daemon, lambda: off, env={})
+    q = dns.message.make_query("a.example.test", "A")
+    r = dns.message.make_response(q)
+    r.answer.append(dns.rrset.from_text("a.example.test.", 60, "IN", "A", "192.0.2.1"))
+    info = inspect_reply(r.to_wire())
+    before = daemon.cache.store(b"k1", info, 100.0)
+    assert before[STALE_UNTIL] == 100.0 + 60 + cfg.cache.stale_max_age
+    assert await ops.reload()
+    after = daemon.cache.store(b"k2", info, 100.0)
+    assert after[STALE_UNTIL] == 100.0 + 60
+    await ops.close()
