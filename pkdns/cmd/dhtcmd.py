@@ -19,13 +19,12 @@ import json
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from pkdns.clock import SYSTEM_CLOCK
+from pkdns.cmd.keys import add_ip_echo_flag, with_addresses
 from pkdns.cmd.serve import add_common_dht_flags
 from pkdns.config import DhtConfig, HostPort, format_hostport
-from pkdns.dht.item import MutableItem
 from pkdns.dht.lookup import Outcome, PutResult
 from pkdns.dht.node import DhtNode
 from pkdns.dht.testnet import Testnet
@@ -38,7 +37,9 @@ from pkdns.pkarr.relay_client import (
     resolve_most_recent,
 )
 from pkdns.pkarr.signed_packet import SignedPacket
-from pkdns.pkarr.zone import parse_zone, records_to_text
+from pkdns.pkarr.zone import records_to_text
+from pkdns.publish.republisher import to_item
+from pkdns.publish.zonebuild import read_zone_text, sign_zone
 
 LOOKUP_TIMEOUT = 5.0
 T = TypeVar("T")
@@ -51,6 +52,7 @@ def register(sub: Any) -> None:
                        "DHT (BEP 44); print how many nodes stored it.")
     p.add_argument("seedfile", metavar="SEEDFILE")
     p.add_argument("zonefile", metavar="ZONEFILE")
+    add_ip_echo_flag(p)
     add_common_dht_flags(p)
     _relay_flags(p)
     p.set_defaults(func=run_publish)
@@ -153,33 +155,19 @@ def _progress(status: Callable[[], str], stream: TextIO | None = None) -> Any:
         out.flush()
 
 
-def _read_zone(path: str) -> str:
-    try:
-        return Path(path).read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read zone file: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{path}: zone file is not UTF-8 (byte {exc.start})") from None
-
-
 def run_publish(args: argparse.Namespace) -> int:
     """Sign the zone (exit 2 on bad input first), then put it on the DHT and the relays."""
     _check_sources(args)
     keypair = read_seed_file(args.seedfile)
-    records = parse_zone(_read_zone(args.zonefile), keypair.public_key, filename=args.zonefile)
-    try:
-        packet = SignedPacket.sign(keypair, records, SYSTEM_CLOCK.wall_us())
-    except UsageError as exc:
-        raise UsageError(f"{args.zonefile}: {exc}") from None
+    text = with_addresses(read_zone_text(args.zonefile), args.ip_echo)  # as the daemon does
+    packet = sign_zone(keypair, text, args.zonefile, SYSTEM_CLOCK.wall_us())
     return asyncio.run(_publish(args, packet))
 
 
 async def _dht_put(args: argparse.Namespace, packet: SignedPacket) -> PutResult:
-    item = MutableItem(k=packet.public_key.raw, seq=packet.timestamp, v=packet.packet,
-                       sig=packet.signature)
     async with _joined(args) as node:
         with _progress(lambda: "storing on the closest nodes"):
-            result = await node.put_mutable(item, timeout=LOOKUP_TIMEOUT)
+            result = await node.put_mutable(to_item(packet), timeout=LOOKUP_TIMEOUT)
     if result.stored == 0:
         why = f"{result.error[0]} {result.error[1]}" if result.error else "no node answered"
         raise DhtError(f"not stored on any DHT node ({why})")

@@ -21,7 +21,8 @@ from pkdns.errors import UsageError
 from pkdns.pkarr import external_ip
 from pkdns.pkarr.keys import Keypair, read_seed_file, write_seed_file
 from pkdns.pkarr.signed_packet import MAX_PACKET_BYTES, SignedPacket
-from pkdns.pkarr.zone import parse_zone, records_to_text, substitute_variables, variables_used
+from pkdns.pkarr.zone import records_to_text, substitute_variables, variables_used
+from pkdns.publish.zonebuild import read_zone_text, sign_zone
 
 
 def register(sub: Any) -> None:
@@ -52,9 +53,7 @@ def register(sub: Any) -> None:
     p.add_argument("seedfile", metavar="SEEDFILE")
     p.add_argument("zonefile", metavar="ZONEFILE")
     p.add_argument("--out", metavar="FILE", help="write the relay payload (binary) here")
-    p.add_argument("--ip-echo", action="append", metavar="URL",
-                   help="IP-echo URL for the {external_ip*} variables (repeatable; replaces "
-                   "the default services)")
+    add_ip_echo_flag(p)
     p.add_argument("--timestamp", type=int, metavar="MICROSECONDS",
                    help="packet timestamp in µs since the epoch (default: now)")
     _verbose(p)
@@ -86,23 +85,25 @@ def run_pubkey(args: argparse.Namespace) -> int:
 def run_packet(args: argparse.Namespace) -> int:
     """Sign a zone file; print it; write the relay payload."""
     keypair = read_seed_file(args.seedfile)
-    text = _read_text(args.zonefile, "zone file")
-    text = _with_addresses(text, args.ip_echo)
-    records = parse_zone(text, keypair.public_key, filename=args.zonefile)
+    text = with_addresses(read_zone_text(args.zonefile), args.ip_echo)
     if args.timestamp is not None and not 0 <= args.timestamp < 2**63:
         raise UsageError(f"--timestamp: {args.timestamp} is not a timestamp in µs")
-    try:
-        ts = SYSTEM_CLOCK.wall_us() if args.timestamp is None else args.timestamp
-        packet = SignedPacket.sign(keypair, records, ts)
-    except UsageError as exc:
-        raise UsageError(f"{args.zonefile}: {exc}") from None
+    ts = SYSTEM_CLOCK.wall_us() if args.timestamp is None else args.timestamp
+    packet = sign_zone(keypair, text, args.zonefile, ts)
     if args.out:
         _write_bytes(args.out, packet.relay_payload())
     print(_describe(packet, args.out), end="")
     return 0
 
 
-def _with_addresses(text: str, urls: list[str] | None) -> str:
+def add_ip_echo_flag(p: argparse.ArgumentParser) -> None:
+    """``--ip-echo URL`` for the commands that sign zone files (packet, publish)."""
+    p.add_argument("--ip-echo", action="append", metavar="URL",
+                   help="IP-echo URL for the {external_ip*} variables (repeatable; replaces "
+                   "the default services)")
+
+
+def with_addresses(text: str, urls: list[str] | None) -> str:
     """Fill in {external_ipv4}/{external_ipv6}, asking IP-echo services only when used."""
     want4, want6 = variables_used(text)
     if not (want4 or want6):
@@ -133,17 +134,6 @@ def _describe(packet: SignedPacket, out: str | None) -> str:
         lines.append(f"; relay payload written to {out}")
     body = records_to_text(packet.records, packet.public_key.z32)
     return "\n".join(lines) + "\n" + body
-
-
-def _read_text(path: str, what: str) -> str:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{path}: {what} is not UTF-8 (byte {exc.start})") from None
 
 
 def _write_bytes(path: str, data: bytes) -> None:

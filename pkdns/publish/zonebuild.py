@@ -30,13 +30,23 @@ Discover = Callable[[Sequence[str], int, float], Awaitable[str]]
 CHECK_ADDRESSES = ("192.0.2.1", "2001:db8::1")
 
 
-def _read_text(path: str) -> str:
+def read_zone_text(path: str) -> str:
+    """A zone file's text (the daemon, ``--check``, ``pkdns packet`` and ``pkdns publish``)."""
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return Path(path).read_bytes().decode("utf-8")
     except OSError as exc:
         raise UsageError(f"{path}: cannot read zone file: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{path}: zone file is not UTF-8 text") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: zone file is not UTF-8 (byte {exc.start})") from None
+
+
+def sign_zone(keypair: Keypair, text: str, zonefile: str, timestamp: int) -> SignedPacket:
+    """Parse ``text`` (variables already filled in) and sign it; errors name ``zonefile``."""
+    records = parse_zone(text, keypair.public_key, filename=zonefile)
+    try:
+        return SignedPacket.sign(keypair, records, timestamp)
+    except UsageError as exc:
+        raise UsageError(f"{zonefile}: {exc}") from None
 
 
 class ZoneBuilder:
@@ -48,13 +58,11 @@ class ZoneBuilder:
 
     async def __call__(self, zone: ZoneConfig, timestamp: int) -> SignedPacket:
         keypair, text = await asyncio.to_thread(self._read, zone)
-        text = await self._substitute(text)
-        records = parse_zone(text, keypair.public_key, filename=zone.zone)
-        return SignedPacket.sign(keypair, records, timestamp)
+        return sign_zone(keypair, await self._substitute(text), zone.zone, timestamp)
 
     @staticmethod
     def _read(zone: ZoneConfig) -> tuple[Keypair, str]:
-        return read_seed_file(zone.seed), _read_text(zone.zone)
+        return read_seed_file(zone.seed), read_zone_text(zone.zone)
 
     async def _substitute(self, text: str) -> str:
         want4, want6 = variables_used(text)
@@ -72,9 +80,4 @@ def check_zone(zone: ZoneConfig) -> None:
         UsageError: naming the seed file, or ``ZONEFILE:LINE: ...`` for zone errors.
     """
     keypair, text = ZoneBuilder._read(zone)
-    text = substitute_variables(text, *CHECK_ADDRESSES)
-    records = parse_zone(text, keypair.public_key, filename=zone.zone)
-    try:
-        SignedPacket.sign(keypair, records, 0)
-    except UsageError as exc:
-        raise UsageError(f"{zone.zone}: {exc}") from None
+    sign_zone(keypair, substitute_variables(text, *CHECK_ADDRESSES), zone.zone, 0)

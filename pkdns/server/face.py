@@ -20,6 +20,7 @@ from pkdns.clock import Clock
 from pkdns.config import Config, format_hostport
 from pkdns.dht.item import MutableItem
 from pkdns.dht.lookup import PutResult
+from pkdns.dht.storage import E_OLD_SEQ
 from pkdns.dns.pkarr_evidence import absence_proven, from_the_future
 from pkdns.dns.pkarr_source import CachedPacket, Lookup, MutableStream, Status
 from pkdns.dns.ratelimit import RateLimiter, Verdict
@@ -27,11 +28,10 @@ from pkdns.errors import DecodeError
 from pkdns.metrics import Metrics
 from pkdns.pkarr.keys import PublicKey
 from pkdns.pkarr.signed_packet import SignedPacket
+from pkdns.publish.republisher import to_item
 from pkdns.server.http import DnsEntry, HttpServer, build_app
 from pkdns.server.relay_api import Cached, Fetched, Published, RelayApi
 from pkdns.server.status import DaemonStatus, StatusPage
-
-_KRPC_SEQ_LESS_THAN_CURRENT = 302     # BEP 44: a more recent item is stored (relay 409)
 
 
 class Source(Protocol):
@@ -132,16 +132,14 @@ class DhtPublisher:
         self._dht, self._timeout = dht, timeout
 
     async def publish(self, packet: SignedPacket) -> Published:
-        item = MutableItem(k=packet.public_key.raw, seq=packet.timestamp, v=packet.packet,
-                           sig=packet.signature)
-        result = await self._dht.put_mutable(item, timeout=self._timeout)
+        result = await self._dht.put_mutable(to_item(packet), timeout=self._timeout)
         if result.stored:
             return Published(result.stored)
         if result.error is None:
             return Published(0, error="no DHT node answered" if result.asked
                              else "no DHT nodes to ask")
         code, message = result.error
-        return Published(0, conflict=code == _KRPC_SEQ_LESS_THAN_CURRENT,
+        return Published(0, conflict=code == E_OLD_SEQ[0],
                          error=f"DHT error {code}: {message}")
 
 

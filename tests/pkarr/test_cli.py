@@ -262,6 +262,17 @@ def test_packet_ip_echo_unreachable_is_exit_1(tmp_path: Path, zero_seed: Path) -
                           "http://127.0.0.1:9/other")
 
 
+def test_publish_fills_in_variables_like_packet_and_the_daemon(tmp_path: Path,
+                                                               zero_seed: Path) -> None:
+    """``pkdns publish`` used to sign {external_ipv4} literally (a zone the daemon accepts);
+    it now asks the IP-echo services first, so an unreachable one is the same exit 1."""
+    zone = _zone(tmp_path, "@ A {external_ipv4}\n")
+    proc = pkdns("publish", str(zero_seed), str(zone), "--ip-echo", "http://127.0.0.1:9/",
+                 "--bootstrap", "127.0.0.1:9")
+    assert_one_line_error(proc, 1, "cannot discover the external IPv4 address",
+                          "http://127.0.0.1:9/")
+
+
 def test_zone_without_variables_never_asks(tmp_path: Path, zero_seed: Path) -> None:
     zone = _zone(tmp_path, "@ A 1.1.1.1\n")
     proc = pkdns("packet", str(zero_seed), str(zone), "--ip-echo", "http://127.0.0.1:9/")
