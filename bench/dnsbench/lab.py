@@ -7,7 +7,8 @@ Sub-commands
   serve     -- start auth + chosen servers and wait (Ctrl-C stops them), for manual poking
 
 Only 127.0.0.0/8 is ever queried; every dnsperf run is bounded by -l (and -n for miss runs).
-Standard library only (the Python forwarder baselines need venv/ with dnslib + uvloop).
+Standard library only. (The Python forwarder baselines of dns-anchors.md, pyfwd/, are not part of
+this project; run them from ../shared/tools/dnsbench.)
 """
 import argparse
 import json
@@ -26,16 +27,12 @@ BASE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(BASE, "data")
 RUN = os.path.join(BASE, "run")
 RES = os.path.join(BASE, "results")
-VENV_PY = os.path.join(BASE, "venv", "bin", "python")
 CLK = os.sysconf("SC_CLK_TCK")
 
 # name -> default port
 PORTS = {
     "auth": 5300, "dnsmasq": 5301, "dnsmasq-qport": 5311, "unbound-1t": 5302, "unbound-2t": 5312,
     "kresd": 5303, "kresd-2p": 5313,
-    "py-fast-uvloop": 5304, "py-naive-uvloop": 5305, "py-fast-asyncio": 5306,
-    # fast.py --upstream-mode perquery (fresh source port per upstream query)
-    "py-fastrp-uvloop": 5307,
 }
 
 # ----------------------------------------------------------------------------- configs
@@ -201,13 +198,6 @@ def start(name, port=None, auth_port=5300):
         n = 2 if name == "kresd-2p" else 1
         cmds = [["kresd", "-n", "-c", os.path.join(d, "kresd.conf"), d] for _ in range(n)]
         logs = logs + [open(os.path.join(d, f"log{i}.txt"), "w") for i in range(1, n)]
-    elif name.startswith("py-"):
-        _, variant, loop = name.split("-")
-        extra = []
-        if variant == "fastrp":
-            variant, extra = "fast", ["--upstream-mode", "perquery"]
-        cmds = [[VENV_PY, os.path.join(BASE, "pyfwd", f"{variant}.py"), "--port", str(port),
-                 "--upstream", f"127.0.0.1:{auth_port}", "--loop", loop] + extra]
     else:
         raise SystemExit(f"unknown server {name}")
     procs = []
@@ -264,7 +254,7 @@ def pct(sorted_vals, q):
 
 
 def dnsperf(host, port, datafile, tag, *, duration=15, clients=16, outstanding=100, maxruns=None,
-            qps=None, verbose=True, server_pids=(), auth_pids=(), keep_raw=False):
+            qps=None, verbose=True, server_pids=(), auth_pids=()):
     cmd = ["dnsperf", "-s", host, "-p", str(port), "-d", datafile, "-c", str(clients),
            "-q", str(outstanding), "-l", str(duration)]
     if maxruns:
@@ -335,11 +325,8 @@ def dnsperf(host, port, datafile, tag, *, duration=15, clients=16, outstanding=1
         r["p50_ms"] = round(1000 * pct(lats, 0.50), 3)
         r["p99_ms"] = round(1000 * pct(lats, 0.99), 3)
     r["rcodes"] = rcodes
-    if keep_raw:
-        pass
-    else:
-        with open(raw, "w") as f:
-            f.writelines(summary)
+    with open(raw, "w") as f:
+        f.writelines(summary)
     return r
 
 
@@ -398,7 +385,7 @@ def summarize(runs, test, names):
     return rows
 
 
-def table_md(rows, title, ceiling=None):
+def table_md(rows, title):
     out = [f"### {title}", "",
            "| server | runs | QPS min | QPS median | QPS max | avg lat ms | p50 ms | p99 ms "
            "| lost/sent | server CPU % | server CPU µs/q | auth CPU % | auth µs/q "
@@ -615,8 +602,7 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("campaign")
-    c.add_argument("--servers", default="auth,dnsmasq,unbound-1t,unbound-2t,kresd,kresd-2p,"
-                   "py-fast-uvloop,py-fast-asyncio,py-naive-uvloop")
+    c.add_argument("--servers", default="auth,dnsmasq,unbound-1t,unbound-2t,kresd,kresd-2p")
     c.add_argument("--tests", default="hit,miss,lat")
     c.add_argument("--rounds", type=int, default=3)
     c.add_argument("--duration", type=int, default=15)

@@ -6,10 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
-from collections.abc import AsyncIterator
 from typing import cast
-
-import pytest
 
 from pkdns.dht import ids
 from pkdns.dht.item import sign_item
@@ -240,16 +237,7 @@ async def test_default_pacing_keeps_a_busy_destination_under_50_per_10s(
     assert max(per_dst.values()) < 50 and node.paced > 0
 
 
-# -- real sockets -----------------------------------------------------------------------------
-@pytest.fixture
-async def testnet() -> AsyncIterator[Testnet]:
-    net = await Testnet.start(10)
-    try:
-        yield net
-    finally:
-        await net.close()
-
-
+# -- real sockets (the shared ``testnet`` fixture, tests/conftest.py) ---------------------------
 async def test_upkeep_task_joins_once_the_bootstrap_answers(testnet: Testnet) -> None:
     """Real loop and sockets: the first rounds find nothing (name does not resolve yet),
     the retry 1 s later joins the testnet; ping works both ways."""

@@ -114,10 +114,6 @@ async def test_notify_reload_keeps_cache_and_sigterm_drains(tmp_path: Path,
             assert (tmp_path / "state" / "state.sqlite3").exists()
 
 
-def _boot(net: Testnet) -> str:
-    return ", ".join(f"'{h}:{p}'" for h, p in net.bootstrap)
-
-
 async def test_restart_answers_a_known_key_with_the_dht_gone(tmp_path: Path) -> None:
     net = await Testnet.start(6)
     kp = pf.keypair(41)
