@@ -240,8 +240,7 @@ def main(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
     log.configure(cfg.log.level, cfg.log.format)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         daemon = Daemon(cfg)
-        daemon.dns.activated = (ops := Operations(daemon, reload_config)).activated
-        daemon.ops = ops
+        Operations(daemon, reload_config)     # attaches itself (daemon.ops)
         tune_gc()
         return runner.run(daemon.run())
 

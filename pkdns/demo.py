@@ -212,8 +212,7 @@ async def run(cfg: Config, reload_config: Callable[[], Config] | None = None,
 
             daemon = Daemon(adapt(cfg))
             reread = (lambda: adapt(reload_config())) if reload_config is not None else None
-            daemon.ops = Operations(daemon, reread)
-            daemon.dns.activated = daemon.ops.activated
+            Operations(daemon, reread)          # attaches itself (daemon.ops)
             daemon.components.append(Banner(daemon, packet.public_key.z32, net))
             return await daemon.run()
     finally:

@@ -9,8 +9,9 @@
 
 and gives ``Daemon.run`` three hooks: :meth:`ready` (sd_notify ``READY=1`` once listening, plus
 watchdog pings when ``WatchdogSec=`` is set), :meth:`stopping` (``STOPPING=1``) and
-:meth:`request_reload` (SIGHUP). Socket activation: sockets passed by systemd are exposed as
-:attr:`activated` for the DNS listeners.
+:meth:`request_reload` (SIGHUP). It sets ``daemon.ops`` to itself and hands the sockets
+systemd passed (socket activation, :attr:`activated`) to the DNS listeners, so callers only
+construct it.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class Operations:
         cfg, pkarr = daemon.cfg, daemon.pkarr
         self.notifier = Notifier(env)
         self.activated: ActivatedSockets = listen_fds(env)
+        daemon.ops, daemon.dns.activated = self, self.activated   # SIGHUP; socket activation
         self.keeper = StateKeeper(cfg.state_dir, cfg.state, daemon.clock)
         self.keeper.dht, self.keeper.packets = pkarr.node, pkarr.source
         self.keeper.auto_restore = False      # the rest of the packets once listening
