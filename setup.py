@@ -6,6 +6,10 @@ The modules below are already ``mypy --strict`` clean, so mypyc compiles them as
 same source, same tests, no second implementation. Everything else in the package is
 asyncio glue or off the per-query path and stays interpreted.
 
+One small module is C by hand, ``pkdns/dns/_udpsock.c``: the per-query upstream socket calls
+(why: see its header). It is built on Linux only and on its own: if it fails, the rest stays
+compiled and :mod:`pkdns.dns.sockpoll` uses its plain-Python equivalents.
+
 Compiling is best effort: without a C compiler or the Python headers (Debian: ``gcc`` and
 ``python3-dev``), or with ``PKDNS_PURE=1`` in the environment, the same modules install as
 plain Python and only run slower. A half-built set is never left behind: if any extension
@@ -18,7 +22,7 @@ import os
 import sys
 from typing import Any
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 HOT_MODULES = [
@@ -42,10 +46,19 @@ def _note(msg: str) -> None:
     print(f"pkdns build: {msg}", file=sys.stderr)
 
 
+UDPSOCK = "pkdns.dns._udpsock"
+
+
 def _extensions() -> list[Any]:
     if os.environ.get("PKDNS_PURE"):
         _note("PKDNS_PURE is set: installing the hot path as plain Python")
         return []
+    hand = ([Extension(UDPSOCK, ["pkdns/dns/_udpsock.c"])]
+            if sys.platform.startswith("linux") else [])
+    return hand + _mypyc()
+
+
+def _mypyc() -> list[Any]:
     try:
         from mypyc.build import mypycify
 
@@ -69,6 +82,15 @@ class OptionalBuildExt(build_ext):
         except Exception as exc:  # CompileError, LinkError, missing Python.h, ...
             self._remove_built()
             _note(f"compiling failed ({type(exc).__name__}: {exc}); plain Python")
+
+    def build_extension(self, ext: Any) -> None:
+        if ext.name != UDPSOCK:
+            super().build_extension(ext)
+            return
+        try:
+            super().build_extension(ext)
+        except Exception as exc:
+            _note(f"{UDPSOCK} not built ({type(exc).__name__}: {exc}); plain-Python sockets")
 
     def _remove_built(self) -> None:
         for ext in self.extensions:

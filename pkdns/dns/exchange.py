@@ -9,7 +9,6 @@ Sockets are watched through the forwarder's :class:`~pkdns.dns.sockpoll.SocketPo
 from __future__ import annotations
 
 import asyncio
-import socket
 import struct
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING
 from pkdns import log
 from pkdns.config import HostPort
 from pkdns.dns import wire
-from pkdns.dns.sockpoll import SocketPoller
+from pkdns.dns.sockpoll import SocketPoller, recv
 
 if TYPE_CHECKING:
     from pkdns.dns.forwarder import Forwarder
@@ -27,9 +26,6 @@ if TYPE_CHECKING:
 _log = log.get("forwarder")
 _NONE_OUT: frozenset[int] = frozenset()   # shared until an upstream is taken out
 _RCODE_FAILURES = (wire.FORMERR, wire.SERVFAIL, wire.NOTIMP, wire.REFUSED)
-_NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)   # Linux: no extra fcntl per socket
-_INET, _INET6 = int(socket.AF_INET), int(socket.AF_INET6)    # plain ints: no enum lookups
-_UDP = int(socket.SOCK_DGRAM) | _NONBLOCK
 _TCP_TIMEOUT = 2.0
 
 
@@ -50,14 +46,14 @@ def matches(reply: bytes, qid: int, question: bytes) -> bool:
 
 
 class _Attempt:
-    """One UDP query in flight on its own connected, non-blocking socket."""
+    """One UDP query in flight on its own connected, non-blocking socket (descriptor ``fd``)."""
 
-    __slots__ = ("ex", "sock", "idx", "addr", "qid", "packet")
+    __slots__ = ("ex", "fd", "idx", "addr", "qid", "packet")
 
-    def __init__(self, ex: Exchange, sock: socket.SocketType, idx: int, addr: HostPort,
-                 qid: int, packet: bytes) -> None:
-        self.ex, self.sock, self.idx, self.addr, self.qid = ex, sock, idx, addr, qid
-        self.packet = packet
+    def __init__(self, ex: Exchange, idx: int, addr: HostPort, qid: int,
+                 packet: bytes) -> None:
+        self.ex, self.idx, self.addr, self.qid, self.packet = ex, idx, addr, qid, packet
+        self.fd = -1
 
     def readable(self) -> None:
         """The poller's callback (a bound method: cheaper than a partial per attempt)."""
@@ -152,19 +148,10 @@ class Exchange:
         addr = fwd.upstreams[idx]
         qid = fwd.new_id()
         packet = wire.build_query_for(qid, self.question, self.do, self.cd, edns)
+        att = _Attempt(self, idx, addr, qid, packet)
         try:
-            sock = new_socket(addr)
+            att.fd = self.poller.open(addr, packet, att.readable)
         except OSError as exc:
-            fwd.fail(addr, f"network: {exc.strerror}")
-            fwd.health.no_reply(addr, self.loop.time())
-            return None
-        att = _Attempt(self, sock, idx, addr, qid, packet)
-        try:
-            sock.connect(addr)
-            self.poller.watch(sock, att.readable)
-            sock.send(packet)
-        except OSError as exc:
-            self._close(att)
             fwd.fail(addr, f"network: {exc.strerror}")
             fwd.health.no_reply(addr, self.loop.time())
             return None
@@ -173,7 +160,7 @@ class Exchange:
 
     def _close(self, att: _Attempt) -> None:
         """Done with this attempt: close its socket (the exchange may go on with others)."""
-        self.poller.release(att.sock)
+        self.poller.release(att.fd)
         if att in self.attempts:
             self.attempts.remove(att)
 
@@ -187,9 +174,7 @@ class Exchange:
     def _readable(self, att: _Attempt) -> None:
         for _ in range(16):
             try:
-                data = att.sock.recv(65535)
-            except BlockingIOError:
-                return
+                data = recv(att.fd)
             except ConnectionRefusedError:
                 self._close(att)
                 self._exclude(att.idx)
@@ -202,6 +187,8 @@ class Exchange:
                 self.fwd.fail(att.addr, f"network: {exc.strerror}")
                 self.fwd.health.no_reply(att.addr, self.loop.time())
                 self.advance()
+                return
+            if data is None:                  # nothing (more) to read
                 return
             if matches(data, att.qid, self.question):
                 self._close(att)
@@ -277,7 +264,7 @@ class Exchange:
         if self.tcp is not None:
             self.tcp.cancel()
         for att in self.attempts:
-            self.poller.release(att.sock)
+            self.poller.release(att.fd)
         self.attempts.clear()
         on_done, self.on_done = self.on_done, _ignore   # the timer queue may hold us a while:
         try:                                           # keep nothing of the asker alive
@@ -289,15 +276,6 @@ class Exchange:
         """Stop without reporting (the asker went away)."""
         self.on_done = _ignore
         self.finish(None)
-
-
-def new_socket(addr: HostPort) -> socket.SocketType:
-    """A non-blocking UDP socket for ``addr``'s family: the plain C socket type, without the
-    Python-level wrapper class (its __init__ and close cost more than the system calls)."""
-    sock = socket.SocketType(_INET6 if ":" in addr[0] else _INET, _UDP)
-    if not _NONBLOCK:
-        sock.setblocking(False)
-    return sock
 
 
 def _ignore(_reply: bytes | None) -> None:

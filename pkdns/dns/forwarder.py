@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import socket
 import struct
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
@@ -41,8 +40,8 @@ from functools import partial
 from pkdns import log
 from pkdns.config import HostPort, format_hostport
 from pkdns.dns import wire
-from pkdns.dns.exchange import Exchange, matches, new_socket
-from pkdns.dns.sockpoll import SocketPoller
+from pkdns.dns.exchange import Exchange, matches
+from pkdns.dns.sockpoll import SocketPoller, recv
 from pkdns.errors import UpstreamError
 from pkdns.metrics import Metrics
 
@@ -182,12 +181,13 @@ class Forwarder:
         """One UDP exchange on a fresh connected socket (fresh source port)."""
         poller = self.poller()
         fut: asyncio.Future[bytes] = poller.loop.create_future()
-        sock: socket.SocketType | None = None
+        fd = -1
+
+        def readable() -> None:
+            self._read_one(fd, qid, question, addr, fut)
+
         try:
-            sock = new_socket(addr)
-            sock.connect(addr)
-            poller.watch(sock, partial(self._read_one, sock, qid, question, addr, fut))
-            sock.send(packet)
+            fd = poller.open(addr, packet, readable)
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             raise UpstreamError("timeout") from None
@@ -196,18 +196,17 @@ class Forwarder:
         except OSError as exc:
             raise UpstreamError(f"network: {exc.strerror}") from None
         finally:
-            if sock is not None:
-                poller.release(sock)
+            poller.release(fd)
 
-    def _read_one(self, sock: socket.SocketType, qid: int, question: bytes, addr: HostPort,
+    def _read_one(self, fd: int, qid: int, question: bytes, addr: HostPort,
                   fut: asyncio.Future[bytes]) -> None:
         while not fut.done():
             try:
-                data = sock.recv(65535)
-            except BlockingIOError:
-                return
+                data = recv(fd)
             except OSError as exc:
                 fut.set_exception(exc)
+                return
+            if data is None:
                 return
             if matches(data, qid, question):
                 fut.set_result(data)

@@ -1,4 +1,4 @@
-"""Readiness for many short-lived upstream sockets through one epoll set.
+"""Many short-lived upstream UDP sockets: opened, watched through one epoll set, closed.
 
 RFC 5452 wants a fresh socket (random source port) per upstream query, so every cache miss
 opens, watches and closes one. Watching it with ``loop.add_reader`` costs, in uvloop, a poll
@@ -8,15 +8,21 @@ our own epoll descriptor; each socket costs one ``epoll_ctl(ADD)`` and nothing t
 kernel drops a descriptor from every epoll set when it is closed). One wake-up of the loop
 also drains every socket that became ready at once.
 
+The sockets are plain descriptors, not Python socket objects: when the C module
+``pkdns.dns._udpsock`` is built (setup.py; Linux), "socket + connect + epoll_ctl + send" is one
+call and reads and closes are C calls that keep the GIL (why: see its source). Without it, the
+plain-Python equivalents below do the same through the socket and os modules.
+
 Level-triggered, like the loop: a socket that is still readable after its callback is reported
 again. A callback may be woken with nothing to read (the descriptor number was closed and
-reused within one batch), so callbacks must treat EAGAIN as "nothing yet". Without
-``select.epoll`` (not Linux) it falls back to ``loop.add_reader``.
+reused within one batch), so callbacks must treat "nothing yet" (:func:`recv` returns None) as
+normal. Without ``select.epoll`` (not Linux) it falls back to ``loop.add_reader``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import select
 import socket
 from collections import deque
@@ -24,10 +30,45 @@ from collections.abc import Callable
 from typing import Protocol
 
 from pkdns import log
+from pkdns.config import HostPort
+
+try:
+    from pkdns.dns import _udpsock
+    COMPILED = True
+except ImportError:            # not built (no compiler, PKDNS_PURE, not Linux): plain Python
+    COMPILED = False
 
 _log = log.get("sockpoll")
 _BATCH = 256
+_MAX_DATAGRAM = 65535
 _EPOLLIN = int(getattr(select, "EPOLLIN", 1))
+_NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)   # Linux: no extra fcntl per socket
+_INET, _INET6 = int(socket.AF_INET), int(socket.AF_INET6)
+_UDP = int(socket.SOCK_DGRAM) | _NONBLOCK
+
+
+def _open_plain(host: str, port: int, packet: bytes) -> int:
+    """:func:`_udpsock.open_send` without the epoll part, through the socket module."""
+    sock = socket.socket(_INET6 if ":" in host else _INET, _UDP)
+    with sock:                                   # closed if connect or send fails
+        if not _NONBLOCK:
+            sock.setblocking(False)
+        sock.connect((host, port))
+        sock.send(packet)
+        return sock.detach()
+
+
+def _recv_plain(fd: int) -> bytes | None:
+    try:
+        return os.read(fd, _MAX_DATAGRAM)        # read(2) on a datagram socket: one datagram
+    except BlockingIOError:
+        return None
+
+
+recv: Callable[[int], bytes | None] = _udpsock.recv if COMPILED else _recv_plain
+"""One datagram from a socket :meth:`SocketPoller.open` made, or None when none is waiting;
+a pending socket error (ICMP port unreachable: ConnectionRefusedError) is raised."""
+_close: Callable[[int], None] = _udpsock.close if COMPILED else os.close
 
 
 class Timed(Protocol):
@@ -98,9 +139,9 @@ class FifoTimers:
 
 
 class SocketPoller:
-    """``watch(sock, callback)`` until ``release(sock)``; bound to one running event loop.
+    """Opens upstream sockets and calls back when they are readable; bound to one running loop.
 
-    The sockets it watches are closed by ``release``, or all at once when the loop shuts down
+    The sockets it opens are closed by ``release``, or all at once when the loop shuts down
     (one guard task per poller is cancelled then), so an exchange still waiting when the
     daemon or a test stops leaks no descriptor.
     """
@@ -108,42 +149,58 @@ class SocketPoller:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.timers = FifoTimers(loop)
-        self._watched: dict[int, tuple[socket.SocketType, Callable[[], None]]] = {}
+        self._watched: dict[int, Callable[[], None]] = {}
         self._epoll: select.epoll | None = None
+        self._epfd = -1
         if hasattr(select, "epoll"):
             self._epoll = select.epoll()
-            loop.add_reader(self._epoll.fileno(), self._ready)
+            self._epfd = self._epoll.fileno()
+            loop.add_reader(self._epfd, self._ready)
         self._guard = loop.create_task(self._hold())
 
-    def watch(self, sock: socket.SocketType, callback: Callable[[], None]) -> None:
-        """Call ``callback()`` whenever ``sock`` is readable (or has a pending error)."""
-        fd = sock.fileno()
-        if self._epoll is None:
-            self.loop.add_reader(fd, callback)
+    def open(self, addr: HostPort, packet: bytes, callback: Callable[[], None]) -> int:
+        """A new non-blocking UDP socket connected to ``addr`` (so bound to a random port the
+        kernel picks), with ``packet`` sent; ``callback()`` runs whenever it is readable (or
+        has a pending error) until :meth:`release`. Returns its descriptor. Raises OSError
+        (also for a host that is not an IP literal) with nothing left open."""
+        if COMPILED and self._epfd >= 0:
+            fd = _udpsock.open_send(self._epfd, addr[0], addr[1], packet)
         else:
+            fd = _open_plain(addr[0], addr[1], packet)
             try:
-                self._epoll.register(fd, _EPOLLIN)
-            except FileExistsError:
-                self._epoll.modify(fd, _EPOLLIN)
-        self._watched[fd] = (sock, callback)
+                if self._epoll is None:
+                    self.loop.add_reader(fd, self._dispatch, fd)
+                else:
+                    self._epoll.register(fd, _EPOLLIN)
+            except OSError:
+                os.close(fd)
+                raise
+        self._watched[fd] = callback
+        return fd
 
-    def release(self, sock: socket.SocketType) -> None:
-        """Stop watching ``sock`` and close it."""
-        fd = sock.fileno()
-        if fd >= 0 and self._watched.pop(fd, None) is not None and self._epoll is None:
-            self.loop.remove_reader(fd)
-        sock.close()
+    def release(self, fd: int) -> None:
+        """Stop watching ``fd`` and close it (nothing for a descriptor not open here)."""
+        if self._watched.pop(fd, None) is not None:
+            if self._epoll is None:
+                self.loop.remove_reader(fd)
+            _close(fd)
 
     def _ready(self) -> None:
         assert self._epoll is not None
-        watched = self._watched
-        for fd, _events in self._epoll.poll(0, _BATCH):
-            found = watched.get(fd)
-            if found is not None:
-                try:
-                    found[1]()
-                except Exception:
-                    _log.exception("socket_callback_failed")
+        if COMPILED:
+            fds = _udpsock.ready(self._epfd)
+        else:
+            fds = [fd for fd, _events in self._epoll.poll(0, _BATCH)]
+        for fd in fds:
+            self._dispatch(fd)
+
+    def _dispatch(self, fd: int) -> None:
+        callback = self._watched.get(fd)
+        if callback is not None:
+            try:
+                callback()
+            except Exception:
+                _log.exception("socket_callback_failed")
 
     async def _hold(self) -> None:
         try:
@@ -152,13 +209,14 @@ class SocketPoller:
             self.close()
 
     def close(self) -> None:
-        """Close every watched socket and stop watching (and timing)."""
+        """Close every socket opened here and stop watching (and timing)."""
         self.timers.close()
-        for sock, _ in list(self._watched.values()):
-            self.release(sock)
+        for fd in list(self._watched):
+            self.release(fd)
         if self._epoll is not None and not self._epoll.closed:
             if not self.loop.is_closed():
-                self.loop.remove_reader(self._epoll.fileno())
+                self.loop.remove_reader(self._epfd)
             self._epoll.close()
+            self._epfd = -1
         if not self._guard.done() and not self.loop.is_closed():
             self._guard.cancel()

@@ -1,22 +1,50 @@
-"""SocketPoller: one epoll set for the forwarder's per-query sockets (real loopback sockets)."""
+"""SocketPoller: the forwarder's per-query sockets, opened, watched and closed (real loopback)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 
+import pytest
 import uvloop
 
+from pkdns.dns import sockpoll
 from pkdns.dns.sockpoll import FifoTimers, SocketPoller
+from tests.support.require import stop
 
 
-def udp_pair() -> tuple[socket.socket, socket.socket]:
-    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    rx.bind(("127.0.0.1", 0))
-    rx.setblocking(False)
-    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    tx.connect(rx.getsockname())
-    return rx, tx
+@pytest.fixture(params=["c", "plain"])
+def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways a socket is opened, read and closed: the C module and the plain-Python
+    equivalents (what a machine without a compiler runs). The C one is there in CI
+    (test_build checks it is built); elsewhere its run is skipped."""
+    if request.param == "c":
+        if os.environ.get("PKDNS_PURE"):
+            pytest.skip("PKDNS_PURE: the plain-Python build")
+        if not sockpoll.COMPILED:
+            stop("pkdns.dns._udpsock is not built here (setup.py)")
+    elif sockpoll.COMPILED:
+        monkeypatch.setattr(sockpoll, "COMPILED", False)
+        monkeypatch.setattr(sockpoll, "recv", sockpoll._recv_plain)
+        monkeypatch.setattr(sockpoll, "_close", os.close)
+    return str(request.param)
+
+
+def server() -> socket.socket:
+    """An 'upstream' on loopback that the test answers by hand."""
+    srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.settimeout(2)
+    return srv
+
+
+def is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 async def wait_for(cond: object, timeout: float = 1.0) -> None:
@@ -27,66 +55,111 @@ async def wait_for(cond: object, timeout: float = 1.0) -> None:
     raise AssertionError("condition not met")
 
 
-async def test_callbacks_on_readable_and_release_closes() -> None:
+async def test_open_sends_from_a_fresh_port_and_calls_back_on_the_reply(mode: str) -> None:
     poller = SocketPoller(asyncio.get_running_loop())
-    rx, tx = udp_pair()
-    got: list[bytes] = []
-    poller.watch(rx, lambda: got.append(rx.recv(100)))
-    with tx:
-        tx.send(b"one")
-        await wait_for(lambda: got == [b"one"])
-        poller.release(rx)
-        assert rx.fileno() == -1
-        poller.close()
+    got: list[bytes | None] = []
+    with server() as srv:
+        fd = poller.open(srv.getsockname(), b"ping", lambda: got.append(sockpoll.recv(fd)))
+        data, client = srv.recvfrom(100)
+        assert data == b"ping" and client[1] != srv.getsockname()[1]
+        srv.sendto(b"pong", client)
+        await wait_for(lambda: got == [b"pong"])
+        assert sockpoll.recv(fd) is None                 # nothing more: None, not an error
+        poller.release(fd)
+        assert not is_open(fd)
+        poller.release(fd)                               # twice: nothing (no one else's fd)
+    poller.close()
 
 
-async def test_a_reused_descriptor_number_is_watched_afresh() -> None:
+async def test_only_the_address_asked_can_answer(mode: str) -> None:
+    """A connected UDP socket: the kernel drops datagrams from anyone else (RFC 5452 §9.2)."""
     poller = SocketPoller(asyncio.get_running_loop())
-    first, tx1 = udp_pair()
-    fd = first.fileno()
-    poller.watch(first, lambda: None)
-    poller.release(first)
-    tx1.close()
-    second, tx2 = udp_pair()          # the kernel hands out the lowest free number again
-    assert second.fileno() == fd
-    got: list[bytes] = []
-    poller.watch(second, lambda: got.append(second.recv(100)))
-    with tx2:
-        tx2.send(b"two")
+    got: list[bytes | None] = []
+    with server() as srv, server() as forger:
+        fd = poller.open(srv.getsockname(), b"q", lambda: got.append(sockpoll.recv(fd)))
+        _, client = srv.recvfrom(100)
+        forger.sendto(b"forged", client)
+        srv.sendto(b"real", client)
+        await wait_for(lambda: b"real" in got)
+        assert got == [b"real"]
+    poller.close()
+
+
+async def test_icmp_port_unreachable_is_raised_by_recv(mode: str) -> None:
+    poller = SocketPoller(asyncio.get_running_loop())
+    with server() as srv:
+        addr = srv.getsockname()
+    errors: list[type[BaseException]] = []
+
+    def readable() -> None:
+        try:
+            sockpoll.recv(fd)
+        except OSError as exc:
+            errors.append(type(exc))
+
+    fd = poller.open(addr, b"nobody home", readable)
+    await wait_for(lambda: bool(errors))
+    assert errors[0] is ConnectionRefusedError
+    poller.close()
+
+
+async def test_open_fails_cleanly(mode: str) -> None:
+    poller = SocketPoller(asyncio.get_running_loop())
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(OSError):
+        poller.open(("127.0.0.1", 53), b"x" * 70000, lambda: None)    # too big for UDP
+    if mode == "c":                    # the socket module would ask the resolver instead
+        with pytest.raises(OSError):
+            poller.open(("not-an-ip", 53), b"x", lambda: None)
+    with pytest.raises(OSError):
+        poller.open(("::1%no-such-interface0", 53), b"x", lambda: None)
+    assert len(os.listdir("/proc/self/fd")) == before
+    poller.close()
+
+
+async def test_a_reused_descriptor_number_is_watched_afresh(mode: str) -> None:
+    poller = SocketPoller(asyncio.get_running_loop())
+    with server() as srv:
+        first = poller.open(srv.getsockname(), b"1", lambda: None)
+        poller.release(first)
+        got: list[bytes | None] = []
+        second = poller.open(srv.getsockname(), b"2", lambda: got.append(sockpoll.recv(second)))
+        assert second == first             # the kernel hands out the lowest free number again
+        srv.recvfrom(10)
+        data, client = srv.recvfrom(10)
+        assert data == b"2"
+        srv.sendto(b"two", client)
         await wait_for(lambda: got == [b"two"])
     poller.close()
-    assert second.fileno() == -1
+    assert not is_open(second)
 
 
-def test_loop_shutdown_closes_watched_sockets() -> None:
-    rx, tx = udp_pair()
+def test_loop_shutdown_closes_open_sockets(mode: str) -> None:
+    with server() as srv:
+        async def leave_it_open() -> int:
+            poller = SocketPoller(asyncio.get_running_loop())
+            return poller.open(srv.getsockname(), b"x", lambda: None)
 
-    async def leave_it_watched() -> SocketPoller:
-        poller = SocketPoller(asyncio.get_running_loop())
-        poller.watch(rx, lambda: None)
-        return poller
-
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(leave_it_watched())
-        assert rx.fileno() >= 0
-    tx.close()
-    assert rx.fileno() == -1
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            fd = runner.run(leave_it_open())
+            assert is_open(fd)
+        assert not is_open(fd)
 
 
-async def test_many_ready_sockets_in_one_wakeup() -> None:
+async def test_many_ready_sockets_in_one_wakeup(mode: str) -> None:
     poller = SocketPoller(asyncio.get_running_loop())
-    pairs = [udp_pair() for _ in range(50)]
-    got: list[bytes] = []
-    for rx, _ in pairs:
-        poller.watch(rx, lambda rx=rx: got.append(rx.recv(100)))   # type: ignore[misc]
-    for i, (_, tx) in enumerate(pairs):
-        tx.send(str(i).encode())
-    await wait_for(lambda: len(got) == 50)
-    assert sorted(int(g) for g in got) == list(range(50))
-    for _, tx in pairs:
-        tx.close()
+    got: list[bytes | None] = []
+    with server() as srv:
+        fds = [poller.open(srv.getsockname(), str(i).encode(),
+                           lambda i=i: got.append(sockpoll.recv(fds[i])))  # type: ignore[misc]
+               for i in range(50)]
+        for _ in range(50):
+            data, client = srv.recvfrom(10)
+            srv.sendto(data, client)
+        await wait_for(lambda: len(got) == 50)
+    assert sorted(int(g or b"") for g in got) == list(range(50))
     poller.close()
-    assert all(rx.fileno() == -1 for rx, _ in pairs)
+    assert not any(is_open(fd) for fd in fds)
 
 
 class Item:
