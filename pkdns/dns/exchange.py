@@ -72,7 +72,7 @@ class Exchange:
     """
 
     __slots__ = ("fwd", "loop", "poller", "question", "do", "cd", "deadline", "on_done",
-                 "attempts", "out", "error_reply", "tries", "timer", "due", "tcp", "done")
+                 "attempts", "out", "error_reply", "tries", "timer", "tick", "tcp", "done")
 
     def __init__(self, fwd: Forwarder, poller: SocketPoller, question: bytes, do: bool,
                  cd: bool, deadline: float, on_done: Callable[[bytes | None], None]) -> None:
@@ -84,7 +84,7 @@ class Exchange:
         self.error_reply: bytes | None = None
         self.tries = 0
         self.timer: asyncio.TimerHandle | None = None    # the deadline, when it comes first
-        self.due = 0.0                  # the attempt timer's time in poller.timers (0: none)
+        self.tick = 0                   # the attempt timer's token in poller.timers (0: none)
         self.tcp: asyncio.Task[bytes] | None = None
         self.done = False
 
@@ -129,18 +129,21 @@ class Exchange:
         """
         due = now + self.fwd.attempt_timeout
         if due <= self.deadline:
-            self.poller.timers.arm(self, due)
+            self.tick = self.poller.timers.arm(self, due)
         else:
             self.timer = self.loop.call_at(self.deadline, self._timeout)
 
     def _disarm(self) -> None:
-        self.due = 0.0
+        if self.tick:
+            self.poller.timers.disarm(self.tick)
+            self.tick = 0
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
 
     def expired(self) -> None:
         """:class:`~pkdns.dns.sockpoll.FifoTimers` callback: the attempt timed out."""
+        self.tick = 0
         self._timeout()
 
     def _open(self, idx: int, edns: bool = True) -> _Attempt | None:
@@ -223,7 +226,7 @@ class Exchange:
         if plain is None:
             return False
         self.attempts.append(plain)
-        if self.timer is None and not self.due:   # after a TCP retry: nothing is timing us
+        if self.timer is None and not self.tick:  # after a TCP retry: nothing is timing us
             self._arm(self.loop.time())
         return True
 

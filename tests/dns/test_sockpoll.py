@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import weakref
 
 import pytest
 import uvloop
@@ -167,7 +168,6 @@ class Item:
 
     def __init__(self, log: list[tuple[str, float]], name: str,
                  loop: asyncio.AbstractEventLoop) -> None:
-        self.due = 0.0
         self.log, self.name, self.loop = log, name, loop
 
     def expired(self) -> None:
@@ -181,11 +181,13 @@ async def test_fifo_timers_fire_in_order_and_skip_disarmed_and_rearmed() -> None
     a, b, c, d = (Item(fired, n, loop) for n in "abcd")
     t0 = loop.time()
     timers.arm(a, t0 + 0.05)
-    timers.arm(b, t0 + 0.10)
-    timers.arm(c, t0 + 0.15)
-    b.due = 0.0                          # disarmed: its entry is dropped, not fired
-    timers.arm(c, t0 + 0.25)             # re-armed: fires once, at the new time
+    b_token = timers.arm(b, t0 + 0.10)
+    c_token = timers.arm(c, t0 + 0.15)
+    timers.disarm(b_token)               # disarmed: dropped at once, never fired
+    timers.disarm(c_token)               # re-armed: fires once, at the new time
+    timers.arm(c, t0 + 0.25)
     timers.arm(d, t0 + 0.20)
+    assert len(timers) == 3
     try:
         await wait_for(lambda: len(fired) == 3)
         await asyncio.sleep(0.1)
@@ -193,7 +195,7 @@ async def test_fifo_timers_fire_in_order_and_skip_disarmed_and_rearmed() -> None
         times = dict(fired)
         assert times["a"] >= t0 + 0.05 and times["d"] >= t0 + 0.20 and times["c"] >= t0 + 0.25
         assert times["c"] < t0 + 0.25 + 0.2          # not late by another timeout
-        assert a.due == 0.0 and c.due == 0.0 and len(timers) == 0
+        assert len(timers) == 0
     finally:
         timers.close()
 
@@ -214,3 +216,16 @@ async def test_fifo_timers_an_earlier_due_time_is_not_kept_waiting() -> None:
         timers.close()
     await asyncio.sleep(0.6)
     assert [n for n, _ in fired] == ["quick"]        # close() dropped the pending one
+
+
+async def test_fifo_timers_keep_no_reference_to_a_disarmed_item() -> None:
+    """A finished exchange must not stay alive until its due time (garbage-collector load)."""
+    loop = asyncio.get_running_loop()
+    timers = FifoTimers(loop)
+    item = Item([], "x", loop)
+    gone = weakref.ref(item)
+    token = timers.arm(item, loop.time() + 30)
+    timers.disarm(token)
+    del item
+    assert gone() is None and len(timers) == 0
+    timers.close()
