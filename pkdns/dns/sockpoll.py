@@ -141,8 +141,15 @@ class FifoTimers:
                     item.expired()
                 except Exception:
                     _log.exception("timer_callback_failed")
-        if dues and self._tick is None:
-            self._tick = self.loop.call_at(dues[0], self._fire)
+        self._rearm()
+
+    def _rearm(self) -> None:
+        """The loop timer for the queue's head, unless a callback of :meth:`_fire` (arming
+        again) made one. A method of its own on purpose: inside ``_fire`` mypy narrows
+        ``self._tick`` to None after the assignment at its top, and the compiled code then
+        rejects the TimerHandle that ``expired()`` may have stored there meanwhile."""
+        if self._dues and self._tick is None:
+            self._tick = self.loop.call_at(self._dues[0], self._fire)
 
     def close(self) -> None:
         if self._tick is not None:

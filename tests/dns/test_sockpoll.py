@@ -229,3 +229,29 @@ async def test_fifo_timers_keep_no_reference_to_a_disarmed_item() -> None:
     del item
     assert gone() is None and len(timers) == 0
     timers.close()
+
+
+async def test_fifo_timers_an_expired_callback_may_arm_again() -> None:
+    """What an attempt timeout does (the next attempt arms a new timeout). Compiled, this once
+    raised TypeError inside ``_fire`` (mypy had narrowed its loop timer attribute to None)."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+    timers = FifoTimers(loop)
+    fired: list[tuple[str, float]] = []
+
+    class Rearming(Item):
+        def expired(self) -> None:
+            super().expired()
+            if [n for n, _ in fired].count("r") < 3:
+                timers.arm(self, loop.time() + 0.02)
+
+    t0 = loop.time()
+    timers.arm(Rearming(fired, "r", loop), t0 + 0.02)
+    timers.arm(Item(fired, "later", loop), t0 + 0.03)
+    try:
+        await wait_for(lambda: len(fired) == 4)
+    finally:
+        timers.close()
+        loop.set_exception_handler(None)
+    assert [n for n, _ in fired].count("r") == 3 and not errors
