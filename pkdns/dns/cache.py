@@ -58,7 +58,7 @@ KIND: Final = 8         # "icann" or "pkarr" (metrics label)
 def make_entry(info: ReplyInfo, ttls: tuple[int, ...], now: float, lifetime: int,
                stale_for: int, kind: str = "icann") -> Entry:
     rest = info.wire[info.qend:]
-    if ttls != info.ttls:
+    if ttls is not info.ttls and ttls != info.ttls:
         rest = _patched(rest, info.offsets, ttls)
     expires = now + lifetime
     return (info.wire[2:12], rest, info.offsets, ttls, now, expires, expires + stale_for,
@@ -214,10 +214,17 @@ class WireCache:
             self._dead.clear()
 
     def _lifetime(self, info: ReplyInfo) -> tuple[int, tuple[int, ...]] | None:
-        lo, hi = self.cfg.min_ttl, self.cfg.max_ttl
+        cfg = self.cfg
+        lo, hi = cfg.min_ttl, cfg.max_ttl
         if info.rcode == 0 and info.ancount:
-            ttls = tuple([min(max(t, lo), hi) for t in info.ttls])
-            life = min(ttls)
+            ttls, life = info.ttls, hi         # usually nothing to clamp: the same tuple
+            for t in ttls:
+                if t < lo or t > hi:
+                    ttls = tuple([min(max(x, lo), hi) for x in info.ttls])
+                    life = min(ttls)
+                    break
+                if t < life:
+                    life = t
         elif info.rcode in (0, wire.NXDOMAIN) and info.negative_ttl is not None:
             life = min(info.negative_ttl, self.cfg.negative_max_ttl)
             ttls = tuple([t if t < life else life for t in info.ttls])

@@ -37,12 +37,13 @@ def matches(reply: bytes, qid: int, question: bytes) -> bool:
     as DNS does, RFC 4343 §3): qtype and qclass must match exactly -- lowercasing them too
     turned HTTPS (0x0041) into 0x0061 and rejected every reply.
     """
-    end = 8 + len(question)               # where the qname ends in the reply
-    return (len(reply) >= end + 4 and reply[0] == qid >> 8 and reply[1] == qid & 255
-            and reply[2] & 0xF8 == 0x80 and reply[4:6] == b"\x00\x01"
-            and (reply.startswith(question, 12)          # the usual echo: no copy at all
-                 or (reply.startswith(question[-4:], end)
-                     and reply[12:end].lower() == question[:-4])))
+    end = 12 + len(question)              # where the question ends in the reply
+    if (len(reply) < end or reply[0] != qid >> 8 or reply[1] != qid & 255
+            or reply[2] & 0xF8 != 0x80 or reply[4] or reply[5] != 1):
+        return False
+    echoed = reply[12:end]      # a slice: compiled, cheaper than a bytes.startswith call
+    return echoed == question or (echoed[-4:] == question[-4:]
+                                  and echoed[:-4].lower() == question[:-4])
 
 
 class _Attempt:

@@ -33,8 +33,6 @@ MAX_POINTER_HOPS = 128        # a name has at most 127 labels; more hops is a lo
 
 BYTE = tuple(bytes((i,)) for i in range(256))
 """``BYTE[i] == bytes((i,))`` without building a tuple and a bytes object per use."""
-_QUERY_FLAGS = {(cd, edns): bytes((0x01, 0x10 if cd else 0, 0, 1, 0, 0, 0, 0, 0, int(edns)))
-                for cd in (False, True) for edns in (False, True)}
 _u16 = struct.Struct(">H").unpack_from
 _rr_fixed = struct.Struct(">HHIH").unpack_from   # type, class, ttl, rdlength
 _header = struct.Struct(">HBBHHHH")
@@ -294,8 +292,8 @@ def build_query(qid: int, qname_wire: bytes, qtype: int, qclass: int, do: bool, 
 def build_query_for(qid: int, question: bytes, do: bool, cd: bool, edns: bool = True) -> bytes:
     """:func:`build_query` from a question already in wire form (qname + qtype + qclass);
     ``edns=False`` leaves the OPT out (a retry for an upstream that answered FORMERR to it)."""
-    opt = (_OPT_DO if do else _OPT) if edns else b""
-    return b"".join((BYTE[qid >> 8], BYTE[qid & 255], _QUERY_FLAGS[cd, edns], question, opt))
+    head = bytes((qid >> 8, qid & 255, 0x01, 0x10 if cd else 0, 0, 1, 0, 0, 0, 0, 0, edns))
+    return head + question + (_OPT_DO if do else _OPT) if edns else head + question
 
 
 def hinfo_any_reply(query: Query, ttl: int = 3600) -> bytes:
