@@ -93,7 +93,11 @@ class OptionalBuildExt(build_ext):
             _note(f"{UDPSOCK} not built ({type(exc).__name__}: {exc}); plain-Python sockets")
 
     def _remove_built(self) -> None:
+        """The mypyc modules share one runtime library: all or none. The C socket module
+        stands alone and stays."""
         for ext in self.extensions:
+            if ext.name == UDPSOCK:
+                continue
             path = self.get_ext_fullpath(ext.name)
             if os.path.exists(path):
                 os.remove(path)

@@ -270,8 +270,8 @@ class Exchange:
         for att in self.attempts:
             self.poller.release(att.fd)
         self.attempts.clear()
-        on_done, self.on_done = self.on_done, _ignore   # the timer queue may hold us a while:
-        try:                                           # keep nothing of the asker alive
+        on_done, self.on_done = self.on_done, _ignore   # reported once; and whoever still
+        try:                                           # holds us keeps nothing of the asker
             on_done(reply)
         except Exception:
             _log.exception("upstream_callback_failed")

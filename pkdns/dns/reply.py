@@ -110,7 +110,7 @@ def _cacheable(data: bytes, end: int, cut_opt: bool, rcode: int, an: int, ns: in
     ``cut_opt`` the OPT (the last record, from ``end`` on) left out of the count."""
     if cut_opt:
         ar -= 1
-    # bytes(tuple) + one concatenation: compiled, ~4x cheaper than joining 11 small pieces
+    # bytes(tuple) + one concatenation: compiled, cheaper than joining 11 small pieces
     # (every piece of a join goes through the buffer protocol).
     return bytes((0, 0, data[2] & 0xF9 | 0x80, (data[3] & 0x70) | 0x80 | (rcode & 0x0F), 0, 1,
                   an >> 8, an & 255, ns >> 8, ns & 255, ar >> 8, ar & 255)) + data[12:end]

@@ -184,7 +184,8 @@ class SocketPoller:
         """A new non-blocking UDP socket connected to ``addr`` (so bound to a random port the
         kernel picks), with ``packet`` sent; ``callback()`` runs whenever it is readable (or
         has a pending error) until :meth:`release`. Returns its descriptor. Raises OSError
-        (also for a host that is not an IP literal) with nothing left open."""
+        with nothing left open. ``addr`` is an IP literal (config and delegations make sure);
+        the C path refuses anything else, the socket module would look a name up."""
         if COMPILED and self._epfd >= 0:
             fd = _udpsock.open_send(self._epfd, addr[0], addr[1], packet)
         else:
