@@ -17,6 +17,7 @@ import asyncio
 import errno
 import gc
 import signal
+import socket
 from collections.abc import Callable
 from typing import Protocol
 
@@ -33,6 +34,7 @@ from pkdns.errors import PkdnsError
 from pkdns.lifecycle import Operations
 from pkdns.metrics import Metrics
 from pkdns.sdnotify import ActivatedSockets
+from pkdns.server import sockets
 from pkdns.server.face import HttpFace
 from pkdns.server.tcp import TcpServer
 from pkdns.server.udp import UdpServer
@@ -70,6 +72,10 @@ class DnsListeners:
         else:
             for host, port in self.cfg.listen:
                 await self._bind(host, port)
+            for port in sockets.ipv4_missing(self.cfg.listen):
+                _log.warning("ipv6_only", port=port,
+                             hint=f"[::]:{port} serves IPv6 only; add --listen 0.0.0.0:{port} "
+                                  f"for IPv4 clients")
         _log.info("listening", udp=[format_hostport(a) for a in self.bound],
                   tcp=[format_hostport(a) for a in self.bound])
 
@@ -87,25 +93,27 @@ class DnsListeners:
             self.tcp.append(tcp)
 
     async def _bind(self, host: str, port: int) -> None:
+        """UDP + TCP on ``(host, port)``, both made by :func:`sockets.bound_socket` (IPv6
+        sockets IPv6-only on both transports); port 0: the same free port for both."""
         loop = asyncio.get_running_loop()
         for _ in range(_BIND_TRIES):
-            proto = UdpServer(self.resolver, self.cfg.udp_payload_max)
             try:
-                transport, _ = await loop.create_datagram_endpoint(
-                    proto.itself, local_addr=(host, port))
+                usock = sockets.bound_socket(host, port, socket.SOCK_DGRAM)
             except OSError as exc:
                 raise _bind_error(host, port, exc) from None
-            actual = transport.get_extra_info("sockname")[1]
-            tcp = TcpServer(self.resolver, self.cfg)
+            actual = usock.getsockname()[1]
             try:
-                tcp.server = await loop.create_server(tcp.protocol, host, actual,
-                                                      reuse_address=True, backlog=1024)
+                tsock = sockets.bound_socket(host, actual, socket.SOCK_STREAM)
             except OSError as exc:
-                transport.close()
-                in_use = errno.EADDRINUSE in (exc.errno, getattr(exc.__cause__, "errno", None))
-                if port == 0 and in_use:
+                usock.close()
+                if port == 0 and exc.errno == errno.EADDRINUSE:
                     continue            # the UDP port's TCP twin is taken; pick another
                 raise _bind_error(host, actual, exc) from None
+            proto = UdpServer(self.resolver, self.cfg.udp_payload_max)
+            await loop.create_datagram_endpoint(proto.itself, sock=usock)
+            tcp = TcpServer(self.resolver, self.cfg)
+            tcp.server = await loop.create_server(tcp.protocol, sock=tsock,
+                                                  backlog=sockets.BACKLOG)
             self.udp.append(proto)
             self.tcp.append(tcp)
             self.bound.append((host, actual))
