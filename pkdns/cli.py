@@ -25,8 +25,9 @@ from pkdns import __version__
 from pkdns.errors import PkdnsError
 
 # Module per command group, in the order the help lists them.
-_COMMAND_MODULES = ("serve", "keys", "dhtcmd")
-COMMANDS = ("serve", "keygen", "pubkey", "packet", "publish", "resolve", "testnet")
+_COMMAND_MODULES = ("serve", "keys", "dhtcmd", "gatewaycmd")
+COMMANDS = ("serve", "keygen", "pubkey", "packet", "publish", "resolve", "testnet", "tlsa",
+            "ca")
 
 
 class CliParser(argparse.ArgumentParser):
