@@ -38,7 +38,7 @@ def _assert_usage_error(proc: subprocess.CompletedProcess[str], command: str,
 
 # Enough positional arguments that only the flag is wrong (nothing is read before parsing).
 _POSITIONALS = {"pubkey": ["seed"], "packet": ["seed", "zone"], "publish": ["seed", "zone"],
-                "resolve": ["key"]}
+                "resolve": ["key"], "tlsa": ["cert.pem"], "ca": ["show"]}
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -57,6 +57,7 @@ def test_default_command_is_serve_for_unknown_flags() -> None:
     (("packet", "seed"), "ZONEFILE"),
     (("publish",), "SEEDFILE, ZONEFILE"),
     (("resolve",), "KEY"),
+    (("tlsa",), "CERT.pem"),
 ])
 def test_missing_positional_arguments(argv: tuple[str, ...], missing: str) -> None:
     _assert_usage_error(_run(*argv), argv[0], f"the following arguments are required: {missing}")
