@@ -76,11 +76,16 @@ def parse_command_line(parser: CliParser, argv: Sequence[str]) -> argparse.Names
 
 
 def _with_default_command(argv: Sequence[str]) -> list[str]:
-    """`pkdns [serve] ...`: insert `serve` when no subcommand is named."""
+    """`pkdns [serve] ...`: insert `serve` when no subcommand is named.
+
+    Only an empty command line or one that starts with a flag means `serve`: a first word
+    that is not a command (``pkdns bogus``) is left for argparse to report as an unknown
+    command, instead of becoming a confusing ``pkdns serve`` error about an extra argument.
+    """
     args = list(argv)
     if any(a in ("-h", "--help", "--version") for a in args[:1]):
         return args
-    if not args or args[0] not in COMMANDS:
+    if not args or args[0].startswith("-"):
         return ["serve", *args]
     return args
 

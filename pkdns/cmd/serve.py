@@ -23,12 +23,17 @@ def _hostport(text: str) -> cfgmod.HostPort:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _ip_hostport(text: str) -> cfgmod.HostPort:
+def _ip_hostport(text: str, default_port: int | None = None) -> cfgmod.HostPort:
     """The same rule as the file's ``dns.listen``/``dns.upstream``/``http.listen``: IP only."""
     try:
-        return cfgmod.parse_ip_hostport(text)
+        return cfgmod.parse_ip_hostport(text, default_port)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"bad address {text!r}: {exc}") from None
+
+
+def _dns_hostport(text: str) -> cfgmod.HostPort:
+    """``--listen`` / ``--upstream``: an IP literal; the port may be left out (53)."""
+    return _ip_hostport(text, cfgmod.DNS_PORT)
 
 
 def add_common_dht_flags(p: argparse.ArgumentParser) -> None:
@@ -40,24 +45,39 @@ def add_common_dht_flags(p: argparse.ArgumentParser) -> None:
 
 def register(sub: Any) -> None:
     """Add the `serve` subcommand."""
-    p = sub.add_parser("serve", help="run the DNS daemon (default command)")
+    p = sub.add_parser(
+        "serve", help="run the DNS daemon (default command)",
+        description="Run the resolver in the foreground: DNS on UDP and TCP (keys from the "
+        "Mainline DHT, other names forwarded to the ICANN upstreams), the HTTP face (DoH, "
+        "relay API, /metrics, status page) and the republisher of [[zones]]. Settings come "
+        "from --config (defaults otherwise); the flags below override the file. SIGHUP "
+        "reloads the file, SIGTERM drains and exits 0.",
+    )
     p.add_argument("--config", metavar="FILE", help="TOML configuration file")
     p.add_argument("--check", action="store_true", help="validate the configuration and exit")
-    p.add_argument("--listen", action="append", type=_ip_hostport, metavar="HOST:PORT",
-                   help="DNS listen address, UDP and TCP; an IP literal (repeatable)")
-    p.add_argument("--upstream", action="append", type=_ip_hostport, metavar="HOST:PORT",
-                   help="ICANN upstream resolver; an IP literal (repeatable)")
+    p.add_argument("--listen", action="append", type=_dns_hostport, metavar="HOST[:PORT]",
+                   help="DNS listen address, UDP and TCP; an IP literal, port 53 unless given, "
+                   "[v6]:PORT for IPv6 (repeatable)")
+    p.add_argument("--upstream", action="append", type=_dns_hostport, metavar="HOST[:PORT]",
+                   help="ICANN upstream resolver; an IP literal, port 53 unless given "
+                   "(repeatable)")
     http = p.add_mutually_exclusive_group()
     http.add_argument("--http", action="append", type=_ip_hostport, metavar="HOST:PORT",
                       help="HTTP listen address, an IP literal (DoH, relay API, metrics)")
     http.add_argument("--no-http", action="store_true", help="disable the HTTP server")
     p.add_argument("--dht-port", type=int, metavar="PORT", help="DHT UDP port (0 = any free)")
-    p.add_argument("--dht-mode", choices=("client", "server"))
+    p.add_argument("--dht-mode", choices=("client", "server"),
+                   help="client: read-only DHT node (BEP 43, the default); server: also "
+                   "answer and store for others")
     p.add_argument("--tld-suffix", metavar="NAME", help='suffix TLD after keys ("" disables)')
-    p.add_argument("--state-dir", metavar="DIR")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="where the routing table and verified packets are kept across "
+                   "restarts (default /var/lib/pkdns)")
     p.add_argument("--testnet", action="store_true",
                    help="run against an in-process loopback DHT with a demo key (offline demo)")
-    p.add_argument("--log-format", choices=("json", "console"))
+    p.add_argument("--log-format", choices=("json", "console"),
+                   help="log lines as JSON or for people (default: console on a terminal, "
+                   "JSON otherwise)")
     add_common_dht_flags(p)
     p.set_defaults(func=run)
 
@@ -94,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         for zone in cfg.zones:
             check_zone(zone)
-        print(f"{args.config or 'defaults'}: configuration OK", file=sys.stdout)
+        source = args.config or "defaults (no --config given, no file read)"
+        print(f"{source}: configuration OK", file=sys.stdout)
         return 0
     if cfg.testnet:
         from pkdns.demo import main as run_demo

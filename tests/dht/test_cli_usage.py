@@ -79,3 +79,31 @@ def test_help_and_version_still_work() -> None:
     assert proc.returncode == 0 and proc.stdout.startswith("usage: pkdns packet")
     proc = _run("--version")
     assert proc.returncode == 0 and proc.stdout.startswith("pkdns ")
+
+
+def test_a_mistyped_command_is_reported_as_an_unknown_command() -> None:
+    """``pkdns bogus`` once became ``pkdns serve bogus`` ("unrecognized arguments")."""
+    proc = _run("bogus")
+    assert proc.returncode == 2 and proc.stdout == ""
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("pkdns: error: argument COMMAND: invalid choice: 'bogus'"), line
+    assert "serve" in line and "(see pkdns --help)" in line
+    # Flags alone still mean serve.
+    _assert_usage_error(_run("--bogus"), "serve", "--bogus")
+
+
+def test_serve_help_describes_the_command_and_every_flag() -> None:
+    proc = _run("serve", "--help")
+    assert proc.returncode == 0
+    text = " ".join(proc.stdout.split())
+    assert "Run the resolver in the foreground" in text
+    for flag in ("--dht-mode", "--state-dir", "--log-format"):
+        block = re.search(rf"{flag}[^\n]*\n((?: {{10,}}.*\n)*)", proc.stdout)
+        assert block is not None, flag
+        assert len(" ".join((block.group(0)).split())) > len(flag) + 30, block.group(0)
+
+
+def test_check_without_config_says_no_file_was_read() -> None:
+    proc = _run("serve", "--check")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "defaults (no --config given, no file read): configuration OK"
