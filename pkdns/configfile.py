@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pkdns.config import (
+    DNS_PORT,
     CacheConfig,
     Config,
     DhtConfig,
@@ -40,6 +41,8 @@ _CHOICES = {
 }
 # Addresses we bind or send to must be IP literals; bootstrap nodes may be host names.
 _IP_ONLY = {("dns", "listen"), ("dns", "upstream"), ("http", "listen")}
+# DNS addresses may leave out the port: it is 53 there, as in resolv.conf.
+_PORT_53 = {("dns", "listen"), ("dns", "upstream")}
 _NETWORKS = {("dns", "allow"), ("http", "trusted_proxies")}
 
 
@@ -130,8 +133,9 @@ def _convert_hostport(item: Any, f: _Field) -> HostPort:
     if not isinstance(item, str):
         raise f.fail(f"expected \"HOST:PORT\" strings, got {item!r}")
     parse = parse_ip_hostport if (f.section, f.key) in _IP_ONLY else parse_hostport
+    default_port = DNS_PORT if (f.section, f.key) in _PORT_53 else None
     try:
-        host, port = parse(item)
+        host, port = parse(item, default_port)
     except ValueError as exc:
         raise f.fail(f"bad address {item!r}: {exc}") from None
     return (host, port)
@@ -193,11 +197,21 @@ def parse(text: str, path: str = "<config>") -> Config:
         elif key in _TOP_LEVEL:
             kwargs[key] = _convert(value, _TOP_LEVEL[key], _Field(src, None, key))
         else:
-            known = ", ".join(sorted([*_SECTIONS, "zones", *_TOP_LEVEL]))
-            raise src.error(None, key, f"unknown option (known: {known})")
+            raise _unknown_top_level(src, key, value)
     cfg = Config(**kwargs)
     _validate(cfg, src)
     return cfg
+
+
+def _unknown_top_level(src: _Source, key: str, value: Any) -> ConfigError:
+    """An unknown top-level key, or an unknown ``[section]`` named by its header's line."""
+    known = ", ".join(sorted([*_SECTIONS, "zones", *_TOP_LEVEL]))
+    if not isinstance(value, dict):
+        return src.error(None, key, f"unknown option (known: {known})")
+    line = _header_line(src, key, 0)
+    where = f"{src.path}:{line}" if line else src.path
+    return ConfigError(f"{where}: [{key}]: unknown section (known: {', '.join(sorted(_SECTIONS))}"
+                       ", [[zones]])")
 
 
 def load(path: str | Path) -> Config:

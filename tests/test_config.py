@@ -90,7 +90,11 @@ def test_values_are_converted() -> None:
 
 BAD = [
     ("[dns]\nlisten = 5\n", "2: dns.listen: expected a list"),
-    ("[dns]\nlisten = ['nope']\n", "2: dns.listen: bad address 'nope': missing port"),
+    ("[dns]\nlisten = ['nope']\n", "2: dns.listen: bad address 'nope': 'nope' is not an IP"),
+    ("[http]\nlisten = ['127.0.0.1']\n", "2: http.listen: bad address '127.0.0.1': missing port"),
+    ("[dns]\nlisten = ['5353']\n", "2: dns.listen: bad address '5353': '5353' is a port alone"),
+    ("[dns]\nupstream = ['::1:53']\n", "2: dns.upstream: bad address '::1:53': not HOST:PORT"),
+    ("state_dir = '/s'\n[cahce]\nmax_ttl = 5\n", "2: [cahce]: unknown section (known: cache,"),
     ("[dns]\nlisten = [53]\n", "2: dns.listen: expected \"HOST:PORT\" strings"),
     ("[dns]\nlisten = ['localhost:53']\n", "2: dns.listen: bad address 'localhost:53'"),
     ("[dns]\nupstream = ['dns.google:53']\n", "2: dns.upstream: bad address"),
@@ -199,7 +203,7 @@ def test_serve_check_accepts_the_example() -> None:
 
 def test_serve_check_rejects_a_bad_file_in_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text("[dns]\n\nlisten = ['127.0.0.1']\n")
+    bad.write_text("[dns]\n\nlisten = ['127.0.0.1:99999']\n")
     proc = _pkdns("serve", "--check", "--config", str(bad))
     assert proc.returncode == 2
     assert proc.stdout == ""
@@ -367,3 +371,25 @@ def test_zero_is_accepted_where_it_has_a_meaning(name: str) -> None:
     cfg = config.parse(_floor_text(name, 0))
     section, _, key = name.partition(".")
     assert getattr(getattr(cfg, section), key) == 0
+
+
+def test_dns_addresses_default_to_port_53() -> None:
+    """``--upstream 127.0.0.1`` (and the same in the file) is port 53, as in resolv.conf."""
+    cfg = _serve_args("--upstream", "127.0.0.1", "--listen", "[::1]", "--listen", "127.0.0.2")
+    assert cfg.dns.upstream == (("127.0.0.1", 53),)
+    assert cfg.dns.listen == (("::1", 53), ("127.0.0.2", 53))
+    cfg = config.parse("[dns]\nupstream = ['9.9.9.9', '[2620:fe::fe]']\n")
+    assert cfg.dns.upstream == (("9.9.9.9", 53), ("2620:fe::fe", 53))
+
+
+@pytest.mark.parametrize(("flag", "value", "hint"), [
+    ("--listen", "5353", "'5353' is a port alone: give HOST:PORT, e.g. 127.0.0.1:5353"),
+    ("--upstream", "::1:53", "an IPv6 address with a port is written in brackets: [::1]:53"),
+    ("--upstream", "2620:fe::fe", "an IPv6 address is written in brackets: [2620:fe::fe]:53"),
+    ("--http", "127.0.0.1", "missing port in '127.0.0.1'"),
+])
+def test_address_flag_errors_say_what_was_meant(flag: str, value: str, hint: str) -> None:
+    proc = _pkdns("serve", "--check", flag, value)
+    assert proc.returncode == 2 and proc.stdout == ""
+    (line,) = proc.stderr.splitlines()
+    assert hint in line, line
