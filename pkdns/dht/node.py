@@ -30,10 +30,12 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from typing import Any
 
 from pkdns import log
 from pkdns.clock import SYSTEM_CLOCK, Clock
+from pkdns.dht.admission import QuerierCheck
 from pkdns.dht.getquery import GetQuery
 from pkdns.dht.ids import make_node_id
 from pkdns.dht.item import MutableItem
@@ -90,6 +92,7 @@ class DhtNode:
         self._responder = Responder(self.id, self.table, TokenManager(self._rng, now), self.store)
         self._limiter = PerIpLimiter(request_rate_limit)
         self._pacer = SendPacer(pace_limit)
+        self._queriers = QuerierCheck()
         self.upkeep = Upkeep(now, self._rng, min_nodes=min_nodes)
         self._upkeep_task: asyncio.Task[None] | None = None
         self._checks: set[asyncio.Task[None]] = set()
@@ -138,9 +141,9 @@ class DhtNode:
         if not self._limiter.allow(addr[0], now):
             self.rate_limited += 1
             return
-        if not q.read_only:
-            self._seen(q.id, addr, now)
         self.protocol.send(self._responder.handle(q, addr, now), addr)
+        if not q.read_only and self._queriers.consider(self.table, q.id, addr, now):
+            self._spawn(self._verify(addr))  # BEP 5: good only once it answered us
 
     # -- lookups --------------------------------------------------------------------------
     def _seeds(self, target: bytes) -> list[tuple[bytes | None, Address]]:
@@ -168,9 +171,19 @@ class DhtNode:
     def _seen(self, node_id: bytes, addr: Address, now: float) -> None:
         """Add a contact; a full bucket with a questionable entry has it pinged first."""
         if isinstance(added := self.table.add(node_id, addr[0], addr[1], now), PingFirst):
-            task = asyncio.get_running_loop().create_task(self._check(added.entry.addr))
-            self._checks.add(task)
-            task.add_done_callback(self._checks.discard)
+            self._spawn(self._check(added.entry.addr))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
+    async def _verify(self, addr: Address) -> None:
+        """Ping a node that queried us; its answer adds it to the table (through :meth:`_ask`)."""
+        try:
+            await self.ping(addr)
+        finally:
+            self._queriers.finished(addr)
 
     async def _check(self, addr: Address | None) -> None:
         """BEP 5: ping questionable entries (each twice at most) until one stays silent."""

@@ -121,7 +121,7 @@ class RoutingTable:
         return len(self._by_ip)
 
     def add(self, node_id: bytes, host: str, port: int, now: float) -> AddResult | PingFirst:
-        """Record a node that answered us (or queried us without ``ro=1``). A full bucket
+        """Record a node that answered one of our queries (BEP 5 "good"). A full bucket
         replaces a bad entry at once; a questionable one is pinged first (:class:`PingFirst`)."""
         if node_id == self.own_id or not is_valid_contact(node_id, host, port):
             return AddResult.REJECTED
@@ -146,6 +146,31 @@ class RoutingTable:
             self._remove(bucket, worst)
         self._insert(index, newcomer, now)
         return AddResult.ADDED
+
+    def touch(self, node_id: bytes, host: str, port: int, now: float) -> bool:
+        """A known entry sent us a query: it is good again (BEP 5: a node that "has ever
+        responded to one of our queries and has sent us a query within the last 15 minutes").
+        False when the address is not in the table under this id (nothing changed)."""
+        known = self._by_ip.get(ip_key(host, port))
+        if known is None or known.id != node_id or known.port != port:
+            return False
+        known.last_seen, known.fails = now, 0
+        return True
+
+    def admits(self, node_id: bytes, host: str, port: int, now: float) -> bool:
+        """Would :meth:`add` take this unknown contact (a free slot, or a bad or questionable
+        entry it could replace)? A dry run: nothing changes. Lets the caller skip the
+        verification ping of a querier the table has no room for."""
+        if node_id == self.own_id or not is_valid_contact(node_id, host, port):
+            return False
+        if ip_key(host, port) in self._by_ip:
+            return False
+        bucket = self._buckets[bucket_index(self.own_id, node_id)]
+        subnet = subnet_key(host, port)
+        if any(e.subnet == subnet for e in bucket):
+            return False
+        return len(bucket) < self.k or any(
+            e.fails >= MAX_FAILS or now - e.last_seen > STALE_AFTER for e in bucket)
 
     def _full(self, index: int, newcomer: Entry, now: float) -> AddResult | PingFirst:
         """BEP 5: a bucket of good nodes drops the newcomer; otherwise it waits as a spare

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 from collections.abc import AsyncIterator
 
@@ -184,3 +185,52 @@ async def test_bad_bind_is_a_dht_error() -> None:
         await node.start("192.0.2.1", 0)
     with pytest.raises(DhtError):
         _ = node.address
+
+
+def _drain(s: socket.socket) -> list[krpc.Message]:
+    out: list[krpc.Message] = []
+    while True:
+        try:
+            out.append(krpc.decode(s.recvfrom(65535)[0]))
+        except BlockingIOError:
+            return out
+
+
+async def test_queriers_are_good_only_after_answering(testnet: Testnet) -> None:
+    """Issue 13: 64 senders of queries that never answer must not become routing-table
+    contacts (on the old code every one did, and cold lookups then asked them and waited);
+    a server-mode node that answers our ping does get in."""
+    server = DhtNode(mode="server", request_rate_limit=0, request_timeout=0.3)
+    await server.start("127.0.0.1", 0)
+    fakes = [_udp() for _ in range(64)]
+    joiner = DhtNode(mode="server", request_rate_limit=0, request_timeout=0.3)
+    await joiner.start("127.0.0.1", 0)
+    try:
+        await server.bootstrap(testnet.bootstrap)
+        honest = {e.addr for e in server.table.entries()}
+        rng = random.Random(13)
+        for i, s in enumerate(fakes):
+            fid = rng.getrandbits(160).to_bytes(20, "big")
+            s.sendto(krpc.encode(Query(i.to_bytes(2, "big"), "find_node", fid,
+                                       target=fid)), server.address)
+        await asyncio.sleep(0.8)  # the verification pings (8 at a time) time out
+        await joiner.bootstrap([server.address])
+        for _ in range(50):
+            if joiner.address in {e.addr for e in server.table.entries()}:
+                break
+            await asyncio.sleep(0.02)
+        fake_addrs = {s.getsockname() for s in fakes}
+        table = {e.addr for e in server.table.entries()}
+        assert not table & fake_addrs
+        assert joiner.address in table and honest <= table
+        got = [m for s in fakes for m in _drain(s)]
+        assert sum(isinstance(m, Response) for m in got) == 64  # every query was answered
+        assert 0 < sum(isinstance(m, Query) and m.method == "ping" for m in got) <= 8
+        query = server.get_mutable(SEED, timeout=3.0)
+        assert await query.collect() == [] and query.outcome.timed_out == 0
+        assert not [m for s in fakes for m in _drain(s)]  # the lookup asked none of them
+    finally:
+        for s in fakes:
+            s.close()
+        await joiner.close()
+        await server.close()

@@ -7,6 +7,7 @@ import random
 import pytest
 
 from pkdns.dht import ids
+from pkdns.dht.admission import QuerierCheck
 from pkdns.dht.item import check_item, sign_item, signable
 from pkdns.dht.ratelimit import PerIpLimiter
 from pkdns.dht.routing import (
@@ -96,6 +97,52 @@ def test_bucket_full_then_evicts_failed_or_stale() -> None:
     assert isinstance(ping, PingFirst) and ping.entry.host == "10.0.2.1"
     assert len(t) == 2
     assert [e.host for e in t.questionable(5000.0)]
+
+
+def test_touch_and_admits_change_nothing_for_strangers() -> None:
+    t = RoutingTable(_id(0), k=2)
+    assert t.admits(_id(1 << 159), "10.0.1.1", 1, 0.0)
+    assert not t.touch(_id(1 << 159), "10.0.1.1", 1, 0.0) and len(t) == 0
+    t.add(_id(1 << 159), "10.0.1.1", 1, 0.0)
+    t.failed("10.0.1.1", 1)
+    assert t.touch(_id(1 << 159), "10.0.1.1", 1, 9.0)  # known: heard from again (BEP 5)
+    assert t.entries()[0].last_seen == 9.0 and t.entries()[0].fails == 0
+    assert not t.touch(_id(1 << 158), "10.0.1.1", 1, 9.0)  # same address, other id
+    assert not t.admits(_id(1 << 159 | 1), "10.0.1.9", 1, 9.0)  # same /24 in the bucket
+    assert not t.admits(_id(0), "10.0.3.1", 1, 9.0) and not t.admits(_id(5), "0.0.0.0", 1, 9.0)
+    t.add(_id(1 << 159 | 1), "10.0.2.1", 1, 9.0)
+    assert not t.admits(_id(1 << 159 | 2), "10.0.3.1", 1, 10.0)  # full of good nodes
+    assert t.admits(_id(1 << 159 | 2), "10.0.3.1", 1, 10.0 + STALE_AFTER)  # questionable
+
+
+def test_querier_check_pings_strangers_within_a_budget() -> None:
+    t = RoutingTable(_id(0))
+    check = QuerierCheck(max_pending=2, recheck_after=60.0)
+    a, b, c = ("10.0.1.1", 1), ("10.0.2.1", 1), ("10.0.3.1", 1)
+    assert check.consider(t, _id(1 << 159), a, 0.0)
+    assert not check.consider(t, _id(1 << 159), a, 0.0)  # already being pinged
+    assert check.consider(t, _id(1 << 158), b, 0.0)
+    assert not check.consider(t, _id(1 << 157), c, 0.0) and check.skipped == 1
+    check.finished(a)
+    assert not check.consider(t, _id(1 << 159), a, 30.0)  # pinged recently: not again
+    assert check.consider(t, _id(1 << 157), c, 30.0)
+    check.finished(b)
+    check.finished(c)
+    assert check.consider(t, _id(1 << 159), a, 61.0)
+    check.finished(a)
+    t.add(_id(1 << 159), *a, 62.0)  # it answered: the node added it
+    assert not check.consider(t, _id(1 << 159), a, 200.0)  # known: touched, no ping
+    assert t.entries()[0].last_seen == 200.0
+    assert len(t) == 1  # considering never adds anyone
+
+
+def test_querier_check_requires_bep42_on_public_addresses() -> None:
+    t = RoutingTable(_id(0))
+    ip, good = BEP42_VECTORS[0]
+    check = QuerierCheck()
+    assert not check.consider(t, _id(1 << 150), (ip, 6881), 0.0)
+    assert check.consider(t, bytes.fromhex(good), (ip, 6881), 0.0)
+    assert check.consider(t, _id(1 << 150), ("192.168.1.5", 6881), 0.0)  # local: exempt
 
 
 def _full_stale_bucket() -> RoutingTable:
