@@ -26,7 +26,7 @@ from pkdns.errors import PkdnsError
 
 # Module per command group, in the order the help lists them.
 _COMMAND_MODULES = ("serve", "keys", "dhtcmd", "gatewaycmd")
-COMMANDS = ("serve", "keygen", "pubkey", "packet", "publish", "resolve", "testnet", "tlsa")
+COMMANDS = ("serve", "keygen", "pubkey", "packet", "publish", "resolve", "testnet", "tlsa", "ca")
 
 
 class CliParser(argparse.ArgumentParser):
