@@ -7,6 +7,9 @@ Rules (issue 7, pkarr-reference §2.4, fixing pkdns quirk 5 — case-sensitive k
   name too; the suffix is stripped for the lookup and put back in every name of the answer;
 - a label that looks like a key (52 z-base32 characters) but is not one (off-curve point,
   non-canonical last character) -> NXDOMAIN: the name can only have meant a key;
+- any other name under the suffix TLD (``garbage.key``, a 51-character label + ``.key``) ->
+  NXDOMAIN too: the suffix is ours, so such a name is never sent to the ICANN upstream (that
+  would leak what the user typed and cost a round trip for an answer we already know);
 - anything else is an ICANN name.
 
 Everything is case-insensitive: resolvers that randomise case (DNS 0x20) must still reach the key.
@@ -51,7 +54,8 @@ class PkarrName:
 
 @dataclass(frozen=True, slots=True)
 class BadKey:
-    """A label that can only have meant a key but is not a valid one (answered NXDOMAIN)."""
+    """A label that can only have meant a key but is not a valid one (answered NXDOMAIN):
+    52 z-base32 characters off the curve, or whatever stands before the suffix TLD."""
 
     label: str
 
@@ -97,6 +101,7 @@ def classify(qname: str, suffix: str) -> Classified:
             return found
         if found is not None:
             return PkarrName(found, rest, suffix)
+        return BadKey(key_label)
     found = _key_of(last)
     if isinstance(found, BadKey):
         return found

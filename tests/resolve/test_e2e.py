@@ -27,6 +27,7 @@ from pkdns.pkarr.signed_packet import SignedPacket
 from tests.resolve.fakes import item_of
 from tests.support.knot import knot_server
 from tests.support.pkarr_factory import TS, keypair, packet
+from tests.support.upstream import FakeUpstream, a_record
 
 DIG, KDIG = shutil.which("dig") or "dig", shutil.which("kdig") or "kdig"
 KP = keypair(101)
@@ -132,6 +133,23 @@ async def test_key_absent_is_nxdomain_with_soa(tmp_path: Path, testnet: Testnet)
         assert f"{missing}.key. 60 IN SOA {missing}.key." in " ".join(out.split()), out
         bad = await query(d, "c1bkg8tfsyy8wcedtmw4fwhdmm7bbzhgg3z58tf43m5ow8w9mbus")
         assert bad.rcode() == dns.rcode.NXDOMAIN
+
+
+async def test_names_under_the_suffix_that_are_not_keys_never_go_upstream(
+        tmp_path: Path, testnet: Testnet) -> None:
+    """``garbage.key`` and a 51-character label + ``.key`` are NXDOMAIN from pkdns itself:
+    forwarding them would tell the ICANN resolver what the user typed, for nothing."""
+    with FakeUpstream(a_record("192.0.2.55")) as up:
+        cfg = config(tmp_path, testnet.bootstrap, ("127.0.0.1", up.port))
+        async with daemon(cfg) as d:
+            for name in ("garbage.key", f"{Z[:-1]}.key", "www.garbage.KEY.", "a.b.c.key"):
+                for qtype in ("A", "AAAA"):
+                    reply = await query(d, name, qtype)
+                    assert reply.rcode() == dns.rcode.NXDOMAIN, (name, reply)
+            ok = await query(d, "web.example.test")
+            assert ok.rcode() == dns.rcode.NOERROR and ok.answer
+        asked = [str(s.message.question[0].name) for s in up.queries()]
+        assert asked == ["web.example.test."], asked
 
 
 async def test_dht_unreachable_is_servfail_within_3s(tmp_path: Path) -> None:

@@ -50,6 +50,17 @@ def test_invalid_key_labels_are_bad_keys(label: str) -> None:
     assert is_pkarr(label, "key")
 
 
+@pytest.mark.parametrize(("qname", "label"), [
+    ("garbage.key", "garbage"), (f"{Z[:-1]}.key", Z[:-1]), (f"www.{Z}x.key.", f"{Z}x"),
+    (f"{Z}.example.key", "example"), ("A.B.KEY", "b"),
+])
+def test_other_names_under_the_suffix_are_bad_keys(qname: str, label: str) -> None:
+    """The suffix TLD is ours: nothing under it is an ICANN name to forward."""
+    assert classify(qname, "key") == BadKey(label)
+    assert is_pkarr(qname, "key")
+    assert isinstance(classify(qname, ""), Icann)   # suffix disabled: an ordinary name
+
+
 @pytest.mark.parametrize("qname", [
     "example.com", "example.com.", "", ".", "key", f"{Z[:-1]}.com", f"{Z}x", f"{Z}.example.com",
     f"{Z}.key.example.com",
