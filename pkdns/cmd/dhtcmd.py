@@ -18,16 +18,18 @@ import datetime
 import json
 import signal
 import sys
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TextIO, TypeVar
 
 from pkdns.clock import SYSTEM_CLOCK
 from pkdns.cmd.keys import add_ip_echo_flag, with_addresses
 from pkdns.cmd.serve import add_common_dht_flags
-from pkdns.config import DhtConfig, HostPort, format_hostport
+from pkdns.config import DhtConfig, HostPort, PkarrConfig, format_hostport
 from pkdns.dht.lookup import Outcome, PutResult
 from pkdns.dht.node import DhtNode
 from pkdns.dht.testnet import Testnet
+from pkdns.dns.names import BadKey, PkarrName, classify
 from pkdns.errors import DecodeError, DhtError, PkdnsError, UsageError
 from pkdns.pkarr.keys import PublicKey, read_seed_file
 from pkdns.pkarr.relay_client import (
@@ -60,7 +62,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser("resolve", help="look a public key up on the DHT",
                        description="Fetch the most recent verified signed packet for KEY and "
                        "print its records as zone text with the timestamp.")
-    p.add_argument("key", metavar="KEY", help="z-base-32 public key (or pk:/URL forms)")
+    p.add_argument("key", metavar="KEY", help="z-base-32 public key, or any name under it "
+                   "the resolver answers (www.KEY, KEY.key), or pk:KEY / a URL")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_common_dht_flags(p)
     _relay_flags(p)
@@ -202,11 +205,27 @@ async def _publish(args: argparse.Namespace, packet: SignedPacket) -> int:
 def run_resolve(args: argparse.Namespace) -> int:
     """Print the most recent verified packet for KEY from the DHT and the relays."""
     _check_sources(args)
+    return asyncio.run(_resolve(args, parse_key_argument(args.key)))
+
+
+def parse_key_argument(text: str) -> PublicKey:
+    """The key in ``text``: every name the resolver answers for it (``<key>``, ``www.<key>``,
+    ``<key>.key``, any case, trailing dot) and pkarr's forms (``pk:<key>``, URLs).
+
+    Raises:
+        UsageError: no key there; the message names the label that should have been one.
+    """
+    host = urllib.parse.urlsplit(text).hostname if "://" in text else None
+    name = classify(host or text.strip(), PkarrConfig().tld_suffix)
+    if isinstance(name, PkarrName):
+        return name.key
     try:
-        key = PublicKey.parse(args.key)
+        return PublicKey.parse(text)
     except DecodeError as exc:
+        if isinstance(name, BadKey):
+            raise UsageError(f"{text!r} is not a public key: {name.label!r} is not a valid "
+                             "key (52 z-base-32 characters on the Ed25519 curve)") from None
         raise UsageError(str(exc)) from None
-    return asyncio.run(_resolve(args, key))
 
 
 async def _dht_get(args: argparse.Namespace, key: PublicKey) -> tuple[SignedPacket | None, str]:

@@ -114,3 +114,19 @@ def test_publish_resolve_on_foreign_only_swarm(
     assert theirs["seq"] == result["timestamp"]
     got = lt.get(5, bytes.fromhex(theirs["public_key"]), 20)
     assert got is not None and got["v"].hex() == result["packet_hex"]
+
+
+def test_resolve_accepts_every_form_the_resolver_answers(
+        testnet_process: str, keyfiles: tuple[str, str, str],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``pkdns resolve <key>.key`` was refused ("'key' has 3 characters")."""
+    seed, zone, key = keyfiles
+    flags = ["--bootstrap", testnet_process]
+    assert main(["publish", seed, zone, *flags]) == 0
+    capsys.readouterr()
+    for form in (f"{key}.key", f"www.{key}.key.", f"{key}.", f"WWW.{key.upper()}", f"pk:{key}",
+                 f"https://{key}.key/path", f"http://www.{key}/"):
+        assert main(["resolve", form, *flags]) == 0, (form, capsys.readouterr().err)
+        assert f"; public key {key}" in capsys.readouterr().out, form
+    assert main(["resolve", "garbage.key", "--bootstrap", "127.0.0.1:9"]) == 2
+    assert "'garbage' is not a valid key" in capsys.readouterr().err
