@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-APT_PKGS="bind9-dnsutils knot-dnsutils knot dnsperf dnsmasq-base unbound chromium libnss3-tools iproute2 openssl systemd python3-venv gcc python3-dev"
+APT_PKGS="bind9-dnsutils knot-dnsutils knot dnsperf dnsmasq-base unbound chromium libnss3-tools iproute2 nftables openssl systemd python3-venv gcc python3-dev"
 missing=""
 for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 # Node.js and npm only when absent (a newer npm may already be installed outside dpkg).

@@ -12,6 +12,10 @@
 //            WHOLE routing table (k-bucket closest() without n); with > ~55 entries the UDP reply
 //            exceeds 1500 bytes, which libtorrent (1500-byte receive buffer) silently drops.
 //            We cap those replies to K nodes (BEP5: 8). --cap-nodes 0 = stock behaviour.
+//            --stdin: read commands from stdin, one per line ("kill 3,7,12" destroys those
+//            nodes and prints {"killed":[...]}) and exit when stdin closes (the kernel lab
+//            kills a share of the swarm after the tables filled; a parent that dies takes
+//            the swarm with it).
 import fs from 'node:fs'
 import { makeNode, arg, parseHostPort } from './lib/pkarr.js'
 
@@ -25,6 +29,7 @@ const statsEvery = Number(arg('stats-every', 0))
 const out = arg('out', null)
 const quiet = !!arg('quiet', false)
 const capNodes = Number(arg('cap-nodes', 8))
+const commands = !!arg('stdin', false)
 
 function hostFor (i) {
   if (ipmode === 'distinct') return `127.0.${(i % 250) + 1}.${Math.floor(i / 250) + 1}`
@@ -87,11 +92,28 @@ if (statsEvery > 0) {
   }, statsEvery * 1000)
 }
 
+if (commands) {
+  const readline = await import('node:readline')
+  const rl = readline.createInterface({ input: process.stdin })
+  rl.on('line', (line) => {
+    const [cmd, list] = line.trim().split(/\s+/)
+    if (cmd !== 'kill') return console.log(JSON.stringify({ error: `unknown command ${cmd}` }))
+    const killed = []
+    for (const i of String(list || '').split(',').filter(Boolean).map(Number)) {
+      if (nodes[i] && !nodes[i].destroyed) { nodes[i].destroy(); killed.push(i) }
+    }
+    console.log(JSON.stringify({ killed }))
+  })
+  rl.on('close', () => shutdown('stdin closed'))
+}
+
 function shutdown (why) {
   if (statsTimer) clearInterval(statsTimer)
   console.log(JSON.stringify({ exiting: why }))
   let left = nodes.length
-  for (const d of nodes) d.destroy(() => { if (--left === 0) process.exit(0) })
+  for (const d of nodes) {
+    if (d.destroyed) { if (--left === 0) process.exit(0) } else d.destroy(() => { if (--left === 0) process.exit(0) })
+  }
   setTimeout(() => process.exit(0), 2000).unref()
 }
 process.on('SIGINT', () => shutdown('SIGINT'))
