@@ -47,6 +47,8 @@ class Candidate:
 
     addr: Address
     id: bytes | None
+    dist: int = -1
+    """XOR distance to the target, computed once (-1: id unknown, a bootstrap seed)."""
     state: State = State.NEW
     sent_at: float = 0.0
     token: bytes | None = None
@@ -91,8 +93,9 @@ class IterativeLookup:
         for node_id, addr in seeds:
             self._add(node_id, addr, is_seed=True)
 
-    def _key(self, c: Candidate) -> int:
-        return -1 if c.id is None else distance(c.id, self.target)
+    @staticmethod
+    def _key(c: Candidate) -> int:
+        return c.dist
 
     def _add(self, node_id: bytes | None, addr: Address, *, is_seed: bool = False) -> None:
         if addr in self._cands or len(self._cands) >= MAX_CANDIDATES:
@@ -105,7 +108,8 @@ class IterativeLookup:
                 return
         self._ips.add(ipk)
         self._subnets.add(subnet)
-        self._cands[addr] = Candidate(addr, node_id)
+        self._cands[addr] = Candidate(addr, node_id,
+                                      -1 if node_id is None else distance(node_id, self.target))
 
     def _window(self) -> list[Candidate]:
         alive = [c for c in self._cands.values() if c.state is not State.FAILED]
@@ -156,6 +160,7 @@ class IterativeLookup:
         if c is None:
             return None
         c.state, c.id, c.token = State.RESPONDED, resp.id, resp.token
+        c.dist = distance(resp.id, self.target)
         self.outcome.responded += 1
         usable = [n for n in resp.nodes if is_valid_contact(n.id, n.host, n.port)]
         usable.sort(key=lambda n: distance(n.id, self.target))

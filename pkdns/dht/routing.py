@@ -9,6 +9,7 @@ because a loopback testnet runs every node on 127.0.0.1 (libtorrent needs
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import random
 from collections.abc import Iterable
@@ -75,8 +76,13 @@ class Entry:
 
 def is_valid_contact(node_id: bytes, host: str, port: int) -> bool:
     """Reject port 0, unspecified, multicast and broadcast addresses (D10)."""
-    if len(node_id) != ID_BYTES or not 0 < port < 65536:
-        return False
+    return len(node_id) == ID_BYTES and 0 < port < 65536 and _usable_host(host)
+
+
+@functools.lru_cache(maxsize=4096)
+def _usable_host(host: str) -> bool:
+    """Cached: every reply carries 8 contacts, mostly addresses seen before, and parsing one
+    with :mod:`ipaddress` costs more than the rest of a routing-table insert."""
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:

@@ -1,0 +1,25 @@
+"""The Mainline-scale simulator (``bench/dhtsim.py``) in small: deterministic, and the lookup
+meets its targets in it (the full-size figures are in bench/RESULTS.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from tests.support.dhtsim import Config, simulate
+
+SMALL = Config(nodes=2000, lookups=24, seed=7)
+
+
+def test_a_seed_reproduces_every_figure() -> None:
+    cfg = dataclasses.replace(SMALL, nodes=800, lookups=6)
+    assert simulate(cfg).results == simulate(cfg).results
+    assert simulate(cfg).results != simulate(dataclasses.replace(cfg, seed=8)).results
+
+
+def test_clean_network_finds_everything_without_timeouts() -> None:
+    clean = dataclasses.replace(SMALL, unresponsive=0.0, down=0.0, loss=0.0, churn_step=0.0,
+                                holder_churn=0.0)
+    s = simulate(clean)
+    assert s.success == 1.0 and s.answered_newest == 1.0
+    assert s.done_p90 < 3.0  # only the slowest nodes (2 s round trips) time out: no deadline
+    assert s.messages <= s.message_budget
