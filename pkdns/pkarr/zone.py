@@ -41,6 +41,7 @@ _ALLOWED_DIRECTIVES = {"$TTL", "$ORIGIN"}
 # Types that never belong in a published zone (RFC 6895 meta/QTYPEs and the SOA we make).
 # dnspython's exception constructors are untyped; the zone reader adds FILE:LINE to these.
 _SyntaxError: Any = dns.exception.SyntaxError
+
 _SOA_REFUSED = "SOA records cannot be published in a pkarr zone (resolvers synthesize it)"
 _REFUSED = {dns.rdatatype.SOA, dns.rdatatype.OPT, dns.rdatatype.TSIG, dns.rdatatype.TKEY}
 
@@ -70,6 +71,7 @@ def parse_zone(text: str, key: PublicKey, *, filename: str = "<zone>") -> list[A
     origin = dns.name.from_text(key.z32)
     manager: Any = dns.zonefile.RRSetsReaderManager(dns.name.root, False, dns.rdataclass.IN)
     tok = dns.tokenizer.Tokenizer(text, filename)
+    refused: list[str] = []   # the checker's own messages already say what is wrong
     try:
         with manager.writer(True) as txn:
             reader = _Reader(
@@ -79,31 +81,83 @@ def parse_zone(text: str, key: PublicKey, *, filename: str = "<zone>") -> list[A
             # The reader's zone origin stays the root so out-of-zone owner names reach our
             # check (dnspython would silently skip them); relative names use the key.
             reader.current_origin = reader.last_name = origin
-            txn.check_put_rdataset(_checker(origin))
+            txn.check_put_rdataset(_checker(origin, refused))
             reader.read()
     except (dns.exception.DNSException, ValueError) as exc:  # CNAMEAndOtherData, SOA, ...
         detail = re.sub(r"^.*?:\d+: ", "", str(exc)) if _is_syntax(exc) else str(exc)
         detail = _SOA_REFUSED if "non-origin SOA" in detail else _clean(detail)
         line = reader.record_line or _line(tok)
+        lines = text.splitlines()
+        if _is_syntax(exc) and not refused and 0 < line <= len(lines):
+            detail = _explain(lines[line - 1], detail)
         raise UsageError(_with_source(f"{filename}:{line}: {detail}", text)) from None
     return [rr for rrset in manager.rrsets for rr in _to_dnslib(rrset, origin)]
 
 
-def _checker(origin: dns.name.Name) -> Callable[[Any, dns.name.Name, Any], None]:
+def _checker(origin: dns.name.Name, refused: list[str]
+             ) -> Callable[[Any, dns.name.Name, Any], None]:
+    def refuse(message: str) -> Exception:
+        refused.append(message)
+        return _SyntaxError(message)  # type: ignore[no-any-return]
+
     def check(txn: Any, name: dns.name.Name, rdataset: dns.rdataset.Rdataset) -> None:
         if not name.is_subdomain(origin):
-            raise _SyntaxError(
+            raise refuse(
                 f"owner name {name} is outside the key's zone {origin}"
                 " (relative names get the key appended; drop the trailing dot)"
             )
         if rdataset.rdtype in _REFUSED or dns.rdatatype.is_metatype(rdataset.rdtype):
             text = dns.rdatatype.to_text(rdataset.rdtype)
-            raise _SyntaxError(f"{text} records cannot be published in a pkarr zone")
+            raise refuse(f"{text} records cannot be published in a pkarr zone")
         if any(not rdata.to_wire() for rdata in rdataset):
             # RFC 1035 allows it, but dnslib (our packet parser) rejects empty RDATA.
-            raise _SyntaxError(f"{name} has an empty {_type(rdataset.rdtype)} record")
+            raise refuse(f"{name} has an empty {_type(rdataset.rdtype)} record")
 
     return check
+
+
+def _explain(line: str, detail: str) -> str:
+    """Say which variable or record field ``line`` got wrong, where dnspython does not.
+
+    dnspython reports a bad address and a leftover ``{external_ipv5}`` alike as "Text input
+    is malformed"; the user needs the record type, the field and, for a misspelt variable,
+    the names that exist.
+    """
+    unknown = [v for v in re.findall(r"\{[\w.-]*\}", line.split(";")[0]) if v not in VARIABLES]
+    if unknown:
+        return f"unknown variable {unknown[0]} (known: {', '.join(VARIABLES)})"
+    found = _record_type(line)
+    if found is None or re.search(r"class|TTL|directive", detail):  # not about the data
+        return detail
+    rdtype, data = found
+    name = dns.rdatatype.to_text(rdtype)
+    if rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA) and "malformed" in detail:
+        family = "IPv4" if rdtype == dns.rdatatype.A else "IPv6"
+        return f"{name} record: {data!r} is not an {family} address"
+    get_class: Any = dns.rdata.get_rdata_class
+    fields = getattr(get_class(dns.rdataclass.IN, rdtype), "__slots__", ())
+    if not fields:
+        return f"{name} record: {detail}"
+    return f"{name} record: {detail} (its fields: {' '.join(fields)})"
+
+
+def _record_type(line: str) -> tuple[dns.rdatatype.RdataType, str] | None:
+    """The type of the record on ``line`` and the rdata text after it (None: not found).
+
+    A line that starts with a blank has no owner name; otherwise the first word is the owner
+    (which may spell a type, like ``mx``) and is skipped.
+    """
+    words = line.split(";")[0].split()
+    start = 0 if line[:1].isspace() else 1
+    for i in range(start, len(words)):
+        if words[i].upper() in ("IN", "CH", "HS") or words[i].isdigit():
+            continue
+        try:
+            rdtype = dns.rdatatype.from_text(words[i])
+        except dns.rdatatype.UnknownRdatatype:
+            return None
+        return rdtype, " ".join(words[i + 1:])
+    return None
 
 
 def _line(tok: dns.tokenizer.Tokenizer) -> int:

@@ -19,6 +19,7 @@ from pkdns import log
 from pkdns.clock import Clock
 from pkdns.config import RepublishConfig, ZoneConfig
 from pkdns.dht.item import MutableItem
+from pkdns.errors import PkdnsError
 from pkdns.metrics import Metrics
 from pkdns.pkarr.keys import PublicKey
 from pkdns.pkarr.signed_packet import SignedPacket
@@ -136,7 +137,7 @@ class Republisher:
                 self._own[job.name] = packet.public_key.raw
                 stored = await self._publish(to_item(packet))
             except Exception as exc:  # bad zone file, network: log, retry later
-                self._report_zone(job, None, 0, f"{type(exc).__name__}: {exc}")
+                self._report_zone(job, None, 0, describe(exc))
                 return
             if self._cache is not None:
                 self._cache.insert(packet)  # answer our own records at once
@@ -183,7 +184,7 @@ class Republisher:
             try:
                 stored = await self._publish(to_item(packet))
             except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
+                error = describe(exc)
             self.plan.popular_done(packet.public_key.raw, queries, stored, error, self._wall())
             ok = error is None and stored >= self.plan.cfg.min_stored
             self._count("popular", ok)
@@ -195,3 +196,11 @@ class Republisher:
         if self._metrics is not None:
             self._metrics.republished.labels(source=source,
                                              result="stored" if ok else "failed").inc()
+
+
+def describe(exc: BaseException) -> str:
+    """The error text for logs and the status page: our own errors already say what is wrong
+    in words (``pkdns.zone:4: A record: ...``), so only unexpected ones get their class name."""
+    if isinstance(exc, PkdnsError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"

@@ -102,6 +102,19 @@ def test_check_zone_names_file_and_line(tmp_path: Path, text: str, fragment: str
     assert f"{tmp_path}/{fragment}" in str(info.value)
 
 
+def test_zone_errors_name_the_field_and_the_known_variables(tmp_path: Path) -> None:
+    """dnspython says "Text input is malformed" for both of these; the user needs more."""
+    with pytest.raises(UsageError) as info:
+        check_zone(_zone(tmp_path, "@ IN A 192.0.2.1\nhome IN A {external_ipv5}\n"))
+    assert str(info.value) == (
+        f"{tmp_path}/zone:2: unknown variable {{external_ipv5}} (known: {{external_ipv4}}, "
+        "{external_ipv6}): 'home IN A {external_ipv5}'")
+    with pytest.raises(UsageError) as info:
+        check_zone(_zone(tmp_path, "@ IN A 192.0.2.1\n\nwww IN A 192.0.2\n"))
+    assert str(info.value) == (
+        f"{tmp_path}/zone:3: A record: '192.0.2' is not an IPv4 address: 'www IN A 192.0.2'")
+
+
 def test_check_zone_bad_seed(tmp_path: Path) -> None:
     zone = _zone(tmp_path, "@ IN A 192.0.2.1\n")
     (tmp_path / "seed").write_text("not a seed")

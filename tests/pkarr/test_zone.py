@@ -117,12 +117,16 @@ def test_dnslib_types_stay_typed_for_the_resolver() -> None:
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("a A 1.2.3", "z.zone:3: Text input is malformed: 'a A 1.2.3'"),
+        ("a A 1.2.3", "z.zone:3: A record: '1.2.3' is not an IPv4 address: 'a A 1.2.3'"),
+        ("a A {external_ipv5}", "z.zone:3: unknown variable {external_ipv5} (known: "
+         "{external_ipv4}, {external_ipv6})"),
+        ("mx 60 IN AAAA {external-ipv6}", "z.zone:3: unknown variable {external-ipv6}"),
         ("a FOO 1.2.3.4", "z.zone:3: unknown rdatatype 'FOO'"),
-        ("a AAAA 1.1.1.1", "z.zone:3: Text input is malformed"),
-        ("a MX mail", "z.zone:3: expecting an integer"),
-        ("a TXT", "z.zone:3: Text input ended unexpectedly"),
-        ('a TXT "open', "z.zone:3: newline in quoted string"),
+        ("a AAAA 1.1.1.1", "z.zone:3: AAAA record: '1.1.1.1' is not an IPv6 address"),
+        ("a MX mail", "z.zone:3: MX record: expecting an integer (its fields: preference "
+         "exchange)"),
+        ("a TXT", "z.zone:3: TXT record: Text input ended unexpectedly"),
+        ('a TXT "open', "z.zone:3: TXT record: newline in quoted string"),
         ("example.com. A 1.2.3.4", "z.zone:3: owner name example.com. is outside the key's zone"),
         ("@ SOA a. b. 1 2 3 4 5", "z.zone:3: SOA records cannot be published"),
         ("a OPT \\# 0", "z.zone:3: OPT records cannot be published"),
@@ -157,5 +161,5 @@ def test_variables() -> None:
 
 @pytest.mark.parametrize("ending", ["", "\n", "\r\n", " ; comment\n"])
 def test_error_line_with_any_line_ending(ending: str) -> None:
-    with pytest.raises(UsageError, match=r"^z:2: Text input is malformed"):
+    with pytest.raises(UsageError, match=r"^z:2: A record: '1.2.3' is not an IPv4 address"):
         parse_zone(f"ok A 1.1.1.1\nbad A 1.2.3{ending}", KEY, filename="z")
