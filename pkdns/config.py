@@ -130,6 +130,8 @@ class DnsConfig:
     rate_limit: float = 100.0             # queries/s per client IP, 0 disables (reliability A3/G3)
     rate_limit_burst: float = 200.0
     any_minimal: bool = True              # RFC 8482: ANY -> TC=1 over UDP, HINFO over TCP/DoH
+    rebind_protection: bool = False       # drop private/loopback addresses from ICANN answers
+    rebind_allow: tuple[str, ...] = ()    # ICANN domains exempt from it (e.g. "lan")
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +168,8 @@ class PkarrConfig:
     packet_cache_size: int = 10000        # signed packets kept
     max_recursion_depth: int = 8          # CNAME/NS hops
     ns_port: int = 53                     # port asked on servers a pkarr zone delegates to (NS)
+    rebind_protection: bool = True        # drop private/loopback addresses from key answers
+    rebind_allow: tuple[str, ...] = ()    # keys exempt from it (besides our own [[zones]])
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,8 @@ from pkdns.config import (
     parse_hostport,
     parse_ip_hostport,
 )
-from pkdns.errors import ConfigError
+from pkdns.errors import ConfigError, PkdnsError
+from pkdns.pkarr.keys import PublicKey
 
 _CHOICES = {
     ("log", "level"): ("debug", "info", "warning", "error"),
@@ -300,6 +301,18 @@ def _checks(cfg: Config) -> list[tuple[bool, str, str]]:
     ]
 
 
+def _check_rebind_allow(cfg: Config, src: _Source) -> None:
+    """``pkarr.rebind_allow`` holds public keys, ``dns.rebind_allow`` domain names."""
+    for entry in cfg.pkarr.rebind_allow:
+        try:
+            PublicKey.parse(entry)
+        except PkdnsError as exc:
+            raise src.error("pkarr", "rebind_allow", str(exc)) from None
+    for entry in cfg.dns.rebind_allow:
+        if not re.fullmatch(r"\.?([a-z0-9_-]{1,63}\.)*[a-z0-9_-]{1,63}\.?", entry.lower()):
+            raise src.error("dns", "rebind_allow", f"not a domain name: {entry!r}")
+
+
 def _get(cfg: Config, dotted: str) -> Any:
     section, _, key = dotted.partition(".")
     return getattr(getattr(cfg, section), key)
@@ -318,6 +331,7 @@ def _validate(cfg: Config, src: _Source) -> None:
         if not ok:
             section, _, key = name.rpartition(".")
             raise src.error(section or None, key, msg)
+    _check_rebind_allow(cfg, src)
     for i, z in enumerate(cfg.zones):
         if z.interval < 60:
             raise src.error("zones", "interval", f"must be >= 60 seconds (zone {z.zone})", i)

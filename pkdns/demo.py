@@ -67,9 +67,12 @@ _log = log.get("demo")
 
 def demo_config(cfg: Config, bootstrap: Sequence[HostPort], state_dir: str,
                 listen: tuple[HostPort, ...] = DEMO_LISTEN,
-                http_listen: tuple[HostPort, ...] = HttpConfig().listen) -> Config:
+                http_listen: tuple[HostPort, ...] = HttpConfig().listen,
+                demo_key: str = "") -> Config:
     """``cfg`` adapted to the loopback testnet (see the module docstring); ``listen`` and
-    ``http_listen`` replace the DNS and HTTP addresses left at their defaults."""
+    ``http_listen`` replace the DNS and HTTP addresses left at their defaults. ``demo_key``
+    is allowed loopback addresses (the rebinding filter): the demo signs it itself, like a
+    ``[[zones]]`` key, and its records point at this machine."""
     dns, dht, http = cfg.dns, cfg.dht, cfg.http
     if dns.listen == DnsConfig().listen:
         dns = replace(dns, listen=listen)
@@ -79,7 +82,8 @@ def demo_config(cfg: Config, bootstrap: Sequence[HostPort], state_dir: str,
     dht = replace(dht, bootstrap=tuple(bootstrap),
                   bind=HOST if dht.bind == defaults.bind else None,
                   port=0 if dht.port == defaults.port else None)
-    pkarr = replace(cfg.pkarr, relays=())   # the testnet is the only source of packets
+    allow = (*cfg.pkarr.rebind_allow, demo_key) if demo_key else None
+    pkarr = replace(cfg.pkarr, relays=(), rebind_allow=allow)   # the testnet: only source
     state = state_dir if cfg.state_dir == Config().state_dir else None
     return replace(cfg, dns=dns, dht=dht, http=http, pkarr=pkarr, state_dir=state)
 
@@ -208,7 +212,8 @@ async def run(cfg: Config, reload_config: Callable[[], Config] | None = None,
             listen, http_listen = demo_listen(), demo_http_listen(cfg.http)
 
             def adapt(fresh: Config) -> Config:
-                return demo_config(fresh, net.bootstrap, state_dir, listen, http_listen)
+                return demo_config(fresh, net.bootstrap, state_dir, listen, http_listen,
+                                   packet.public_key.z32)
 
             daemon = Daemon(adapt(cfg))
             reread = (lambda: adapt(reload_config())) if reload_config is not None else None

@@ -25,6 +25,7 @@ from pkdns import log, reload
 from pkdns.config import Config, format_hostport
 from pkdns.dht.item import MutableItem
 from pkdns.dns.acl import Acl
+from pkdns.dns.pkarr_service import own_keys
 from pkdns.dns.ratelimit import RateLimiter
 from pkdns.errors import DhtError, PkdnsError
 from pkdns.persist import StateKeeper
@@ -150,6 +151,7 @@ class Operations:
         d.forwarder.attempt_timeout = cfg.dns.upstream_timeout
         self.republisher.plan.cfg = self.builder.cfg = cfg.republish
         self.republisher.reload(cfg.zones)
+        d.pkarr.handler.set_own_keys(own_keys(cfg.zones))   # exempt from the rebinding filter
 
     async def close(self) -> None:
         """Cancel background tasks (a reload in progress, watchdog pings)."""

@@ -44,6 +44,12 @@ class Metrics:
         self.republished = Counter(
             "pkdns_republished", "Signed packets (re)published", ["source", "result"],
             registry=r)
+        self.rebind_filtered = Counter(
+            "pkdns_rebind_filtered", "Addresses removed by the DNS rebinding filter",
+            ["source"], registry=r)
+        self.rebind_emptied = Counter(
+            "pkdns_rebind_emptied", "Answers left with no record of the asked type by the "
+            "DNS rebinding filter", ["source"], registry=r)
         self.relay_requests = Counter(
             "pkdns_relay_requests", "pkarr relay API requests", ["method", "status"], registry=r)
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pkdns import log
 from pkdns.clock import Clock
 from pkdns.dns import wire
-from pkdns.dns.cache import Entry, WireCache, inspect_reply
+from pkdns.dns.cache import Entry, ReplyInfo, WireCache, inspect_reply
 from pkdns.dns.forwarder import Forwarder
 from pkdns.errors import DecodeError
 from pkdns.metrics import Metrics
@@ -30,6 +30,8 @@ from pkdns.metrics import Metrics
 _log = log.get("fetch")
 _ANSWER_RCODES = frozenset((0, wire.NXDOMAIN, 6))      # NOERROR, NXDOMAIN, YXDOMAIN
 Waiter = Callable[[Entry | None], None]
+Guard = Callable[[bytes, ReplyInfo], ReplyInfo]
+"""Rewrites a reply before it is stored (the ICANN rebinding filter, ``rebind_icann``)."""
 
 
 class Fetch:
@@ -82,6 +84,7 @@ class Fetches:
                  clock: Clock) -> None:
         self.cache, self.forwarder, self.metrics, self.clock = cache, forwarder, metrics, clock
         self._inflight: dict[bytes, Fetch] = {}
+        self.guard: Guard | None = None     # applied on insert, so cache hits never pay for it
 
     def __len__(self) -> int:
         return len(self._inflight)
@@ -112,6 +115,8 @@ class Fetches:
                 if info.rcode not in _ANSWER_RCODES:
                     reason = f"upstream rcode {info.rcode}"
                 else:
+                    if self.guard is not None:
+                        info = self.guard(key, info)
                     entry = self.cache.store(key, info, now)
             except DecodeError as exc:
                 reason = str(exc)

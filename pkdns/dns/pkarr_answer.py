@@ -18,10 +18,30 @@ Outcome -> RCODE (one row each, style.md §2.6):
     loop, depth exceeded         SERVFAIL
     delegated servers all fail   SERVFAIL
     unexpected exception         SERVFAIL (logged)
+
+DNS rebinding (``pkarr.rebind_protection``, on by default; :mod:`pkdns.dns.rebind`): publishing
+a packet costs nothing, so an answer for a key name never carries a private, loopback,
+link-local, CGNAT or unspecified address, unless the key is one the user serves
+(``[[zones]]``) or allows (``pkarr.rebind_allow``). The key of the *asked* name decides, since
+that is the origin a browser trusts; every address the answer ends with is filtered, wherever
+it came from (the packet, another key, an ICANN name a CNAME points to, a delegated server),
+and so are the NS addresses we would ask. What a client gets:
+
+    some addresses blocked       the answer without them (the others still work)
+    every address blocked        NOERROR/NODATA with the key zone's SOA (TTL: the removed
+                                 records' smallest), after any CNAME records: the name
+                                 exists, it has no usable address; NXDOMAIN would deny the
+                                 name's other types, SERVFAIL would make clients retry
+    NS addresses all blocked     those servers are not asked: SERVFAIL like a delegation
+                                 whose servers all fail (unbound's do-not-query-address)
+
+Each removed address counts in ``pkdns_rebind_filtered_total{source="pkarr"}``, each emptied
+answer in ``pkdns_rebind_emptied_total{source="pkarr"}``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -29,6 +49,7 @@ from dnslib import QTYPE, RCODE, DNSRecord
 
 from pkdns import log
 from pkdns.config import HostPort, PkarrConfig
+from pkdns.dns import rebind
 from pkdns.dns.names import BadKey, Icann, PkarrName, classify, is_pkarr, normalize
 from pkdns.dns.pkarr_source import Lookup, Status
 from pkdns.dns.synth import (
@@ -40,10 +61,12 @@ from pkdns.dns.synth import (
     negative,
     present_rr,
     reply_to,
+    soa_for,
     synthesize,
     with_suffix,
 )
 from pkdns.errors import PkdnsError
+from pkdns.metrics import Metrics
 from pkdns.pkarr.keys import PublicKey
 
 _log = log.get("pkarr_answer")
@@ -74,6 +97,7 @@ class _Chain:
     qtype: int
     budget: int
     seen: set[str] = field(default_factory=set)
+    guard: bool = False          # filter blocked addresses (rebinding) on this chain
 
     def spend(self, name: str) -> bool:
         """Take one hop for ``name``; False on a loop or an exhausted budget."""
@@ -106,9 +130,23 @@ class PkarrAnswerer:
     """Implements the resolver's ``PkarrHandler`` protocol."""
 
     def __init__(self, source: PacketSource, icann: IcannClient | None, cfg: PkarrConfig, *,
-                 ns_port: int = 53) -> None:
+                 ns_port: int = 53, metrics: Metrics | None = None,
+                 own_keys: Iterable[str] = ()) -> None:
         self.source, self.icann, self.cfg, self.ns_port = source, icann, cfg, ns_port
         self.opts = SynthOptions(min_ttl=cfg.min_ttl, max_ttl=cfg.max_ttl, suffix=cfg.tld_suffix)
+        self.metrics = metrics
+        self.allowed = frozenset(PublicKey.parse(k).z32 for k in cfg.rebind_allow)
+        self.exempt = self.allowed
+        self.set_own_keys(own_keys)
+
+    def set_own_keys(self, keys: Iterable[str]) -> None:
+        """The keys of our ``[[zones]]`` (z-base-32): exempt from the rebinding filter."""
+        self.exempt = self.allowed | frozenset(keys)
+
+    def guards(self, name: PkarrName | BadKey | Icann) -> bool:
+        """Is the rebinding filter on for answers to ``name``?"""
+        return (self.cfg.rebind_protection and isinstance(name, PkarrName)
+                and name.key.z32 not in self.exempt)
 
     def claims(self, qname: str) -> bool:
         """pkarr names and labels that can only have meant a key (those get NXDOMAIN)."""
@@ -116,12 +154,36 @@ class PkarrAnswerer:
 
     async def answer(self, query: DNSRecord, client_ip: str) -> DNSRecord:
         """The full response; never raises."""
-        chain = _Chain(reply_to(query, aa=True), query.q.qtype, self.cfg.max_recursion_depth)
+        name = classify(str(query.q.qname), self.cfg.tld_suffix)
+        chain = _Chain(reply_to(query, aa=True), query.q.qtype, self.cfg.max_recursion_depth,
+                       guard=self.guards(name))
         try:
-            return await self._resolve(query, chain, client_ip)
+            reply = await self._resolve(query, chain, client_ip)
         except Exception:
             _log.exception("pkarr_answer_failed", qname=str(query.q.qname))
             return chain.fail(RCODE.SERVFAIL)
+        if chain.guard and isinstance(name, PkarrName):
+            self._filter(reply, name)
+        return reply
+
+    def _filter(self, reply: DNSRecord, name: PkarrName) -> None:
+        """Remove blocked addresses; an answer left empty becomes NODATA (module docstring)."""
+        qtype = reply.q.qtype
+        had = rebind.answers_type(reply, qtype)
+        ttl = min((rr.ttl for rr in reply.rr if rr.rtype == qtype or qtype == QTYPE.ANY),
+                  default=0)
+        removed = rebind.filter_message(reply)
+        if not removed:
+            return
+        emptied = had and not rebind.answers_type(reply, qtype)
+        _log.info("rebind_filtered", qname=str(reply.q.qname), removed=removed, emptied=emptied)
+        if self.metrics is not None:
+            self.metrics.rebind_filtered.labels("pkarr").inc(removed)
+            if emptied:
+                self.metrics.rebind_emptied.labels("pkarr").inc()
+        if emptied and reply.header.rcode == RCODE.NOERROR and \
+                not any(rr.rtype == QTYPE.SOA for rr in reply.auth):
+            reply.add_auth(soa_for(name, 0, max(ttl, 1)))
 
     async def _resolve(self, query: DNSRecord, chain: _Chain, client_ip: str) -> DNSRecord:
         """Follow the chain from ``query`` (the client's, or an NS address lookup)."""
@@ -225,6 +287,8 @@ class PkarrAnswerer:
             return None
         for ns in servers:
             addresses = ns.addresses or await self._addresses(ns.name, chain, client_ip)
+            if chain.guard:
+                addresses = self._askable(ns.name, addresses)
             for addr in addresses[:_MAX_ADDRESSES]:
                 query = _subquery(qname, chain.qtype)
                 query.header.rd = 0  # we ask an authoritative server
@@ -237,12 +301,21 @@ class PkarrAnswerer:
                     return resp
         return None
 
+    def _askable(self, ns_name: str, addresses: tuple[str, ...]) -> tuple[str, ...]:
+        """The addresses of a name server we may send to (rebinding: not the user's LAN)."""
+        ok = tuple(a for a in addresses if not rebind.blocked(a))
+        if len(ok) != len(addresses):
+            _log.info("rebind_ns_skipped", ns=ns_name, removed=len(addresses) - len(ok))
+            if self.metrics is not None:
+                self.metrics.rebind_filtered.labels("pkarr").inc(len(addresses) - len(ok))
+        return ok
+
     async def _addresses(self, ns_name: str, chain: _Chain, client_ip: str) -> tuple[str, ...]:
         """A and AAAA of a name server without glue, resolved like any name (same budget)."""
         found: list[str] = []
         for qtype in (QTYPE.A, QTYPE.AAAA):
             sub = _Chain(reply_to(_subquery(ns_name, qtype), aa=True), qtype, chain.budget,
-                         set(chain.seen))
+                         set(chain.seen), chain.guard)
             resp = await self._resolve(_subquery(ns_name, qtype), sub, client_ip)
             chain.budget = min(chain.budget, sub.budget)
             found += [str(rr.rdata) for rr in resp.rr if rr.rtype == qtype]

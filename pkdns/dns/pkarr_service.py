@@ -17,22 +17,39 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from collections.abc import Iterable
 
 from dnslib import QTYPE, RCODE
 
 from pkdns import log
 from pkdns.clock import Clock
-from pkdns.config import Config
+from pkdns.config import Config, ZoneConfig
 from pkdns.dht.krpc import Address
 from pkdns.dht.node import DhtNode
 from pkdns.dns.pkarr_answer import IcannClient, PkarrAnswerer
 from pkdns.dns.pkarr_source import PkarrSource
-from pkdns.errors import DhtError
+from pkdns.errors import DhtError, PkdnsError
 from pkdns.metrics import Metrics
+from pkdns.pkarr.keys import read_seed_file
 from pkdns.pkarr.relay_client import RelayClient
 
 _log = log.get("pkarr")
 _LOCALHOST = ("localhost", "localhost.")
+
+
+def own_keys(zones: Iterable[ZoneConfig]) -> list[str]:
+    """The public keys (z-base-32) of our ``[[zones]]``, read from their seed files.
+
+    They are exempt from the rebinding filter: a zone the user serves may well point at the
+    user's own LAN. A seed that cannot be read is skipped here; the republisher reports it.
+    """
+    keys = []
+    for zone in zones:
+        try:
+            keys.append(read_seed_file(zone.seed).public_key.z32)
+        except PkdnsError:
+            continue
+    return keys
 
 
 class PkarrService:
@@ -52,7 +69,8 @@ class PkarrService:
         self.relays = [RelayClient(url) for url in cfg.pkarr.relays]
         self.source = PkarrSource(self.node, cfg.pkarr, clock,
                                   relays=[r.fetch for r in self.relays], metrics=metrics)
-        self.handler = PkarrAnswerer(self.source, icann, cfg.pkarr, ns_port=cfg.pkarr.ns_port)
+        self.handler = PkarrAnswerer(self.source, icann, cfg.pkarr, ns_port=cfg.pkarr.ns_port,
+                                     metrics=metrics, own_keys=own_keys(cfg.zones))
         self.bootstrapped: asyncio.Event = self.node.joined
 
     async def resolve_host(self, host: str, port: int) -> list[Address]:
@@ -97,4 +115,4 @@ class PkarrService:
         await self.node.close()
 
 
-__all__ = ["PkarrService"]
+__all__ = ["PkarrService", "own_keys"]

@@ -57,6 +57,7 @@ from pkdns.dns.names import KEY_LABEL_LEN
 from pkdns.dns.pkarr_seam import PkarrHandler, ask
 from pkdns.dns.querypolicy import edns_size, error, policy_reply, reply_limit, special_qtype
 from pkdns.dns.ratelimit import RateLimiter, Verdict
+from pkdns.dns.rebind_icann import IcannGuard
 from pkdns.dns.tally import Tally, log_query
 from pkdns.errors import UpstreamError
 from pkdns.metrics import Metrics
@@ -107,6 +108,8 @@ class Resolver:
         self.limiter = RateLimiter(cfg.dns.rate_limit, cfg.dns.rate_limit_burst)
         self.debug = cfg.log.level == "debug"
         self.fetches = Fetches(cache, forwarder, metrics, clock)
+        if cfg.dns.rebind_protection:        # filters on insert: hits never pay for it
+            self.fetches.guard = IcannGuard(cfg.dns.rebind_allow, metrics)
         self.tally = Tally(metrics)
         self._hits, self._misses = self.tally.hits, self.tally.misses
         self.now = clock.monotonic

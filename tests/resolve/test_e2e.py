@@ -102,7 +102,8 @@ async def test_key_found_with_dig_kdig_and_dnspython(tmp_path: Path, testnet: Te
                                        f"sub 300 IN NS ns.sub.{Z}.", "ns.sub 300 IN A 127.0.0.1",
                                        "web 300 IN CNAME web.example.test.",
                                        '_t 300 IN TXT "hello pkarr"']))
-    cfg = config(tmp_path, testnet.bootstrap, (knot.host, knot.port))
+    # the delegated server is on loopback: allowed for this key (rebinding filter)
+    cfg = config(tmp_path, testnet.bootstrap, (knot.host, knot.port), rebind_allow=(Z,))
     async with daemon(cfg, ns_port=knot.port) as d:
         p = str(port_of(d))
         dig = await run(DIG, "@127.0.0.1", "-p", p, f"www.{Z}.key", "A", "+tries=1", "+time=3")
