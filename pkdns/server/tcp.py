@@ -11,12 +11,21 @@ are answered inline). Abuse handling (reliability.md §2.2 T1-T11):
 * at most :data:`PIPELINE_MAX` queries in progress per connection, counting both the
   coroutines of the slow path and the callbacks of the miss fast path (reading and framing
   pause beyond, so one connection holds at most that many of ``dns.max_inflight``);
-  a client that never reads is cut off once :data:`WRITE_BUFFER_MAX` bytes are queued (T8);
+* what one connection may queue is bounded (RFC 7766 §6.2.3): the kernel queues by
+  ``SO_SNDBUF``/``SO_RCVBUF`` (:data:`pkdns.server.sockets.SOCKET_BUFFER`); above
+  :data:`WRITE_HIGH` bytes of answers waiting in user space, reading and framing pause until
+  the client reads (backpressure), and a client that never reads is cut off once
+  :data:`WRITE_BUFFER_MAX` bytes are queued (T8) or when the idle timer runs out with
+  nothing sent;
+* a connection cut off with answers still unsent ends in a reset (``SO_LINGER {1, 0}``), not
+  a FIN: a graceful close would leave those bytes queued in a FIN-WAIT-1 orphan for minutes,
+  outside every cap here; a connection with nothing left to send closes with a FIN;
 * at most ``tcp_max_per_ip`` connections per client IP (new ones are closed, T9) and
   ``tcp_max_connections`` in all: then the oldest idle connection (no query in progress) is
   evicted, or the new one closed when none is idle (T10);
 * a half-close (EOF) is answered like RFC 7766 §6.2.4 asks: every query received before it
-  gets its answer, then the connection closes.
+  gets its answer, then the connection closes once the client has them all (or is reset by
+  the idle timer if it never reads them).
 """
 
 from __future__ import annotations
@@ -29,10 +38,14 @@ from pkdns import log
 from pkdns.config import DnsConfig
 from pkdns.dns import wire
 from pkdns.dns.resolver import STREAM_MAX, ClientInfo, Resolver
+from pkdns.server import sockets
 
 _log = log.get("tcp")
 PIPELINE_MAX = 64
-WRITE_BUFFER_MAX = 1 << 20
+WRITE_HIGH = 64 << 10       # answers queued in user space: stop reading above this...
+WRITE_LOW = 16 << 10        # ... and read again below this
+WRITE_BUFFER_MAX = 512 << 10
+_FINISH_POLL = 0.05         # after a half-close: how often to look whether the client has read
 
 
 class TcpServer:
@@ -99,17 +112,21 @@ class TcpConnection(asyncio.Protocol):
         self.messages = 0
         self.last_activity = 0.0
         self.timer: asyncio.TimerHandle | None = None
-        self.paused = False
+        self.paused = False         # the pipeline is full
+        self.blocked = False        # the client does not read its answers (pause_writing)
         self.eof = False
+        self.finishing = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)   # uvloop's is no subclass
         peer = transport.get_extra_info("peername")
         self.ip = peer[0] if peer else "?"
         if not self.server.admit(self):
-            self.transport.abort()
+            self.close()
             self.transport = None
             return
+        sockets.bound_queues(transport.get_extra_info("socket"))   # socket activation too
+        self.transport.set_write_buffer_limits(WRITE_HIGH, WRITE_LOW)
         self.last_activity = self.loop.time()
         self._arm(self.server.cfg.tcp_initial_timeout)
 
@@ -129,7 +146,8 @@ class TcpConnection(asyncio.Protocol):
 
     def _frames(self) -> None:
         buf = self.buf
-        while len(buf) >= 2 and self.transport is not None and not self.paused:
+        while len(buf) >= 2 and self.transport is not None and not self.paused \
+                and not self.blocked:
             size = (buf[0] << 8) | buf[1]
             if size == 0:
                 self.close()
@@ -173,9 +191,22 @@ class TcpConnection(asyncio.Protocol):
     def _limit(self) -> None:
         """Stop reading and framing while :data:`PIPELINE_MAX` queries are in progress."""
         if len(self.tasks) + self.forwarded >= PIPELINE_MAX and self.transport is not None:
-            if not self.paused and not self.eof:
+            if not (self.paused or self.blocked or self.eof):
                 self.transport.pause_reading()
             self.paused = True
+
+    def pause_writing(self) -> None:
+        """The transport holds more than :data:`WRITE_HIGH` unsent bytes: the client is not
+        reading, so stop reading its queries (they would only queue more answers)."""
+        if self.transport is not None and not (self.paused or self.blocked or self.eof):
+            self.transport.pause_reading()
+        self.blocked = True
+
+    def resume_writing(self) -> None:
+        """The client read its answers down to :data:`WRITE_LOW`: go on with its queries."""
+        self.blocked = False
+        self.paused = True      # reading is paused: _resume resumes it when the pipeline allows
+        self.loop.call_soon(self._resume)
 
     async def _slow(self, msg: bytes) -> None:
         reply = await self.resolver.resolve_admitted(msg, ClientInfo(self.ip, "tcp"), STREAM_MAX)
@@ -198,7 +229,7 @@ class TcpConnection(asyncio.Protocol):
         if t is None:
             return
         if self.eof and not self.busy() and not self.paused and not self._whole_frame():
-            t.close()
+            self._finish()
         elif self.paused and len(self.tasks) + self.forwarded < PIPELINE_MAX // 2:
             self.loop.call_soon(self._resume)
 
@@ -210,7 +241,7 @@ class TcpConnection(asyncio.Protocol):
     def _resume(self) -> None:
         """Frame what was buffered while paused, then read again (a callback of its own, so
         an answer delivered from inside ``forward`` never re-enters :meth:`_frames`)."""
-        if (not self.paused or self.transport is None
+        if (not self.paused or self.transport is None or self.blocked
                 or len(self.tasks) + self.forwarded >= PIPELINE_MAX // 2):
             return
         self.paused = False
@@ -248,10 +279,34 @@ class TcpConnection(asyncio.Protocol):
         else:
             self._arm(max(left, 0.05))
 
+    def _finish(self) -> None:
+        """After a half-close, every answer given: close with a FIN once the client has them
+        all; until then look again every :data:`_FINISH_POLL` s (the idle timer resets a
+        client that never reads them, instead of leaving them to an orphan)."""
+        t = self.transport
+        if t is None:
+            return
+        if t.get_write_buffer_size() or sockets.unsent(t.get_extra_info("socket")):
+            if not self.finishing:
+                self.finishing = True
+                self.loop.call_later(_FINISH_POLL, self._finish_again)
+            return
+        t.close()
+
+    def _finish_again(self) -> None:
+        self.finishing = False
+        self._finish()
+
     def close(self) -> None:
-        """Abort the connection (pending answers are cancelled)."""
-        if self.transport is not None:
-            self.transport.abort()
+        """End the connection now (pending answers are cancelled): a FIN when nothing is left
+        to send, else a reset, so no unsent answer outlives the connection (module docstring)."""
+        t = self.transport
+        if t is None:
+            return
+        sock = t.get_extra_info("socket")
+        if sock is not None and (t.get_write_buffer_size() or sockets.unsent(sock)):
+            sockets.reset_on_close(sock)
+        t.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.forget(self)
@@ -267,6 +322,6 @@ class TcpConnection(asyncio.Protocol):
         Queries still buffered because of the pipeline limit are answered too.
         """
         self.eof = True
-        if not self.busy() and not self.paused and not self._whole_frame():
-            return None
+        if not self.busy() and not self.paused and not self.blocked and not self._whole_frame():
+            self._finish()
         return True
