@@ -253,6 +253,7 @@ def test_validate_refuses_host_names_set_in_code(key: str) -> None:
 
 def _zone_config(tmp_path: Path, zone_text: str, seed_text: str = "00" * 32 + "\n") -> Path:
     (tmp_path / "seed.txt").write_text(seed_text)
+    (tmp_path / "seed.txt").chmod(0o600)
     (tmp_path / "pkarr.zone").write_text(zone_text)
     conf = tmp_path / "pkdns.toml"
     conf.write_text("[[zones]]\nseed = 'seed.txt'\nzone = 'pkarr.zone'\n")

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TextIO, TypeVar
 
 from pkdns.clock import SYSTEM_CLOCK
-from pkdns.cmd.keys import add_ip_echo_flag, with_addresses
+from pkdns.cmd.keys import add_ip_echo_flag, read_seed, with_addresses
 from pkdns.cmd.serve import add_common_dht_flags
 from pkdns.config import DhtConfig, HostPort, PkarrConfig, format_hostport
 from pkdns.dht.lookup import Outcome, PutResult
@@ -31,7 +31,7 @@ from pkdns.dht.node import DhtNode
 from pkdns.dht.testnet import Testnet
 from pkdns.dns.names import BadKey, PkarrName, classify
 from pkdns.errors import DecodeError, DhtError, PkdnsError, UsageError
-from pkdns.pkarr.keys import PublicKey, read_seed_file
+from pkdns.pkarr.keys import PublicKey
 from pkdns.pkarr.relay_client import (
     RelayClient,
     RelayClientError,
@@ -161,7 +161,7 @@ def _progress(status: Callable[[], str], stream: TextIO | None = None) -> Any:
 def run_publish(args: argparse.Namespace) -> int:
     """Sign the zone (exit 2 on bad input first), then put it on the DHT and the relays."""
     _check_sources(args)
-    keypair = read_seed_file(args.seedfile)
+    keypair = read_seed(args.seedfile)
     text = with_addresses(read_zone_text(args.zonefile), args.ip_echo)  # as the daemon does
     packet = sign_zone(keypair, text, args.zonefile, SYSTEM_CLOCK.wall_us())
     return asyncio.run(_publish(args, packet))

@@ -19,7 +19,7 @@ from pkdns.clock import SYSTEM_CLOCK
 from pkdns.config import RepublishConfig
 from pkdns.errors import UsageError
 from pkdns.pkarr import external_ip
-from pkdns.pkarr.keys import Keypair, read_seed_file, write_seed_file
+from pkdns.pkarr.keys import Keypair, read_seed_file, seed_file_exposure, write_seed_file
 from pkdns.pkarr.signed_packet import MAX_PACKET_BYTES, SignedPacket
 from pkdns.pkarr.zone import records_to_text, substitute_variables, variables_used
 from pkdns.publish.zonebuild import read_zone_text, sign_zone
@@ -78,13 +78,23 @@ def run_keygen(args: argparse.Namespace) -> int:
 
 def run_pubkey(args: argparse.Namespace) -> int:
     """Print the public key of a seed file."""
-    print(read_seed_file(args.seedfile).public_key.z32)
+    print(read_seed(args.seedfile).public_key.z32)
     return 0
+
+
+def read_seed(path: str) -> Keypair:
+    """A seed file for a command-line tool: a warning on stderr (as ssh gives) when every
+    user may read it; the daemon's ``[[zones]]`` refuse such a file."""
+    keypair = read_seed_file(path)
+    exposed = seed_file_exposure(path)
+    if exposed is not None:
+        print(f"pkdns: warning: {exposed}", file=sys.stderr)
+    return keypair
 
 
 def run_packet(args: argparse.Namespace) -> int:
     """Sign a zone file; print it; write the relay payload."""
-    keypair = read_seed_file(args.seedfile)
+    keypair = read_seed(args.seedfile)
     text = with_addresses(read_zone_text(args.zonefile), args.ip_echo)
     if args.timestamp is not None and not 0 <= args.timestamp < 2**63:
         raise UsageError(f"--timestamp: {args.timestamp} is not a timestamp in µs")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -227,8 +228,33 @@ def parse_seed(text: str, source: str) -> Keypair:
     )
 
 
-def read_seed_file(path: str | os.PathLike[str]) -> Keypair:
-    """Read a seed file; UsageError naming the file and what is wrong."""
+def seed_file_exposure(path: str | os.PathLike[str]) -> str | None:
+    """Why the seed file at ``path`` is exposed (every user may read or replace it), or None.
+
+    The seed is the private key: whoever reads it can publish under the name. Like ssh with
+    private keys, the command-line tools warn and the daemon refuses. Group access is left
+    alone, because granting a service group read access (mode 0640) is the documented way to
+    let the system service read a root-owned seed.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None   # read_seed_file says what is wrong with it
+    if not mode & 0o006:
+        return None
+    how = "readable" if mode & 0o004 else "writable"
+    return (f"{path}: seed file is {how} by every user (mode {stat.S_IMODE(mode):04o}); it is "
+            f"the private key: chmod 600 {path}")
+
+
+def read_seed_file(path: str | os.PathLike[str], *, private: bool = False) -> Keypair:
+    """Read a seed file; UsageError naming the file and what is wrong.
+
+    ``private``: also refuse a file every user may read or write (:func:`seed_file_exposure`).
+    """
+    exposed = seed_file_exposure(path) if private else None
+    if exposed is not None:
+        raise UsageError(exposed)
     try:
         data = Path(path).read_bytes()
     except OSError as exc:

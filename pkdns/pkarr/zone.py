@@ -137,8 +137,8 @@ def _explain(line: str, detail: str) -> str:
     get_class: Any = dns.rdata.get_rdata_class
     fields = getattr(get_class(dns.rdataclass.IN, rdtype), "__slots__", ())
     if not fields:
-        return f"{name} record: {detail}"
-    return f"{name} record: {detail} (its fields: {' '.join(fields)})"
+        return f"{detail.rstrip('.')} (in the {name} record)"
+    return f"{detail.rstrip('.')} ({name} record fields: {' '.join(fields)})"
 
 
 def _record_type(line: str) -> tuple[dns.rdatatype.RdataType, str] | None:

@@ -3,6 +3,8 @@
 Everything is re-read on every run, so editing the zone file (or the host getting a new public
 IP) reaches the DHT at the next interval or at ``systemctl reload pkdns``. The external
 address is only looked up when the zone text uses ``{external_ipv4}`` / ``{external_ipv6}``.
+The daemon refuses a seed file that every user may read (``chmod 600`` it, or 640 with a
+group the service is in).
 
 :func:`check_zone` is the offline half for ``pkdns serve --check`` (systemd runs it before
 start and before every reload): the same reading, parsing and signing, with documentation
@@ -62,7 +64,7 @@ class ZoneBuilder:
 
     @staticmethod
     def _read(zone: ZoneConfig) -> tuple[Keypair, str]:
-        return read_seed_file(zone.seed), read_zone_text(zone.zone)
+        return read_seed_file(zone.seed, private=True), read_zone_text(zone.zone)
 
     async def _substitute(self, text: str) -> str:
         want4, want6 = variables_used(text)

@@ -109,6 +109,7 @@ def test_daemon_answers_tlsa_queries_from_the_packet(tmp_path: Path) -> None:
     rdata = tlsa.record_for(_der(cert)).text()
     kp = pf.keypair(7)
     (tmp_path / "seed").write_text(kp.seed.hex())
+    (tmp_path / "seed").chmod(0o600)   # the daemon refuses a seed every user may read
     (tmp_path / "zone").write_text(f"@ IN A 192.0.2.1\n_443._tcp IN TLSA {rdata}\n")
     (tmp_path / "pkdns.toml").write_text(
         '[[zones]]\nseed = "seed"\nzone = "zone"\n')

@@ -148,6 +148,7 @@ async def test_zone_published_to_a_testnet_and_again_on_sighup(tmp_path: Path,
                                                                testnet: Testnet) -> None:
     kp = pf.keypair(42)
     (tmp_path / "seed.txt").write_text(kp.seed.hex())
+    (tmp_path / "seed.txt").chmod(0o600)
     (tmp_path / "pkarr.zone").write_text("@ IN A 192.0.2.42\n")
     zones = "[[zones]]\nseed = 'seed.txt'\nzone = 'pkarr.zone'\ninterval = 3600\n"
     reader = DhtNode(mode="client", request_timeout=1.0)

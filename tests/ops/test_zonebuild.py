@@ -19,6 +19,7 @@ TS = 1_700_000_000_000_000
 
 def _zone(tmp_path: Path, text: str) -> ZoneConfig:
     (tmp_path / "seed").write_text(pf.keypair(3).seed.hex())
+    (tmp_path / "seed").chmod(0o600)
     (tmp_path / "zone").write_text(text)
     return ZoneConfig(seed=str(tmp_path / "seed"), zone=str(tmp_path / "zone"))
 
@@ -122,3 +123,19 @@ def test_check_zone_bad_seed(tmp_path: Path) -> None:
         check_zone(zone)
     with pytest.raises(UsageError, match="cannot read seed file"):
         check_zone(ZoneConfig(seed=str(tmp_path / "missing"), zone=zone.zone))
+
+
+async def test_the_daemon_refuses_a_seed_every_user_may_read(tmp_path: Path) -> None:
+    """Like ssh with a private key: --check and the republisher refuse; group access stays
+    allowed (mode 0640 with a service group is the documented way to share the seed)."""
+    zone = _zone(tmp_path, "@ IN A 192.0.2.1\n")
+    for mode, how in ((0o644, "readable"), (0o602, "writable")):
+        (tmp_path / "seed").chmod(mode)
+        with pytest.raises(UsageError) as info:
+            check_zone(zone)
+        assert str(info.value) == (f"{tmp_path}/seed: seed file is {how} by every user (mode "
+                                   f"{mode:04o}); it is the private key: chmod 600 {tmp_path}/seed")
+        with pytest.raises(UsageError, match="by every user"):
+            await ZoneBuilder(RepublishConfig())(zone, TS)
+    (tmp_path / "seed").chmod(0o640)
+    check_zone(zone)

@@ -49,6 +49,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int, *pa
 def zero_seed(tmp_path: Path) -> Path:
     path = tmp_path / "seed"
     path.write_text(ZERO_HEX + "\n")
+    path.chmod(0o600)   # as keygen makes it (a seed every user may read gets a warning)
     return path
 
 
@@ -281,3 +282,19 @@ def test_zone_without_variables_never_asks(tmp_path: Path, zero_seed: Path) -> N
 
 def test_environment_has_the_installed_script() -> None:
     assert os.access(PKDNS, os.X_OK), PKDNS
+
+
+def test_cli_tools_warn_about_a_seed_every_user_may_read(tmp_path: Path) -> None:
+    """As ssh does: the command still works, with a warning naming the file and the fix."""
+    seed = tmp_path / "seed"
+    seed.write_text("11" * 32 + "\n")
+    seed.chmod(0o644)
+    proc = subprocess.run([sys.executable, "-m", "pkdns", "pubkey", str(seed)],
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 0 and len(proc.stdout.strip()) == 52
+    assert proc.stderr == (f"pkdns: warning: {seed}: seed file is readable by every user (mode "
+                           f"0644); it is the private key: chmod 600 {seed}\n")
+    seed.chmod(0o600)
+    proc = subprocess.run([sys.executable, "-m", "pkdns", "pubkey", str(seed)],
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 0 and proc.stderr == ""

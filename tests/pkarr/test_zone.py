@@ -123,10 +123,9 @@ def test_dnslib_types_stay_typed_for_the_resolver() -> None:
         ("mx 60 IN AAAA {external-ipv6}", "z.zone:3: unknown variable {external-ipv6}"),
         ("a FOO 1.2.3.4", "z.zone:3: unknown rdatatype 'FOO'"),
         ("a AAAA 1.1.1.1", "z.zone:3: AAAA record: '1.1.1.1' is not an IPv6 address"),
-        ("a MX mail", "z.zone:3: MX record: expecting an integer (its fields: preference "
-         "exchange)"),
-        ("a TXT", "z.zone:3: TXT record: Text input ended unexpectedly"),
-        ('a TXT "open', "z.zone:3: TXT record: newline in quoted string"),
+        ("a MX mail", "z.zone:3: expecting an integer (MX record fields: preference exchange)"),
+        ("a TXT", "z.zone:3: Text input ended unexpectedly (TXT record fields: strings)"),
+        ('a TXT "open', "z.zone:3: newline in quoted string (TXT record fields: strings)"),
         ("example.com. A 1.2.3.4", "z.zone:3: owner name example.com. is outside the key's zone"),
         ("@ SOA a. b. 1 2 3 4 5", "z.zone:3: SOA records cannot be published"),
         ("a OPT \\# 0", "z.zone:3: OPT records cannot be published"),
