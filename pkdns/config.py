@@ -31,6 +31,7 @@ DEFAULT_ALLOW = (
     "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
     "169.254.0.0/16", "100.64.0.0/10", "fc00::/7", "fe80::/10",
 )
+DEFAULT_FORWARDERS = ("127.0.0.0/8", "::1/128")   # loopback: the host's own programs
 DEFAULT_IP_ECHO_V4 = (
     "https://ipv4.icanhazip.com", "https://v4.ident.me", "https://api.ipify.org",
 )
@@ -129,6 +130,7 @@ class DnsConfig:
     allow: tuple[str, ...] = DEFAULT_ALLOW   # ACL: everyone else gets REFUSED
     rate_limit: float = 100.0             # queries/s per client IP, 0 disables (reliability A3/G3)
     rate_limit_burst: float = 200.0
+    forwarders: tuple[str, ...] = DEFAULT_FORWARDERS  # many clients in one: not rate limited
     any_minimal: bool = True              # RFC 8482: ANY -> TC=1 over UDP, HINFO over TCP/DoH
     rebind_protection: bool = False       # drop private/loopback addresses from ICANN answers
     rebind_allow: tuple[str, ...] = ()    # ICANN domains exempt from it (e.g. "lan")
@@ -163,8 +165,9 @@ class PkarrConfig:
     lookup_timeout: float = 2.5           # SERVFAIL before the client's 3 s
     first_answer_window: float = 0.15     # wait this long after the first packet for newer ones
     max_concurrent_lookups: int = 64
-    dht_rate_limit: float = 5.0           # cold DHT lookups per second per client IP
-    dht_rate_limit_burst: float = 25.0
+    dht_rate_limit: float = 20.0          # cold DHT lookups per second, the whole node
+    dht_rate_limit_burst: float = 100.0
+    dht_queue_per_client: int = 32        # lookups one client may have waiting (fair share)
     packet_cache_size: int = 10000        # signed packets kept
     max_recursion_depth: int = 8          # CNAME/NS hops
     ns_port: int = 53                     # port asked on servers a pkarr zone delegates to (NS)

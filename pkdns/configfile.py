@@ -44,7 +44,7 @@ _CHOICES = {
 _IP_ONLY = {("dns", "listen"), ("dns", "upstream"), ("http", "listen")}
 # DNS addresses may leave out the port: it is 53 there, as in resolv.conf.
 _PORT_53 = {("dns", "listen"), ("dns", "upstream")}
-_NETWORKS = {("dns", "allow"), ("http", "trusted_proxies")}
+_NETWORKS = {("dns", "allow"), ("dns", "forwarders"), ("http", "trusted_proxies")}
 
 
 class _Source:
@@ -252,6 +252,7 @@ AT_LEAST: dict[str, int] = {
     "cache.max_ttl": 1, "cache.negative_max_ttl": 1, "cache.stale_answer_ttl": 1,
     "pkarr.min_ttl": 1, "pkarr.max_ttl": 1, "pkarr.negative_ttl": 1,
     "pkarr.max_concurrent_lookups": 1, "pkarr.dht_rate_limit_burst": 1,
+    "pkarr.dht_queue_per_client": 1,
     "pkarr.packet_cache_size": 1, "pkarr.max_recursion_depth": 1,
     "dht.max_stored_items": 1,
     "dht.max_stored_bytes": 4096,         # a few BEP 44 items (1000-byte values)

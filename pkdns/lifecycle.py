@@ -142,9 +142,11 @@ class Operations:
         r.cfg, r.debug = cfg, cfg.log.level == "debug"
         if cfg.dns.allow != old.dns.allow:
             r.acl = Acl(cfg.dns.allow)
-        if (cfg.dns.rate_limit, cfg.dns.rate_limit_burst) != (old.dns.rate_limit,
-                                                             old.dns.rate_limit_burst):
-            r.limiter = RateLimiter(cfg.dns.rate_limit, cfg.dns.rate_limit_burst)
+        limits = (cfg.dns.rate_limit, cfg.dns.rate_limit_burst, cfg.dns.forwarders)
+        if limits != (old.dns.rate_limit, old.dns.rate_limit_burst, old.dns.forwarders):
+            r.limiter = RateLimiter(cfg.dns.rate_limit, cfg.dns.rate_limit_burst,
+                                    shared=cfg.dns.forwarders)
+            d.pkarr.source.gate.forwarders = Acl(cfg.dns.forwarders)
         d.forwarder.upstreams = cfg.dns.upstream
         if cfg.cache.serve_stale != old.cache.serve_stale:
             d.cache.set_serve_stale(cfg.cache.serve_stale)

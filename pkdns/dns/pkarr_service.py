@@ -68,7 +68,8 @@ class PkarrService:
                             resolve_host=self.resolve_host)
         self.relays = [RelayClient(url) for url in cfg.pkarr.relays]
         self.source = PkarrSource(self.node, cfg.pkarr, clock,
-                                  relays=[r.fetch for r in self.relays], metrics=metrics)
+                                  relays=[r.fetch for r in self.relays], metrics=metrics,
+                                  forwarders=cfg.dns.forwarders)
         self.handler = PkarrAnswerer(self.source, icann, cfg.pkarr, ns_port=cfg.pkarr.ns_port,
                                      metrics=metrics, own_keys=own_keys(cfg.zones))
         self.bootstrapped: asyncio.Event = self.node.joined

@@ -13,8 +13,8 @@
   a relay 404 is no such proof, so it counts only in a source without a DHT.
 
 What is held (never downgraded, D6; nothing from the future, D7) is :mod:`pkdns.dns.pkarr_packets`.
-Cold lookups are limited per client IP and globally (pkarr.dht_rate_limit /
-pkarr.max_concurrent_lookups).
+Cold lookups draw on a node-wide budget (pkarr.dht_rate_limit, pkarr.max_concurrent_lookups);
+what does not fit waits its turn, fairly between clients (:mod:`pkdns.dns.lookup_gate`).
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ from typing import Any, Protocol
 from pkdns import log
 from pkdns.clock import Clock
 from pkdns.config import PkarrConfig
+from pkdns.dht.ratelimit import Admission
+from pkdns.dns.lookup_gate import LookupGate
 from pkdns.dns.pkarr_evidence import absence_proven
 from pkdns.dns.pkarr_packets import CachedPacket, PacketCache
-from pkdns.dns.ratelimit import RateLimiter, Verdict
 from pkdns.errors import DecodeError
 from pkdns.metrics import Metrics
 from pkdns.pkarr.keys import PublicKey
@@ -119,11 +120,13 @@ class PkarrSource(PacketCache):
     """The packet cache in front of the DHT and the relays."""
 
     def __init__(self, dht: Dht | None, cfg: PkarrConfig, clock: Clock, *,
-                 relays: Sequence[RelayFetch] = (), metrics: Metrics | None = None) -> None:
+                 relays: Sequence[RelayFetch] = (), metrics: Metrics | None = None,
+                 forwarders: tuple[str, ...] = ()) -> None:
         super().__init__(cfg, clock)
         self._dht, self._relays, self._metrics = dht, tuple(relays), metrics
         self._inflight: dict[bytes, Flight] = {}
-        self._limiter = RateLimiter(cfg.dht_rate_limit, cfg.dht_rate_limit_burst)
+        self.gate: LookupGate[Flight] = LookupGate(cfg, clock, self._launch, self._give_up,
+                                                   forwarders)
         self._tasks: set[asyncio.Task[None]] = set()
         self.lookups_started = 0
 
@@ -141,11 +144,10 @@ class PkarrSource(PacketCache):
             return Lookup(Status.NOT_FOUND, negative_ttl=absent)
         flight = self._inflight.get(raw)
         if flight is None:
-            if self._limiter.check(client_ip, now) is not Verdict.PASS:
+            flight = self._flight(key)
+            if self.gate.admit(client_ip, flight) is Admission.REFUSED:
+                del self._inflight[raw]
                 return Lookup(Status.RATE_LIMITED)
-            if len(self._inflight) >= self._cfg.max_concurrent_lookups:
-                return Lookup(Status.OVERLOADED)
-            flight = self._start(key)
         result: Lookup = await asyncio.shield(flight.first)
         return result
 
@@ -161,21 +163,32 @@ class PkarrSource(PacketCache):
             del self._packets[raw]  # too old to serve even stale: a cold lookup again
             return None
         if (raw not in self._inflight and now - entry.last_attempt >= self._cfg.negative_ttl
-                and len(self._inflight) < self._cfg.max_concurrent_lookups):
+                and self.gate.refresh(now)):
             entry.last_attempt = now
-            self._start(entry.packet.public_key)
+            self._launch(self._flight(entry.packet.public_key))
         return Lookup(Status.FOUND, entry.packet, age, stale=True)
 
     # --- lookups ---------------------------------------------------------------------------
 
-    def _start(self, key: PublicKey) -> Flight:
-        flight = Flight(key, asyncio.get_running_loop().create_future())
-        self._inflight[key.raw] = flight
+    def _flight(self, key: PublicKey) -> Flight:
+        """A lookup for ``key`` that callers can join; :meth:`_launch` runs it."""
+        flight = self._inflight[key.raw] = Flight(key, asyncio.get_running_loop().create_future())
+        return flight
+
+    def _launch(self, flight: Flight) -> None:
         self.lookups_started += 1
-        task = asyncio.create_task(self._run(flight), name=f"pkarr-lookup-{key.z32}")
+        task = asyncio.create_task(self._run(flight), name=f"pkarr-lookup-{flight.key.z32}")
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
-        return flight
+
+    def _give_up(self, flight: Flight) -> None:
+        """The node's lookup budget had no room for ``flight`` in time: SERVFAIL, not REFUSED
+        (the name is fine; we are busy)."""
+        self._inflight.pop(flight.key.raw, None)
+        if not flight.first.done():
+            flight.first.set_result(Lookup(Status.OVERLOADED))
+        if self._metrics is not None:
+            self._metrics.rate_limited.labels("dht_lookup_wait").inc()
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -197,6 +210,7 @@ class PkarrSource(PacketCache):
             deadline.cancel()
             flight.cancel_window()
             self._inflight.pop(flight.key.raw, None)
+            self.gate.finished()
             outcome = self._conclude(flight)
             if self._metrics is not None:
                 self._metrics.dht_lookups.labels(outcome.value).inc()
@@ -296,10 +310,15 @@ class PkarrSource(PacketCache):
 
     async def close(self) -> None:
         """Cancel running lookups (callers still waiting get UNAVAILABLE)."""
+        self.gate.close()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for flight in list(self._inflight.values()):   # still waiting for the budget
+            if not flight.first.done():
+                flight.first.set_result(Lookup(Status.UNAVAILABLE))
+        self._inflight.clear()
 
 
 __all__ = ["CachedPacket", "Dht", "Lookup", "PkarrSource", "RelayFetch", "Status"]

@@ -105,7 +105,8 @@ class Resolver:
         self.cfg, self.cache, self.forwarder = cfg, cache, forwarder
         self.clock, self.metrics, self.pkarr = clock, metrics, pkarr
         self.acl = Acl(cfg.dns.allow)
-        self.limiter = RateLimiter(cfg.dns.rate_limit, cfg.dns.rate_limit_burst)
+        self.limiter = RateLimiter(cfg.dns.rate_limit, cfg.dns.rate_limit_burst,
+                                   shared=cfg.dns.forwarders)
         self.debug = cfg.log.level == "debug"
         self.fetches = Fetches(cache, forwarder, metrics, clock)
         if cfg.dns.rebind_protection:        # filters on insert: hits never pay for it

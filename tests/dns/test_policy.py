@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pkdns.config import DEFAULT_ALLOW
+from pkdns.config import DEFAULT_ALLOW, DnsConfig
 from pkdns.dns.acl import Acl
 from pkdns.dns.ratelimit import RateLimiter, Verdict
 
@@ -56,3 +56,22 @@ def test_table_is_bounded() -> None:
 def test_zero_rate_disables() -> None:
     rl = RateLimiter(rate=0, burst=0)
     assert all(rl.check("1.2.3.4", 0.0) is Verdict.PASS for _ in range(10_000))
+
+
+def test_forwarders_and_loopback_are_many_clients_not_limited() -> None:
+    """Every program on the host arrives from 127.0.0.1 and every LAN client behind a router
+    from the router's address: limiting them per address throttles everyone at once."""
+    rl = RateLimiter(rate=1, burst=1, shared=DnsConfig().forwarders + ("192.168.1.1/32",))
+    for ip in ("127.0.0.1", "127.0.0.53", "::1", "192.168.1.1"):
+        assert all(rl.check(ip, 0.0) is Verdict.PASS for _ in range(1000))
+    assert rl.check("192.168.1.2", 0.0) is Verdict.PASS
+    assert rl.check("192.168.1.2", 0.0) is not Verdict.PASS
+
+
+def test_refill_in_says_when_a_limited_address_has_a_token_again() -> None:
+    rl = RateLimiter(rate=10, burst=1)
+    assert rl.refill_in("10.0.0.1", 0.0) == 0.0
+    rl.check("10.0.0.1", 0.0)
+    assert abs(rl.refill_in("10.0.0.1", 0.0) - 0.1) < 1e-9
+    assert abs(rl.refill_in("10.0.0.1", 0.05) - 0.05) < 1e-9
+    assert rl.refill_in("10.0.0.1", 0.1) == 0.0

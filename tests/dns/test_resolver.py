@@ -101,7 +101,7 @@ async def test_acl_refuses_without_recursion() -> None:
 
 async def test_rate_limit_udp_drops_and_slips_tcp_refuses() -> None:
     with FakeUpstream(a_record()) as up:
-        r = make(up, dns_kw={"rate_limit": 1.0, "rate_limit_burst": 3.0})
+        r = make(up, dns_kw={"rate_limit": 1.0, "rate_limit_burst": 3.0, "forwarders": ()})
         replies = [await ask(r) for _ in range(9)]
         answered = [m for m in replies if m is not None and not m.flags & dns.flags.TC]
         slipped = [m for m in replies if m is not None and m.flags & dns.flags.TC]

@@ -37,7 +37,8 @@ def run(tmp_path: Path) -> Run:
             cfg = Config(
                 state_dir=str(tmp_path),
                 dns=DnsConfig(listen=(("127.0.0.1", 0),), upstream=((up.host, up.port),),
-                              allow=allow, rate_limit=rate[0], rate_limit_burst=rate[1]),
+                              allow=allow, rate_limit=rate[0], rate_limit_burst=rate[1],
+                              forwarders=()),           # the clients here are on loopback
                 http=HttpConfig(listen=(("127.0.0.1", 0),), trusted_proxies=trusted),
                 dht=DhtConfig(port=0, bind="127.0.0.1", bootstrap=()))
             daemon = Daemon(cfg)

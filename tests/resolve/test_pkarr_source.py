@@ -268,26 +268,54 @@ async def test_relay_404_with_the_dht_unavailable_is_unavailable() -> None:
     assert (await relay_only.get(KEY, "ip")).status is Status.NOT_FOUND
 
 
-async def test_per_ip_rate_limit_for_cold_lookups() -> None:
+async def test_node_budget_queues_cold_lookups_instead_of_refusing() -> None:
+    """One address (a router, 127.0.0.1) gets the node's whole burst; past it lookups wait
+    for the next token and start, and cached answers are not limited."""
+    clock = FakeClock()
     dht = FakeDht(lambda k: Script(responded=8))
-    src = source(dht, FakeClock(), dht_rate_limit=1.0, dht_rate_limit_burst=2.0)
+    src = source(dht, clock, dht_rate_limit=20.0, dht_rate_limit_burst=3.0)
     keys = [keypair(20 + i).public_key for i in range(4)]
+    results = [asyncio.create_task(src.get(k, "10.0.0.9")) for k in keys]
+    await asyncio.sleep(0.01)
+    assert src.lookups_started == 3 and src.gate.budget.waiting == 1
+    clock.advance(0.05)                           # one token later (20/s)
+    done = await asyncio.wait_for(asyncio.gather(*results), 2)
+    assert {r.status for r in done} == {Status.NOT_FOUND} and src.lookups_started == 4
     assert (await src.get(keys[0], "10.0.0.9")).status is Status.NOT_FOUND
-    assert (await src.get(keys[1], "10.0.0.9")).status is Status.NOT_FOUND
-    assert (await src.get(keys[2], "10.0.0.9")).status is Status.RATE_LIMITED
-    assert (await src.get(keys[2], "10.0.0.10")).status is Status.NOT_FOUND
-    # cached answers are not limited
-    assert (await src.get(keys[0], "10.0.0.9")).status is Status.NOT_FOUND
+    assert src.lookups_started == 4
 
 
-async def test_global_cap_on_concurrent_lookups() -> None:
+async def test_a_strangers_share_of_the_waiting_room_is_bounded() -> None:
     dht = FakeDht(lambda k: Script(hang=True))
-    src = source(dht, FakeClock(), max_concurrent_lookups=1, lookup_timeout=5.0)
+    src = PkarrSource(dht, dataclasses.replace(CFG, max_concurrent_lookups=1, lookup_timeout=5.0,
+                                               dht_queue_per_client=1),
+                      FakeClock(), forwarders=("127.0.0.0/8",))
+    keys = [keypair(50 + i).public_key for i in range(5)]
+    running = asyncio.create_task(src.get(keys[0], "10.0.0.9"))
+    waiting = asyncio.create_task(src.get(keys[1], "10.0.0.9"))
+    await asyncio.sleep(0.01)
+    assert (await src.get(keys[2], "10.0.0.9")).status is Status.RATE_LIMITED
+    via_router = [asyncio.create_task(src.get(k, "127.0.0.1")) for k in keys[2:]]
+    await asyncio.sleep(0.01)
+    assert src.gate.budget.waiting == 4 and not any(t.done() for t in via_router)
+    await src.close()
+    for t in [running, waiting, *via_router]:
+        assert (await asyncio.wait_for(t, 1)).status is Status.UNAVAILABLE
+
+
+async def test_a_lookup_that_waits_too_long_is_overloaded() -> None:
+    clock = FakeClock()
+    dht = FakeDht(lambda k: Script(hang=True))
+    src = source(dht, clock, max_concurrent_lookups=1, lookup_timeout=5.0)
+    src.gate.budget.max_wait = 0.05
     first = asyncio.create_task(src.get(KEY, "ip"))
     await asyncio.sleep(0.01)
-    assert (await src.get(keypair(30).public_key, "ip")).status is Status.OVERLOADED
+    second = asyncio.create_task(src.get(keypair(30).public_key, "ip"))
+    await asyncio.sleep(0.01)
+    clock.advance(0.05)
+    assert (await asyncio.wait_for(second, 1)).status is Status.OVERLOADED
     await src.close()
-    assert first.done() or (await asyncio.wait_for(first, 1)).status is Status.UNAVAILABLE
+    assert (await asyncio.wait_for(first, 1)).status is Status.UNAVAILABLE
 
 
 async def test_insert_hook_and_bounded_cache() -> None:
