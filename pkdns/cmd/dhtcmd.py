@@ -27,9 +27,10 @@ from pkdns.cmd.keys import add_ip_echo_flag, read_seed, with_addresses
 from pkdns.cmd.serve import add_common_dht_flags
 from pkdns.config import DhtConfig, HostPort, PkarrConfig, format_hostport
 from pkdns.dht.lookup import Outcome, PutResult
-from pkdns.dht.node import DhtNode
+from pkdns.dht.node import DhtNode, GetQuery
 from pkdns.dht.testnet import Testnet
 from pkdns.dns.names import BadKey, PkarrName, classify
+from pkdns.dns.pkarr_evidence import absence_proven
 from pkdns.errors import DecodeError, DhtError, PkdnsError, UsageError
 from pkdns.pkarr.keys import PublicKey
 from pkdns.pkarr.relay_client import (
@@ -44,6 +45,9 @@ from pkdns.publish.republisher import to_item
 from pkdns.publish.zonebuild import read_zone_text, sign_zone
 
 LOOKUP_TIMEOUT = 5.0
+"""Seconds a get (or a put's lookup) goes on after joining: new rounds while nothing is found."""
+JOIN_TIMEOUT = 10.0
+"""Seconds of hellos (resent with backoff) before "could not join the DHT"."""
 T = TypeVar("T")
 
 
@@ -119,14 +123,19 @@ def _bootstrap(args: argparse.Namespace) -> list[HostPort]:
 
 @contextlib.asynccontextmanager
 async def _joined(args: argparse.Namespace) -> AsyncIterator[DhtNode]:
-    """A read-only node that joined the DHT, closed on exit."""
+    """A read-only node that joined the DHT, closed on exit.
+
+    Joined means one node answered: every bootstrap host is greeted at once and resent to
+    with backoff (a lost datagram or two must not end the command), and the lookup starts
+    from the first answer and the contacts it listed instead of walking to our own id first.
+    """
     node = DhtNode(mode="client")
     await node.start("0.0.0.0", 0)
     try:
         nodes = _bootstrap(args)
         with _progress(lambda: f"joining the DHT via {len(nodes)} bootstrap node(s)"):
-            size = await node.bootstrap(nodes)
-        if size == 0:
+            joined = await node.join(nodes, timeout=JOIN_TIMEOUT)
+        if not joined:
             where = ", ".join(format_hostport(n) for n in nodes)
             raise DhtError(f"could not join the DHT: no node answered (bootstrap: {where})")
         yield node
@@ -233,16 +242,24 @@ async def _dht_get(args: argparse.Namespace, key: PublicKey) -> tuple[SignedPack
     best: SignedPacket | None = None
     rejected = 0
     async with _joined(args) as node:
-        query = node.get_mutable(key.raw, timeout=LOOKUP_TIMEOUT)
-        with _progress(lambda: _status(query.outcome)):
-            async for item in query:
-                try:
-                    packet = SignedPacket.from_bep44(item.k, item.seq, item.v, item.sig)
-                except DecodeError:
-                    rejected += 1
-                    continue
-                if best is None or packet.more_recent_than(best):
-                    best = packet
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LOOKUP_TIMEOUT
+        rounds: list[GetQuery] = []
+        with _progress(lambda: _status(rounds[-1].outcome)):
+            while True:  # rounds until found, absence proven or the deadline (lossy network)
+                query = node.get_mutable(key.raw, timeout=deadline - loop.time())
+                rounds.append(query)
+                async for item in query:
+                    try:
+                        packet = SignedPacket.from_bep44(item.k, item.seq, item.v, item.sig)
+                    except DecodeError:
+                        rejected += 1
+                        continue
+                    if best is None or packet.more_recent_than(best):
+                        best = packet
+                if (best is not None or absence_proven(query.outcome)
+                        or deadline - loop.time() < 0.1):
+                    break
     return best, _status(query.outcome) + (f", {rejected} unparseable" if rejected else "")
 
 

@@ -39,6 +39,7 @@ from pkdns.dht.admission import QuerierCheck
 from pkdns.dht.getquery import GetQuery
 from pkdns.dht.ids import make_node_id
 from pkdns.dht.item import MutableItem
+from pkdns.dht.join import RESEND_FIRST, SAVED_HELLOS, Greeter
 from pkdns.dht.krpc import Address, ErrorMessage, Query
 from pkdns.dht.lookup import GetMutableLookup, IterativeLookup, Outcome, PutMutable, PutResult
 from pkdns.dht.ratelimit import PACE_LIMIT, PerIpLimiter, SendPacer
@@ -76,7 +77,7 @@ class DhtNode:
                  node_id: bytes | None = None, external_ip: str | None = None,
                  resolve_host: ResolveHost | None = None, rng: random.Random | None = None,
                  max_queried: int = 128, pace_limit: int = PACE_LIMIT,
-                 min_nodes: int = MIN_NODES) -> None:
+                 min_nodes: int = MIN_NODES, join_resend: float = RESEND_FIRST) -> None:
         if mode not in ("client", "server"):
             raise ValueError(f"mode must be client or server, not {mode!r}")
         self.mode = mode
@@ -98,6 +99,9 @@ class DhtNode:
         self._checks: set[asyncio.Task[None]] = set()
         self.joined = asyncio.Event()
         """Set once a bootstrap round left the routing table non-empty."""
+        self._greeter = Greeter(self.id, self.read_only, self._paced_request,
+                                lambda i, a: self._seen(i, a, self._clock.monotonic()),
+                                join_resend)
         self._protocol: KrpcProtocol | None = None
         self._address: Address | None = None
         self.rate_limited = 0
@@ -147,18 +151,26 @@ class DhtNode:
 
     # -- lookups --------------------------------------------------------------------------
     def _seeds(self, target: bytes) -> list[tuple[bytes | None, Address]]:
-        return [(e.id, e.addr) for e in self.table.closest(target, 32)]
+        return self._greeter.seeds([(e.id, e.addr) for e in self.table.closest(target, 32)],
+                                   target)
 
     def _query_for(self, lookup: IterativeLookup) -> Query:
         seq = lookup.seq_floor if isinstance(lookup, GetMutableLookup) else None
         return Query(tid=b"", method=lookup.method, id=self.id,
                      target=lookup.target, seq=seq, read_only=self.read_only)
 
+    def _pace(self, addr: Address) -> bool:
+        """May we send to ``addr`` now? (SendPacer; a skip is no fault of the node.)"""
+        allowed = self._pacer.allow(ip_key(*addr), self._clock.monotonic())
+        self.paced += not allowed
+        return allowed
+
+    async def _paced_request(self, addr: Address, query: Query, wait: float) -> Reply | None:
+        return await self.protocol.request(addr, query, wait) if self._pace(addr) else None
+
     async def _ask(self, addr: Address, query: Query) -> Reply | None:
-        """Send one query; None on timeout, or at once when pacing says skip (which is no
-        fault of the node, so it is not counted against it)."""
-        if not self._pacer.allow(ip_key(*addr), self._clock.monotonic()):
-            self.paced += 1
+        """Send one query; None on timeout (counted against the node) or when paced."""
+        if not self._pace(addr):
             return None
         reply = await self.protocol.request(addr, query, self.request_timeout)
         now = self._clock.monotonic()
@@ -231,22 +243,38 @@ class DhtNode:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _resolve_all(self, nodes: Iterable[tuple[str, int]]) -> list[Address]:
-        out: list[Address] = []
-        for host, port in nodes:
+        """Every bootstrap host at once (a slow name must not hold up the others)."""
+        async def one(host: str, port: int) -> list[Address]:
             try:
-                out.extend((await self._resolve(host, port))[:4])
+                return (await self._resolve(host, port))[:4]
             except (OSError, UnicodeError, PkdnsError) as exc:
                 _log.warning("dht_bootstrap_unresolved", host=host, error=str(exc))
-        return list(dict.fromkeys(out))
+                return []
+
+        found = await asyncio.gather(*(one(h, p) for h, p in nodes))
+        return [a for a in dict.fromkeys(a for addrs in found for a in addrs)
+                if a != self._address]
+
+    async def join(self, nodes: Sequence[tuple[str, int]], *, timeout: float = 10.0) -> bool:
+        """Greet every bootstrap address and up to 16 saved contacts at once, resending to
+        each with backoff (join.py); True as soon as one answered, False if none did."""
+        saved = [e.addr for e in self.table.closest(self.id, SAVED_HELLOS)]
+        addrs = list(dict.fromkeys(await self._resolve_all(nodes) + saved))
+        return await self._greeter.greet(addrs, timeout, self._checks)
 
     async def bootstrap(self, nodes: Sequence[tuple[str, int]], *, timeout: float = 10.0) -> int:
-        """Find our neighbourhood through ``nodes`` (host names allowed); return the table size."""
-        seeds: list[tuple[bytes | None, Address]] = [
-            (None, a) for a in await self._resolve_all(nodes) if a != self._address]
-        seeds += self._seeds(self.id)
-        lookup = IterativeLookup(self.id, seeds, self._clock.monotonic(), timeout=timeout,
-                                 own_id=self.id, max_queried=self.max_queried)
-        await self._drive(lookup)
+        """Join through ``nodes`` (host names allowed) and the saved contacts, then walk
+        toward our own id; again while the table is empty and time is left. The table size."""
+        deadline = self._clock.monotonic() + timeout
+        while (left := deadline - self._clock.monotonic()) > 0.05:
+            if not await self.join(nodes, timeout=left):
+                break
+            await self._drive(IterativeLookup(
+                self.id, self._seeds(self.id), self._clock.monotonic(),
+                timeout=max(0.05, deadline - self._clock.monotonic()), own_id=self.id,
+                max_queried=self.max_queried))
+            if len(self.table) > 0:
+                break
         if len(self.table) > 0:
             self.joined.set()
         return len(self.table)

@@ -106,7 +106,10 @@ async def _literal(host: str, port: int) -> list[Address]:
 
 
 def _node(net: FakeNet, clock: FakeClock, **kw: int) -> tuple[DhtNode, FakeProtocol]:
-    node = DhtNode(clock=clock, resolve_host=_literal, rng=random.Random(5), **kw)
+    # join_resend=0: the fake network's silence is instant, so one hello per round
+    # (resends are timed on the event loop; tests/dht/test_join.py covers them)
+    node = DhtNode(clock=clock, resolve_host=_literal, rng=random.Random(5), join_resend=0,
+                   **kw)
     proto = FakeProtocol(net)
     node._protocol = cast(KrpcProtocol, proto)
     return node, proto

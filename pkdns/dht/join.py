@@ -1,0 +1,155 @@
+"""Joining the DHT over a lossy network: say hello to every known address at once, and resend.
+
+A cold node knows only its bootstrap addresses (and, in the daemon, the contacts saved in the
+state dir). Asking each once, as a plain lookup does, fails whenever the one query or its
+reply is lost: on a link that drops 30 % of datagrams half of all round trips fail, and a CLI
+with one bootstrap host then died after one request timeout ("could not join the DHT"). So
+the join sends ``find_node`` for our own id to all of them in parallel and resends to each on
+a backoff schedule (0, 0.25, 0.75, 1.75, 3.75 s, ... at most 2 s apart) until the first one
+answers or the deadline passes. Every attempt stays open until the deadline, so a late reply
+to an early attempt still counts (a slow node is not a lost one).
+
+Pure parts (:func:`resend_offsets`) take no clock; :func:`first_answer` is the small asyncio
+piece the node drives with its own ``request``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
+
+from pkdns.dht.ids import distance
+from pkdns.dht.krpc import Address, NodeInfo, Query, Response
+from pkdns.dht.transport import Reply
+
+RESEND_FIRST = 0.25
+"""First resend after this many seconds; loopback and LAN round trips are far shorter, the
+internet's median is ~0.15 s."""
+RESEND_MAX = 2.0
+"""Resends never get further apart than this (mainline's own request timeout)."""
+SAVED_HELLOS = 16
+"""Saved contacts greeted along with the bootstrap hosts (the closest to our id first)."""
+
+MAX_HINTS = 256
+
+Attempt = Callable[[float], Coroutine[Any, Any, Reply | None]]
+"""Send one query that waits at most the given seconds for its reply."""
+Ask = Callable[[Address, Query, float], Coroutine[Any, Any, Reply | None]]
+"""The node's paced send: (address, query, seconds to wait)."""
+Seeds = list[tuple[bytes | None, Address]]
+
+
+def resend_offsets(timeout: float, first: float = RESEND_FIRST,
+                   most: float = RESEND_MAX) -> list[float]:
+    """When to (re)send within ``timeout`` seconds: 0, then gaps doubling from ``first``."""
+    out, at, gap = [0.0], 0.0, first
+    while at + gap < timeout:
+        at += gap
+        out.append(at)
+        gap = min(gap * 2, most)
+    return out
+
+
+async def first_answer(attempt: Attempt, timeout: float,
+                       offsets: list[float] | None = None) -> Response | None:
+    """Run ``attempt`` at each offset; the first :class:`Response` (errors and silence do not
+    count), or None once ``timeout`` passed. Attempts still open are cancelled."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    pending: set[asyncio.Task[Reply | None]] = set()
+    try:
+        for at in offsets if offsets is not None else resend_offsets(timeout):
+            left = start + at - loop.time()
+            if left > 0 and pending:
+                done, pending = await asyncio.wait(pending, timeout=left,
+                                                   return_when=asyncio.FIRST_COMPLETED)
+                if (got := _response(done)) is not None:
+                    return got
+            elif left > 0:
+                await asyncio.sleep(left)
+            wait = start + timeout - loop.time()
+            if wait <= 0:
+                break
+            pending.add(loop.create_task(attempt(wait)))
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if (got := _response(done)) is not None:
+                return got
+        return None
+    finally:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _response(done: set[asyncio.Task[Reply | None]]) -> Response | None:
+    for task in done:
+        if not task.cancelled() and task.exception() is None:
+            reply = task.result()
+            if isinstance(reply, Response):
+                return reply
+    return None
+
+
+class Greeter:
+    """The node's join: hellos with resends, and the contacts the greeted nodes told us of.
+
+    ``on_answer(node_id, addr)`` is the node's "seen" (routing table); the hints are seeds
+    while the table is still small -- a read-only node's table holds only nodes that answered
+    it, so right after the first hello it holds one node, but that node listed 8 more.
+    """
+
+    def __init__(self, own_id: bytes, read_only: bool, ask: Ask,
+                 on_answer: Callable[[bytes, Address], None],
+                 resend_first: float = RESEND_FIRST) -> None:
+        self.own_id, self.read_only = own_id, read_only
+        self.resend_first = resend_first
+        """0: send once (unit tests on a fake network whose silence is instant)."""
+        self._ask, self._on_answer = ask, on_answer
+        self.hints: dict[Address, bytes] = {}
+
+    async def hello(self, addr: Address, timeout: float) -> Response | None:
+        """find_node for our id to ``addr``, resent with backoff until it answers."""
+        query = Query(tid=b"", method="find_node", id=self.own_id, target=self.own_id,
+                      read_only=self.read_only)
+        offsets = resend_offsets(timeout, self.resend_first) if self.resend_first > 0 else [0.0]
+        reply = await first_answer(lambda wait: self._ask(addr, query, wait), timeout, offsets)
+        if reply is not None:
+            self._on_answer(reply.id, addr)
+            self.hint(reply.nodes)
+        return reply
+
+    def hint(self, nodes: Iterable[NodeInfo]) -> None:
+        for n in nodes:
+            if n.id != self.own_id and len(self.hints) < MAX_HINTS:
+                self.hints[n.addr] = n.id
+
+    async def greet(self, addrs: list[Address], timeout: float,
+                    tasks: set[asyncio.Task[None]]) -> bool:
+        """Hello to all ``addrs`` at once; True as soon as one answered, False when none
+        did within ``timeout``. The hellos still running go on in the background (added to
+        ``tasks``, which the node cancels on close) and add whoever answers later."""
+        first: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+        async def one(addr: Address) -> None:
+            if await self.hello(addr, timeout) is not None and not first.done():
+                first.set_result(True)
+
+        started = [asyncio.create_task(one(a)) for a in addrs]
+        for task in started:
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        everyone: asyncio.Future[Any] = asyncio.gather(*started, return_exceptions=True)
+        waits: list[asyncio.Future[Any]] = [first, everyone]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        return first.done()
+
+    def seeds(self, known: Seeds, target: bytes, n: int = 32) -> Seeds:
+        """``known`` (routing-table contacts) topped up with the closest hints."""
+        if len(known) >= n or not self.hints:
+            return known
+        have = {a for _, a in known}
+        extra = sorted(((i, a) for a, i in self.hints.items() if a not in have),
+                       key=lambda h: distance(h[0], target))
+        return known + [(i, a) for i, a in extra[:n - len(known)]]

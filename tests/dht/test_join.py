@@ -1,0 +1,81 @@
+"""Joining over a lossy network (pkdns/dht/join.py): resends with backoff, every attempt open
+until the deadline, the first real answer wins; a node whose first hellos are lost still
+joins, and a read-only node seeds its lookups from the contacts the greeted node listed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from pkdns.dht.join import Greeter, first_answer, resend_offsets
+from pkdns.dht.krpc import Address, ErrorMessage, NodeInfo, Query, Response
+
+ID = b"\x01" * 20
+PEER = b"\x02" * 20
+
+
+def test_resend_offsets_double_up_to_the_cap() -> None:
+    assert resend_offsets(10.0) == [0.0, 0.25, 0.75, 1.75, 3.75, 5.75, 7.75, 9.75]
+    assert resend_offsets(0.2) == [0.0]
+    assert resend_offsets(1.0, first=0.125, most=0.25) == [0.0, 0.125, 0.375, 0.625, 0.875]
+
+
+async def test_a_late_reply_to_the_first_attempt_still_wins() -> None:
+    """The first datagram was slow, not lost: its reply arrives after the second was sent."""
+    calls: list[float] = []
+
+    async def attempt(wait: float) -> Response | None:
+        calls.append(wait)
+        if len(calls) == 1:
+            await asyncio.sleep(0.08)
+            return Response(b"aa", PEER)
+        await asyncio.sleep(wait)
+        return None
+
+    t0 = time.monotonic()
+    got = await first_answer(attempt, 1.0, [0.0, 0.05, 0.5])
+    assert got is not None and got.id == PEER
+    assert len(calls) == 2 and 0.07 < time.monotonic() - t0 < 0.4
+
+
+async def test_errors_and_silence_are_not_answers() -> None:
+    async def attempt(wait: float) -> Response | ErrorMessage | None:
+        return ErrorMessage(b"aa", 202, "Server Error")
+
+    assert await first_answer(attempt, 0.1, [0.0, 0.02, 0.04]) is None
+
+
+async def test_lost_hellos_are_resent_until_one_gets_through() -> None:
+    """Two datagrams lost, the third answered: joined, the peer and its listed contacts kept."""
+    seen: list[tuple[bytes, Address]] = []
+    sent: list[Query] = []
+    listed = (NodeInfo(b"\x03" * 20, "127.0.0.3", 3), NodeInfo(b"\x7f" * 20, "127.0.0.4", 4))
+
+    async def ask(addr: Address, q: Query, wait: float) -> Response | None:
+        sent.append(q)
+        if len(sent) < 3:
+            await asyncio.sleep(wait)  # lost: nothing comes back before the deadline
+            return None
+        return Response(b"aa", PEER, nodes=listed)
+
+    greeter = Greeter(ID, True, ask, lambda i, a: seen.append((i, a)), resend_first=0.02)
+    tasks: set[asyncio.Task[None]] = set()
+    assert await greeter.greet([("127.0.0.2", 2)], 2.0, tasks)
+    assert seen == [(PEER, ("127.0.0.2", 2))]
+    assert [q.method for q in sent] == ["find_node"] * 3
+    assert all(q.read_only and q.target == ID for q in sent)
+    # hints top up the (empty) table's seeds, closest to the target first
+    assert greeter.seeds([], b"\x7f" * 20) == [(b"\x7f" * 20, ("127.0.0.4", 4)),
+                                               (b"\x03" * 20, ("127.0.0.3", 3))]
+    await asyncio.gather(*tasks)
+
+
+async def test_nobody_answers_within_the_timeout() -> None:
+    async def ask(addr: Address, q: Query, wait: float) -> Response | None:
+        await asyncio.sleep(wait)
+        return None
+
+    greeter = Greeter(ID, False, ask, lambda i, a: None, resend_first=0.05)
+    t0 = time.monotonic()
+    assert not await greeter.greet([("127.0.0.2", 2), ("127.0.0.3", 3)], 0.3, set())
+    assert 0.25 < time.monotonic() - t0 < 1.0
