@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,6 +93,68 @@ def test_unreachable_bootstrap_is_exit_1(keyfiles: tuple[str, str, str],
                                          capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["resolve", keyfiles[2], "--bootstrap", "127.0.0.1:9"]) == 1
     assert "could not join the DHT" in capsys.readouterr().err
+
+
+class LossyForwarder:
+    """A UDP relay in front of one DHT node that drops each client's first ``lose`` datagrams
+    (a lossy first hop); replies go back to the client from the relay's own address."""
+
+    def __init__(self, target: tuple[str, int], lose: int) -> None:
+        self.target, self.lose = target, lose
+        self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.front.bind(("127.0.0.1", 0))
+        self.dropped = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.front.getsockname()[1]}"
+
+    def _run(self) -> None:
+        back: dict[tuple[str, int], socket.socket] = {}
+        seen: dict[tuple[str, int], int] = {}
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self.front, *back.values()], [], [], 0.05)
+            for sock in ready:
+                data, addr = sock.recvfrom(65536)
+                if sock is self.front:
+                    seen[addr] = seen.get(addr, 0) + 1
+                    if seen[addr] <= self.lose:
+                        self.dropped += 1
+                        continue
+                    if addr not in back:
+                        back[addr] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                        back[addr].bind(("127.0.0.1", 0))
+                    back[addr].sendto(data, self.target)
+                else:
+                    client = next(c for c, s in back.items() if s is sock)
+                    self.front.sendto(data, client)
+        for sock in [self.front, *back.values()]:
+            sock.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def test_resolve_survives_lost_bootstrap_datagrams(testnet_process: str,
+                                                   keyfiles: tuple[str, str, str],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The only bootstrap host loses our first two datagrams: we resend and still resolve
+    (before, the one find_node timed out and resolve exited "could not join the DHT")."""
+    seed, zone, key = keyfiles
+    assert main(["publish", seed, zone, "--bootstrap", testnet_process]) == 0
+    host, port = testnet_process.rsplit(":", 1)
+    lossy = LossyForwarder((host, int(port)), lose=2)
+    try:
+        code = main(["resolve", key, "--bootstrap", lossy.address])
+    finally:
+        lossy.close()
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert lossy.dropped == 2 and "@ 300 IN A 192.0.2.7" in out
 
 
 @pytest.fixture(scope="module")

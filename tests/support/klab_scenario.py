@@ -325,7 +325,11 @@ async def scenario(cfg: LabConfig, tmp: Path, rng: random.Random) -> dict[str, A
             if cfg.relay:
                 fw.loss(0)
                 fw.add("block", [dht_c])
-                res["relay"] = await relay_phase(tmp, boot, dns_c, dht_c, http_a, keys, daemons)
+                held = set(res["warm"].pop("held"))  # the relay has these: it answered them
+                relayed = [k for k in keys if k.index in held] + [
+                    k for k in keys if k.index not in held]
+                res["relay"] = await relay_phase(tmp, boot, dns_c, dht_c, http_a, relayed,
+                                                 daemons)
     finally:
         for d in daemons:
             await stop(d)
@@ -339,11 +343,14 @@ async def warm_phase(cfg: LabConfig, port: int, keys: list[Key],
                      sybil: list[Key]) -> dict[str, Any]:
     sem = asyncio.Semaphore(5)
     rows: list[tuple[str, str | None, float]] = []
+    held: list[int] = []
 
     async def ask(key: Key) -> None:
         async with sem:
             rcode, txt, t = await dns_query(port, f"_lab.{key.z32}.")
             rows.append((rcode, next((v for v in map(key.version, txt) if v), None), t))
+            if rows[-1][:2] == ("NOERROR", "new"):
+                held.append(key.index)
 
     await asyncio.gather(*(ask(k) for k in keys))
     answered = [t for rcode, v, t in rows if rcode == "NOERROR" and v == "new"]
@@ -356,6 +363,7 @@ async def warm_phase(cfg: LabConfig, port: int, keys: list[Key],
             "nxdomain": sum(1 for r in rows if r[0] == "NXDOMAIN"),
             "timeout": sum(1 for r in rows if r[0] == "timeout"),
             "wrong": sum(1 for r in rows if r[0] == "NOERROR" and r[1] != "new"),
+            "held": held,
             **summary(answered),
             "sybil": {"queries": len(srows), "newest": sum(1 for r in srows if r[1] == "new"),
                       "older": sum(1 for r in srows if r[1] == "old")}}
@@ -365,7 +373,7 @@ async def relay_phase(tmp: Path, boot: str, dns_c: int, dht_c: int, http_a: int,
                       keys: list[Key], daemons: list[asyncio.subprocess.Process]
                       ) -> dict[str, Any]:
     """A daemon whose DHT port is blocked, with the warm daemon as its one relay: how soon
-    after start-up it answers a key (the relay holds it), and what it reports."""
+    after start-up it answers ``keys[0]`` (one the relay holds), then a few more."""
     key = keys[0]
     t0 = time.monotonic()
     proc = await start_daemon(tmp, "relayed", boot, dns_c, dht_c, None,
