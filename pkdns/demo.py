@@ -4,8 +4,10 @@ It starts a loopback DHT (:class:`pkdns.dht.testnet.Testnet`, in this process), 
 zone with a fresh key and stores it on that DHT with a BEP 44 put, then runs the ordinary
 :class:`pkdns.app.Daemon` joined to the testnet only, and prints the ``dig`` lines to try.
 Nothing here needs the internet: the daemon's DHT node bootstraps from the testnet (the public
-routers are never asked), relays are not used, and ICANN names still go to the configured
-upstream, which is only contacted when a client asks for such a name.
+routers are never asked), relays are not used, and ICANN names go to a stand-in resolver on
+loopback (:mod:`pkdns.demo_icann`) unless upstreams were given (``--upstream`` or the file).
+The banner says exactly what, if anything, leaves the machine: those upstreams, and IP-echo
+services when a ``[[zones]]`` entry uses ``{external_ipv4}``/``{external_ipv6}``.
 
 Settings left at their defaults are replaced by ones that suit a demo on a workstation (a value
 set on the command line or in the config file is kept): DNS on ``127.0.0.1:5353`` (no root
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ipaddress
 import socket
 import sys
 import tempfile
@@ -41,14 +44,16 @@ from pkdns.config import (
     format_hostport,
     replace,
 )
+from pkdns.demo_icann import NAMES, StandInIcann
 from pkdns.dht.testnet import HOST, Testnet
 from pkdns.dns import wire
-from pkdns.errors import DhtError
+from pkdns.errors import DhtError, PkdnsError
 from pkdns.lifecycle import Operations
 from pkdns.pkarr.keys import Keypair
 from pkdns.pkarr.signed_packet import SignedPacket
-from pkdns.pkarr.zone import parse_zone
+from pkdns.pkarr.zone import parse_zone, variables_used
 from pkdns.publish.republisher import to_item
+from pkdns.publish.zonebuild import read_zone_text
 
 DEMO_NODES = 8
 DEMO_LISTEN: tuple[HostPort, ...] = ((HOST, 5353),)
@@ -68,14 +73,17 @@ _log = log.get("demo")
 def demo_config(cfg: Config, bootstrap: Sequence[HostPort], state_dir: str,
                 listen: tuple[HostPort, ...] = DEMO_LISTEN,
                 http_listen: tuple[HostPort, ...] = HttpConfig().listen,
-                demo_key: str = "") -> Config:
-    """``cfg`` adapted to the loopback testnet (see the module docstring); ``listen`` and
-    ``http_listen`` replace the DNS and HTTP addresses left at their defaults. ``demo_key``
+                demo_key: str = "", icann: HostPort | None = None) -> Config:
+    """``cfg`` adapted to the loopback testnet (see the module docstring); ``listen``,
+    ``http_listen`` and ``icann`` (the stand-in resolver) replace the DNS, HTTP and upstream
+    addresses left at their defaults. ``demo_key``
     is allowed loopback addresses (the rebinding filter): the demo signs it itself, like a
     ``[[zones]]`` key, and its records point at this machine."""
     dns, dht, http = cfg.dns, cfg.dht, cfg.http
     if dns.listen == DnsConfig().listen:
         dns = replace(dns, listen=listen)
+    if icann is not None and dns.upstream == DnsConfig().upstream:
+        dns = replace(dns, upstream=(icann,))
     if http.listen == HttpConfig().listen:
         http = replace(http, listen=http_listen)
     defaults = DhtConfig()
@@ -143,9 +151,9 @@ class Banner:
 
     name = "banner"
 
-    def __init__(self, daemon: Daemon, key: str, net: Testnet, stream: TextIO | None = None
-                 ) -> None:
-        self.daemon, self.key, self.net = daemon, key, net
+    def __init__(self, daemon: Daemon, key: str, net: Testnet, stream: TextIO | None = None,
+                 icann: HostPort | None = None) -> None:
+        self.daemon, self.key, self.net, self.icann = daemon, key, net, icann
         self.stream = stream or sys.stdout
 
     async def start(self) -> None:
@@ -161,10 +169,14 @@ class Banner:
         suffix = self.daemon.cfg.pkarr.tld_suffix
         z = self.key
         dig = f"@{host} -p {port}"
+        leaving = what_leaves(self.daemon.cfg, self.icann)
         lines = [
             "",
             f"pkdns testnet demo: {len(self.net.nodes)} DHT nodes on {HOST} "
-            f"(bootstrap {format_hostport(self.net.bootstrap[0])}), nothing leaves this machine",
+            f"(bootstrap {format_hostport(self.net.bootstrap[0])}), "
+            + ("nothing leaves this machine" if not leaving else
+               "what leaves this machine: " + "; ".join(leaving)),
+            self._icann_line(),
             f"demo key: {z}",
             f"DNS on {format_hostport((host, port))} (UDP and TCP). Try:",
             f"  dig {dig} {z}",
@@ -175,9 +187,20 @@ class Banner:
         ]
         if suffix:
             lines.append(f"  dig {dig} www.{z}.{suffix}")
+        if self.icann is not None and self.daemon.cfg.dns.upstream == (self.icann,):
+            lines.append(f"  dig {dig} {NAMES[0]}")
         lines += self._http_lines(z)
         lines += ["Ctrl-C to stop.", ""]
         return "\n".join(lines)
+
+    def _icann_line(self) -> str:
+        upstream = self.daemon.cfg.dns.upstream
+        if self.icann is not None and upstream == (self.icann,):
+            return (f"ICANN names: a stand-in resolver on {format_hostport(self.icann)} answers "
+                    f"{', '.join(NAMES)} (www. too), every other name NXDOMAIN; "
+                    "--upstream IP forwards them to a real resolver instead")
+        where = ", ".join(format_hostport(a) for a in upstream)
+        return f"ICANN names: forwarded to {where}"
 
     def _http_lines(self, z: str) -> list[str]:
         face = next((c for c in self.daemon.components if c.name == "http"), None)
@@ -196,6 +219,34 @@ class Banner:
         ]
 
 
+def what_leaves(cfg: Config, icann: HostPort | None) -> list[str]:
+    """What the demo daemon sends off this machine, one phrase each (empty: nothing).
+
+    ICANN queries when they go to configured upstreams rather than the stand-in, and IP-echo
+    requests when a ``[[zones]]`` zone file uses a DynDNS variable. The DHT is the testnet
+    and relays are off, so nothing else can leave.
+    """
+    out = []
+    outside = [a for a in cfg.dns.upstream if a != icann and not _is_loopback(a[0])]
+    if outside:
+        where = ", ".join(format_hostport(a) for a in outside)
+        out.append(f"ICANN queries to {where}")
+    want4 = want6 = False
+    for zone in cfg.zones:
+        with contextlib.suppress(PkdnsError):   # a bad zone file is reported when published
+            v4, v6 = variables_used(read_zone_text(zone.zone))
+            want4, want6 = want4 or v4, want6 or v6
+    echo = [*(cfg.republish.ip_echo_v4 if want4 else ()),
+            *(cfg.republish.ip_echo_v6 if want6 else ())]
+    if echo:
+        out.append(f"IP-echo requests for the [[zones]] DynDNS variables to {', '.join(echo)}")
+    return out
+
+
+def _is_loopback(host: str) -> bool:
+    return ipaddress.ip_address(host).is_loopback
+
+
 async def run(cfg: Config, reload_config: Callable[[], Config] | None = None,
               keypair: Keypair | None = None) -> int:
     """Testnet, demo key, daemon; until SIGINT/SIGTERM. Returns the exit code.
@@ -204,6 +255,7 @@ async def run(cfg: Config, reload_config: Callable[[], Config] | None = None,
     republisher: ``[[zones]]`` are published to the testnet, SIGHUP reload).
     """
     net = await Testnet.start(DEMO_NODES)
+    icann = await StandInIcann.start_on(HOST)
     try:
         packet = demo_packet(keypair or Keypair.random())
         stored = await publish(net, packet)
@@ -213,14 +265,16 @@ async def run(cfg: Config, reload_config: Callable[[], Config] | None = None,
 
             def adapt(fresh: Config) -> Config:
                 return demo_config(fresh, net.bootstrap, state_dir, listen, http_listen,
-                                   packet.public_key.z32)
+                                   packet.public_key.z32, icann.address)
 
             daemon = Daemon(adapt(cfg))
             reread = (lambda: adapt(reload_config())) if reload_config is not None else None
             Operations(daemon, reread)          # attaches itself (daemon.ops)
-            daemon.components.append(Banner(daemon, packet.public_key.z32, net))
+            daemon.components.append(Banner(daemon, packet.public_key.z32, net,
+                                            icann=icann.address))
             return await daemon.run()
     finally:
+        icann.close()
         await net.close()
 
 
@@ -232,4 +286,4 @@ def main(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
 
 
 __all__ = ["DEMO_ZONE", "Banner", "demo_config", "demo_http_listen", "demo_listen", "demo_packet",
-           "main", "publish", "run"]
+           "main", "publish", "run", "what_leaves"]

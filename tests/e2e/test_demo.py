@@ -9,6 +9,7 @@ show the demo record it is about. The pure config adaptation is tested in-proces
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import shlex
@@ -16,10 +17,22 @@ import socket
 import subprocess
 from pathlib import Path
 
+import dns.message
+import dns.rcode
+import dns.rdatatype
 import pytest
 
-from pkdns.config import Config, DnsConfig, HttpConfig, parse
-from pkdns.demo import DEMO_LISTEN, DEMO_ZONE, demo_config, demo_http_listen, demo_packet
+from pkdns.config import Config, DnsConfig, HttpConfig, RepublishConfig, ZoneConfig, parse
+from pkdns.demo import (
+    DEMO_LISTEN,
+    DEMO_ZONE,
+    demo_config,
+    demo_http_listen,
+    demo_packet,
+    what_leaves,
+)
+from pkdns.demo_icann import NOTE
+from pkdns.demo_icann import answer as stand_in_answer
 from pkdns.pkarr.keys import Keypair
 from tests.e2e.demoproc import run_demo
 
@@ -34,6 +47,7 @@ EXPECT = [
     (r" HTTPS ", [r"status: NOERROR", r'1 \. alpn="?h2"?']),
     (r"^kdig .* \+tcp www\.", [r"status: NOERROR", r"CNAME", r"\(TCP\)", r"127\.0\.0\.1"]),
     (r" www\.[a-z0-9]{52}\.key$", [r"status: NOERROR", r"[a-z0-9]{52}\.key\.", r"127\.0\.0\.1"]),
+    (r" example\.com$", [r"status: NOERROR", r"\sA\s+192\.0\.2\.1"]),   # the ICANN stand-in
     (r"^curl .*/dns-query\?dns=", [r"NOERROR", r"IN A 127\.0\.0\.1"]),
     (r"^curl .*/api/resolve/", [r"127\.0\.0\.1"]),
 ]
@@ -66,7 +80,8 @@ def test_every_printed_line_answers_with_the_demo_records(tmp_path: Path) -> Non
                 assert re.search(want, output), f"{line!r} printed {output!r}"
             checked.add(line.split()[0] + " " + next(p for p, _ in EXPECT
                                                      if re.search(p, line)))
-        assert len([c for c in checked if not c.startswith("curl")]) == 6
+        assert len([c for c in checked if not c.startswith("curl")]) == 7
+        assert "nothing leaves this machine" in demo.text()
         http_up = any(e.get("event") == "http_listening" for e in demo.events())
         assert http_up == any(c.startswith("curl") for c in checked)
         events = demo.events()
@@ -138,7 +153,10 @@ def test_defaults_are_replaced_by_demo_settings() -> None:
     assert cfg.dht.bootstrap == tuple(BOOT)
     assert (cfg.dht.bind, cfg.dht.port) == ("127.0.0.1", 0)
     assert cfg.pkarr.relays == ()
-    assert cfg.dns.upstream == DnsConfig().upstream      # ICANN names still work
+    assert cfg.dns.upstream == DnsConfig().upstream      # no stand-in given: kept
+    stand_in = demo_config(Config(testnet=True), BOOT, "/tmp/x", icann=("127.0.0.1", 5999))
+    assert stand_in.dns.upstream == (("127.0.0.1", 5999),)
+    assert what_leaves(stand_in, ("127.0.0.1", 5999)) == []
     assert cfg.http.listen == (("127.0.0.1", 6881),)     # already unprivileged
 
 
@@ -161,3 +179,35 @@ def test_demo_zone_has_the_advertised_types() -> None:
              for rr in packet.records}
     assert types == {("", 1), ("", 28), ("", 65), ("www", 5), ("_demo", 16)}
     assert DEMO_ZONE.count("\n") == len(packet.records)
+
+
+def test_explicit_upstreams_are_kept_and_the_banner_says_they_leave(tmp_path: Path) -> None:
+    cfg = demo_config(Config(testnet=True, dns=DnsConfig(upstream=(("9.9.9.9", 53),))), BOOT,
+                      "/tmp/x", icann=("127.0.0.1", 5999))
+    assert cfg.dns.upstream == (("9.9.9.9", 53),)
+    assert what_leaves(cfg, ("127.0.0.1", 5999)) == ["ICANN queries to 9.9.9.9:53"]
+    seed, zone = tmp_path / "seed", tmp_path / "zone"
+    zone.write_text("@ IN A {external_ipv4}\n")
+    dyn = dataclasses.replace(cfg, zones=(ZoneConfig(seed=str(seed), zone=str(zone)),),
+                              republish=RepublishConfig(ip_echo_v4=("https://v4.example",)))
+    assert what_leaves(dyn, ("127.0.0.1", 5999)) == [
+        "ICANN queries to 9.9.9.9:53",
+        "IP-echo requests for the [[zones]] DynDNS variables to https://v4.example"]
+
+
+@pytest.mark.parametrize(("name", "qtype", "rcode", "answer"), [
+    ("example.com", "A", "NOERROR", "192.0.2.1"),
+    ("WWW.Example.ORG.", "AAAA", "NOERROR", "2001:db8::1"),
+    ("example.net", "TXT", "NOERROR", NOTE),
+    ("example.com", "MX", "NOERROR", None),
+    ("pkdns.example", "A", "NXDOMAIN", None),
+])
+def test_the_icann_stand_in_answers(name: str, qtype: str, rcode: str,
+                                    answer: str | None) -> None:
+    reply = dns.message.from_wire(stand_in_answer(dns.message.make_query(name, qtype).to_wire()))
+    assert dns.rcode.to_text(reply.rcode()) == rcode
+    assert [rd.to_text().strip('"') for rrset in reply.answer for rd in rrset] == (
+        [answer] if answer else [])
+    if rcode == "NXDOMAIN":
+        assert reply.authority[0].rdtype == dns.rdatatype.SOA
+    assert stand_in_answer(b"junk") is None
