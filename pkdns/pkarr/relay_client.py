@@ -164,9 +164,19 @@ async def publish_all(clients: Sequence[RelayClient], packet: SignedPacket
     return out
 
 
+_FIRST_SECOND = int(datetime(1, 1, 1, tzinfo=UTC).timestamp())
+_LAST_SECOND = int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp())
+
+
 def http_date(us: int) -> str:
-    """RFC 9110 §5.6.7 IMF-fixdate of a µs timestamp (whole seconds)."""
-    return format_datetime(datetime.fromtimestamp(us // 1_000_000, UTC), usegmt=True)
+    """RFC 9110 §5.6.7 IMF-fixdate of a µs timestamp (whole seconds).
+
+    Clamped to the years an HTTP-date can write (0001..9999): a signed packet may carry any
+    64-bit timestamp, and the relay names a future one in its 400 answer (found by fuzzing:
+    a PUT dated year 107007 raised ValueError, a 500).
+    """
+    seconds = min(max(us // 1_000_000, _FIRST_SECOND), _LAST_SECOND)
+    return format_datetime(datetime.fromtimestamp(seconds, UTC), usegmt=True)
 
 
 def parse_http_date(text: str) -> int | None:
