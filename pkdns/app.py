@@ -19,7 +19,7 @@ import gc
 import signal
 import socket
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import uvloop
 
@@ -38,6 +38,9 @@ from pkdns.server import sockets
 from pkdns.server.face import HttpFace
 from pkdns.server.tcp import TcpServer
 from pkdns.server.udp import UdpServer
+
+if TYPE_CHECKING:
+    from pkdns.gateway.server import GatewayService
 
 _log = log.get("app")
 _BIND_TRIES = 20
@@ -187,6 +190,13 @@ class Daemon:
                 cache_stats=lambda: {"entries": len(self.cache), "bytes": self.cache.bytes_used})
             self.http.source, self.http.dht = self.pkarr.source, self.pkarr.node
             self.add(self.http)
+        self.gateway: GatewayService | None = None     # HTTPS for .key names (off by default)
+        if cfg.gateway.enabled:
+            from pkdns.gateway.server import GatewayService
+
+            self.gateway = GatewayService(cfg, self.pkarr.source, self.pkarr.handler, clock)
+            self.pkarr.handler.route = self.gateway.route
+            self.add(self.gateway)
         self.ops: Operations | None = None   # state, republisher, systemd, SIGHUP (main())
 
     def add(self, component: Component, before: Component | None = None) -> None:

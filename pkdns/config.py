@@ -230,6 +230,24 @@ class StateConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """``[gateway]``: the verifying HTTPS gateway for ``<name>.<key>.key`` (docs/gateway.md):
+    DNS points names whose packet has a TLSA record for port 443 at it; it checks the origin
+    against that record and relays. Off by default. ``answer`` empty: the hosts of ``listen``."""
+
+    enabled: bool = False
+    listen: tuple[HostPort, ...] = (("127.0.0.1", 443),)
+    http_listen: tuple[HostPort, ...] = (("127.0.0.1", 80),)
+    answer: tuple[str, ...] = ()
+    allow: tuple[str, ...] = DEFAULT_ALLOW   # who may connect (as dns.allow)
+    origin_port: int = 443                # where origins are reached (their TLSA is for 443)
+    origin_timeout: float = 5.0           # connect + TLS handshake to one origin address
+    handshake_timeout: float = 10.0       # browser TLS handshake
+    idle_timeout: float = 120.0           # a relayed connection with no bytes either way
+    max_connections: int = 1024
+
+
+@dataclass(frozen=True, slots=True)
 class ZoneConfig:
     """One ``[[zones]]`` entry: a seed file and a zone file the daemon signs and publishes
     every ``interval`` seconds (paths relative to the config file become absolute)."""
@@ -254,6 +272,7 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     republish: RepublishConfig = field(default_factory=RepublishConfig)
     state: StateConfig = field(default_factory=StateConfig)
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
     zones: tuple[ZoneConfig, ...] = ()
 
 
@@ -293,7 +312,7 @@ def replace(cfg: D, **changes: Any) -> D:
 
 
 __all__ = [
-    "CacheConfig", "Config", "DhtConfig", "DnsConfig", "HostPort", "HttpConfig", "LogConfig",
-    "PkarrConfig", "RepublishConfig", "StateConfig", "ZoneConfig", "format_hostport", "load",
-    "parse", "parse_hostport", "parse_ip_hostport", "replace", "validate",
+    "CacheConfig", "Config", "DhtConfig", "DnsConfig", "GatewayConfig", "HostPort", "HttpConfig",
+    "LogConfig", "PkarrConfig", "RepublishConfig", "StateConfig", "ZoneConfig", "format_hostport",
+    "load", "parse", "parse_hostport", "parse_ip_hostport", "replace", "validate",
 ]

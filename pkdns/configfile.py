@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from pkdns.config import (
+    DEFAULT_ALLOW,
     DNS_PORT,
     CacheConfig,
     Config,
     DhtConfig,
     DnsConfig,
+    GatewayConfig,
     HostPort,
     HttpConfig,
     LogConfig,
@@ -29,6 +31,7 @@ from pkdns.config import (
     RepublishConfig,
     StateConfig,
     ZoneConfig,
+    format_hostport,
     parse_hostport,
     parse_ip_hostport,
 )
@@ -173,6 +176,7 @@ def _header_line(src: _Source, section: str, nth: int) -> int | None:
 _SECTIONS: dict[str, Any] = {
     "log": LogConfig, "dns": DnsConfig, "cache": CacheConfig, "pkarr": PkarrConfig,
     "dht": DhtConfig, "http": HttpConfig, "republish": RepublishConfig, "state": StateConfig,
+    "gateway": GatewayConfig,
 }
 _TOP_LEVEL: dict[str, Any] = {"state_dir": str, "testnet": bool}
 
@@ -243,7 +247,8 @@ def validate(cfg: Config, path: str = "<config>") -> None:
 POSITIVE = (
     "dns.upstream_timeout", "dns.query_deadline", "dns.tcp_idle_timeout",
     "dns.tcp_initial_timeout", "cache.stale_client_timeout", "pkarr.lookup_timeout",
-    "dht.request_timeout", "republish.ip_echo_timeout",
+    "dht.request_timeout", "republish.ip_echo_timeout", "gateway.origin_timeout",
+    "gateway.handshake_timeout", "gateway.idle_timeout",
 )
 AT_LEAST: dict[str, int] = {
     "dns.max_inflight": 1, "dns.tcp_max_connections": 1, "dns.tcp_max_per_ip": 1,
@@ -259,11 +264,11 @@ AT_LEAST: dict[str, int] = {
     "http.relay_rate_limit_burst": 1,
     "republish.popular_min_queries": 1, "republish.popular_budget_per_hour": 1,
     "republish.republish_after": 60, "republish.retry_after": 10, "republish.min_stored": 1,
-    "state.max_nodes": 1, "state.packet_max_age": 60,
+    "state.max_nodes": 1, "state.packet_max_age": 60, "gateway.max_connections": 1,
 }
 RANGES: dict[str, tuple[int, int]] = {
     "dns.udp_payload_max": (512, 65535), "pkarr.ns_port": (1, 65535),
-    "state.max_packets": (1, 1_000_000),
+    "state.max_packets": (1, 1_000_000), "gateway.origin_port": (1, 65535),
 }
 # Where 0 is allowed, and what it means (config.example.toml says the same).
 ZERO_MEANS = {
@@ -299,6 +304,7 @@ def _checks(cfg: Config) -> list[tuple[bool, str, str]]:
         (re.fullmatch(r"([a-z0-9-]{1,63})?", cfg.pkarr.tld_suffix) is not None,
          "pkarr.tld_suffix", "must be one lowercase DNS label or \"\""),
         (cfg.state_dir != "", "state_dir", "must not be empty"),
+        *_gateway_checks(cfg),
     ]
 
 
@@ -312,6 +318,41 @@ def _check_rebind_allow(cfg: Config, src: _Source) -> None:
     for entry in cfg.dns.rebind_allow:
         if not re.fullmatch(r"\.?([a-z0-9_-]{1,63}\.)*[a-z0-9_-]{1,63}\.?", entry.lower()):
             raise src.error("dns", "rebind_allow", f"not a domain name: {entry!r}")
+
+
+# The networks an ACL may name without opening a listener to the whole internet.
+_WIDEST = {4: 8, 6: 16}     # prefix lengths: 0.0.0.0/0, ::/0 and the like are "no ACL"
+
+
+def _gateway_checks(cfg: Config) -> list[tuple[bool, str, str]]:
+    """A gateway on a public address must have an ACL (it relays anyone's TLS otherwise)."""
+    g = cfg.gateway
+    public = [format_hostport(a) for a in (*g.listen, *g.http_listen) if _public(a[0])]
+    wide = [n for n in g.allow if _wide(ipaddress.ip_network(n, strict=False))]
+    return [
+        (all(_is_ip(a) for a in g.answer), "gateway.answer", "must be IP addresses"),
+        (not g.enabled or not public or not wide, "gateway.allow",
+         f"the gateway listens on public address {', '.join(public)} but allow admits "
+         f"{', '.join(wide)}: name the networks that may use it"),
+        (not g.enabled or cfg.pkarr.tld_suffix == "key", "pkarr.tld_suffix",
+         "the gateway needs \"key\" (its CA can only sign .key names)"),
+        (not g.enabled or bool(g.listen), "gateway.listen", "needs at least one address"),
+    ]
+
+
+_PRIVATE = tuple(ipaddress.ip_network(n) for n in DEFAULT_ALLOW)
+
+
+def _public(host: str) -> bool:
+    """Unspecified (every interface) or outside the loopback/private/link-local ranges."""
+    ip = ipaddress.ip_address(host)
+    return ip.is_unspecified or not any(ip in net for net in _PRIVATE if net.version == ip.version)
+
+
+def _wide(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    """A network reaching far beyond private ranges: e.g. 0.0.0.0/0, ::/0, 0.0.0.0/1."""
+    private = any(net.version == p.version and net.subnet_of(p) for p in _PRIVATE)  # type: ignore[arg-type]
+    return not private and net.prefixlen < _WIDEST[net.version]
 
 
 def _get(cfg: Config, dotted: str) -> Any:
