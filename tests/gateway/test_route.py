@@ -86,3 +86,23 @@ def test_pages() -> None:
     assert page.startswith(b"HTTP/1.1 502 Bad Gateway\r\n") and b"a &lt;reason&gt;" in page
     length = int(page.split(b"Content-Length: ")[1].split(b"\r\n")[0])
     assert len(page.split(b"\r\n\r\n", 1)[1]) == length
+
+
+class _OneKey:
+    async def get(self, key: object, client_ip: str) -> Any:
+        from pkdns.dns.pkarr_source import Lookup, Status
+
+        return Lookup(Status.FOUND, PACKET)
+
+
+async def test_the_rebinding_filter_leaves_the_gateway_address_alone() -> None:
+    from pkdns.config import PkarrConfig
+    from pkdns.dns.pkarr_answer import PkarrAnswerer
+
+    handler = PkarrAnswerer(_OneKey(), None, PkarrConfig())     # filter on, key not exempt
+    handler.route = ROUTE
+    routed = await handler.answer(DNSRecord.question(f"{Z}.key", "A"), "127.0.0.1")
+    assert [str(rr.rdata) for rr in routed.rr] == ["127.0.0.1"]
+    handler.route = GatewayRoute(("127.0.0.1",), SynthOptions())
+    plain = await handler.answer(DNSRecord.question(f"plain.{Z}.key", "A"), "127.0.0.1")
+    assert [str(rr.rdata) for rr in plain.rr] == ["192.0.2.12"]   # not routed: as published

@@ -67,9 +67,9 @@ def test_zone_files_carry_tlsa_and_refuse_digests_of_the_wrong_size(tmp_path: Pa
     assert records_to_text(records, key.z32) == f"_443._tcp 300 IN TLSA {rdata}\n"
     # dnspython's reader checks digest sizes (RFC 6698 §2.1.3): a record that could never
     # match is refused with its line, not published.
-    with pytest.raises(UsageError, match=r"zone>:2: certificate association data length"):
+    with pytest.raises(UsageError, match=r"zone>:2: TLSA record: certificate association data"):
         parse_zone(f"@ IN A 192.0.2.1\n_443._tcp IN TLSA 3 1 1 {'ab' * 31}\n", key)
-    with pytest.raises(UsageError, match=r"zone>:1: certificate association data length"):
+    with pytest.raises(UsageError, match=r"zone>:1: TLSA record: certificate association data"):
         parse_zone(f"_443._tcp IN TLSA 3 1 2 {'ab' * 32}\n", key)
 
 
