@@ -47,7 +47,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CLIENT_KEY = web.RequestKey("client_ip", str)
 
 EXPOSED_HEADERS = ("Pkarr-Invalid-Signed-Packet-Seq", "Pkarr-Dht-Stored-Nodes", "Last-Modified",
-                   "Cache-Control", "Memento-Datetime", "Retry-After")
+                   "Cache-Control", "Memento-Datetime", "Retry-After", "ETag")
 
 
 class DnsEntry(Protocol):

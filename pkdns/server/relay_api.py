@@ -9,14 +9,22 @@ PUT  body = relay payload (sig | ts | packet). Verify (400; also a timestamp mor
      ``Pkarr-Dht-Stored-Nodes``. Bodies over 1104 bytes are 413 (axum ``DefaultBodyLimit``).
 GET  ``?policy=CacheOnly|CacheFirst|NetworkOnly`` (default CacheFirst). 200 with the payload,
      ``Content-Type: application/pkarr.org/relays#payload``, ``Cache-Control: public,
-     max-age=<clamped ttl>``, ``Last-Modified`` (packet timestamp) and ``Memento-Datetime``
-     (last seen); 304 when ``If-Modified-Since`` >= the packet timestamp at full µs precision;
+     max-age=<clamped ttl>``, ``Last-Modified`` (packet timestamp), ``Memento-Datetime``
+     (last seen) and ``ETag`` (timestamp and signature); 304 when ``If-None-Match`` names
+     that ETag, or (without ``If-None-Match``, RFC 9110 §13.1.3) when ``If-Modified-Since`` >=
+     the packet timestamp at full µs precision;
      404 (with ``Pkarr-Invalid-Signed-Packet-Seq`` when the newest DHT item was not a valid
      packet); 503 when too few DHT nodes answered to tell; 429 over the rate limit (only
      requests that reach the network are charged).
 
 Older (v3.8) clients send ``If-Modified-Since`` on plain GETs and ``If-Match`` on PUTs; both
 work here, and a 204 (not v3's 200) is a success to them (``response.ok``).
+
+Why an ETag: an HTTP-date has whole seconds and packet timestamps have microseconds, so a
+cache that revalidates with the ``Last-Modified`` it was given (…:37 for a packet at …:37.5)
+must get a 200: pkarr's own relay answers so too, since a packet published at …:37.8 would
+otherwise be hidden behind a 304. The ETag names the exact packet, so ``If-None-Match`` gives
+the 304 that a cache (or ``curl --etag-compare``) expects when nothing changed.
 """
 
 from __future__ import annotations
@@ -144,6 +152,31 @@ def not_modified(timestamp_us: int, if_modified_since: str | None) -> bool:
     return ims is not None and timestamp_us <= ims
 
 
+def etag(packet: SignedPacket) -> str:
+    """A strong validator naming exactly this packet (RFC 9110 §8.8.3): its timestamp, and
+    the start of its signature for two packets signed in the same microsecond."""
+    return f'"{packet.timestamp:x}-{packet.signature[:8].hex()}"'
+
+
+def none_match(tag: str, if_none_match: str | None) -> bool | None:
+    """RFC 9110 §13.1.2 for a GET (weak comparison): True when ``If-None-Match`` lists
+    ``tag`` or is ``*`` (answer 304), False when it lists others, None when absent."""
+    if if_none_match is None:
+        return None
+    listed = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    return "*" in listed or tag in listed
+
+
+def not_modified_request(packet: SignedPacket, if_none_match: str | None,
+                         if_modified_since: str | None) -> bool:
+    """Should a GET for ``packet`` be a 304? ``If-None-Match`` decides when present;
+    ``If-Modified-Since`` is then ignored (RFC 9110 §13.1.3)."""
+    matched = none_match(etag(packet), if_none_match)
+    if matched is not None:
+        return matched
+    return not_modified(packet.timestamp, if_modified_since)
+
+
 def payload_headers(packet: SignedPacket, last_seen_us: int, min_ttl: int,
                     max_ttl: int) -> dict[str, str]:
     """Headers of a 200/304 relay GET answer."""
@@ -152,6 +185,7 @@ def payload_headers(packet: SignedPacket, last_seen_us: int, min_ttl: int,
         "Cache-Control": f"public, max-age={packet.ttl(min_ttl, max_ttl)}",
         "Last-Modified": http_date(packet.timestamp),
         "Memento-Datetime": http_date(last_seen_us),
+        "ETag": etag(packet),
     }
 
 
@@ -243,7 +277,8 @@ class RelayApi:
         except RelayError as exc:
             return self._error("GET", exc)
         headers = payload_headers(packet, last_seen, *self._ttl)
-        if not_modified(packet.timestamp, request.headers.get("If-Modified-Since")):
+        if not_modified_request(packet, request.headers.get("If-None-Match"),
+                                request.headers.get("If-Modified-Since")):
             self._count("GET", 304)
             del headers["Content-Type"]
             return web.Response(status=304, headers=headers)

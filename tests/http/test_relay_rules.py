@@ -53,6 +53,7 @@ def test_payload_headers() -> None:
         "Cache-Control": "public, max-age=300",
         "Last-Modified": "Tue, 14 Nov 2023 22:13:20 GMT",
         "Memento-Datetime": "Tue, 14 Nov 2023 22:15:00 GMT",
+        "ETag": f'"{p.timestamp:x}-{p.signature[:8].hex()}"',
     }
 
 

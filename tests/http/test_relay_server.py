@@ -58,6 +58,36 @@ async def test_if_modified_since_gives_304_or_the_body(relay: RelayRig) -> None:
     assert (status, body) == (200, NEW.relay_payload())
 
 
+async def test_a_cache_revalidating_what_it_was_given_gets_304(relay: RelayRig,
+                                                               tmp_path: Path) -> None:
+    """A packet at …:21.5 is newer than the whole-second Last-Modified it is served with, so
+    echoing that date gives 200 (pkarr's rule); the ETag names the exact packet, so a cache
+    revalidating with If-None-Match (curl --etag-compare here) gets a 304 until it changes."""
+    odd = packet(KP, ["@ 3600 IN A 192.0.2.3"], TS + 2_500_000)
+    relay.store.hold(odd)
+    status, headers, _ = await _get(f"{relay.url}/{Z32}")
+    etag = {k.lower(): v for k, v in headers.items()}["etag"]
+    assert status == 200 and etag.startswith('"') and etag.endswith('"')
+    assert "ETag" in headers["Access-Control-Expose-Headers"]
+    echoed = await _get(f"{relay.url}/{Z32}", {"If-Modified-Since": headers["Last-Modified"]})
+    assert echoed[0] == 200
+    tag = tmp_path / "etag"
+    first = await curl("--etag-save", str(tag), f"{relay.url}/{Z32}")
+    assert first.status == 200 and tag.read_text().strip() == etag
+    again = await curl("--etag-compare", str(tag), f"{relay.url}/{Z32}")
+    assert (again.status, again.body) == (304, b"")
+    assert again.headers["etag"] == etag and "content-type" not in again.headers
+    weak = await _get(f"{relay.url}/{Z32}", {"If-None-Match": f'"x", W/{etag}'})
+    assert weak[0] == 304
+    # If-None-Match decides when present: a far-future If-Modified-Since does not give a 304.
+    other = await _get(f"{relay.url}/{Z32}", {"If-None-Match": '"other"',
+                                             "If-Modified-Since": "Tue, 01 Jan 2036 00:00:00 GMT"})
+    assert other[0] == 200
+    relay.store.hold(packet(KP, ["@ 3600 IN A 192.0.2.4"], TS + 2_700_000))
+    changed = await curl("--etag-compare", str(tag), f"{relay.url}/{Z32}")
+    assert changed.status == 200 and changed.headers["etag"] != etag
+
+
 async def test_cache_only_never_touches_the_network(relay: RelayRig) -> None:
     assert (await _get(f"{relay.url}/{Z32}?policy=CacheOnly"))[0] == 404
     relay.store.hold(OLD, fresh=False)
