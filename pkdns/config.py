@@ -214,6 +214,8 @@ class RepublishConfig:
     ip_echo_v4: tuple[str, ...] = DEFAULT_IP_ECHO_V4
     ip_echo_v6: tuple[str, ...] = DEFAULT_IP_ECHO_V6
     ip_echo_timeout: float = 5.0          # seconds per external-IP service
+    ip_check_interval: int = 30           # DynDNS: ask for the address this often, republish
+                                          # a zone at once when it changed (0: at interval)
     retry_after: int = 300                # a failed zone publish is retried this much later
     min_stored: int = 1                   # a put counts as published when this many nodes stored it
 

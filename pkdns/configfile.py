@@ -278,6 +278,7 @@ ZERO_MEANS = {
     "cache.stale_max_age": "never past expiry", "pkarr.stale_max_age": "never past expiry",
     "pkarr.first_answer_window": "answer with the first packet",
     "state.save_interval": "save only at shutdown",
+    "republish.ip_check_interval": "look only when the zone is republished",
 }
 
 
@@ -296,6 +297,8 @@ def _checks(cfg: Config) -> list[tuple[bool, str, str]]:
         (cfg.dht.port <= 65535, "dht.port", "must be 0..65535"),
         (cfg.state.save_interval == 0 or cfg.state.save_interval >= 10, "state.save_interval",
          "must be 0 (only at shutdown) or >= 10"),
+        (cfg.republish.ip_check_interval == 0 or cfg.republish.ip_check_interval >= 10,
+         "republish.ip_check_interval", "must be 0 (only at each interval) or >= 10"),
         (_is_ip(cfg.dht.bind), "dht.bind", f"not an IP address: {cfg.dht.bind!r}"),
         (bool(cfg.dns.upstream) or cfg.testnet, "dns.upstream", "needs at least one server"),
         *((all(_is_ip(h) for h, _ in _get(cfg, name)), name, "host names are not allowed here")

@@ -57,7 +57,8 @@ class Operations:
         self.republisher = Republisher(
             cfg.republish, cfg.zones, publish=self._publish, build=self.builder,
             clock=daemon.clock, cache=pkarr.source, metrics=daemon.metrics,
-            saved=self.keeper.saved_schedule(), ready=pkarr.bootstrapped.wait)
+            saved=self.keeper.saved_schedule(), ready=pkarr.bootstrapped.wait,
+            changed=self.builder.changed)
         self.keeper.schedule = self.republisher
         daemon.add(self.republisher)
         self._reload: asyncio.Task[None] | None = None

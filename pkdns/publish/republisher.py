@@ -32,6 +32,9 @@ Publish = Callable[[MutableItem], Awaitable[int]]
 """Put one BEP 44 item on the DHT; returns how many nodes stored it (raises on failure)."""
 BuildZone = Callable[[ZoneConfig, int], Awaitable[SignedPacket]]
 """Sign a zone at a timestamp (µs); raises PkdnsError with a clear message on bad input."""
+AddressChanged = Callable[[ZoneConfig], Awaitable[bool | None]]
+"""Has the host's address for the zone's DynDNS variables changed since it was signed?
+(None: the zone uses no variable, or was not signed yet: nothing to check.)"""
 MAX_PARALLEL = 4
 
 
@@ -70,10 +73,13 @@ class Republisher:
                  build: BuildZone, clock: Clock, cache: PacketCache | None = None,
                  metrics: Metrics | None = None,
                  saved: Mapping[str, ScheduleEntry] | None = None,
-                 ready: Callable[[], Awaitable[object]] | None = None) -> None:
+                 ready: Callable[[], Awaitable[object]] | None = None,
+                 changed: AddressChanged | None = None) -> None:
         """``ready``: awaited before the first round (the DHT node has joined), so the
-        start-up publish does not fail on an empty routing table."""
+        start-up publish does not fail on an empty routing table. ``changed``: the DynDNS
+        address check (:meth:`pkdns.publish.zonebuild.ZoneBuilder.changed`)."""
         self._publish, self._build, self._clock = publish, build, clock
+        self._changed = changed
         self._ready = ready
         self._cache, self._metrics = cache, metrics
         self.plan = RepublishPlan(cfg, self._wall(), saved)
@@ -127,6 +133,8 @@ class Republisher:
     async def run_once(self) -> None:
         """Publish every zone and popular packet that is due now."""
         now = self._wall()
+        if self._changed is not None:
+            await asyncio.gather(*(self._check(job, now) for job in self.plan.due_checks(now)))
         jobs = [self._zone(job) for job in self.plan.due_zones(now)]
         await asyncio.gather(*jobs, *self._popular(now))
 
@@ -142,6 +150,18 @@ class Republisher:
             if self._cache is not None:
                 self._cache.insert(packet)  # answer our own records at once
             self._report_zone(job, packet, stored, None)
+
+    async def _check(self, job: ZoneJob, now: float) -> None:
+        """One DynDNS address check; a failed lookup waits for the next check."""
+        assert self._changed is not None
+        changed: bool | None
+        try:
+            changed = await self._changed(job.zone)
+        except Exception as exc:  # IP-echo unreachable: the next check (or interval) retries
+            _log.info("address_check_failed", zone=job.zone.zone, error=describe(exc))
+            changed = False
+        if self.plan.checked(job.name, changed, now):
+            _log.info("external_address_changed", zone=job.zone.zone)
 
     def _next_timestamp(self, job: ZoneJob) -> int:
         ts = self._clock.wall_us()

@@ -4,7 +4,10 @@ Two kinds of work (pkarr-reference.md §1.9, §3):
 
 * **Zones** (``[[zones]]``): our own keys. Signed afresh and put at start, on SIGHUP and every
   ``interval`` seconds; a failure (nobody stored it, the zone did not build) is retried after
-  ``retry_after`` (never later than the interval).
+  ``retry_after`` (never later than the interval). A zone using ``{external_ipv4}`` /
+  ``{external_ipv6}`` (DynDNS) is also checked every ``ip_check_interval`` seconds: when the
+  host's address changed since it was signed, it is due at once, so the name is right again
+  within that time instead of up to an ``interval`` later.
 * **Popular packets**: signed packets of *other* keys that clients keep asking for. BEP 44
   nodes drop items after about two hours, and anyone may re-put a signed item unchanged, so a
   resolver that serves a key keeps it alive. A key is due when it was asked for at least
@@ -37,6 +40,7 @@ class ZoneJob:
     last_result: str = ""
     last_at: float = 0.0
     failures: int = 0
+    next_check: float = float("inf")   # DynDNS address check; armed by the first publish
 
     @property
     def name(self) -> str:
@@ -123,7 +127,27 @@ class RepublishPlan:
         job.failures = 0 if ok else job.failures + 1
         wait = job.zone.interval if ok else min(self.cfg.retry_after, job.zone.interval)
         job.next_at = now + wait
+        job.next_check = now + self.cfg.ip_check_interval if self.cfg.ip_check_interval \
+            else float("inf")
         return job.next_at
+
+    def due_checks(self, now: float) -> list[ZoneJob]:
+        """Zones whose DynDNS address should be looked at now (not those due anyway)."""
+        return [job for job in self.zones.values()
+                if job.next_check <= now < job.next_at]
+
+    def checked(self, name: str, changed: bool | None, now: float) -> bool:
+        """Record an address check: True (changed) makes the zone due now, None (the zone
+        uses no variable) stops the checks until its next publish. Returns whether the zone
+        became due."""
+        job = self.zones.get(name)
+        if job is None:
+            return False
+        interval = self.cfg.ip_check_interval
+        job.next_check = now + interval if interval and changed is not None else float("inf")
+        if changed:
+            job.next_at = now
+        return bool(changed)
 
     # --- popular packets -----------------------------------------------------------------
 
@@ -170,7 +194,7 @@ class RepublishPlan:
 
     def next_wakeup(self, now: float) -> float:
         """When something may be due next."""
-        times = [job.next_at for job in self.zones.values()]
+        times = [min(job.next_at, job.next_check) for job in self.zones.values()]
         if self.cfg.popular:
             times.append(self._next_popular_check)
         return max(now, min(times)) if times else now + POPULAR_TICK

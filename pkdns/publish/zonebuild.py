@@ -1,7 +1,8 @@
 """Sign one ``[[zones]]`` entry: seed file + zone file (+ DynDNS variables) -> SignedPacket.
 
-Everything is re-read on every run, so editing the zone file (or the host getting a new public
-IP) reaches the DHT at the next interval or at ``systemctl reload pkdns``. The external
+Everything is re-read on every run, so editing the zone file reaches the DHT at the next
+interval or at ``systemctl reload pkdns``; a new public IP is noticed sooner, by
+:meth:`ZoneBuilder.changed` (the republisher asks it every ``ip_check_interval``). The external
 address is only looked up when the zone text uses ``{external_ipv4}`` / ``{external_ipv6}``.
 The daemon refuses a seed file that every user may read (``chmod 600`` it, or 640 with a
 group the service is in).
@@ -26,6 +27,8 @@ from pkdns.pkarr.signed_packet import SignedPacket
 from pkdns.pkarr.zone import parse_zone, substitute_variables, variables_used
 
 Discover = Callable[[Sequence[str], int, float], Awaitable[str]]
+Addresses = tuple[str | None, str | None]
+"""The values of {external_ipv4} and {external_ipv6} (None: not used by the zone)."""
 
 # What --check puts in place of {external_ipv4}/{external_ipv6}: documentation addresses
 # (RFC 5737, RFC 3849); A/AAAA RDATA has a fixed size, so the packet size check stays exact.
@@ -57,22 +60,43 @@ class ZoneBuilder:
     def __init__(self, cfg: RepublishConfig, discover: Discover | None = None) -> None:
         self.cfg = cfg
         self._discover: Discover = discover or external_ip.discover
+        self._signed: dict[str, Addresses] = {}   # zone file -> addresses it was signed with
 
     async def __call__(self, zone: ZoneConfig, timestamp: int) -> SignedPacket:
         keypair, text = await asyncio.to_thread(self._read, zone)
-        return sign_zone(keypair, await self._substitute(text), zone.zone, timestamp)
+        addresses = await self._addresses(text)
+        packet = sign_zone(keypair, substitute_variables(text, *addresses), zone.zone, timestamp)
+        self._signed[zone.zone] = addresses
+        return packet
+
+    async def changed(self, zone: ZoneConfig) -> bool | None:
+        """Is the host's address for the zone's variables different from the one its last
+        signed packet carries? None for zones without variables (no lookup then) and zones
+        not signed yet (their first publish looks the address up anyway).
+
+        Raises:
+            PkdnsError: no IP-echo service answered.
+        """
+        signed = self._signed.get(zone.zone)
+        if signed is None:
+            return None
+        text = await asyncio.to_thread(read_zone_text, zone.zone)
+        if not any(variables_used(text)):
+            return None
+        return await self._addresses(text) != signed
 
     @staticmethod
     def _read(zone: ZoneConfig) -> tuple[Keypair, str]:
         return read_seed_file(zone.seed, private=True), read_zone_text(zone.zone)
 
-    async def _substitute(self, text: str) -> str:
+    async def _addresses(self, text: str) -> Addresses:
+        """This host's addresses for the variables ``text`` uses (None for unused ones)."""
         want4, want6 = variables_used(text)
         v4 = await self._discover(self.cfg.ip_echo_v4, socket.AF_INET,
                                   self.cfg.ip_echo_timeout) if want4 else None
         v6 = await self._discover(self.cfg.ip_echo_v6, socket.AF_INET6,
                                   self.cfg.ip_echo_timeout) if want6 else None
-        return substitute_variables(text, v4, v6)
+        return v4, v6
 
 
 def check_zone(zone: ZoneConfig) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from structlog.testing import capture_logs
 
 from pkdns.config import RepublishConfig, ZoneConfig
@@ -21,6 +22,7 @@ from pkdns.metrics import Metrics
 from pkdns.pkarr.keys import PublicKey, read_seed_file
 from pkdns.pkarr.signed_packet import SignedPacket
 from pkdns.publish.republisher import Republisher, to_item
+from pkdns.publish.zonebuild import ZoneBuilder
 from tests.support import pkarr_factory as pf
 from tests.support.clock import FakeClock
 
@@ -245,3 +247,51 @@ async def test_zone_and_popular_packet_on_a_real_testnet(zone: ZoneConfig,
     finally:
         await publisher.close()
         await reader.close()
+
+
+async def test_a_new_external_address_is_published_within_the_check_interval(
+        tmp_path: Path, fake_clock: FakeClock) -> None:
+    """DynDNS: the zone is re-signed as soon as a check sees the address change, not an
+    interval (an hour) later. Real IP-echo HTTP server on loopback, fake clock."""
+    current = {"ip": "198.51.100.1"}
+    asked: list[str] = []
+
+    async def reply(request: web.Request) -> web.Response:
+        asked.append(current["ip"])
+        return web.Response(text=current["ip"] + "\n")
+
+    app = web.Application()
+    app.router.add_get("/", reply)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/"
+    try:
+        (tmp_path / "seed").write_text(pf.keypair(8).seed.hex())
+        (tmp_path / "seed").chmod(0o600)
+        (tmp_path / "zone").write_text("home 60 IN A {external_ipv4}\n")
+        zone = ZoneConfig(seed=str(tmp_path / "seed"), zone=str(tmp_path / "zone"),
+                          interval=3600)
+        cfg = RepublishConfig(ip_echo_v4=(url,), ip_echo_timeout=2.0)
+        builder, dht = ZoneBuilder(cfg), FakeDht()
+        rp = Republisher(cfg, [zone], publish=dht.publish, build=builder, clock=fake_clock,
+                         changed=builder.changed)
+
+        def published() -> list[str]:
+            return [SignedPacket.from_bep44(*dataclasses.astuple(i)).records[0].rdata.toZone()
+                    for i in dht.items]
+
+        await rp.run_once()
+        assert published() == ["198.51.100.1"]
+        fake_clock.advance(cfg.ip_check_interval)
+        await rp.run_once()                       # checked: unchanged, nothing put
+        assert published() == ["198.51.100.1"] and len(asked) == 2
+        current["ip"] = "198.51.100.2"            # the ISP hands out a new address
+        fake_clock.advance(cfg.ip_check_interval)
+        with capture_logs() as logs:
+            await rp.run_once()
+        assert published() == ["198.51.100.1", "198.51.100.2"]
+        assert "external_address_changed" in [e["event"] for e in logs]
+        assert cfg.ip_check_interval <= 60
+    finally:
+        await runner.cleanup()

@@ -16,7 +16,7 @@ A, B, C = b"a" * 32, b"b" * 32, b"c" * 32
 
 
 def test_zones_due_at_start_then_every_interval() -> None:
-    plan = RepublishPlan(CFG, T0)
+    plan = RepublishPlan(dataclasses.replace(CFG, ip_check_interval=0), T0)
     plan.set_zones([Z1, Z2], T0)
     assert [j.zone for j in plan.due_zones(T0)] == [Z1, Z2]
     assert plan.zone_done("zone:/k/1.zone", 8, None, T0) == T0 + 600
@@ -26,6 +26,33 @@ def test_zones_due_at_start_then_every_interval() -> None:
     assert plan.next_wakeup(T0 + 1) == T0 + 1   # popular candidates not looked at yet
     assert plan.due_popular([], T0 + 1) == []
     assert plan.next_wakeup(T0 + 2) == T0 + 61  # the next popular tick comes first
+
+
+def test_dyndns_zone_is_checked_and_due_at_once_when_the_address_changed() -> None:
+    """A new external address is noticed within ip_check_interval, not at the interval."""
+    plan = RepublishPlan(CFG, T0)
+    plan.set_zones([Z2], T0)
+    assert plan.due_checks(T0) == []                     # due anyway (and not signed yet)
+    plan.zone_done("zone:/k/2.zone", 8, None, T0)
+    assert plan.next_wakeup(T0 + 1) == T0 + 1            # the first popular tick
+    plan.due_popular([], T0 + 1)
+    assert plan.next_wakeup(T0 + 2) == T0 + CFG.ip_check_interval == T0 + 30
+    assert plan.due_checks(T0 + 29) == []
+    (job,) = plan.due_checks(T0 + 30)
+    assert plan.checked(job.name, False, T0 + 30) is False
+    assert plan.due_zones(T0 + 30) == [] and plan.due_checks(T0 + 59) == []
+    assert [j.name for j in plan.due_checks(T0 + 60)] == [job.name]
+    assert plan.checked(job.name, True, T0 + 60) is True
+    assert plan.due_zones(T0 + 60) == [job]              # republished now, not at T0 + 3600
+    assert plan.due_checks(T0 + 90) == []                # due: no check needed
+    plan.zone_done(job.name, 8, None, T0 + 61)
+    assert plan.due_checks(T0 + 91) == [job]
+    assert plan.checked(job.name, None, T0 + 91) is False   # no variables: stop checking
+    assert plan.due_checks(T0 + 3000) == [] and plan.next_wakeup(T0 + 3000) <= T0 + 3661
+    off = RepublishPlan(dataclasses.replace(CFG, ip_check_interval=0), T0)
+    off.set_zones([Z2], T0)
+    off.zone_done("zone:/k/2.zone", 8, None, T0)
+    assert off.due_checks(T0 + 3599) == []
 
 
 def test_failed_zone_is_retried_sooner() -> None:

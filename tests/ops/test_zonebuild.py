@@ -47,6 +47,30 @@ async def test_dyndns_variables(tmp_path: Path) -> None:
     assert {rr.rdata.toZone() for rr in packet.records} == {"203.0.113.7", "2001:db8::7"}
 
 
+async def test_changed_compares_with_the_address_the_zone_was_signed_with(tmp_path: Path
+                                                                         ) -> None:
+    now = {"v4": "203.0.113.7"}
+    asked: list[int] = []
+
+    async def fake(urls: Sequence[str], family: int, timeout: float) -> str:
+        asked.append(family)
+        return now["v4"]
+
+    builder = ZoneBuilder(RepublishConfig(), fake)
+    zone = _zone(tmp_path, "home IN A {external_ipv4}\n")
+    assert await builder.changed(zone) is None           # not signed yet: nothing to compare
+    await builder(zone, TS)
+    assert await builder.changed(zone) is False
+    now["v4"] = "203.0.113.8"
+    assert await builder.changed(zone) is True
+    packet = await builder(zone, TS + 1)
+    assert [rr.rdata.toZone() for rr in packet.records] == ["203.0.113.8"]
+    assert await builder.changed(zone) is False
+    asked.clear()
+    Path(zone.zone).write_text("@ IN A 192.0.2.1\n")     # variables gone: no lookup
+    assert await builder.changed(zone) is None and asked == []
+
+
 async def test_errors_name_the_file(tmp_path: Path) -> None:
     builder = ZoneBuilder(RepublishConfig())
     zone = _zone(tmp_path, "@ IN BOGUS x\n")
