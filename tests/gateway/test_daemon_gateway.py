@@ -48,6 +48,7 @@ def _config(tmp: Path, origin_port: int, cert: Path, match: bool) -> Path:
     if not match:
         digest = digest[:-2] + ("00" if not digest.endswith("00") else "11")
     (tmp / "seed").write_text(kp.seed.hex())
+    (tmp / "seed").chmod(0o600)
     (tmp / "zone").write_text(f"@ IN A 127.0.0.1\n_443._tcp IN TLSA {digest}\n"
                               "plain IN A 127.0.0.1\n")
     path = tmp / "pkdns.toml"
@@ -68,12 +69,14 @@ def _dig(port: int, *args: str) -> list[str]:
     return out.stdout.split()
 
 
-def _wait_published(dns_port: int, name: str) -> None:
+def _wait_published(demo: Demo, dns_port: int, name: str) -> None:
+    """The republisher put the zone (asking before would cache the key's NXDOMAIN)."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        if _dig(dns_port, "TLSA", f"_443._tcp.{name}"):
+        if any(e.get("event") == "zone_published" for e in demo.events()):
+            assert _dig(dns_port, "TLSA", f"_443._tcp.{name}")
             return
-        time.sleep(0.2)
+        time.sleep(0.1)
     raise AssertionError(f"the zone of {name} was not published to the testnet")
 
 
@@ -94,7 +97,7 @@ def test_daemon_routes_and_relays_a_verified_origin(tmp_path: Path, origin: tupl
     with run_demo(tmp_path, "--config", str(cfg), "--no-http", "--listen", "127.0.0.1:0",
                   "-v") as demo:
         dns_port = int(next(t for t in demo.tries if t.startswith("dig")).split()[3])
-        _wait_published(dns_port, name)
+        _wait_published(demo, dns_port, name)
         assert _dig(dns_port, "A", name) == ["127.0.0.1"]
         assert _dig(dns_port, "AAAA", name) == []                  # no IPv6 gateway address
         assert _dig(dns_port, "A", name.removesuffix(".key")) == ["127.0.0.1"]  # bare key
@@ -124,7 +127,7 @@ def test_daemon_refuses_a_mismatching_origin(tmp_path: Path, origin: tuple[
     with run_demo(tmp_path, "--config", str(cfg), "--no-http", "--listen", "127.0.0.1:0",
                   "-v") as demo:
         dns_port = int(next(t for t in demo.tries if t.startswith("dig")).split()[3])
-        _wait_published(dns_port, name)
+        _wait_published(demo, dns_port, name)
         ca = tmp_path / "state" / "gateway-ca.crt"
         page = _curl(name, _gateway_port(demo), ca)
         assert page.returncode == 0 and page.stdout.startswith("HTTP/1.1 502"), page

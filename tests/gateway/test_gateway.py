@@ -170,3 +170,12 @@ async def test_acl_closes_other_clients(tmp_path: Path) -> None:
         assert gateway.stats.handshakes == 0
     finally:
         await gateway.stop()
+
+
+async def test_200_parallel_page_loads_complete(lab: Lab) -> None:
+    replies = await asyncio.gather(*(lab.get(_z(GOOD), f"/{i}") for i in range(200)))
+    assert all(r.startswith(b"HTTP/1.1 200 OK") and r.endswith(lab.origin.body)
+               for r in replies)
+    assert sorted(int(r.split(b" ")[1][1:]) for r in lab.origin.requests) == list(range(200))
+    assert lab.gateway.stats.relayed == 200 and lab.gateway.leaves is not None
+    assert lab.gateway.leaves.minted == 1
