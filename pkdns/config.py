@@ -286,7 +286,7 @@ def parse(text: str, path: str = "<config>") -> Config:
 
 
 def load(path: str | Path) -> Config:
-    """Read and parse a config file; relative zone paths are relative to the file."""
+    """Read and parse a config file; relative paths (state_dir, zones) are relative to it."""
     from pkdns import configfile
 
     return configfile.load(path)

@@ -220,7 +220,7 @@ def _unknown_top_level(src: _Source, key: str, value: Any) -> ConfigError:
 
 
 def load(path: str | Path) -> Config:
-    """Read and parse a config file; relative zone paths are relative to the file."""
+    """Read and parse a config file; relative paths (state_dir, zones) are relative to it."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -232,7 +232,9 @@ def load(path: str | Path) -> Config:
     base = p.parent.absolute()
     zones = tuple(dataclasses.replace(z, seed=str(base / z.seed), zone=str(base / z.zone))
                   for z in cfg.zones)
-    return dataclasses.replace(cfg, zones=zones)
+    # Every path in the file is relative to the file, state_dir too (it once followed the
+    # working directory while zone paths followed the file).
+    return dataclasses.replace(cfg, zones=zones, state_dir=str(base / cfg.state_dir))
 
 
 def validate(cfg: Config, path: str = "<config>") -> None:

@@ -394,3 +394,22 @@ def test_address_flag_errors_say_what_was_meant(flag: str, value: str, hint: str
     assert proc.returncode == 2 and proc.stdout == ""
     (line,) = proc.stderr.splitlines()
     assert hint in line, line
+
+
+def test_relative_paths_in_the_file_follow_the_file(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """state_dir once followed the working directory while zone paths followed the file."""
+    (tmp_path / "etc").mkdir()
+    conf = tmp_path / "etc" / "c.toml"
+    conf.write_text("state_dir = 'state'\n[[zones]]\nseed = 'k/seed'\nzone = 'k/zone'\n")
+    monkeypatch.chdir("/")
+    cfg = config.load(conf)
+    assert cfg.state_dir == str(tmp_path / "etc" / "state")
+    assert cfg.zones[0].seed == str(tmp_path / "etc" / "k" / "seed")
+    assert config.load(conf).state_dir == serve.build_config(
+        build_parser().parse_args(["serve", "--config", str(conf)])).state_dir
+    flag = _serve_args("--config", str(conf), "--state-dir", "here")
+    assert flag.state_dir == "here"            # a flag: relative to the working directory
+    absolute = tmp_path / "abs.toml"
+    absolute.write_text("state_dir = '/var/lib/pkdns'\n")
+    assert config.load(absolute).state_dir == "/var/lib/pkdns"
