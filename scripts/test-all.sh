@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-APT_PKGS="bind9-dnsutils knot-dnsutils knot dnsperf dnsmasq-base unbound chromium libnss3-tools iproute2 nftables openssl systemd python3-venv gcc python3-dev"
+APT_PKGS="bind9-dnsutils knot-dnsutils knot dnsperf dnsmasq-base unbound chromium libnss3-tools iproute2 nftables openssl systemd dbus util-linux python3-venv gcc python3-dev"
 missing=""
 for p in $APT_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 # Node.js and npm only when absent (a newer npm may already be installed outside dpkg).
@@ -15,6 +15,16 @@ command -v npm >/dev/null 2>&1 || missing="$missing npm"
 if [ -n "$missing" ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+fi
+
+# systemd-resolved is only downloaded, never installed (installing it would take over this
+# machine's /etc/resolv.conf): tests/e2e/test_resolved.py unpacks it with dpkg -x and runs it
+# in a namespace. The version matches the installed systemd (same libsystemd-shared).
+resolved_version="$(dpkg-query -W -f '${Version}' systemd)"
+if ! ls .cache/debs/systemd-resolved_"$(echo "$resolved_version" | sed 's/:/%3a/')"_*.deb >/dev/null 2>&1; then
+  mkdir -p .cache/debs
+  (cd .cache/debs && apt-get download -q "systemd-resolved=$resolved_version" 2>/dev/null \
+    || { $SUDO apt-get update -qq && apt-get download -q "systemd-resolved=$resolved_version"; })
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
