@@ -92,6 +92,7 @@ def nets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
 def seed(tmp_path: Path) -> tuple[Path, str]:
     path = tmp_path / "seed"
     path.write_text(os.urandom(32).hex() + "\n")
+    path.chmod(0o600)   # a seed others may read draws a warning on stderr
     out = subprocess.run([*PKDNS, "pubkey", str(path)], capture_output=True, text=True,
                          check=True)
     return path, out.stdout.strip()
