@@ -56,12 +56,17 @@ KIND: Final = 8         # "icann" or "pkarr" (metrics label)
 
 
 def make_entry(info: ReplyInfo, ttls: tuple[int, ...], now: float, lifetime: int,
-               stale_for: int, kind: str = "icann") -> Entry:
+               stale_for: int, kind: str = "icann", cd: int = 0) -> Entry:
+    """The entry for ``info``; ``cd`` (0 or 1, the key's CD bit) is set in the stored flags,
+    so every reply rendered from it carries the CD bit of the query (RFC 4035 §3.2.2: the
+    key keeps CD=0 and CD=1 queries apart), whatever the upstream or the pkarr side put."""
     rest = info.wire[info.qend:]
     if ttls is not info.ttls and ttls != info.ttls:
         rest = _patched(rest, info.offsets, ttls)
     expires = now + lifetime
-    return (info.wire[2:12], rest, info.offsets, ttls, now, expires, expires + stale_for,
+    w = info.wire
+    head = w[2:3] + wire.BYTE[(w[3] & 0xEF) | (cd << 4)] + w[4:12]
+    return (head, rest, info.offsets, ttls, now, expires, expires + stale_for,
             len(info.wire) + ENTRY_OVERHEAD, kind)
 
 
@@ -108,7 +113,7 @@ def render(entry: Entry, q: bytes, qend: int, size: int, do: bool, max_size: int
     else:
         out = b"".join((q[:2], wire.BYTE[(h[0] & 0xFE) | (q[2] & 1)], h[1:], q[12:qend], rest))
     if len(out) > max_size:
-        return wire.truncated_reply(out, qend, bool(size), do)
+        return wire.fitted(out, qend, max_size, bool(size), do)
     return out
 
 
@@ -178,10 +183,11 @@ class WireCache:
         so every answer is rendered by the same code.
         """
         decision = self._lifetime(info)
+        cd = key[-1] & 1
         if decision is None:
-            return make_entry(info, info.ttls, now, 0, 0, kind)
+            return make_entry(info, info.ttls, now, 0, 0, kind, cd)
         lifetime, ttls = decision
-        entry = make_entry(info, ttls, now, lifetime, self._stale_for, kind)
+        entry = make_entry(info, ttls, now, lifetime, self._stale_for, kind, cd)
         if entry[SIZE] <= self.cfg.max_bytes:
             old = self._entries.pop(key, None)
             if old is not None:

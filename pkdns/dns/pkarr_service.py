@@ -73,6 +73,28 @@ class PkarrService:
         self.handler = PkarrAnswerer(self.source, icann, cfg.pkarr, ns_port=cfg.pkarr.ns_port,
                                      metrics=metrics, own_keys=own_keys(cfg.zones))
         self.bootstrapped: asyncio.Event = self.node.joined
+        self.metrics = metrics
+        self._counted: dict[tuple[str, str], int] = {}
+        metrics.on_render(self.count_messages)
+
+    def count_messages(self) -> None:
+        """Move the node's KRPC datagram counters into ``pkdns_dht_messages`` (before every
+        ``/metrics`` render): malformed and unsolicited datagrams (late or forged replies)
+        and queries over the per-IP limit show up there, not only in the node's fields."""
+        try:
+            st = self.node.protocol.stats
+        except DhtError:            # not started (yet)
+            return
+        node = self.node
+        now = {("in", "received"): st.received, ("in", "malformed"): st.malformed,
+               ("in", "unsolicited"): st.unsolicited, ("in", "rate_limited"): node.rate_limited,
+               ("out", "sent"): st.sent, ("out", "send_error"): st.send_errors,
+               ("out", "paced"): node.paced}
+        for labels, total in now.items():
+            delta = total - self._counted.get(labels, 0)
+            if delta > 0:
+                self.metrics.dht_messages.labels(*labels).inc(delta)
+            self._counted[labels] = total
 
     async def resolve_host(self, host: str, port: int) -> list[Address]:
         """IPv4 addresses of a bootstrap host, via the configured upstreams (A records).

@@ -272,7 +272,8 @@ class Resolver:
             if self.debug and exc.qend:
                 log_query(client.ip, client.transport, data, exc.qend, reply, "malformed",
                                "-")
-            return self._count(client.transport, reply, "malformed")
+            self.tally.cell(client.transport, exc.rcode, "malformed")[0] += 1   # BADVERS: 16
+            return reply
         limit = reply_limit(client.transport, edns_size(q), max_size)
         entry = self.cache.get(q.key) if self.debug else None
         fresh = entry is not None and self.now() < entry[EXPIRES]

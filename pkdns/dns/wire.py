@@ -45,10 +45,11 @@ class Drop(DecodeError):
 class BadQuery(DecodeError):
     """The query is answered with an error rcode and (when known) its question."""
 
-    def __init__(self, rcode: int, qend: int = 0) -> None:
+    def __init__(self, rcode: int, qend: int = 0, do: bool = False) -> None:
         super().__init__(f"bad query: rcode {rcode}")
         self.rcode = rcode
         self.qend = qend
+        self.do = do            # BADVERS: the DO bit of the OPT we did read (RFC 3225 §3)
 
 
 @dataclass(slots=True)
@@ -190,7 +191,7 @@ def _parse_additional(data: bytes, i: int) -> tuple[bool, int, bool]:
     if data[qend] != 0:
         raise BadQuery(FORMERR, qend)        # RFC 6891 §6.1.2: the OPT owner is the root
     if (ttl >> 16) & 0xFF:
-        raise BadQuery(BADVERS, qend)
+        raise BadQuery(BADVERS, qend, bool(ttl & 0x8000))
     return True, max(rclass, 512), bool(ttl & 0x8000)
 
 
@@ -248,12 +249,14 @@ def opt_rr(do: bool, ext_rcode: int = 0) -> bytes:
 
 def error_reply(data: bytes, rcode: int, qend: int = 0, edns: bool = False,
                 do: bool = False) -> bytes:
-    """An answer-less reply with ``rcode`` echoing ID, opcode, RD and (if ``qend``) the question.
+    """An answer-less reply with ``rcode`` echoing ID, opcode, RD, CD and (if ``qend``) the
+    question.
 
     BADVERS (16) goes into the OPT extended rcode (RFC 6891 §6.1.3), so it forces an OPT.
+    CD is copied from the query into every response (RFC 4035 §3.2.2, a MUST).
     """
     flags2 = 0x80 | (data[2] & 0x79)                 # QR, opcode, RD from the query
-    flags3 = 0x80 | (rcode & 0x0F)                   # RA
+    flags3 = 0x80 | (data[3] & 0x10) | (rcode & 0x0F)    # RA, CD from the query
     edns = edns or rcode > 15
     head = data[:2] + bytes((flags2, flags3, 0, 1 if qend else 0, 0, 0, 0, 0, 0, 1 if edns else 0))
     question = data[12:qend] if qend else b""
@@ -265,17 +268,69 @@ def error_for(data: bytes, exc: BadQuery) -> bytes:
 
     RFC 6891 §7: a response to a query that carried an OPT carries one too, when that OPT can
     be read. It can when the header alone was the problem (TC=1, an opcode we do not
-    implement) and the rest is one question plus the OPT; then the DO bit is echoed.
+    implement, no question at all) and the rest is at most one question plus the OPT; then
+    the DO bit is echoed, as it is with BADVERS (RFC 3225 §3: the OPT was read, only its
+    version is unknown).
     """
+    if exc.rcode == BADVERS:
+        return error_reply(data, BADVERS, exc.qend, True, exc.do)
     edns = do = False
+    at = -1
     if data[4:12] == b"\x00\x01\x00\x00\x00\x00\x00\x01":
         qend = _qname_end(data, 12)
         if 0 < qend and qend + 4 <= len(data):
-            try:
-                edns, _, do = _parse_additional(data, qend + 4)
-            except BadQuery:
-                edns = do = False
+            at = qend + 4
+    elif data[4:12] == b"\x00\x00\x00\x00\x00\x00\x00\x01":
+        at = 12                                     # QDCOUNT=0: the OPT follows the header
+    if at > 0:
+        try:
+            edns, _, do = _parse_additional(data, at)
+        except BadQuery as bad:
+            edns, do = bad.rcode == BADVERS, bad.do
     return error_reply(data, exc.rcode, exc.qend, edns, do)
+
+
+def fitted(response: bytes, qend: int, max_size: int, edns: bool, do: bool) -> bytes:
+    """``response`` (longer than ``max_size``) cut the way RFC 2181 §9 asks: TC=1 only when
+    data the client needs is lost.
+
+    The additional section (glue, and our OPT, put back) goes first: a client can do without
+    it, and TC=1 would send it to TCP for nothing. Then, for a positive answer without DNSSEC
+    (no DO), the authority section (its NS records are optional there; with DO it may hold
+    the NSEC proof of a wildcard answer). Only when the answer section alone does not fit is
+    the reply :func:`truncated_reply`.
+    """
+    an = (response[6] << 8) | response[7]
+    ns = (response[8] << 8) | response[9]
+    try:
+        i = qend
+        for _ in range(an):
+            i = _skip_rr(response, i)
+        answers_end = i
+        for _ in range(ns):
+            i = _skip_rr(response, i)
+    except DecodeError:
+        return truncated_reply(response, qend, edns, do)
+    opt = opt_rr(do) if edns else b""
+    out = response[:10] + BYTE[0] + BYTE[int(edns)] + response[12:i] + opt
+    if len(out) <= max_size:
+        return out
+    if an and not do and not response[3] & 0x0F:
+        out = response[:8] + bytes((0, 0, 0, int(edns))) + response[12:answers_end] + opt
+        if len(out) <= max_size:
+            return out
+    return truncated_reply(response, qend, edns, do)
+
+
+def _skip_rr(data: bytes, i: int) -> int:
+    """Offset after the resource record at ``i``; DecodeError if it runs off the end."""
+    i = skip_name(data, i) + 10
+    if i > len(data):
+        raise DecodeError("record runs past the end")
+    i += (data[i - 2] << 8) | data[i - 1]
+    if i > len(data):
+        raise DecodeError("record runs past the end")
+    return i
 
 
 def truncated_reply(response: bytes, qend: int, edns: bool, do: bool) -> bytes:
@@ -301,7 +356,8 @@ def hinfo_any_reply(query: Query, ttl: int = 3600) -> bytes:
     data = query.wire
     rdata = b"\x07RFC8482\x00"
     rr = b"\xc0\x0c" + struct.pack(">HHIH", T_HINFO, C_IN, ttl, len(rdata)) + rdata
-    head = data[:2] + bytes((0x80 | (data[2] & 0x79), 0x80, 0, 1, 0, 1, 0, 0, 0, int(query.edns)))
+    head = data[:2] + bytes((0x80 | (data[2] & 0x79), 0x80 | (data[3] & 0x10), 0, 1, 0, 1, 0, 0, 0,
+                             int(query.edns)))
     return head + data[12:query.qend] + rr + (opt_rr(query.do) if query.edns else b"")
 
 

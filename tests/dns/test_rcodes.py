@@ -17,7 +17,7 @@ from pkdns.dns import wire
 from pkdns.dns.resolver import ClientInfo
 from tests.dns.test_resolver import ask, make
 from tests.dns.test_wire import QNAME, TAIL, header
-from tests.support.upstream import FakeUpstream, Reply, a_record, answer, rcode_only
+from tests.support.upstream import FakeUpstream, Reply, a_record, answer, rcode_only, rrset
 
 OPT = b"\x00\x00\x29\x10\x00\x00\x00\x80\x00\x00\x00"      # payload 4096, version 0, DO
 
@@ -90,3 +90,34 @@ async def test_our_error_replies_carry_an_opt_when_the_query_had_one(
         assert struct.unpack(">H", reply[10:12])[0] == 0
     else:
         assert _opt_of(reply) == opt
+
+
+async def test_badvers_is_counted_as_badvers() -> None:
+    r = make()
+    badvers = OPT[:6] + b"\x01" + OPT[7:]                       # EDNS version 1, DO set
+    reply = await r.resolve(header(ar=1) + TAIL + badvers, ClientInfo("127.0.0.1", "udp"), 1232)
+    assert reply is not None and _opt_of(reply) == (0, 1)
+    text = r.metrics.render().decode()
+    assert 'pkdns_queries_total{kind="malformed",rcode="BADVERS",transport="udp"} 1.0' in text
+    assert 'rcode="NOERROR"' not in text
+
+
+def test_fitted_drops_additional_then_authority_before_tc() -> None:
+    q = dns.message.make_query("mx.example.test", "MX")
+    r = dns.message.make_response(q)
+    r.answer.append(rrset("mx.example.test. 300 IN MX 10 m.example.test."))
+    r.authority.append(rrset("example.test. 300 IN NS " + "n" * 60 + ".example.test."))
+    r.additional.append(rrset("m.example.test. 300 IN AAAA 2001:db8::1"))
+    full = r.to_wire()
+    qend = 12 + len(b"\x02mx\x07example\x04test\x00") + 4
+    no_glue = dns.message.from_wire(wire.fitted(full, qend, len(full) - 1, True, False))
+    assert not no_glue.flags & dns.flags.TC and no_glue.authority and not no_glue.additional
+    assert no_glue.edns == 0 and no_glue.answer
+    short = len(full) - 40
+    answers_only = dns.message.from_wire(wire.fitted(full, qend, short, True, False))
+    assert not answers_only.flags & dns.flags.TC and answers_only.answer
+    assert not answers_only.authority
+    with_do = dns.message.from_wire(wire.fitted(full, qend, short, True, True))
+    assert with_do.flags & dns.flags.TC and not with_do.answer      # DO: NSEC may be there
+    tiny = dns.message.from_wire(wire.fitted(full, qend, 40, False, False))
+    assert tiny.flags & dns.flags.TC and not tiny.answer
