@@ -198,6 +198,7 @@ class HttpConfig:
     enabled: bool = True
     listen: tuple[HostPort, ...] = (("127.0.0.1", 6881),)
     trusted_proxies: tuple[str, ...] = ()
+    admin_allow: tuple[str, ...] = DEFAULT_ALLOW   # who may read /, /api/* and /metrics
     relay_rate_limit: float = 2.0         # relay PUTs and GETs that reach the DHT, /s per IP
     relay_rate_limit_burst: float = 10.0
 

@@ -47,7 +47,8 @@ _CHOICES = {
 _IP_ONLY = {("dns", "listen"), ("dns", "upstream"), ("http", "listen")}
 # DNS addresses may leave out the port: it is 53 there, as in resolv.conf.
 _PORT_53 = {("dns", "listen"), ("dns", "upstream")}
-_NETWORKS = {("dns", "allow"), ("dns", "forwarders"), ("http", "trusted_proxies")}
+_NETWORKS = {("dns", "allow"), ("dns", "forwarders"), ("http", "trusted_proxies"),
+             ("http", "admin_allow")}
 
 
 class _Source:

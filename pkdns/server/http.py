@@ -18,6 +18,18 @@ credentialed request is refused by the browser) with the ``Pkarr-*`` headers exp
 The client address is the TCP peer, or the ``X-Forwarded-For`` entry a *trusted* proxy
 appended (never a header from anyone: the pkdns 0.7 flaw in pkarr-reference §2.13).
 
+What is public and what is not (an HTTP listener on a public address must not give the
+operator's view to anyone):
+
+    /dns-query        everyone reaches it; the DNS policy (``dns.allow``, rate limit) decides
+    /<z32 key>        public: an open pkarr relay, like every relay (``http.relay_rate_limit``)
+    everything else   ``http.admin_allow`` only (default: loopback and private networks, as
+                      ``dns.allow``): ``/metrics``, ``/``, ``/api/...`` and unknown paths get
+                      403 from any other address (counted in ``pkdns_dropped{reason="http_acl"}``)
+
+The address checked is the one :func:`client_ip` finds (so behind a trusted proxy, the client's).
+CORS preflights (OPTIONS) are answered for every path: they carry no data.
+
 DoH queries go through the resolver's policy like UDP/TCP ones: a client outside ``dns.allow``
 or over ``dns.rate_limit`` gets HTTP 200 with a DNS REFUSED reply, not an HTTP 403/429, because
 RFC 8484 §4.2.1 carries every valid DNS response, whatever its RCODE, in a 2xx response (the
@@ -36,9 +48,12 @@ from aiohttp.typedefs import Middleware
 
 from pkdns import log
 from pkdns.config import HostPort, HttpConfig, format_hostport
+from pkdns.dns.acl import Acl
 from pkdns.dns.resolver import ClientInfo
 from pkdns.errors import PkdnsError
 from pkdns.metrics import Metrics
+from pkdns.pkarr import zbase32
+from pkdns.pkarr.keys import Z32_LEN
 from pkdns.server import doh
 
 _log = log.get("http")
@@ -114,13 +129,27 @@ def _preflight(request: web.Request) -> web.Response:
     return web.Response(status=204, headers=headers)
 
 
-def _middleware(trusted: Sequence[IpNetwork]) -> Middleware:
+def public_path(path: str) -> bool:
+    """Is ``path`` open to everyone: DoH (the DNS policy applies inside) or the relay API
+    (one path segment that is a z-base32 key)?"""
+    if path == "/dns-query":
+        return True
+    key = path[1:].lower()
+    return len(key) == Z32_LEN and zbase32.is_zbase32(key)
+
+
+def _middleware(trusted: Sequence[IpNetwork], admin: Acl, metrics: Metrics) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         peer = request.remote or ""
-        request[CLIENT_KEY] = client_ip(peer, request.headers.get("X-Forwarded-For"), trusted)
+        client = client_ip(peer, request.headers.get("X-Forwarded-For"), trusted)
+        request[CLIENT_KEY] = client
         if request.method == "OPTIONS":
             return _preflight(request)
+        if not public_path(request.path) and not admin.allowed(client):
+            metrics.dropped.labels(reason="http_acl").inc()
+            return text_error(403, "forbidden: this address is not in http.admin_allow",
+                              CORS_HEADERS)
         try:
             response = await handler(request)
         except web.HTTPException as exc:
@@ -183,8 +212,8 @@ def build_app(cfg: HttpConfig, metrics: Metrics, dns: DnsEntry | None,
     The relay catch-all ``/{key}`` must be registered last (``extra`` order), so it does not
     shadow the fixed paths. ``on_scrape`` refreshes gauges just before ``/metrics`` renders.
     """
-    app = web.Application(middlewares=[_middleware(parse_networks(cfg.trusted_proxies))],
-                          client_max_size=doh.MAX_MESSAGE + 1)
+    policy = _middleware(parse_networks(cfg.trusted_proxies), Acl(cfg.admin_allow), metrics)
+    app = web.Application(middlewares=[policy], client_max_size=doh.MAX_MESSAGE + 1)
     if dns is not None:
         app.router.add_route("*", "/dns-query", DohHandler(dns, metrics).handle)
 
