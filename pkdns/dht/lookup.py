@@ -2,10 +2,13 @@
 
 The lookup never sends or waits: :meth:`IterativeLookup.next_requests` says whom to ask,
 the asyncio driver (``node.py``) feeds back :meth:`on_response`, :meth:`on_error` and
-:meth:`on_timeout`, all with ``now``. Closest-first with α requests in flight; a request
-slower than ``soft_timeout`` stops counting against α (libtorrent's "short timeout"), so dead
-nodes do not stall the search. Bounded by ``max_queried`` and a deadline (reliability.md D12);
-at most one candidate per IP and per /24 (D9) and at most K contacts taken per reply (D10).
+:meth:`on_timeout`, all with ``now``. Closest-first with α requests in flight, more when
+answers go missing (:meth:`RttEstimator.parallelism`); a request older than the soft timeout
+stops counting against α (libtorrent's "short timeout") and widens the set of candidates asked
+by one, and past its give-up time it no longer holds a place among the closest k, so dead and
+unresponsive nodes stall neither the search nor its end (times from :mod:`pkdns.dht.rtt`). An
+answer that comes late still counts. Bounded by ``max_queried`` and a deadline; at most one
+candidate per IP and per /24 and at most K contacts taken per reply (Sybil and poisoning limits).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pkdns.dht.ids import distance, target_of
 from pkdns.dht.item import MutableItem, check_item
 from pkdns.dht.krpc import Address, ErrorMessage, Method, Response
 from pkdns.dht.routing import ip_key, is_valid_contact, subnet_key
+from pkdns.dht.rtt import RttEstimator
 from pkdns.errors import VerifyError
 
 ALPHA = 4
@@ -26,7 +30,6 @@ K_CLOSEST = 20
 """Convergence set: mainline's K (20), so a put reaches as many nodes as a Rust pkarr put."""
 MAX_QUERIED = 128
 MAX_CANDIDATES = 256
-SOFT_TIMEOUT = 0.4
 
 
 class State(Enum):
@@ -75,12 +78,12 @@ class IterativeLookup:
     def __init__(self, target: bytes, seeds: Iterable[tuple[bytes | None, Address]],
                  now: float, *, timeout: float = 5.0, own_id: bytes | None = None,
                  k: int = K_CLOSEST, alpha: int = ALPHA, max_queried: int = MAX_QUERIED,
-                 soft_timeout: float = SOFT_TIMEOUT) -> None:
+                 rtt: RttEstimator | None = None) -> None:
         self.target = target
         self.deadline = now + timeout
         self.own_id = own_id
         self.k, self.alpha, self.max_queried = k, alpha, max_queried
-        self.soft_timeout = soft_timeout
+        self.rtt = rtt if rtt is not None else RttEstimator()
         self.outcome = Outcome()
         self._cands: dict[Address, Candidate] = {}
         self._ips: set[str] = set()
@@ -111,21 +114,40 @@ class IterativeLookup:
         self._cands[addr] = Candidate(addr, node_id,
                                       -1 if node_id is None else distance(node_id, self.target))
 
-    def _window(self) -> list[Candidate]:
-        alive = [c for c in self._cands.values() if c.state is not State.FAILED]
+    def _counts(self, c: Candidate, now: float) -> bool:
+        """Does ``c`` hold a place among the closest: not failed, and if asked, not past its
+        give-up time (:mod:`pkdns.dht.rtt`; a late answer brings it back)."""
+        if c.state is State.INFLIGHT:
+            return c.sent_at + self.rtt.give_up(c.addr) > now  # as next_wakeup computes it
+        return c.state is not State.FAILED
+
+    def _window(self, now: float, soft: float | None = None) -> list[Candidate]:
+        """The closest candidates that count; with ``soft``, widened by one for every one
+        of them asked longer ago than ``soft`` (the candidates to ask while we wait)."""
+        alive = [c for c in self._cands.values() if self._counts(c, now)]
         alive.sort(key=self._key)
-        return alive[:self.k]
+        width = self._width(alive[:self.k])
+        if soft is not None:
+            width += sum(1 for c in alive[:width]
+                         if c.state is State.INFLIGHT and c.sent_at + soft <= now)
+        return alive[:width]
+
+    def _width(self, closest: list[Candidate]) -> int:
+        """How many of the closest must answer before the lookup is complete."""
+        return self.k
 
     # -- driver interface ----------------------------------------------------------------
     def next_requests(self, now: float) -> list[Candidate]:
         """Candidates to query now (marked in flight)."""
         if self.done(now):
             return []
+        soft = self.rtt.soft_timeout()
         busy = sum(1 for c in self._cands.values()
-                   if c.state is State.INFLIGHT and now - c.sent_at < self.soft_timeout)
+                   if c.state is State.INFLIGHT and c.sent_at + soft > now)
+        alpha = self.rtt.parallelism(self.alpha)
         out: list[Candidate] = []
-        for c in self._window():
-            if busy >= self.alpha or self.outcome.queried >= self.max_queried:
+        for c in self._window(now, soft):
+            if busy >= alpha or self.outcome.queried >= self.max_queried:
                 break
             if c.state is State.NEW:
                 c.state, c.sent_at = State.INFLIGHT, now
@@ -135,20 +157,28 @@ class IterativeLookup:
         return out
 
     def next_wakeup(self, now: float) -> float:
-        """Absolute time at which :meth:`next_requests` may have something new to say."""
-        soon = [c.sent_at + self.soft_timeout for c in self._cands.values()
-                if c.state is State.INFLIGHT and c.sent_at + self.soft_timeout > now]
-        return min([self.deadline, *soon])
+        """Absolute time at which :meth:`next_requests` or :meth:`done` may say something
+        new: a soft timeout frees a slot, a give-up time moves the window on."""
+        soft = self.rtt.soft_timeout()
+        soon = [self.deadline]
+        for c in self._cands.values():
+            if c.state is State.INFLIGHT:
+                soon += [t for t in (c.sent_at + soft, c.sent_at + self.rtt.give_up(c.addr))
+                         if t > now]
+        return min(soon)
 
     def done(self, now: float) -> bool:
         if now >= self.deadline:
             self.outcome.deadline_hit = True
             return True
-        inflight = any(c.state is State.INFLIGHT for c in self._cands.values())
-        window = self._window()
-        if all(c.state is State.RESPONDED for c in window):
+        window = self._window(now)
+        if window and all(c.state is State.RESPONDED for c in window):
             return True
-        return self.outcome.queried >= self.max_queried and not inflight
+        if not window:  # nobody answered yet, and nobody is left to ask: wait for the late
+            return not any(c.state is State.INFLIGHT for c in self._cands.values())
+        waiting = any(c.state is State.INFLIGHT and self._counts(c, now)
+                      for c in self._cands.values())
+        return self.outcome.queried >= self.max_queried and not waiting
 
     def _take(self, addr: Address) -> Candidate | None:
         c = self._cands.get(addr)
@@ -159,6 +189,7 @@ class IterativeLookup:
         c = self._take(addr)
         if c is None:
             return None
+        self.rtt.observe(addr, now - c.sent_at)
         c.state, c.id, c.token = State.RESPONDED, resp.id, resp.token
         c.dist = distance(resp.id, self.target)
         self.outcome.responded += 1
@@ -180,6 +211,7 @@ class IterativeLookup:
     def on_timeout(self, addr: Address, now: float) -> None:
         c = self._take(addr)
         if c is not None:
+            self.rtt.lost()
             c.state = State.FAILED
             self.outcome.timed_out += 1
 
@@ -208,9 +240,9 @@ class GetMutableLookup(IterativeLookup):
     def __init__(self, public_key: bytes, seeds: Iterable[tuple[bytes | None, Address]],
                  now: float, *, seq_floor: int | None = None, timeout: float = 5.0,
                  own_id: bytes | None = None, k: int = K_CLOSEST, alpha: int = ALPHA,
-                 max_queried: int = MAX_QUERIED, soft_timeout: float = SOFT_TIMEOUT) -> None:
+                 max_queried: int = MAX_QUERIED, rtt: RttEstimator | None = None) -> None:
         super().__init__(target_of(public_key), seeds, now, timeout=timeout, own_id=own_id, k=k,
-                         alpha=alpha, max_queried=max_queried, soft_timeout=soft_timeout)
+                         alpha=alpha, max_queried=max_queried, rtt=rtt)
         self.public_key = public_key
         self.seq_floor = seq_floor
         self.best: MutableItem | None = None

@@ -45,6 +45,7 @@ from pkdns.dht.lookup import GetMutableLookup, IterativeLookup, Outcome, PutMuta
 from pkdns.dht.ratelimit import PACE_LIMIT, PerIpLimiter, SendPacer
 from pkdns.dht.responder import Responder
 from pkdns.dht.routing import PingFirst, RoutingTable, ip_key
+from pkdns.dht.rtt import RttEstimator
 from pkdns.dht.storage import ItemStore
 from pkdns.dht.tokens import TokenManager
 from pkdns.dht.transport import KrpcProtocol, Reply
@@ -94,6 +95,8 @@ class DhtNode:
         self._limiter = PerIpLimiter(request_rate_limit)
         self._pacer = SendPacer(pace_limit)
         self._queriers = QuerierCheck()
+        self.rtt = RttEstimator()
+        """Round trips and answer rate, shared by every lookup (timeouts, parallelism)."""
         self.upkeep = Upkeep(now, self._rng, min_nodes=min_nodes)
         self._upkeep_task: asyncio.Task[None] | None = None
         self._checks: set[asyncio.Task[None]] = set()
@@ -272,7 +275,7 @@ class DhtNode:
             await self._drive(IterativeLookup(
                 self.id, self._seeds(self.id), self._clock.monotonic(),
                 timeout=max(0.05, deadline - self._clock.monotonic()), own_id=self.id,
-                max_queried=self.max_queried))
+                max_queried=self.max_queried, rtt=self.rtt))
             if len(self.table) > 0:
                 break
         if len(self.table) > 0:
@@ -306,7 +309,7 @@ class DhtNode:
         for index, target in plan.refresh:
             await self._drive(IterativeLookup(
                 target, self._seeds(target), self._clock.monotonic(), own_id=self.id,
-                max_queried=self.max_queried))
+                max_queried=self.max_queried, rtt=self.rtt))
             self.table.refreshed(index, self._clock.monotonic())
         return self.upkeep.next_wakeup(self.table, self._clock.monotonic())
 
@@ -336,7 +339,8 @@ class DhtNode:
                     timeout: float = 5.0) -> GetQuery:
         """Start a BEP 44 get; iterate the result for verified items as they arrive."""
         lookup = GetMutableLookup(public_key, [], self._clock.monotonic(), seq_floor=seq_floor,
-                                  timeout=timeout, own_id=self.id, max_queried=self.max_queried)
+                                  timeout=timeout, own_id=self.id, max_queried=self.max_queried,
+                                  rtt=self.rtt)
         lookup.add_seeds(self._seeds(lookup.target))
         return GetQuery(self._drive, lookup)
 

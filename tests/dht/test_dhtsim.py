@@ -23,3 +23,13 @@ def test_clean_network_finds_everything_without_timeouts() -> None:
     assert s.success == 1.0 and s.answered_newest == 1.0
     assert s.done_p90 < 3.0  # only the slowest nodes (2 s round trips) time out: no deadline
     assert s.messages <= s.message_budget
+
+
+def test_targets_hold_on_a_lossy_network_with_dead_nodes() -> None:
+    """Issue 12's simulator targets, small: 30 % unresponsive, 10 % gone, 5 % loss each way,
+    churn. Before adaptive timeouts and widening every lookup here ran into its deadline."""
+    s = simulate(SMALL)
+    assert s.success >= 0.99
+    assert s.first_p50 <= s.first_budget
+    assert s.messages <= s.message_budget
+    assert s.done_p50 < SMALL.lookup_timeout - 1.0  # slow nodes no longer hold the window

@@ -32,6 +32,7 @@ from pkdns.dht.item import MutableItem, sign_item
 from pkdns.dht.krpc import Address, NodeInfo, Response
 from pkdns.dht.lookup import GetMutableLookup
 from pkdns.dht.routing import RoutingTable
+from pkdns.dht.rtt import RttEstimator
 
 REPLY_NODES = 8
 PUT_FANOUT = 20
@@ -105,6 +106,7 @@ class Network:
         self._sorted = [p for _, p in pairs]
         self.own_id = self._random_id()
         self.client = self._table_for(self.own_id)
+        self.rtt = RttEstimator()
 
     def _random_id(self) -> bytes:
         return self.rng.getrandbits(ID_BITS).to_bytes(20, "big")
@@ -206,7 +208,7 @@ class Network:
         seeds: list[tuple[bytes | None, Address]] = [
             (e.id, e.addr) for e in self.client.closest(item.target, 32)]
         lookup = GetMutableLookup(item.k, seeds, start, timeout=self.cfg.lookup_timeout,
-                                  own_id=self.own_id)
+                                  own_id=self.own_id, rtt=self.rtt)
         depth = {addr: 1 for _, addr in seeds}
         events: list[tuple[float, int, Address, bool]] = []
         first: float | None = None

@@ -1,0 +1,98 @@
+"""Round-trip estimates for DHT requests (pure): how long a lookup waits on a node.
+
+A lookup uses two times per request, both learnt from how long answers took:
+
+- the **soft timeout**: past it the request stops holding one of the α slots, so the next
+  candidate is asked (libtorrent's "short timeout"); the answer still counts when it comes;
+- the **give-up time**: past it the node stops holding a place among the closest k, so the
+  lookup can finish without it; an answer that comes before the lookup ends still counts.
+
+The request itself ends at the transport's timeout. Mainline round trips are heavy-tailed
+(median ~150 ms, a few % over 1 s), so the times come from quantiles of recent samples, not
+RFC 6298's mean + 4 x deviation, which the tail would drag up to seconds. Per node, a smoothed
+round trip (RFC 6298 §2, alpha = 1/8) lets a node known to be slow keep its place longer; it
+never holds a slot longer than a typical node. One estimator is shared by a node's lookups.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from pkdns.dht.krpc import Address
+
+SAMPLES = 256
+"""Recent round trips the quantiles are taken over."""
+MIN_SAMPLES = 8
+"""Below this many samples the defaults apply."""
+DEFAULT_SOFT = 0.4
+DEFAULT_GIVE_UP = 1.0
+SOFT_MIN, SOFT_MAX = 0.1, 1.0
+GIVE_UP_MIN, GIVE_UP_MAX = 0.3, 2.0
+KNOWN_NODES = 4096
+"""Per-node estimates kept (least recently answered forgotten first)."""
+PRIOR_ANSWER_RATE = 0.7
+ANSWER_RATE_GAIN = 1 / 16
+MAX_WIDEN = 3
+"""At most this many times α requests in flight however many answers go missing."""
+
+
+def _clamp(x: float, lo: float, hi: float) -> float:
+    return lo if x < lo else hi if x > hi else x
+
+
+class RttEstimator:
+    """Round-trip samples of answered requests; quantile-based soft and give-up times."""
+
+    def __init__(self) -> None:
+        self._samples: deque[float] = deque(maxlen=SAMPLES)
+        self._sorted: list[float] | None = None
+        self._nodes: dict[Address, float] = {}
+        self.answer_rate = PRIOR_ANSWER_RATE
+        """Moving share of requests answered before the transport's timeout."""
+
+    def observe(self, addr: Address, rtt: float) -> None:
+        """``addr`` answered ``rtt`` seconds after we asked."""
+        if rtt < 0:
+            return
+        self._samples.append(rtt)
+        self.answer_rate += (1.0 - self.answer_rate) * ANSWER_RATE_GAIN
+        self._sorted = None
+        old = self._nodes.pop(addr, None)
+        self._nodes[addr] = rtt if old is None else old + (rtt - old) / 8
+        if len(self._nodes) > KNOWN_NODES:
+            del self._nodes[next(iter(self._nodes))]
+
+    def lost(self) -> None:
+        """A request got no answer before the transport's timeout."""
+        self.answer_rate -= self.answer_rate * ANSWER_RATE_GAIN
+
+    def parallelism(self, alpha: int) -> int:
+        """Requests to keep in flight so that about ``alpha`` of them will be answered: when
+        answers go missing (dead or NAT'd nodes, loss) the lookup widens, up to MAX_WIDEN x."""
+        rate = max(self.answer_rate, 1.0 / MAX_WIDEN)
+        return min(MAX_WIDEN * alpha, max(alpha, round(alpha / rate)))
+
+    def quantile(self, q: float) -> float | None:
+        """The ``q`` quantile of recent round trips (None: too few samples yet)."""
+        if len(self._samples) < MIN_SAMPLES:
+            return None
+        if self._sorted is None:
+            self._sorted = sorted(self._samples)
+        return self._sorted[min(len(self._sorted) - 1, int(q * len(self._sorted)))]
+
+    def node(self, addr: Address) -> float | None:
+        """The smoothed round trip of ``addr`` if it ever answered (and is still remembered)."""
+        return self._nodes.get(addr)
+
+    def soft_timeout(self) -> float:
+        """Release the slot once three answers in four would have come (p75 x 1.25)."""
+        q = self.quantile(0.75)
+        return DEFAULT_SOFT if q is None else _clamp(1.25 * q, SOFT_MIN, SOFT_MAX)
+
+    def give_up(self, addr: Address) -> float:
+        """Stop counting on ``addr`` for the closest-k window: 1.25 x p90 of everyone, or
+        twice its own smoothed round trip when that is longer."""
+        q = self.quantile(0.90)
+        base = DEFAULT_GIVE_UP if q is None else _clamp(1.25 * q, GIVE_UP_MIN, GIVE_UP_MAX)
+        own = self._nodes.get(addr)
+        return base if own is None else min(GIVE_UP_MAX, max(base, 2 * own))
