@@ -79,7 +79,7 @@ async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
     source.add(f"@ IN A 127.0.0.9\n_443._tcp IN TLSA {good}\n", DOWN)
     g = GatewayConfig(enabled=True, listen=(("127.0.0.1", 0),),
                       http_listen=(("127.0.0.1", 0),), origin_port=origin.port,
-                      origin_timeout=2.0)
+                      origin_timeout=20.0, handshake_timeout=30.0)   # 200 at once, loaded CI
     cfg = Config(state_dir=str(tmp_path / "state"), gateway=g)
     # The origin is on loopback: the test keys are exempt from the rebinding filter.
     keys = [kp.public_key.z32 for kp in (GOOD, BAD, NO_TLSA, DOWN)]
