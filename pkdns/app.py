@@ -19,7 +19,7 @@ import gc
 import signal
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import uvloop
 
@@ -32,7 +32,7 @@ from pkdns.dns.pkarr_service import PkarrService
 from pkdns.dns.resolver import Resolver
 from pkdns.errors import PkdnsError
 from pkdns.lifecycle import Operations
-from pkdns.metrics import Metrics
+from pkdns.metrics import Metrics, by_label
 from pkdns.sdnotify import ActivatedSockets
 from pkdns.server import sockets
 from pkdns.server.face import HttpFace
@@ -189,6 +189,7 @@ class Daemon:
                 dns_listeners=lambda: [format_hostport(a) for a in self.dns.bound],
                 cache_stats=lambda: {"entries": len(self.cache), "bytes": self.cache.bytes_used})
             self.http.source, self.http.dht = self.pkarr.source, self.pkarr.node
+            self.http.dashboard.add_section("upstreams", self.upstream_rows)
             self.add(self.http)
         self.gateway: GatewayService | None = None     # HTTPS for .key names (off by default)
         if cfg.gateway.enabled:
@@ -198,6 +199,19 @@ class Daemon:
             self.pkarr.handler.route = self.gateway.route
             self.add(self.gateway)
         self.ops: Operations | None = None   # state, republisher, systemd, SIGHUP (main())
+
+    def upstream_rows(self) -> list[dict[str, Any]]:
+        """Each upstream's health for the dashboard: up or down (no reply to its last
+        attempts), attempts in a row without a reply, failed attempts since start."""
+        health, failures = self.forwarder.health, by_label(self.metrics.upstream_failures,
+                                                           "upstream")
+        rows = []
+        for u in self.forwarder.upstreams:
+            name = format_hostport(u)
+            rows.append({"upstream": name, "state": "down" if u in health.down else "up",
+                         "silent": health.silent.get(u, 0),
+                         "failures": int(failures.get(name, 0.0))})
+        return rows
 
     def add(self, component: Component, before: Component | None = None) -> None:
         """Add a part; by default just before the DNS listeners (which start last)."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, MutableMapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pkdns import log, reload
 from pkdns.config import Config, format_hostport
@@ -61,9 +61,20 @@ class Operations:
             changed=self.builder.changed)
         self.keeper.schedule = self.republisher
         daemon.add(self.republisher)
+        if daemon.http is not None:
+            daemon.http.dashboard.add_section("zones", self.zone_rows)
         self._reload: asyncio.Task[None] | None = None
         self._again = False
         self._watchdog: asyncio.Task[None] | None = None
+
+    def zone_rows(self) -> list[dict[str, Any]]:
+        """Own zones for the dashboard: last publish (seconds ago) and its result (the number
+        of nodes that stored it, or the error), the next publish (seconds from now)."""
+        wall = self.daemon.clock.wall_us() / 1e6
+        return [{"zone": job.zone.zone, "result": job.last_result,
+                 "last_ago": round(wall - job.last_at) if job.last_at else None,
+                 "next_in": round(job.next_at - wall), "failures": job.failures}
+                for job in self.republisher.plan.zones.values()]
 
     async def _publish(self, item: MutableItem) -> int:
         result = await self.daemon.pkarr.node.put_mutable(item)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections import deque
+from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -23,11 +25,42 @@ LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNI
 _current_level = logging.INFO
 
 
+class RecentProblems:
+    """A structlog processor that keeps the last ``size`` warnings and errors, whatever the
+    output format, so the status page can show an operator what went wrong lately without a
+    log file to read (a router often has none)."""
+
+    LEVELS = frozenset({"warning", "error", "critical", "exception"})
+
+    def __init__(self, size: int = 50) -> None:
+        self._events: deque[dict[str, str]] = deque(maxlen=size)
+
+    def __call__(self, _logger: Any, _method: str,
+                 event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        level = str(event.get("level", ""))
+        if level in self.LEVELS:
+            fields = " ".join(f"{k}={v}" for k, v in event.items()
+                              if k not in ("event", "level", "timestamp", "_record",
+                                           "_from_structlog"))
+            self._events.append({"time": str(event.get("timestamp", "")), "level": level,
+                                 "event": str(event.get("event", "")), "detail": fields[:300]})
+        return event
+
+    def events(self) -> list[dict[str, str]]:
+        """Newest first."""
+        return list(reversed(self._events))
+
+
+RECENT = RecentProblems()
+"""The process's recent warnings and errors (one process, one log configuration)."""
+
+
 def _shared_processors() -> list[Any]:
     return [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        RECENT,
     ]
 
 

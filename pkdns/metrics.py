@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.samples import Sample
 
 
 class Metrics:
@@ -58,8 +59,52 @@ class Metrics:
         front end, :mod:`pkdns.dns.tally`) move their sums into the counters then."""
         self._before_render.append(flush)
 
+    def totals(self) -> dict[str, float]:
+        """The counters the dashboard charts, summed over their labels (the history in
+        :mod:`pkdns.server.history` turns readings of these into rates)."""
+        for flush in self._before_render:
+            flush()
+        lookups: dict[str, float] = {}
+        for sample in _samples(self.dht_lookups):
+            if sample.name.endswith("_total"):
+                outcome = sample.labels["outcome"]
+                key = outcome if outcome in ("found", "not_found") else "failed"
+                lookups[key] = lookups.get(key, 0.0) + sample.value
+        out = {"queries": _sum(self.queries), "cache_hits": _sum(self.cache_hits),
+               "cache_misses": _sum(self.cache_misses),
+               "upstream_failures": _sum(self.upstream_failures),
+               "lookup_seconds_sum": _sample(self.dht_lookup_seconds, "_sum"),
+               "lookup_seconds_count": _sample(self.dht_lookup_seconds, "_count")}
+        for outcome in ("found", "not_found", "failed"):
+            out["lookups_" + outcome] = lookups.get(outcome, 0.0)
+        return out
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         for flush in self._before_render:
             flush()
         return generate_latest(self.registry)
+
+
+def _samples(metric: Counter | Histogram) -> list[Sample]:
+    """The samples of one metric (one metric family per collector)."""
+    return [s for family in metric.collect() for s in family.samples]
+
+
+def by_label(counter: Counter, label: str) -> dict[str, float]:
+    """A counter's totals per value of one label (summed over its other labels)."""
+    out: dict[str, float] = {}
+    for s in _samples(counter):
+        if s.name.endswith("_total"):
+            out[s.labels[label]] = out.get(s.labels[label], 0.0) + s.value
+    return out
+
+
+def _sum(counter: Counter) -> float:
+    """A counter's total over all its label values."""
+    return sum((s.value for s in _samples(counter) if s.name.endswith("_total")), 0.0)
+
+
+def _sample(metric: Histogram, suffix: str) -> float:
+    """One unlabelled sample of a histogram (``_sum`` or ``_count``)."""
+    return next((s.value for s in _samples(metric) if s.name.endswith(suffix)), 0.0)

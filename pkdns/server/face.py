@@ -29,6 +29,7 @@ from pkdns.metrics import Metrics
 from pkdns.pkarr.keys import PublicKey
 from pkdns.pkarr.signed_packet import SignedPacket
 from pkdns.publish.republisher import to_item
+from pkdns.server.dashboard import Dashboard
 from pkdns.server.http import DnsEntry, HttpServer, build_app
 from pkdns.server.relay_api import Cached, Fetched, Published, RelayApi
 from pkdns.server.status import DaemonStatus, StatusPage
@@ -155,6 +156,7 @@ class HttpFace:
         self.source: Source | None = None
         self.dht: Node | None = None
         self.status = DaemonStatus(clock, started, cfg.dht.mode, cache_stats=cache_stats)
+        self.dashboard = Dashboard(metrics, clock, self._snapshot)
         self._dns_listeners = dns_listeners
         self.server: HttpServer | None = None
         self.addresses: list[tuple[str, int]] = []
@@ -179,11 +181,13 @@ class HttpFace:
             source = self.source
             self.status.packets_held = lambda: sum(1 for _ in source.cached())
         page = StatusPage(self._snapshot, relay)
-        extra = [page.register] + ([relay.register] if relay is not None else [])
+        extra = [page.register, self.dashboard.register]
+        extra += [relay.register] if relay is not None else []
         app = build_app(self.cfg.http, self.metrics, self.dns, extra, self._refresh_gauges)
         self.server = HttpServer(app, self.cfg.http.listen)
         self.addresses = await self.server.start()
         self.status.http_listeners = [format_hostport(a) for a in self.addresses]
+        await self.dashboard.start()
 
     def _snapshot(self) -> dict[str, Any]:
         self.status.dns_listeners = list(self._dns_listeners())
@@ -194,5 +198,6 @@ class HttpFace:
             self.metrics.dht_routing_table.set(self.dht.routing_table_size())
 
     async def stop(self) -> None:
+        await self.dashboard.stop()
         if self.server is not None:
             await self.server.stop()
