@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import dns.rcode
 import pytest
 
@@ -165,9 +166,16 @@ async def test_zone_published_to_a_testnet_and_again_on_sighup(tmp_path: Path,
                        bootstrap=f"{testnet.bootstrap[0][0]}:{testnet.bootstrap[0][1]}")
         try:
             async with pkdns(tmp_path, "--config", str(conf), "--state-dir",
-                             str(tmp_path / "state")) as d:
+                             str(tmp_path / "state"), "--http", "127.0.0.1:0") as d:
                 event = await d.wait_for("zone_published", timeout=30)
                 assert event["key"] == kp.public_key.z32 and event["stored"] >= 1
+                http = (await d.wait_for("http_listening"))["addresses"][0]
+                async with aiohttp.ClientSession() as s, \
+                        s.get(f"http://{http}/api/dashboard") as r:
+                    zone = (await r.json())["zones"][0]       # the dashboard's own-zones row
+                assert zone["zone"] == str(tmp_path / "pkarr.zone") and zone["failures"] == 0
+                assert zone["result"] == f"stored on {event['stored']} nodes"
+                assert zone["last_ago"] <= 30 and 3500 <= zone["next_in"] <= 3600
                 assert (await published()).records[0].rdata.toZone() == "192.0.2.42"
                 assert _ip(await d.query(kp.public_key.z32)) == "192.0.2.42"  # own records
                 (tmp_path / "pkarr.zone").write_text("@ IN A 192.0.2.43\nnew IN A 192.0.2.44\n")
