@@ -12,7 +12,9 @@ compiled and :mod:`pkdns.dns.sockpoll` uses its plain-Python equivalents.
 
 Compiling is best effort: without a C compiler or the Python headers (Debian: ``gcc`` and
 ``python3-dev``), or with ``PKDNS_PURE=1`` in the environment, the same modules install as
-plain Python and only run slower. A half-built set is never left behind: if any extension
+plain Python and only run slower. A compiler probe (one tiny file that includes Python.h)
+decides before mypyc runs, so such an install takes seconds, not mypyc's minutes of
+generating C that cannot be compiled. A half-built set is never left behind: if any extension
 fails, every built one is removed, since the compiled modules share one runtime library.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from typing import Any
 
 from setuptools import Extension, setup
@@ -49,9 +52,34 @@ def _note(msg: str) -> None:
 UDPSOCK = "pkdns.dns._udpsock"
 
 
+def _can_compile() -> str | None:
+    """None when a C file including Python.h compiles here (the compiler and flags setuptools
+    will use, ``CC`` included), else why not."""
+    try:
+        from setuptools._distutils.ccompiler import new_compiler
+        from setuptools._distutils.sysconfig import customize_compiler, get_python_inc
+
+        compiler: Any = new_compiler()
+        customize_compiler(compiler)
+        with tempfile.TemporaryDirectory() as tmp:
+            source = os.path.join(tmp, "probe.c")
+            with open(source, "w") as f:
+                f.write("#include <Python.h>\nint pkdns_probe(void) { return 0; }\n")
+            compiler.compile([source], output_dir=tmp, include_dirs=[get_python_inc()])
+    except Exception as exc:  # CompileError, no compiler executable, missing headers
+        return f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+    return None
+
+
 def _extensions() -> list[Any]:
     if os.environ.get("PKDNS_PURE"):
         _note("PKDNS_PURE is set: installing the hot path as plain Python")
+        return []
+    if "sdist" in sys.argv or "egg_info" in sys.argv:   # no building: nothing to probe
+        return []
+    why = _can_compile()
+    if why is not None:
+        _note(f"no working C compiler or Python headers ({why}); plain Python")
         return []
     hand = ([Extension(UDPSOCK, ["pkdns/dns/_udpsock.c"])]
             if sys.platform.startswith("linux") else [])
