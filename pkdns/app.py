@@ -136,7 +136,7 @@ def _bind_error(host: str, port: int, exc: OSError) -> PkdnsError:
         return PkdnsError(
             f"cannot listen on {where}: permission denied; ports below 1024 need root or "
             f"CAP_NET_BIND_SERVICE (setcap cap_net_bind_service=+ep), or use a high port, "
-            f"e.g. --listen 127.0.0.1:5353")
+            f"e.g. --listen 127.0.0.1:5335")
     if code == errno.EADDRINUSE:
         return PkdnsError(f"cannot listen on {where}: address already in use "
                           f"(another DNS server running?); choose another --listen")

@@ -56,7 +56,7 @@ def test_privileged_port_as_unprivileged_user_is_one_line(open_dir: Path) -> Non
     err = proc.stderr.strip()
     assert err.count("\n") == 0, err
     assert err.startswith("pkdns: error: cannot listen on 127.0.0.1:53: permission denied")
-    assert "CAP_NET_BIND_SERVICE" in err and "--listen 127.0.0.1:5353" in err
+    assert "CAP_NET_BIND_SERVICE" in err and "--listen 127.0.0.1:5335" in err   # not mDNS
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
