@@ -1,21 +1,23 @@
 """TCP clients that pipeline queries and never read the answers (issue 13 item 2).
 
-    .venv/bin/python bench/attacks/tcp_nonreading.py [--conns 64] [--hold 30]
+    .venv/bin/python bench/attacks/tcp_nonreading.py [--conns 64] [--spacing 0.5] [--hold 15]
 
 The installed daemon runs with its default configuration (TCP caps and timeouts included)
 except ``dns.rate_limit``, off by default here (``--rate-limit`` sets it): the per-IP rate
 limit answers most of a flood with short REFUSED replies, while what is measured is how much
 a client that does not read can make the server hold, and a client under its limit (or a
 forwarder exempt from it) gets full answers. A fake upstream on loopback answers every TXT
-question with ~900 bytes. ``--conns`` connections from one address (127.0.0.1), in waves of
-``dns.tcp_max_per_ip``, each send :data:`BATCH` pipelined queries for the cached name, then
-hold the connection open without reading for up to ``--hold`` seconds.
+question with ~900 bytes. ``--conns`` connections from one address (127.0.0.1), one every
+``--spacing`` seconds (so the per-IP cap of 32 live connections does not stop them), each
+send :data:`BATCH` pipelined queries for the cached name, then hold the connection open
+without reading until ``--hold`` seconds after the last one started (an attacker keeps them;
+closing a socket with unread data would reset the server's orphan).
+
 Sampled every 100 ms over the server side of the port (``ss -m``): the summed kernel memory of
 those sockets (receive queue + send queue + forward allocation) and their states; and
 ``/proc/net/sockstat`` TCP ``mem`` (pages, every TCP socket on the machine: it includes the
-attacking clients' own buffers). At the end, 5 s after the last client gave up: what the
-server side still holds (FIN-WAIT-1 orphans), and how many clients saw their connection
-reset (RST) or closed (FIN).
+attacking clients' own buffers). At the end, 5 s after the clients gave up: what the server
+side still holds, and how many clients saw their connection reset (RST) or closed (FIN).
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ import dns.message
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from pkdns.config import DnsConfig  # noqa: E402
 from tests.support.daemon import run_daemon  # noqa: E402
 from tests.support.upstream import FakeUpstream, Reply, answer  # noqa: E402
 
@@ -77,17 +78,17 @@ BATCH = 7000       # queries per connection: ~6.3 MB of answers, beyond every bo
                    # enough that the server has read them all by the time it gives up
 
 
-def attacker(port: int, query: bytes, hold: float, outcome: list[str]) -> None:
+def attacker(port: int, query: bytes, until: float, rcvbuf: int, outcome: list[str]) -> None:
     """One non-reading client: send a batch of pipelined queries, then hold without reading."""
     frame = struct.pack(">H", len(query)) + query
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 10)
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     try:
         s.connect(("127.0.0.1", port))
         s.sendall(frame * BATCH)
-        start = time.monotonic()
         # TCP_INFO's state tells a reset (CLOSE) from a FIN (CLOSE_WAIT)
-        while time.monotonic() - start < hold:
+        while time.monotonic() < until:
             state = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
             if state in (_TCP_CLOSE, _TCP_CLOSE_WAIT):
                 outcome.append("reset" if state == _TCP_CLOSE else "fin")
@@ -102,8 +103,8 @@ def attacker(port: int, query: bytes, hold: float, outcome: list[str]) -> None:
         s.close()
 
 
-def run(conns: int, hold: float, rate_limit: float) -> dict[str, object]:
-    wave = DnsConfig().tcp_max_per_ip
+def run(conns: int, spacing: float, hold: float, rate_limit: float,
+        rcvbuf: int) -> dict[str, object]:
     base = sockstat()
     samples: list[tuple[float, int, int, int, int]] = []
     with tempfile.TemporaryDirectory() as tmp, FakeUpstream(big_txt) as up, \
@@ -128,13 +129,14 @@ def run(conns: int, hold: float, rate_limit: float) -> dict[str, object]:
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        for first in range(0, conns, wave):
-            threads = [threading.Thread(target=attacker, args=(d.port, query, hold, outcome))
-                       for _ in range(min(wave, conns - first))]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+        until = time.monotonic() + conns * spacing + hold
+        threads = [threading.Thread(target=attacker, args=(d.port, query, until, rcvbuf,
+                                                           outcome)) for _ in range(conns)]
+        for t in threads:
+            t.start()
+            time.sleep(spacing)
+        for t in threads:
+            t.join()
         time.sleep(5.0)
         stop.set()
         sampler.join()
@@ -142,7 +144,8 @@ def run(conns: int, hold: float, rate_limit: float) -> dict[str, object]:
         alive = d.proc.poll() is None
     page = 4096
     return {
-        "connections": conns, "hold_s": hold, "rate_limit": rate_limit,
+        "connections": conns, "spacing_s": spacing, "hold_s": hold, "rate_limit": rate_limit,
+        "client_rcvbuf": rcvbuf or "default",
         "peak_server_socket_memory_MB": round(max(s[1] for s in samples) / 2**20, 2),
         "peak_client_socket_memory_MB": round(max(s[4] for s in samples) / 2**20, 2),
         "peak_sockstat_mem_delta_MB": round((max(s[2] for s in samples) - base.get("mem", 0))
@@ -158,10 +161,14 @@ def run(conns: int, hold: float, rate_limit: float) -> dict[str, object]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--conns", type=int, default=64)
-    ap.add_argument("--hold", type=float, default=30.0)
+    ap.add_argument("--spacing", type=float, default=0.5)
+    ap.add_argument("--hold", type=float, default=15.0)
     ap.add_argument("--rate-limit", type=float, default=0.0)
+    ap.add_argument("--client-rcvbuf", type=int, default=0,
+                    help="the attacking sockets' SO_RCVBUF (0: the system's autotuning)")
     args = ap.parse_args()
-    print(json.dumps(run(args.conns, args.hold, args.rate_limit), indent=2))
+    print(json.dumps(run(args.conns, args.spacing, args.hold, args.rate_limit,
+                         args.client_rcvbuf), indent=2))
 
 
 if __name__ == "__main__":
