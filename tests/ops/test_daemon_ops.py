@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import dns.rcode
 import pytest
+from aiohttp import web
 
 from pkdns.dht.node import DhtNode
 from pkdns.dht.testnet import Testnet
@@ -187,6 +188,56 @@ async def test_zone_published_to_a_testnet_and_again_on_sighup(tmp_path: Path,
                 assert _ip(await d.query(f"new.{kp.public_key.z32}")) == "192.0.2.44"
         finally:
             await reader.close()
+
+
+async def test_dyndns_zone_follows_a_new_external_address(tmp_path: Path,
+                                                          testnet: Testnet) -> None:
+    """The daemon notices a new {external_ipv4} within ip_check_interval and republishes at
+    once (the interval is an hour). Real daemon, real IP-echo server, real testnet."""
+    current = {"ip": "198.51.100.21"}
+
+    async def reply(request: web.Request) -> web.Response:
+        return web.Response(text=current["ip"] + "\n")
+
+    app = web.Application()
+    app.router.add_get("/", reply)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    echo = f"http://127.0.0.1:{runner.addresses[0][1]}/"
+    kp = pf.keypair(43)
+    (tmp_path / "seed.txt").write_text(kp.seed.hex())
+    (tmp_path / "seed.txt").chmod(0o600)
+    (tmp_path / "pkarr.zone").write_text("home 60 IN A {external_ipv4}\n")
+    extra = (f"[republish]\nip_echo_v4 = ['{echo}']\nip_check_interval = 10\n"
+             "[[zones]]\nseed = 'seed.txt'\nzone = 'pkarr.zone'\ninterval = 3600\n")
+    reader = DhtNode(mode="client", request_timeout=1.0)
+    await reader.start("127.0.0.1", 0)
+    await reader.bootstrap(testnet.bootstrap, timeout=5.0)
+
+    async def published() -> str:
+        items = await reader.get_mutable(kp.public_key.raw, timeout=5.0).collect()
+        best = max(items, key=lambda i: i.seq)
+        packet = SignedPacket.from_bep44(best.k, best.seq, best.v, best.sig)
+        return str(packet.records[0].rdata.toZone())
+
+    with FakeUpstream(a_record()) as up:
+        conf = _config(tmp_path / "pkdns.toml", up.addr, extra=extra,
+                       bootstrap=f"{testnet.bootstrap[0][0]}:{testnet.bootstrap[0][1]}")
+        try:
+            async with pkdns(tmp_path, "--config", str(conf), "--state-dir",
+                             str(tmp_path / "state")) as d:
+                await d.wait_for("zone_published", timeout=30)
+                assert await published() == "198.51.100.21"
+                current["ip"] = "198.51.100.22"
+                changed_at = time.monotonic()
+                await d.wait_for("external_address_changed", timeout=25)
+                await d.wait_for("zone_published", count=2, timeout=20)
+                assert time.monotonic() - changed_at < 10 + 10   # one check interval + slack
+                assert await published() == "198.51.100.22"
+        finally:
+            await reader.close()
+            await runner.cleanup()
 
 
 async def test_socket_activation(tmp_path: Path) -> None:
