@@ -29,8 +29,9 @@ from fuzz.pure import prefer_source
 
 INSTRUMENT = ("pkdns", "dnslib")
 CORPUS = Path(__file__).resolve().parent / "corpus"
-_DONE = re.compile(r"#(\d+)\s+DONE\s+cov: (\d+) ft: (\d+) corp: (\d+)/")
+_STATUS = re.compile(r"#(\d+)\s+\w+\s+cov: (\d+) ft: (\d+) corp: (\d+)/")
 _RUNS = re.compile(r"Done (\d+) runs in (\d+) second")
+_EXECUTED = re.compile(r"stat::number_of_executed_units: (\d+)")
 
 
 def load_targets() -> dict[str, Callable[[bytes], None]]:
@@ -52,12 +53,16 @@ def fuzz_one(target: Callable[[bytes], None], args: list[str]) -> None:
 
 
 def summary(log: str) -> dict[str, int]:
-    """Runs, seconds, coverage, features and corpus size from a libFuzzer log."""
+    """Runs, seconds, coverage, features and corpus size from a libFuzzer log (the last
+    status line; a run that stopped at a crash has no DONE line, only its final stats)."""
     out: dict[str, int] = {}
-    done = _DONE.findall(log)
-    if done:
-        execs, cov, ft, corp = (int(x) for x in done[-1])
+    status = _STATUS.findall(log)
+    if status:
+        execs, cov, ft, corp = (int(x) for x in status[-1])
         out |= {"execs": execs, "cov": cov, "ft": ft, "corpus": corp}
+    executed = _EXECUTED.findall(log)
+    if executed:
+        out["execs"] = int(executed[-1])
     runs = _RUNS.findall(log)
     if runs:
         out |= {"execs": int(runs[-1][0]), "seconds": int(runs[-1][1])}

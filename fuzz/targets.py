@@ -101,6 +101,8 @@ def upstream_reply(data: bytes) -> None:
     # the cached header keeps the low 4 bits; extended rcodes (from the cut OPT) are never
     # cached (pkdns.dns.fetch stores NOERROR, NXDOMAIN and YXDOMAIN only)
     assert again.rcode == info.rcode & 0x0F
+    if _dnslib_parses(data):                   # what a client could read, it still can
+        assert _dnslib_parses(info.wire), "the cached form no longer parses"
     query = bytes((0, 7, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0)) + info.wire[12:info.qend]
     entry = WireCache(CacheConfig()).store(b"k", info, 0.0)
     for size, limit in ((0, 512), (1232, 1232), (0, 65535)):
@@ -112,6 +114,14 @@ def upstream_reply(data: bytes) -> None:
     except DecodeError:
         return
     inspect_reply(guarded.wire)
+
+
+def _dnslib_parses(data: bytes) -> bool:
+    try:
+        dnslib.DNSRecord.parse(data)
+    except Exception:   # dnslib raises assorted types on bad bytes
+        return False
+    return True
 
 
 # --- DHT: KRPC and BEP 44 items ---------------------------------------------------------------

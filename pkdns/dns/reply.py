@@ -5,7 +5,8 @@ field (so a cache hit can patch TTLs without parsing, :mod:`pkdns.dns.cache`), t
 the OPT's extended bits, and min(SOA TTL, SOA MINIMUM) from the authority section (RFC 2308
 §5). It cuts the OPT RR out (hop-by-hop, RFC 6891 §6.1.1), clears AA/TC, sets RA, and scrubs:
 answer records outside the CNAME chain that starts at the qname are removed (reliability
-P4/P5); authority/additional stay only inside this one message.
+P4/P5), and so are bytes after the last record; authority/additional stay only inside this
+one message.
 """
 
 from __future__ import annotations
@@ -98,7 +99,11 @@ def _inspect(data: bytes, scrub: bool) -> ReplyInfo:
             minimum = ((data[i - 4] << 24) | (data[i - 3] << 16) | (data[i - 2] << 8)
                        | data[i - 1])
             neg = min(ttl, minimum, neg if neg is not None else ttl)
-    if scrub and (out_of_chain or (opt_at >= 0 and opt_end != i)):
+    # Bytes after the last record go through dnslib too: the cached form ends at the last
+    # record, and a name pointing into the cut bytes would point past its end (found by
+    # fuzzing: a CNAME target compressed into trailing bytes made a cache entry that no
+    # client, nor our own resolve_icann, could parse). dnslib refuses such forward pointers.
+    if scrub and (out_of_chain or (opt_at >= 0 and opt_end != i) or i != n):
         return _inspect(_rebuild(data), scrub=False)
     out = _cacheable(data, opt_at if opt_at >= 0 else i, opt_at >= 0, rcode, an, ns, ar)
     return ReplyInfo(out, qend, rcode, tuple(offsets), tuple(ttls), neg)

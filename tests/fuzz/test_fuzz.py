@@ -13,9 +13,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dnslib
 import pytest
 
 from fuzz.targets import TARGETS, replay
+from pkdns.dns.reply import inspect_reply
+from pkdns.errors import DecodeError
 from tests.support.require import stop
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,3 +78,25 @@ def test_relay_put_dated_past_year_9999_is_a_400() -> None:
     assert http_date(0) == "Thu, 01 Jan 1970 00:00:00 GMT"
     data = (CORPUS / "relay_put" / "regress-relay_put-timestamp-year-107007").read_bytes()
     replay("relay_put", data)         # asserts RelayError 400 (any other exception escapes)
+
+
+def test_reply_naming_a_pointer_into_trailing_bytes_is_refused() -> None:
+    """An upstream reply whose CNAME target was compressed into bytes after its last record
+    was cached cut at that record: the pointer then led past the end, and neither clients
+    nor our own resolve_icann could parse the entry. Now such a reply goes through dnslib,
+    which refuses the forward pointer (DecodeError: SERVFAIL, not cached)."""
+    data = (CORPUS / "upstream_reply" / "regress-upstream_reply-pointer-into-trailing-bytes"
+            ).read_bytes()
+    with pytest.raises(DecodeError):
+        inspect_reply(data)
+
+
+def test_trailing_bytes_after_a_good_reply_are_dropped() -> None:
+    reply = dnslib.DNSRecord.question("a.example", "A").reply()
+    reply.add_answer(*dnslib.RR.fromZone("a.example. 60 CNAME b.example."))
+    reply.add_answer(*dnslib.RR.fromZone("b.example. 60 A 192.0.2.1"))
+    clean = inspect_reply(bytes(reply.pack()))
+    padded = inspect_reply(bytes(reply.pack()) + b"\x00junk")
+    assert padded.wire == clean.wire and padded.offsets == clean.offsets
+    assert [str(r.rdata) for r in dnslib.DNSRecord.parse(padded.wire).rr] == [
+        "b.example.", "192.0.2.1"]

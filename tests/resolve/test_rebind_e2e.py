@@ -31,6 +31,7 @@ from pkdns.config import (
     parse,
 )
 from pkdns.dht.testnet import Testnet
+from pkdns.dns.reply import ReplyInfo
 from pkdns.errors import ConfigError
 from pkdns.lifecycle import Operations
 from pkdns.pkarr.keys import Keypair, write_seed_file
@@ -155,6 +156,14 @@ async def test_icann_option_filters_on_insert(tmp_path: Path) -> None:
             dht=DhtConfig(port=0, bind="127.0.0.1", bootstrap=()),
             http=HttpConfig(enabled=False))
         d = Daemon(cfg)
+        guard, calls = d.resolver.fetches.guard, []
+        assert guard is not None
+
+        def counting(key: bytes, info: ReplyInfo) -> ReplyInfo:
+            calls.append(key)
+            return guard(key, info)
+
+        d.resolver.fetches.guard = counting
         await d.start()
         try:
             port = str(d.dns.bound[0][1])
@@ -171,6 +180,7 @@ async def test_icann_option_filters_on_insert(tmp_path: Path) -> None:
             text = d.metrics.render().decode()
             assert 'pkdns_rebind_filtered_total{source="icann"} 7.0' in text, text
             assert 'pkdns_rebind_emptied_total{source="icann"} 4.0' in text
+            assert len(calls) == 5 + 2        # once per upstream reply, never on a cache hit
         finally:
             await d.stop()
 
