@@ -19,7 +19,7 @@ import json
 import signal
 import sys
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TextIO, TypeVar
 
 from pkdns.clock import SYSTEM_CLOCK
@@ -33,19 +33,14 @@ from pkdns.dns.names import BadKey, PkarrName, classify
 from pkdns.dns.pkarr_evidence import absence_proven
 from pkdns.errors import DecodeError, DhtError, PkdnsError, UsageError
 from pkdns.pkarr.keys import PublicKey
-from pkdns.pkarr.relay_client import (
-    RelayClient,
-    RelayClientError,
-    publish_all,
-    resolve_most_recent,
-)
 from pkdns.pkarr.signed_packet import SignedPacket
 from pkdns.pkarr.zone import records_to_text
-from pkdns.publish.republisher import to_item
 from pkdns.publish.zonebuild import read_zone_text, sign_zone
 
 LOOKUP_TIMEOUT = 5.0
 """Seconds a get (or a put's lookup) goes on after joining: new rounds while nothing is found."""
+FIRST_VALUE_GRACE = 1.0
+"""Seconds a get goes on after the first verified packet, for a newer one."""
 JOIN_TIMEOUT = 10.0
 """Seconds of hellos (resent with backoff) before "could not join the DHT"."""
 T = TypeVar("T")
@@ -177,6 +172,8 @@ def run_publish(args: argparse.Namespace) -> int:
 
 
 async def _dht_put(args: argparse.Namespace, packet: SignedPacket) -> PutResult:
+    from pkdns.publish.republisher import to_item  # (metrics, prometheus: only publish)
+
     async with _joined(args) as node:
         with _progress(lambda: "storing on the closest nodes"):
             result = await node.put_mutable(to_item(packet), timeout=LOOKUP_TIMEOUT)
@@ -186,17 +183,42 @@ async def _dht_put(args: argparse.Namespace, packet: SignedPacket) -> PutResult:
     return result
 
 
-async def _publish(args: argparse.Namespace, packet: SignedPacket) -> int:
-    relays = [RelayClient(url) for url in args.relay]
+async def _relay_put(urls: list[str], packet: SignedPacket) -> list[tuple[str, int | str]]:
+    """Each relay's answer: the DHT nodes it reports, or why it failed (text)."""
+    if not urls:
+        return []
+    # imported here: aiohttp costs a cold command ~0.3-1 s of start-up when no relay is used
+    from pkdns.pkarr.relay_client import RelayClient, publish_all
+
+    relays = [RelayClient(url) for url in urls]
     try:
-        dht, relayed = await asyncio.gather(
-            _attempt(None if args.no_dht else _dht_put(args, packet)),
-            publish_all(relays, packet))
+        return [(u, r if isinstance(r, int) else str(r))
+                for u, r in await publish_all(relays, packet)]
     finally:
         await asyncio.gather(*(r.close() for r in relays))
+
+
+async def _relay_get(urls: list[str], key: PublicKey) -> tuple[SignedPacket | None, list[str]]:
+    """The most recent packet over the relays, and each failure (text)."""
+    if not urls:
+        return None, []
+    from pkdns.pkarr.relay_client import RelayClient, resolve_most_recent
+
+    relays = [RelayClient(url) for url in urls]
+    try:
+        packet, errors = await resolve_most_recent(relays, key)
+        return packet, [str(e) for e in errors]
+    finally:
+        await asyncio.gather(*(r.close() for r in relays))
+
+
+async def _publish(args: argparse.Namespace, packet: SignedPacket) -> int:
+    dht, relayed = await asyncio.gather(
+        _attempt(None if args.no_dht else _dht_put(args, packet)),
+        _relay_put(args.relay, packet))
     key = packet.public_key.z32
     failures = [f"DHT: {dht}"] if isinstance(dht, PkdnsError) else []
-    failures += [str(r) for _, r in relayed if isinstance(r, RelayClientError)]
+    failures += [r for _, r in relayed if isinstance(r, str)]
     ok = isinstance(dht, PutResult) or any(isinstance(r, int) for _, r in relayed)
     if not ok:
         raise DhtError(f"{key}: not stored anywhere ({'; '.join(failures)})")
@@ -238,7 +260,13 @@ def parse_key_argument(text: str) -> PublicKey:
 
 
 async def _dht_get(args: argparse.Namespace, key: PublicKey) -> tuple[SignedPacket | None, str]:
-    """The most recent packet the DHT gave, and a status line for messages."""
+    """The most recent packet the DHT gave, and a status line for messages.
+
+    Rounds of lookups until a packet is found, absence is proven or LOOKUP_TIMEOUT passed (on
+    a lossy network a round can end with every close node silent). Once a verified packet is
+    in, the lookup goes on for FIRST_VALUE_GRACE more for a newer one, then stops: waiting
+    for every silent node to time out would add seconds and rarely a newer packet.
+    """
     best: SignedPacket | None = None
     rejected = 0
     async with _joined(args) as node:
@@ -246,33 +274,50 @@ async def _dht_get(args: argparse.Namespace, key: PublicKey) -> tuple[SignedPack
         deadline = loop.time() + LOOKUP_TIMEOUT
         rounds: list[GetQuery] = []
         with _progress(lambda: _status(rounds[-1].outcome)):
-            while True:  # rounds until found, absence proven or the deadline (lossy network)
+            while True:
                 query = node.get_mutable(key.raw, timeout=deadline - loop.time())
                 rounds.append(query)
-                async for item in query:
-                    try:
-                        packet = SignedPacket.from_bep44(item.k, item.seq, item.v, item.sig)
-                    except DecodeError:
-                        rejected += 1
-                        continue
-                    if best is None or packet.more_recent_than(best):
-                        best = packet
+                cutoff: float | None = None
+                items = aiter(query)
+                try:
+                    while True:
+                        wait = None if cutoff is None else max(0.0, cutoff - loop.time())
+                        try:
+                            item = await asyncio.wait_for(anext(items), wait)
+                        except (StopAsyncIteration, TimeoutError):
+                            break
+                        try:
+                            packet = SignedPacket.from_bep44(item.k, item.seq, item.v, item.sig)
+                        except DecodeError:
+                            rejected += 1
+                            continue
+                        if best is None or packet.more_recent_than(best):
+                            best = packet
+                        cutoff = cutoff or loop.time() + FIRST_VALUE_GRACE
+                finally:
+                    await query.cancel()
                 if (best is not None or absence_proven(query.outcome)
                         or deadline - loop.time() < 0.1):
                     break
-    return best, _status(query.outcome) + (f", {rejected} unparseable" if rejected else "")
+    status = _status(_sum(r.outcome for r in rounds))
+    return best, status + (f", {rejected} unparseable" if rejected else "")
+
+
+def _sum(outcomes: Iterable[Outcome]) -> Outcome:
+    total = Outcome()
+    for o in outcomes:
+        total.queried += o.queried
+        total.responded += o.responded
+        total.values += o.values
+    return total
 
 
 async def _resolve(args: argparse.Namespace, key: PublicKey) -> int:
-    relays = [RelayClient(url) for url in args.relay]
-    try:
-        dht, (relayed, errors) = await asyncio.gather(
-            _attempt(None if args.no_dht else _dht_get(args, key)),
-            resolve_most_recent(relays, key))
-    finally:
-        await asyncio.gather(*(r.close() for r in relays))
+    relays = args.relay
+    dht, (relayed, errors) = await asyncio.gather(
+        _attempt(None if args.no_dht else _dht_get(args, key)), _relay_get(relays, key))
     failures = [f"DHT: {dht}"] if isinstance(dht, PkdnsError) else []
-    failures += [str(e) for e in errors]
+    failures += errors
     candidates: list[tuple[SignedPacket, str]] = []
     if isinstance(dht, tuple) and dht[0] is not None:
         candidates.append((dht[0], "dht"))

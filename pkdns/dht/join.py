@@ -28,6 +28,8 @@ RESEND_FIRST = 0.25
 internet's median is ~0.15 s."""
 RESEND_MAX = 2.0
 """Resends never get further apart than this (mainline's own request timeout)."""
+RETRANSMIT = 0.5
+"""A query unanswered this long is sent again (then at 1.5 s, ... within the request timeout)."""
 SAVED_HELLOS = 16
 """Saved contacts greeted along with the bootstrap hosts (the closest to our id first)."""
 
@@ -53,43 +55,72 @@ def resend_offsets(timeout: float, first: float = RESEND_FIRST,
 
 async def first_answer(attempt: Attempt, timeout: float,
                        offsets: list[float] | None = None) -> Response | None:
-    """Run ``attempt`` at each offset; the first :class:`Response` (errors and silence do not
-    count), or None once ``timeout`` passed. Attempts still open are cancelled."""
+    """The first :class:`Response` (an error reply does not count: we want contacts)."""
+    reply = await first_reply(attempt, timeout, offsets, errors=False)
+    return reply if isinstance(reply, Response) else None
+
+
+async def first_reply(attempt: Attempt, timeout: float, offsets: list[float] | None = None,
+                      *, errors: bool = True) -> Reply | None:
+    """Run ``attempt`` at each offset; the first reply (KRPC errors too if ``errors``), or
+    None once ``timeout`` passed. Attempts still open are cancelled.
+
+    An attempt that gives up long before its wait is over was never sent (pacing said no, or
+    a fake network's instant silence): nothing more is sent, the open attempts still count.
+    """
     loop = asyncio.get_running_loop()
     start = loop.time()
     pending: set[asyncio.Task[Reply | None]] = set()
+    ends: dict[asyncio.Task[Reply | None], float] = {}
+
+    def settle(done: set[asyncio.Task[Reply | None]]) -> tuple[Reply | None, bool]:
+        """(a reply worth returning, whether to stop sending)."""
+        refused = False
+        for task in done:
+            if task.cancelled() or task.exception() is not None:
+                continue
+            reply = task.result()
+            if isinstance(reply, Response) or (errors and reply is not None):
+                return reply, True
+            refused = refused or (reply is None and loop.time() < ends[task] - 0.05)
+        return None, refused
+
     try:
         for at in offsets if offsets is not None else resend_offsets(timeout):
             left = start + at - loop.time()
             if left > 0 and pending:
                 done, pending = await asyncio.wait(pending, timeout=left,
                                                    return_when=asyncio.FIRST_COMPLETED)
-                if (got := _response(done)) is not None:
-                    return got
+                got, stop = settle(done)
+                if got is not None or stop:
+                    if got is not None:
+                        return got
+                    break
             elif left > 0:
                 await asyncio.sleep(left)
             wait = start + timeout - loop.time()
             if wait <= 0:
                 break
-            pending.add(loop.create_task(attempt(wait)))
+            task = loop.create_task(attempt(wait))
+            ends[task] = loop.time() + wait
+            pending.add(task)
+            await asyncio.sleep(0)  # an attempt that is refused at once says so now
+            if task.done():
+                pending.discard(task)
+                got, stop = settle({task})
+                if got is not None or stop:
+                    if got is not None:
+                        return got
+                    break
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            if (got := _response(done)) is not None:
+            if (got := settle(done)[0]) is not None:
                 return got
         return None
     finally:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-
-
-def _response(done: set[asyncio.Task[Reply | None]]) -> Response | None:
-    for task in done:
-        if not task.cancelled() and task.exception() is None:
-            reply = task.result()
-            if isinstance(reply, Response):
-                return reply
-    return None
 
 
 class Greeter:

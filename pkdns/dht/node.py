@@ -39,7 +39,14 @@ from pkdns.dht.admission import QuerierCheck
 from pkdns.dht.getquery import GetQuery
 from pkdns.dht.ids import make_node_id
 from pkdns.dht.item import MutableItem
-from pkdns.dht.join import RESEND_FIRST, SAVED_HELLOS, Greeter
+from pkdns.dht.join import (
+    RESEND_FIRST,
+    RETRANSMIT,
+    SAVED_HELLOS,
+    Greeter,
+    first_reply,
+    resend_offsets,
+)
 from pkdns.dht.krpc import Address, ErrorMessage, Query
 from pkdns.dht.lookup import GetMutableLookup, IterativeLookup, Outcome, PutMutable, PutResult
 from pkdns.dht.ratelimit import PACE_LIMIT, PerIpLimiter, SendPacer
@@ -78,7 +85,8 @@ class DhtNode:
                  node_id: bytes | None = None, external_ip: str | None = None,
                  resolve_host: ResolveHost | None = None, rng: random.Random | None = None,
                  max_queried: int = 128, pace_limit: int = PACE_LIMIT,
-                 min_nodes: int = MIN_NODES, join_resend: float = RESEND_FIRST) -> None:
+                 min_nodes: int = MIN_NODES, join_resend: float = RESEND_FIRST,
+                 retransmit: float = RETRANSMIT) -> None:
         if mode not in ("client", "server"):
             raise ValueError(f"mode must be client or server, not {mode!r}")
         self.mode = mode
@@ -102,6 +110,8 @@ class DhtNode:
         self._checks: set[asyncio.Task[None]] = set()
         self.joined = asyncio.Event()
         """Set once a bootstrap round left the routing table non-empty."""
+        self._resends = (resend_offsets(request_timeout, retransmit, request_timeout)
+                         if retransmit > 0 else [0.0])
         self._greeter = Greeter(self.id, self.read_only, self._paced_request,
                                 lambda i, a: self._seen(i, a, self._clock.monotonic()),
                                 join_resend)
@@ -162,9 +172,9 @@ class DhtNode:
         return Query(tid=b"", method=lookup.method, id=self.id,
                      target=lookup.target, seq=seq, read_only=self.read_only)
 
-    def _pace(self, addr: Address) -> bool:
+    def _pace(self, addr: Address, reserve: int = 0) -> bool:
         """May we send to ``addr`` now? (SendPacer; a skip is no fault of the node.)"""
-        allowed = self._pacer.allow(ip_key(*addr), self._clock.monotonic())
+        allowed = self._pacer.allow(ip_key(*addr), self._clock.monotonic(), reserve)
         self.paced += not allowed
         return allowed
 
@@ -175,7 +185,18 @@ class DhtNode:
         """Send one query; None on timeout (counted against the node) or when paced."""
         if not self._pace(addr):
             return None
-        reply = await self.protocol.request(addr, query, self.request_timeout)
+        first = [True]
+
+        async def attempt(wait: float) -> Reply | None:
+            if first.pop() if first else False:
+                return await self.protocol.request(addr, query, wait)
+            if not self._pace(addr, self._pacer.limit // 2):
+                return None  # a busy destination: no resends (first_reply stops sending)
+            return await self.protocol.request(addr, query, wait)
+
+        # Resent while unanswered (each copy open until the timeout): on a link that loses
+        # half the datagrams one query in four comes back, two sends give 44 %, three 58 %.
+        reply = await first_reply(attempt, self.request_timeout, self._resends)
         now = self._clock.monotonic()
         if reply is None:
             self.table.failed(*addr)

@@ -173,14 +173,16 @@ class SendPacer:
         self.max_destinations = max_destinations
         self._sent: OrderedDict[str, deque[float]] = OrderedDict()
 
-    def allow(self, destination: str, now: float) -> bool:
-        """Record a send to ``destination`` and return True, or False if it would exceed."""
+    def allow(self, destination: str, now: float, reserve: int = 0) -> bool:
+        """Record a send to ``destination`` and return True, or False if it would exceed
+        (or leave fewer than ``reserve`` sends: a retransmission keeps half the budget for
+        first sends)."""
         if self.limit <= 0:
             return True
         times = self._sent.pop(destination, None) or deque()
         while times and now - times[0] >= self.window:
             times.popleft()
-        allowed = len(times) < self.limit
+        allowed = len(times) < self.limit - reserve
         if allowed:
             times.append(now)
         self._sent[destination] = times

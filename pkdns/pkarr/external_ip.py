@@ -14,10 +14,12 @@ import random
 import socket
 import urllib.parse
 from collections.abc import Sequence
-
-import aiohttp
+from typing import TYPE_CHECKING
 
 from pkdns.errors import PkdnsError
+
+if TYPE_CHECKING:  # imported when used: aiohttp costs ~0.3-1 s of start-up for every CLI
+    import aiohttp  # command that only reads a zone file, and for each cold `pkdns resolve`
 
 _MAX_BODY = 512  # an address, or a small JSON object with an "ip" field (ipinfo.io)
 _FAMILY_NAME: dict[int, str] = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
@@ -37,6 +39,8 @@ async def discover(
     name = _FAMILY_NAME[family]
     if not urls:
         raise PkdnsError(f"cannot discover the external {name} address: no IP-echo URLs")
+    import aiohttp
+
     order = list(urls)
     (rng or random.SystemRandom()).shuffle(order)
     failures = []

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any, cast
 
+from pkdns.dht import krpc
 from pkdns.dht.join import Greeter, first_answer, resend_offsets
 from pkdns.dht.krpc import Address, ErrorMessage, NodeInfo, Query, Response
+from pkdns.dht.node import DhtNode
 
 ID = b"\x01" * 20
 PEER = b"\x02" * 20
@@ -79,3 +82,37 @@ async def test_nobody_answers_within_the_timeout() -> None:
     t0 = time.monotonic()
     assert not await greeter.greet([("127.0.0.2", 2), ("127.0.0.3", 3)], 0.3, set())
     assert 0.25 < time.monotonic() - t0 < 1.0
+
+
+class _DropFirst(asyncio.DatagramProtocol):
+    """A real UDP peer that ignores the first query it gets and answers the rest."""
+
+    def __init__(self) -> None:
+        self.got = 0
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self.got += 1
+        q = krpc.decode(data)
+        if self.got > 1 and isinstance(q, Query) and self.transport is not None:
+            self.transport.sendto(krpc.encode(Response(q.tid, PEER)), addr)
+
+
+async def test_a_lost_query_is_retransmitted_within_the_request_timeout() -> None:
+    """On a lossy link the node resends an unanswered query (0.5 s later) instead of
+    counting the node dead after one lost datagram."""
+    loop = asyncio.get_running_loop()
+    transport, peer = await loop.create_datagram_endpoint(_DropFirst,
+                                                          local_addr=("127.0.0.1", 0))
+    node = DhtNode(mode="client", request_timeout=2.0)
+    await node.start("127.0.0.1", 0)
+    try:
+        t0 = time.monotonic()
+        assert await node.ping(transport.get_extra_info("sockname")[:2])
+        assert peer.got == 2 and 0.4 < time.monotonic() - t0 < 1.5
+    finally:
+        await node.close()
+        transport.close()
