@@ -40,6 +40,15 @@ class Metrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0), registry=r)
         self.dht_routing_table = Gauge(
             "pkdns_dht_routing_table_nodes", "Nodes in the DHT routing table", registry=r)
+        self.dht_reachable = Gauge(
+            "pkdns_dht_reachable", "1 while the DHT answers us, 0 when it stays silent "
+            "(UDP blocked?)", registry=r)
+        self.dht_answered_ratio = Gauge(
+            "pkdns_dht_answered_ratio", "KRPC queries answered / asked over the last minute",
+            registry=r)
+        self.dht_last_found_age = Gauge(
+            "pkdns_dht_last_found_age_seconds", "Seconds since a DHT lookup last returned a "
+            "verified packet (-1: never)", registry=r)
         self.dht_messages = Counter(
             "pkdns_dht_messages", "KRPC messages", ["direction", "kind"], registry=r)
         self.republished = Counter(

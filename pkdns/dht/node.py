@@ -37,6 +37,7 @@ from pkdns import log
 from pkdns.clock import SYSTEM_CLOCK, Clock
 from pkdns.dht.admission import QuerierCheck
 from pkdns.dht.getquery import GetQuery
+from pkdns.dht.health import DhtHealth
 from pkdns.dht.ids import make_node_id
 from pkdns.dht.item import MutableItem
 from pkdns.dht.join import (
@@ -110,8 +111,12 @@ class DhtNode:
         self._checks: set[asyncio.Task[None]] = set()
         self.joined = asyncio.Event()
         """Set once a bootstrap round left the routing table non-empty."""
-        self._resends = (resend_offsets(request_timeout, retransmit, request_timeout)
-                         if retransmit > 0 else [0.0])
+        self.health = DhtHealth(now)
+        """Asked/answered counters and the reachable verdict (status page, /metrics)."""
+        self._retransmit = retransmit
+        self.srtt = retransmit / 4
+        """Smoothed round trip of first sends (RFC 6298 style, gain 1/8): a retransmission
+        waits at least 4 x srtt, so a loaded host's slow replies are not taken for losses."""
         self._greeter = Greeter(self.id, self.read_only, self._paced_request,
                                 lambda i, a: self._seen(i, a, self._clock.monotonic()),
                                 join_resend)
@@ -179,7 +184,15 @@ class DhtNode:
         return allowed
 
     async def _paced_request(self, addr: Address, query: Query, wait: float) -> Reply | None:
-        return await self.protocol.request(addr, query, wait) if self._pace(addr) else None
+        return await self._request(addr, query, wait) if self._pace(addr) else None
+
+    async def _request(self, addr: Address, query: Query, wait: float) -> Reply | None:
+        """One datagram out, counted for :attr:`health`."""
+        self.health.sent(self._clock.monotonic())
+        reply = await self.protocol.request(addr, query, wait)
+        if reply is not None:
+            self.health.replied(self._clock.monotonic())
+        return reply
 
     async def _ask(self, addr: Address, query: Query) -> Reply | None:
         """Send one query; None on timeout (counted against the node) or when paced."""
@@ -189,15 +202,21 @@ class DhtNode:
 
         async def attempt(wait: float) -> Reply | None:
             if first.pop() if first else False:
-                return await self.protocol.request(addr, query, wait)
-            if not self._pace(addr, self._pacer.limit // 2):
+                return await self._request(addr, query, wait)
+            if not self._pace(addr, self._pacer.limit * 3 // 4):
                 return None  # a busy destination: no resends (first_reply stops sending)
-            return await self.protocol.request(addr, query, wait)
+            return await self._request(addr, query, wait)
 
         # Resent while unanswered (each copy open until the timeout): on a link that loses
         # half the datagrams one query in four comes back, two sends give 44 %, three 58 %.
-        reply = await first_reply(attempt, self.request_timeout, self._resends)
+        gap = max(self._retransmit, 4 * self.srtt)
+        offsets = (resend_offsets(self.request_timeout, gap, self.request_timeout)
+                   if self._retransmit > 0 else [0.0])
+        sent = self._clock.monotonic()
+        reply = await first_reply(attempt, self.request_timeout, offsets)
         now = self._clock.monotonic()
+        if reply is not None and now - sent < gap:  # surely the first copy's (Karn)
+            self.srtt += (now - sent - self.srtt) / 8
         if reply is None:
             self.table.failed(*addr)
         elif not isinstance(reply, ErrorMessage):
@@ -242,8 +261,10 @@ class DhtNode:
                 lookup.on_error(addr, reply, now)
             else:
                 item = lookup.on_response(addr, reply, now)
-                if item is not None and on_item is not None:
-                    on_item(item)
+                if item is not None:
+                    self.health.found(now)
+                    if on_item is not None:
+                        on_item(item)
             wake.set()
 
         try:
@@ -396,6 +417,13 @@ class DhtNode:
 
     def estimated_network_size(self) -> int:
         return self.table.estimated_size()
+
+    def reachable(self) -> bool:
+        """False while the DHT stays silent to us (UDP blocked?): :mod:`pkdns.dht.health`."""
+        return self.health.reachable(self._clock.monotonic())
+
+    def health_snapshot(self) -> dict[str, object]:
+        return self.health.snapshot(self._clock.monotonic()).as_dict()
 
     def export_nodes(self) -> list[tuple[bytes, str, int]]:
         """Contacts worth saving in the state dir (good ones first)."""

@@ -66,6 +66,10 @@ class Dht(Protocol):
     def get_mutable(self, public_key: bytes, seq_floor: int | None = None, *,
                     timeout: float = ...) -> MutableStream: ...
 
+    def reachable(self) -> bool:
+        """False while the DHT stays silent to us (:mod:`pkdns.dht.health`)."""
+        ...
+
 
 RelayFetch = Callable[[PublicKey], Awaitable[SignedPacket | None]]
 """A relay client: the key's packet, None when the relay has none; raises when unreachable."""
@@ -129,6 +133,7 @@ class PkarrSource(PacketCache):
                                                    forwarders)
         self._tasks: set[asyncio.Task[None]] = set()
         self.lookups_started = 0
+        self._dht_reachable = True
 
     # --- the query path ------------------------------------------------------------------
 
@@ -199,7 +204,9 @@ class PkarrSource(PacketCache):
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = loop.call_later(self._cfg.lookup_timeout, self._settle, flight)
-        parts = [self._ask_dht(flight)] + [self._ask_relay(flight, r) for r in self._relays]
+        parts = [self._ask_relay(flight, r) for r in self._relays]
+        if self._use_dht():
+            parts.append(self._ask_dht(flight))
         try:
             async with asyncio.timeout(self._cfg.lookup_timeout * 2):
                 await asyncio.gather(*parts)
@@ -215,6 +222,21 @@ class PkarrSource(PacketCache):
             if self._metrics is not None:
                 self._metrics.dht_lookups.labels(outcome.value).inc()
                 self._metrics.dht_lookup_seconds.observe(loop.time() - started)
+
+    def _use_dht(self) -> bool:
+        """Ask the DHT unless it is unreachable and relays can answer instead: then a cold
+        key gets the relays' answer (or SERVFAIL) at once, not after a DHT lookup deadline.
+        Without relays the DHT is always asked (the lookups are how it notices it is back)."""
+        if self._dht is None:
+            return False
+        reachable = not self._relays or self._dht.reachable()
+        if reachable != self._dht_reachable:
+            self._dht_reachable = reachable
+            if reachable:
+                _log.info("dht_reachable_again")
+            else:
+                _log.warning("dht_unreachable", answering_from=f"{len(self._relays)} relay(s)")
+        return reachable
 
     async def _ask_dht(self, flight: Flight) -> None:
         if self._dht is None:

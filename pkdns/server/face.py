@@ -57,6 +57,8 @@ class Node(Protocol):
 
     def routing_table_size(self) -> int: ...
 
+    def health_snapshot(self) -> dict[str, object]: ...
+
     def estimated_network_size(self) -> int: ...
 
 
@@ -196,6 +198,11 @@ class HttpFace:
     def _refresh_gauges(self) -> None:
         if self.dht is not None:
             self.metrics.dht_routing_table.set(self.dht.routing_table_size())
+            health = self.dht.health_snapshot()
+            self.metrics.dht_reachable.set(1 if health["reachable"] else 0)
+            ratio, age = health["answered_ratio"], health["last_found_age"]
+            self.metrics.dht_answered_ratio.set(ratio if isinstance(ratio, float) else 0.0)
+            self.metrics.dht_last_found_age.set(age if isinstance(age, float) else -1.0)
 
     async def stop(self) -> None:
         await self.dashboard.stop()

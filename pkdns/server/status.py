@@ -32,6 +32,8 @@ class DhtInfo(Protocol):
 
     def estimated_network_size(self) -> int: ...
 
+    def health_snapshot(self) -> dict[str, object]: ...
+
 
 @dataclass
 class DaemonStatus:
@@ -58,6 +60,7 @@ class DaemonStatus:
             "dht_mode": self.dht_mode,
             "routing_table_size": self.dht.routing_table_size() if self.dht else None,
             "network_size": self.dht.estimated_network_size() if self.dht else None,
+            "dht_health": self.dht.health_snapshot() if self.dht else None,
             "cache": dict(self.cache_stats()) if self.cache_stats else None,
             "packets": self.packets_held() if self.packets_held else None,
         }

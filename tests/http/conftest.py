@@ -64,6 +64,10 @@ class FakeDhtInfo:
     def estimated_network_size(self) -> int:
         return 1234
 
+    def health_snapshot(self) -> dict[str, object]:
+        return {"reachable": False, "asked": 12, "answered": 0, "answered_ratio": 0.0,
+                "unanswered_in_a_row": 12, "last_reply_age": None, "last_found_age": None}
+
 
 @dataclass
 class StatusRig:

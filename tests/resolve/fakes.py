@@ -64,6 +64,10 @@ class FakeDht:
         self.script = script
         self.calls: list[bytes] = []
         self.streams: list[FakeStream] = []
+        self.up = True
+
+    def reachable(self) -> bool:
+        return self.up
 
     def get_mutable(self, public_key: bytes, seq_floor: int | None = None, *,
                     timeout: float = 5.0) -> FakeStream:

@@ -183,6 +183,9 @@ async def test_broken_dht_is_unavailable() -> None:
                         timeout: float = 5.0) -> object:
             raise OSError("socket closed")
 
+        def reachable(self) -> bool:
+            return True
+
     src = PkarrSource(Broken(), CFG, FakeClock())
     assert (await src.get(KEY, "ip")).status is Status.UNAVAILABLE
 
@@ -266,6 +269,31 @@ async def test_relay_404_with_the_dht_unavailable_is_unavailable() -> None:
     assert (await src.get(KEY, "ip")).status is Status.NOT_FOUND
     relay_only = PkarrSource(None, CFG, FakeClock(), relays=[relay_404])
     assert (await relay_only.get(KEY, "ip")).status is Status.NOT_FOUND
+
+
+async def test_unreachable_dht_with_relays_answers_without_a_dht_deadline() -> None:
+    """UDP blocked: the relays answer at once (the packet, or SERVFAIL when they have
+    nothing -- never NXDOMAIN), no DHT lookup is started; once the DHT answers again it is
+    asked again."""
+    p, other = pkt(), keypair(8).public_key
+
+    async def relay(key: PublicKey) -> SignedPacket | None:
+        return p if key == KEY else None
+
+    silent = FakeDht(lambda k: Script(responded=0, end_after=0.3))
+    silent.up = False
+    src = PkarrSource(silent, CFG, FakeClock(),
+                      relays=[relay])
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    assert (await src.get(KEY, "ip")).packet == p
+    assert (await src.get(other, "ip")).status is Status.UNAVAILABLE
+    assert loop.time() - start < 0.2 and silent.calls == []  # CFG: a lookup takes 0.3 s
+    silent.up = True
+    third = keypair(9).public_key
+    assert (await src.get(third, "ip")).status is Status.UNAVAILABLE
+    assert silent.calls == [third.raw]
+    await src.close()
 
 
 async def test_node_budget_queues_cold_lookups_instead_of_refusing() -> None:
