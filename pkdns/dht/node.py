@@ -40,14 +40,7 @@ from pkdns.dht.getquery import GetQuery
 from pkdns.dht.health import DhtHealth
 from pkdns.dht.ids import make_node_id
 from pkdns.dht.item import MutableItem
-from pkdns.dht.join import (
-    RESEND_FIRST,
-    RETRANSMIT,
-    SAVED_HELLOS,
-    Greeter,
-    first_reply,
-    resend_offsets,
-)
+from pkdns.dht.join import RESEND_FIRST, RETRANSMIT, SAVED_HELLOS, Greeter, resend_offsets
 from pkdns.dht.krpc import Address, ErrorMessage, Query
 from pkdns.dht.lookup import GetMutableLookup, IterativeLookup, Outcome, PutMutable, PutResult
 from pkdns.dht.ratelimit import PACE_LIMIT, PerIpLimiter, SendPacer
@@ -198,22 +191,18 @@ class DhtNode:
         """Send one query; None on timeout (counted against the node) or when paced."""
         if not self._pace(addr):
             return None
-        first = [True]
-
-        async def attempt(wait: float) -> Reply | None:
-            if first.pop() if first else False:
-                return await self._request(addr, query, wait)
-            if not self._pace(addr, self._pacer.limit * 3 // 4):
-                return None  # a busy destination: no resends (first_reply stops sending)
-            return await self._request(addr, query, wait)
-
-        # Resent while unanswered (each copy open until the timeout): on a link that loses
-        # half the datagrams one query in four comes back, two sends give 44 %, three 58 %.
+        # Resent while unanswered (same tid: a late reply to any copy counts): on a link that
+        # loses half the datagrams one query in four comes back, three sends give 58 %.
         gap = max(self._retransmit, 4 * self.srtt)
-        offsets = (resend_offsets(self.request_timeout, gap, self.request_timeout)
-                   if self._retransmit > 0 else [0.0])
+        resend = (resend_offsets(self.request_timeout, gap, self.request_timeout)[1:]
+                  if self._retransmit > 0 else [])
         sent = self._clock.monotonic()
-        reply = await first_reply(attempt, self.request_timeout, offsets)
+        self.health.sent(sent)
+        reply = await self.protocol.request(
+            addr, query, self.request_timeout, resend,
+            lambda: self._pace(addr, self._pacer.limit * 3 // 4))  # never a busy node's last
+        if reply is not None:
+            self.health.replied(self._clock.monotonic())
         now = self._clock.monotonic()
         if reply is not None and now - sent < gap:  # surely the first copy's (Karn)
             self.srtt += (now - sent - self.srtt) / 8

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from pkdns import log
@@ -36,6 +36,7 @@ class TransportStats:
     malformed: int = 0
     unsolicited: int = 0
     send_errors: int = 0
+    resent: int = 0
 
 
 class Transactions:
@@ -114,21 +115,38 @@ class KrpcProtocol(asyncio.DatagramProtocol):
             self.stats.send_errors += 1
             _log.debug("dht_send_failed", addr=addr, error=str(exc))
 
-    async def request(self, addr: Address, query: Query, timeout: float) -> Reply | None:
-        """Send ``query`` (its tid is replaced) and wait for the matching reply, or ``None``."""
+    async def request(self, addr: Address, query: Query, timeout: float,
+                      resend: Sequence[float] = (),
+                      may_resend: Callable[[], bool] | None = None) -> Reply | None:
+        """Send ``query`` (its tid is replaced) and wait for the matching reply, or ``None``.
+
+        ``resend``: seconds after which the same datagram (same tid, so a late reply to any
+        copy matches) goes out again while unanswered, if ``may_resend()`` agrees.
+        """
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Reply] = loop.create_future()
         try:
             tid = self.transactions.open(addr, fut)
         except OverflowError:
             return None
+        msg = dataclasses.replace(query, tid=tid)
+        timers = [loop.call_later(at, self._resend, msg, addr, fut, may_resend)
+                  for at in resend if at < timeout]
         try:
-            self.send(dataclasses.replace(query, tid=tid), addr)
+            self.send(msg, addr)
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             return None
         finally:
+            for timer in timers:
+                timer.cancel()
             self.transactions.close(tid)
+
+    def _resend(self, msg: Query, addr: Address, fut: asyncio.Future[Reply],
+                may_resend: Callable[[], bool] | None) -> None:
+        if not fut.done() and (may_resend is None or may_resend()):
+            self.stats.resent += 1
+            self.send(msg, addr)
 
     def close(self) -> None:
         if self._transport is not None:

@@ -87,7 +87,8 @@ class FakeProtocol:
         self.sent: list[tuple[Address, Query]] = []
         self._tid = 0
 
-    async def request(self, addr: Address, query: Query, timeout: float) -> Reply | None:
+    async def request(self, addr: Address, query: Query, timeout: float,
+                      resend: object = (), may_resend: object = None) -> Reply | None:
         self._tid += 1
         q = dataclasses.replace(query, tid=self._tid.to_bytes(2, "big"))
         self.sent.append((addr, q))
