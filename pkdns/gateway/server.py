@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import errno
+import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterator
@@ -237,8 +239,13 @@ class GatewayService:
 
 
 def _listen_error(host: str, port: int, exc: OSError) -> PkdnsError:
-    return PkdnsError(f"gateway: cannot listen on {format_hostport((host, port))}: "
-                      f"{exc.strerror or exc}")
+    hint = ""
+    if exc.errno == errno.EACCES:
+        hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+    elif exc.errno == errno.EADDRINUSE:
+        hint = " (a web server there? see gateway.listen / gateway.http_listen)"
+    why = os.strerror(exc.errno) if exc.errno else str(exc)
+    return PkdnsError(f"gateway: cannot listen on {format_hostport((host, port))}: {why}{hint}")
 
 
 @contextlib.contextmanager

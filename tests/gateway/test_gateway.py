@@ -179,3 +179,20 @@ async def test_200_parallel_page_loads_complete(lab: Lab) -> None:
     assert sorted(int(r.split(b" ")[1][1:]) for r in lab.origin.requests) == list(range(200))
     assert lab.gateway.stats.relayed == 200 and lab.gateway.leaves is not None
     assert lab.gateway.leaves.minted == 1
+
+
+async def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    from pkdns.errors import PkdnsError
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        source = DictSource()
+        g = GatewayConfig(enabled=True, listen=(("127.0.0.1", port),), http_listen=())
+        gateway = GatewayService(Config(state_dir=str(tmp_path), gateway=g), source,
+                                 PkarrAnswerer(source, None, PkarrConfig()), SYSTEM_CLOCK)
+        with pytest.raises(PkdnsError, match=rf"gateway: cannot listen on 127.0.0.1:{port}: "
+                           r"Address already in use \(a web server there"):
+            await gateway.start()
+        await gateway.stop()
