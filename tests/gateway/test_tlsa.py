@@ -126,3 +126,28 @@ def test_daemon_answers_tlsa_queries_from_the_packet(tmp_path: Path) -> None:
     owner, _ttl, _cls, rtype, *data = answer.split()
     assert (owner, rtype) == (f"_443._tcp.{z}.key.", "TLSA"), answer
     assert data[:3] == ["3", "1", "1"] and "".join(data[3:]).lower() == rdata.split()[3], answer
+
+
+def test_publish_and_resolve_carry_tlsa(tmp_path: Path) -> None:
+    cert, _ = self_signed(tmp_path)
+    rdata = tlsa.record_for(_der(cert)).text()
+    kp = pf.keypair(8)
+    (tmp_path / "seed").write_text(kp.seed.hex())
+    (tmp_path / "seed").chmod(0o600)
+    (tmp_path / "zone").write_text(f"_443._tcp.www IN TLSA {rdata}\n")
+    net = subprocess.Popen([PKDNS, "testnet", "--nodes", "8"], stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert net.stdout is not None
+        boot = net.stdout.readline().strip()
+        pub = subprocess.run([PKDNS, "publish", str(tmp_path / "seed"), str(tmp_path / "zone"),
+                              "--bootstrap", boot], capture_output=True, text=True, timeout=60)
+        assert pub.returncode == 0, pub
+        res = subprocess.run([PKDNS, "resolve", kp.public_key.z32, "--bootstrap", boot],
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0 and f"_443._tcp.www 300 IN TLSA {rdata}" in res.stdout, res
+    finally:
+        net.terminate()
+        net.wait(10)
+        if net.stdout is not None:
+            net.stdout.close()
