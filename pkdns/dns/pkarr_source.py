@@ -38,6 +38,10 @@ from pkdns.pkarr.keys import PublicKey
 from pkdns.pkarr.signed_packet import SignedPacket
 
 _log = log.get("pkarr_source")
+ROUND_MIN = 0.2
+"""Another DHT round only after a round that lasted this long (it asked nodes that stayed
+silent) and with this much of the deadline left."""
+MAX_ROUNDS = 3
 
 
 class MutableItemLike(Protocol):
@@ -239,23 +243,42 @@ class PkarrSource(PacketCache):
         return reachable
 
     async def _ask_dht(self, flight: Flight) -> None:
+        """Rounds of DHT lookups until a packet came, absence is proven or the lookup
+        deadline passed: on a lossy network a round can end early with every close node
+        silent, and the next one (from a table that learnt meanwhile) often succeeds."""
         if self._dht is None:
             return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._cfg.lookup_timeout
+        for _ in range(MAX_ROUNDS):
+            began = loop.time()
+            if not await self._dht_round(flight, self._dht, deadline - began):
+                return
+            # a round that ended at once had no one to ask: another would not either
+            if (flight.best is not None or loop.time() - began < ROUND_MIN
+                    or deadline - loop.time() < ROUND_MIN):
+                return
+
+    async def _dht_round(self, flight: Flight, dht: Dht, timeout: float) -> bool:
+        """One lookup; False when another round would be pointless (absence proven, or the
+        DHT is broken)."""
         # No seq floor: nodes holding exactly our packet must send it, or we could never
         # confirm it and would keep serving it stale.
         try:
-            stream = self._dht.get_mutable(flight.key.raw, None, timeout=self._cfg.lookup_timeout)
+            stream = dht.get_mutable(flight.key.raw, None, timeout=timeout)
         except Exception as exc:
             _log.warning("dht_lookup_failed", key=flight.key.z32, error=repr(exc))
-            return
+            return False
         try:
             async for item in stream:
                 self._offer(flight, item.k, item.seq, item.v, item.sig)
             flight.dht_absent = absence_proven(stream.outcome)
         except Exception as exc:  # a broken DHT is UNAVAILABLE, never a crash of the query
             _log.warning("dht_lookup_failed", key=flight.key.z32, error=repr(exc))
+            return False
         finally:
             await stream.cancel()
+        return not flight.dht_absent
 
     async def _ask_relay(self, flight: Flight, relay: RelayFetch) -> None:
         try:

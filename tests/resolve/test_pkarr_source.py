@@ -271,6 +271,20 @@ async def test_relay_404_with_the_dht_unavailable_is_unavailable() -> None:
     assert (await relay_only.get(KEY, "ip")).status is Status.NOT_FOUND
 
 
+async def test_a_round_that_heard_nobody_is_followed_by_another() -> None:
+    """The first lookup ends early with every node silent (a lossy moment): the source asks
+    again within its deadline instead of answering SERVFAIL; a proven absence ends it."""
+    p = pkt()
+    rounds = [Script(responded=0, queried=8, end_after=0.25), found(p)]
+    dht = FakeDht(lambda k: rounds.pop(0) if rounds else Script(responded=0))
+    src = source(dht, FakeClock(), lookup_timeout=1.0)
+    assert (await src.get(KEY, "ip")).packet == p
+    assert len(dht.calls) == 2
+    absent = FakeDht(lambda k: Script(responded=8))
+    assert (await source(absent, FakeClock()).get(KEY, "ip")).status is Status.NOT_FOUND
+    assert len(absent.calls) == 1
+
+
 async def test_unreachable_dht_with_relays_answers_without_a_dht_deadline() -> None:
     """UDP blocked: the relays answer at once (the packet, or SERVFAIL when they have
     nothing -- never NXDOMAIN), no DHT lookup is started; once the DHT answers again it is
