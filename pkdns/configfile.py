@@ -337,6 +337,9 @@ def _gateway_checks(cfg: Config) -> list[tuple[bool, str, str]]:
     wide = [n for n in g.allow if _wide(ipaddress.ip_network(n, strict=False))]
     return [
         (all(_is_ip(a) for a in g.answer), "gateway.answer", "must be IP addresses"),
+        (not g.enabled or bool(g.answer) or not any(
+            ipaddress.ip_address(h).is_unspecified for h, _ in g.listen), "gateway.answer",
+         "must name the gateway's address when gateway.listen is 0.0.0.0 or ::"),
         (not g.enabled or not public or not wide, "gateway.allow",
          f"the gateway listens on public address {', '.join(public)} but allow admits "
          f"{', '.join(wide)}: name the networks that may use it"),

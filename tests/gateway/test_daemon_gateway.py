@@ -144,13 +144,15 @@ def test_check_refuses_a_public_gateway_without_acl(tmp_path: Path) -> None:
         return subprocess.run([PKDNS, "serve", "--check", "--config", str(cfg)],
                               capture_output=True, text=True, timeout=30)
 
-    for section in ('listen = ["0.0.0.0:443"]\nallow = ["0.0.0.0/0"]\n',
+    for section in ('listen = ["0.0.0.0:443"]\nanswer = ["192.0.2.1"]\nallow = ["0.0.0.0/0"]\n',
                     'listen = ["203.0.113.5:443"]\nallow = ["::/0", "10.0.0.0/8"]\n',
                     'http_listen = ["[::]:80"]\nallow = ["0.0.0.0/1", "128.0.0.0/1"]\n'):
         bad = check(section)
         assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1, (section, bad)
         assert "gateway.allow: the gateway listens on public address" in bad.stderr, bad
-    for section in ('listen = ["0.0.0.0:443"]\n',                       # default ACL: private
+    unspecified = check('listen = ["0.0.0.0:443"]\n')     # DNS would hand out 0.0.0.0
+    assert unspecified.returncode == 2 and "gateway.answer: must name" in unspecified.stderr
+    for section in ('listen = ["0.0.0.0:443"]\nanswer = ["192.168.1.2"]\n',   # ACL: private
                     'listen = ["203.0.113.5:443"]\nallow = ["198.51.100.0/24"]\n',
                     'listen = ["192.168.1.1:443"]\nallow = ["0.0.0.0/0"]\n'):   # LAN only
         ok = check(section)
