@@ -90,6 +90,7 @@ async def test_publish_through_one_pkdns_resolve_through_others(testnet: Testnet
             text = await r.text()
         assert 'pkdns_relay_requests_total{method="PUT",status="204"} 1.0' in text
         assert "pkdns_dht_routing_table_nodes" in text
+        assert "pkdns_dht_reachable 1.0" in text and "pkdns_dht_answered_ratio" in text
         await _chromium_lookup(b.url, tmp_path)
     finally:
         for client in [to_a, *clients]:

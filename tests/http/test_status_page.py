@@ -26,6 +26,8 @@ async def test_status_json(status_site: StatusRig) -> None:
         body = await r.json()
     assert body["uptime"] == 3725.0
     assert body["routing_table_size"] == 42 and body["network_size"] == 1234
+    assert body["dht_health"]["reachable"] is False  # what the node reports, passed through
+    assert body["dht_health"]["answered_ratio"] == 0.0
     assert body["dht_mode"] == "client" and body["dns_listeners"] == ["127.0.0.1:5300"]
     assert body["http_listeners"] == [status_site.url.removeprefix("http://")]
     assert body["cache"] == {"entries": 3, "bytes": 900}

@@ -211,8 +211,9 @@ async def start_daemon(tmp: Path, name: str, boot: str, dns_port: int, dht_port:
     home = tmp / name
     home.mkdir()
     cmd = [PY, "-m", "pkdns", "serve", "--listen", f"127.0.0.1:{dns_port}", "--upstream",
-           "127.0.0.1:9", "--dht-port", str(dht_port), "--bootstrap", boot, "--state-dir",
-           str(home / "state"), "--log-format", "json"]
+           "127.0.0.1:9", "--dht-port", str(dht_port), "--state-dir", str(home / "state"),
+           "--log-format", "json"]
+    cmd += [x for b in boot.split(",") for x in ("--bootstrap", b)]
     cmd += ["--http", f"127.0.0.1:{http_port}"] if http_port else ["--no-http"]
     if relays:
         (home / "pkdns.toml").write_text(f"[pkarr]\nrelays = {json.dumps(relays)}\n")
@@ -328,8 +329,11 @@ async def scenario(cfg: LabConfig, tmp: Path, rng: random.Random) -> dict[str, A
                 held = set(res["warm"].pop("held"))  # the relay has these: it answered them
                 relayed = [k for k in keys if k.index in held] + [
                     k for k in keys if k.index not in held]
-                res["relay"] = await relay_phase(tmp, boot, dns_c, dht_c, http_a, relayed,
-                                                 daemons)
+                # four bootstrap hosts, as the default configuration has
+                hosts = swarm.info["bt"][:3] + swarm.info["honest"][:1]
+                boot4 = ",".join(hostport(a) for a in hosts)
+                res["relay"] = await relay_phase(tmp, boot4, dns_c, dht_c, http_a, relayed,
+                                                 daemons, free_port())
     finally:
         for d in daemons:
             await stop(d)
@@ -370,13 +374,13 @@ async def warm_phase(cfg: LabConfig, port: int, keys: list[Key],
 
 
 async def relay_phase(tmp: Path, boot: str, dns_c: int, dht_c: int, http_a: int,
-                      keys: list[Key], daemons: list[asyncio.subprocess.Process]
-                      ) -> dict[str, Any]:
+                      keys: list[Key], daemons: list[asyncio.subprocess.Process],
+                      http_c: int) -> dict[str, Any]:
     """A daemon whose DHT port is blocked, with the warm daemon as its one relay: how soon
     after start-up it answers ``keys[0]`` (one the relay holds), then a few more."""
     key = keys[0]
     t0 = time.monotonic()
-    proc = await start_daemon(tmp, "relayed", boot, dns_c, dht_c, None,
+    proc = await start_daemon(tmp, "relayed", boot, dns_c, dht_c, http_c,
                               [f"http://127.0.0.1:{http_a}"])
     daemons.append(proc)
     up = await wait_dns(dns_c)
@@ -390,6 +394,20 @@ async def relay_phase(tmp: Path, boot: str, dns_c: int, dht_c: int, http_a: int,
     for k in keys[1:6]:
         rcode, txt, t = await dns_query(dns_c, f"_lab.{k.z32}.")
         others.append(t if rcode == "NOERROR" and any(k.version(x) == "new" for x in txt) else None)
-    return {"dns_up_s": round(up, 3), "first_answer_s": None if first is None else round(first, 3),
+    unreachable = None  # when the daemon's status page says the DHT is unreachable
+    while time.monotonic() - t0 < up + 20 and unreachable is None:
+        with contextlib.suppress(Exception):
+            status = json.loads(await asyncio.to_thread(
+                http_get, f"http://127.0.0.1:{http_c}/api/status"))
+            if status["dht_health"]["reachable"] is False:
+                unreachable = round(time.monotonic() - t0, 1)
+                break
+        await asyncio.sleep(0.5)
+    metrics = ""
+    with contextlib.suppress(Exception):
+        metrics = await asyncio.to_thread(http_get, f"http://127.0.0.1:{http_c}/metrics")
+    return {"unreachable_shown_s": unreachable,
+            "metrics_unreachable": "pkdns_dht_reachable 0.0" in metrics,
+            "dns_up_s": round(up, 3), "first_answer_s": None if first is None else round(first, 3),
             "first_after_up_s": None if first is None else round(first - up, 3),
             "more_keys_s": [None if t is None else round(t, 3) for t in others]}
