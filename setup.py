@@ -6,9 +6,10 @@ The modules below are already ``mypy --strict`` clean, so mypyc compiles them as
 same source, same tests, no second implementation. Everything else in the package is
 asyncio glue or off the per-query path and stays interpreted.
 
-One small module is C by hand, ``pkdns/dns/_udpsock.c``: the per-query upstream socket calls
-(why: see its header). It is built on Linux only and on its own: if it fails, the rest stays
-compiled and :mod:`pkdns.dns.sockpoll` uses its plain-Python equivalents.
+Two small modules are C by hand, ``pkdns/dns/_udpsock.c`` (the per-query upstream socket calls)
+and ``pkdns/server/_udprecv.c`` (the listening socket's batched reads with the flood filter);
+why: see their headers. They are built on Linux only and each on its own: if one fails, the rest
+stays compiled and :mod:`pkdns.dns.sockpoll` / :mod:`pkdns.server.udp` use plain Python.
 
 Compiling is best effort: without a C compiler or the Python headers (Debian: ``gcc`` and
 ``python3-dev``), or with ``PKDNS_PURE=1`` in the environment, the same modules install as
@@ -50,6 +51,8 @@ def _note(msg: str) -> None:
 
 
 UDPSOCK = "pkdns.dns._udpsock"
+UDPRECV = "pkdns.server._udprecv"
+STANDALONE = (UDPSOCK, UDPRECV)      # hand-written C: each stands alone, built or not
 
 
 def _can_compile() -> str | None:
@@ -81,7 +84,8 @@ def _extensions() -> list[Any]:
     if why is not None:
         _note(f"no working C compiler or Python headers ({why}); plain Python")
         return []
-    hand = ([Extension(UDPSOCK, ["pkdns/dns/_udpsock.c"])]
+    hand = ([Extension(UDPSOCK, ["pkdns/dns/_udpsock.c"]),
+             Extension(UDPRECV, ["pkdns/server/_udprecv.c"])]
             if sys.platform.startswith("linux") else [])
     return hand + _mypyc()
 
@@ -112,19 +116,19 @@ class OptionalBuildExt(build_ext):
             _note(f"compiling failed ({type(exc).__name__}: {exc}); plain Python")
 
     def build_extension(self, ext: Any) -> None:
-        if ext.name != UDPSOCK:
+        if ext.name not in STANDALONE:
             super().build_extension(ext)
             return
         try:
             super().build_extension(ext)
         except Exception as exc:
-            _note(f"{UDPSOCK} not built ({type(exc).__name__}: {exc}); plain-Python sockets")
+            _note(f"{ext.name} not built ({type(exc).__name__}: {exc}); plain-Python sockets")
 
     def _remove_built(self) -> None:
         """The mypyc modules share one runtime library: all or none. The C socket module
         stands alone and stays."""
         for ext in self.extensions:
-            if ext.name == UDPSOCK:
+            if ext.name in STANDALONE:
                 continue
             path = self.get_ext_fullpath(ext.name)
             if os.path.exists(path):

@@ -87,7 +87,7 @@ class DnsListeners:
         loop = asyncio.get_running_loop()
         for sock in sockets.udp:
             proto = UdpServer(self.resolver, self.cfg.udp_payload_max)
-            await loop.create_datagram_endpoint(proto.itself, sock=sock)
+            await proto.attach(sock)
             self.udp.append(proto)
             self.bound.append(sock.getsockname()[:2])
         for sock in sockets.tcp:
@@ -113,7 +113,7 @@ class DnsListeners:
                     continue            # the UDP port's TCP twin is taken; pick another
                 raise _bind_error(host, actual, exc) from None
             proto = UdpServer(self.resolver, self.cfg.udp_payload_max)
-            await loop.create_datagram_endpoint(proto.itself, sock=usock)
+            await proto.attach(usock)
             tcp = TcpServer(self.resolver, self.cfg)
             tcp.server = await loop.create_server(tcp.protocol, sock=tsock,
                                                   backlog=sockets.BACKLOG)

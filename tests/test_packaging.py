@@ -110,7 +110,7 @@ def test_sdist_and_wheel_build_and_install_without_a_compiler(tmp_path: Path) ->
     (wheel,) = dist.glob("pkdns-*-py3-none-any.whl")   # pure: nothing was compiled
     listing = subprocess.run(["tar", "tzf", str(sdist)], capture_output=True, text=True,
                              check=True).stdout
-    for member in ("setup.py", "pyproject.toml", "pkdns/dns/_udpsock.c",
+    for member in ("setup.py", "pyproject.toml", "pkdns/dns/_udpsock.c", "pkdns/server/_udprecv.c",
                    "pkdns/server/static/index.html", "systemd/pkdns.service",
                    "config.example.toml"):
         assert re.search(rf"^pkdns-[^/]+/{re.escape(member)}$", listing, re.M), member
