@@ -21,7 +21,8 @@ from tests.support.require import stop
 ROOT = Path(__file__).resolve().parent.parent
 HOT = [line.split('"')[1][:-3].replace("/", ".") for line in
        (ROOT / "setup.py").read_text().splitlines() if line.strip().startswith('"pkdns/')]
-UDPSOCK = "pkdns.dns._udpsock"        # C by hand (setup.py), built on Linux
+HAND = {"pkdns.dns._udpsock": "pkdns/dns/_udpsock.c",          # C by hand (setup.py),
+        "pkdns.server._udprecv": "pkdns/server/_udprecv.c"}    # built on Linux
 PURE_TESTS = ["tests/dns/test_wire.py", "tests/dns/test_cache.py", "tests/dns/test_hotpath.py",
               "tests/dns/test_forwarder.py", "tests/dns/test_sockpoll.py",
               "tests/dns/test_resolver.py"]
@@ -35,8 +36,8 @@ def test_setup_lists_the_hot_modules() -> None:
 
 def test_hot_modules_are_compiled_where_the_suite_installs_them() -> None:
     plain = [m for m in HOT if str(importlib.import_module(m).__file__).endswith(".py")]
-    if sys.platform.startswith("linux") and importlib.util.find_spec(UDPSOCK) is None:
-        plain.append(UDPSOCK)
+    if sys.platform.startswith("linux"):
+        plain += [m for m in HAND if importlib.util.find_spec(m) is None]
     if plain:
         stop(f"hot path not compiled: {plain} (scripts/test-all.sh installs gcc and "
              "python3-dev and builds them with mypyc; see setup.py)")
@@ -70,8 +71,9 @@ def test_compiled_modules_are_not_older_than_their_source() -> None:
     lib = Path(str(importlib.import_module("pkdns_hot__mypyc").__file__))
     stale = [m for m in HOT
              if (ROOT / (m.replace(".", "/") + ".py")).stat().st_mtime > lib.stat().st_mtime]
-    spec = importlib.util.find_spec(UDPSOCK)
-    if spec is not None and spec.origin is not None and (
-            (ROOT / "pkdns/dns/_udpsock.c").stat().st_mtime > Path(spec.origin).stat().st_mtime):
-        stale.append(UDPSOCK)
+    for module, source in HAND.items():
+        spec = importlib.util.find_spec(module)
+        if spec is not None and spec.origin is not None and (
+                (ROOT / source).stat().st_mtime > Path(spec.origin).stat().st_mtime):
+            stale.append(module)
     assert not stale, f"rebuild the compiled hot path (pip install -e .): {stale} changed"
