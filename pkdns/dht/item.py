@@ -1,4 +1,4 @@
-"""BEP 44 mutable items without salt, the shape pkarr uses (pkarr-reference.md §1.9).
+"""BEP 44 mutable items without salt, the shape pkarr uses (pkarr ``design/base.md``).
 
 ``k`` is the Ed25519 public key, ``target = sha1(k)``, ``seq`` the packet timestamp in µs and
 ``sig`` signs the bencoded ``3:seqi<seq>e1:v<len>:<v>``. Verification is done here with pynacl
@@ -54,9 +54,9 @@ def check_item(k: bytes | None, seq: int | None, v: bytes | None, sig: bytes | N
                expected_target: bytes | None = None) -> MutableItem:
     """Build a :class:`MutableItem` from wire fields, or raise :class:`VerifyError`.
 
-    Checks (reliability.md D3–D5): every field present with the right size, ``seq`` ≥ 0,
-    ``len(v)`` ≤ 1000, ``k`` equals the requested key, ``sha1(k)`` equals the target and the
-    Ed25519 signature verifies.
+    Checks (BEP 44; libtorrent ``get_item.cpp``, ``node.cpp``): every field present with the
+    right size, ``seq`` ≥ 0, ``len(v)`` ≤ 1000, ``k`` equals the requested key, ``sha1(k)``
+    equals the target and the Ed25519 signature verifies.
     """
     if k is None or seq is None or v is None or sig is None:
         raise VerifyError("incomplete item")

@@ -4,7 +4,8 @@ Two layers, as in pubky/mainline: :mod:`fastbencode` turns bytes into plain dict
 module turns those dicts into :class:`Query`, :class:`Response` and :class:`ErrorMessage`.
 Every malformed datagram raises exactly one exception type, :class:`DecodeError`, so the
 transport can drop it (libtorrent: "not a good idea to send a response to an invalid
-message"). Size and nesting are capped *before* the bencode decoder runs (reliability.md D1).
+message"). Size and nesting are capped *before* the bencode decoder runs: fastbencode has no
+depth limit (it accepted 100 000-deep nesting) and raises ValueError on huge integers.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import fastbencode
 from pkdns.errors import DecodeError
 
 MAX_DATAGRAM = 65535
-"""Accept up to 64 KiB: bittorrent-dht replies carry its whole routing table (dht-lab §6.1)."""
+"""Accept up to 64 KiB: bittorrent-dht replies carry its whole routing table
+(k-bucket ``closest()`` without a count), several kB on the real DHT."""
 MAX_DEPTH = 10
 """libtorrent's ``bdecode`` depth limit (``dht_tracker.cpp``)."""
 MAX_TOKENS = 2000

@@ -231,8 +231,9 @@ class GetMutableLookup(IterativeLookup):
     """BEP 44 ``get`` for a pkarr key; yields only verified items strictly newer than before.
 
     A node's answer counts only if ``k`` is the requested key, ``sha1(k)`` the target, ``v`` at
-    most 1000 bytes and the signature verifies (D3–D5). Items at or below ``seq_floor`` and
-    items older than one already returned are dropped (D6: no rollback within a lookup).
+    most 1000 bytes and the signature verifies (BEP 44; libtorrent ``get_item.cpp``). Items at
+    or below ``seq_floor`` and items older than one already returned are dropped (a replayed
+    older item never rolls back what this lookup already returned).
     """
 
     method: ClassVar[Method] = "get"

@@ -1,18 +1,20 @@
 """The embedded Mainline DHT node: the facade the resolver, publisher and CLI call.
 
 Wiring only: the pure parts (routing, tokens, storage, responder, lookups) decide, this module
-owns the socket, the clock and the tasks. A lookup runs as ``next_requests -> send -> feed
-back -> wait for the next wake-up`` (style.md §2.4). ``mode="server"`` answers and stores,
-rate-limited per IP. ``start_upkeep`` runs the routing-table maintenance of
-:mod:`pkdns.dht.upkeep` (re-bootstrap with backoff, pings, bucket refreshes). Every query we
-send goes through a per-destination :class:`SendPacer` so no libtorrent node ever bans us.
+owns the socket, the clock and the tasks. A lookup runs as ``next_requests -> send -> feed back
+-> wait for the next wake-up`` (the sans-IO shape of aioquic's ``transmit()``).
+``mode="server"`` answers and stores, rate-limited per IP. ``start_upkeep`` runs the
+routing-table maintenance of :mod:`pkdns.dht.upkeep` (re-bootstrap with backoff, pings, bucket
+refreshes). Every query we send goes through a per-destination :class:`SendPacer` so no
+libtorrent node ever bans us.
 
-``mode="client"`` is BEP 43 read-only (reliability.md §2.5 recommends it for resolvers):
-every query carries ``ro=1`` -- ``put`` included -- and no incoming query is answered, not
-even ``ping``. libtorrent (``node.cpp`` ``incoming_request``) honours ``ro`` only for its
-``heard_about`` call; after any ``put`` (or ``announce_peer``) with a valid token it calls
-``node_seen`` whatever ``ro`` said, so a read-only publisher lands in its routing table and
-it then waits on us (dht-lab.md §6.2). We considered the two other fixes and rejected both:
+``mode="client"`` is BEP 43 read-only (a resolver only needs ``get``, and most of the
+server-side attack surface disappears): every query carries ``ro=1`` -- ``put`` included -- and
+no incoming query is answered, not even ``ping``. libtorrent (``node.cpp`` ``incoming_request``)
+honours ``ro`` only for its ``heard_about`` call; after any ``put`` (or ``announce_peer``) with
+a valid token it calls ``node_seen`` whatever ``ro`` said, so a read-only publisher lands in its
+routing table and it then waits on us (its hard 15 s RPC timeout, ``rpc_manager.cpp``). We
+considered the two other fixes and rejected both:
 
 * answering ``ping`` in read-only mode breaks BEP 43 ("no longer responds to 'query'
   messages"), and it is worse for libtorrent: the ping keeps us in its table, while its

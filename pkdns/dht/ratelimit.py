@@ -8,7 +8,7 @@ shared fairly between clients, so one client asking for many keys cannot starve 
 
 Incoming: libtorrent bans an IP that sends 50 packets in 10 s; we simply drop queries over the
 rate, so a flood from one address costs us a dict lookup and no reply (no amplification).
-Outgoing: the same libtorrent blocker would ban *us* for 5 minutes (dht-lab.md §6.3), so
+Outgoing: the same libtorrent blocker would ban *us* for 5 minutes (``dos_blocker.cpp``), so
 :class:`SendPacer` keeps our queries to any one destination under that. The maps of tracked
 IPs are bounded; the least recently used IP is forgotten first.
 """

@@ -2,7 +2,7 @@
 get/put). Pure: routing table, tokens and item store are passed in, time is ``now``.
 
 Replies list at most 8 contacts so they stay under 1500 bytes: libtorrent's UDP receive
-buffer is 1500 bytes and it silently drops bigger replies (dht-lab.md §6.1). We are not a
+buffer is 1500 bytes and it silently drops bigger replies (``aux_/udp_socket.hpp``). We are not a
 BitTorrent tracker, so ``get_peers`` returns contacts only and ``announce_peer`` is
 acknowledged after a token check without storing the peer.
 """

@@ -1,7 +1,7 @@
 """Kademlia routing table (BEP 5): 160 k-buckets by shared-prefix length, pure.
 
 No I/O and no clock reads: callers pass ``now`` (monotonic seconds). Sybil limits follow
-libtorrent's ``dht_restrict_routing_ips`` (reliability.md D9/D10): one entry per IP, and no two
+libtorrent's ``dht_restrict_routing_ips`` (``routing_table.cpp``): one entry per IP, and no two
 entries from the same /24 in one bucket. Loopback peers are keyed by ``(ip, port)`` instead,
 because a loopback testnet runs every node on 127.0.0.1 (libtorrent needs
 ``dht_restrict_routing_ips=False`` for the same reason).
@@ -75,7 +75,8 @@ class Entry:
 
 
 def is_valid_contact(node_id: bytes, host: str, port: int) -> bool:
-    """Reject port 0, unspecified, multicast and broadcast addresses (D10)."""
+    """Reject port 0, unspecified, multicast and broadcast addresses (bogus contacts
+    in a reply must not poison the routing table)."""
     return len(node_id) == ID_BYTES and 0 < port < 65536 and _usable_host(host)
 
 

@@ -4,7 +4,8 @@ Rules (BEP 44; mainline ``rpc/server.rs``; libtorrent ``node.cpp``), checked in 
 205 value too big, 206 invalid signature, 301 CAS mismatch, 302 sequence number less than
 current. An equal seq with the identical value is a refresh (success); an equal seq with a
 different value gets 302 — bittorrent-dht answers so too, and keeping the first value is what
-libtorrent does (dht-lab.md §5).
+libtorrent 2.1.1 does (both
+measured with raw KRPC puts on loopback).
 """
 
 from __future__ import annotations

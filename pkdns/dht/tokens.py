@@ -2,7 +2,7 @@
 
 A token is ``sha1(secret || ip)[:8]``. The secret rotates every 5 minutes and the previous
 one stays valid, so a token lives 5–10 minutes (libtorrent and mainline do the same). A token
-issued to IP X is useless from IP Y (reliability.md D11). Pure: the caller passes ``now``.
+issued to IP X is useless from IP Y (the ``put`` gets error 203). Pure: the caller passes ``now``.
 """
 
 from __future__ import annotations

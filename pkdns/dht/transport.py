@@ -2,7 +2,7 @@
 
 A response is accepted only if its transaction id is outstanding *and* it comes from the
 address the request went to (libtorrent ``rpc_manager.cpp``, mainline
-``ignore_response_from_wrong_address``; reliability.md D2). When a request times out its
+``ignore_response_from_wrong_address``). When a request times out its
 transaction is forgotten, so a late reply is dropped like any unsolicited one.
 """
 
@@ -102,7 +102,7 @@ class KrpcProtocol(asyncio.DatagramProtocol):
         fut.set_result(msg)
 
     def error_received(self, exc: Exception) -> None:
-        """ICMP errors and the like (F5): log, keep the socket."""
+        """ICMP errors, ENOBUFS, EPERM and the like: log, keep the socket (lookups fail over)."""
         _log.debug("dht_socket_error", error=str(exc))
 
     def send(self, msg: krpc.Message, addr: Address) -> None:

@@ -4,7 +4,7 @@ The node's maintenance task (:meth:`pkdns.dht.node.DhtNode.maintain`) asks :meth
 with ``now``, carries the plan out and reports bootstrap rounds back. Three jobs:
 
 * re-bootstrap while the table is empty or tiny (fewer than ``min_nodes``), with backoff from
-  1 s doubling to 60 s (reliability.md F3: a partition must not turn into a tight loop, and
+  1 s doubling to 60 s (a partition must not turn into a tight loop, and
   the DHT must come back within a minute once it is reachable again); the backoff resets as
   soon as the table is healthy;
 * ping questionable nodes (silent for 15 minutes, BEP 5); a ping that times out counts as a
