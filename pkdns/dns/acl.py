@@ -1,7 +1,7 @@
 """Who may use the resolver: an allow-list of networks, everyone else gets REFUSED.
 
 The default (``dns.allow``) is loopback + RFC 1918 + CGNAT + link-local + ULA, like PowerDNS's
-``allow_from`` (reliability.md A4/A5): an open resolver is an amplification tool. Decisions are
+``allow_from``: an open resolver is an amplification tool. Decisions are
 memoised per address string because the check runs for every datagram, before any parsing.
 """
 

@@ -123,7 +123,8 @@ class ReplyMemo:
     A cache hit is a pure function of the query bytes (ID aside), the entry and the whole
     seconds elapsed; so a query byte-identical to an earlier one, within the same TTL second,
     gets the earlier reply with its own ID: one dict lookup instead of scan + key + render
-    (what makes a hit cost about what the minimal forwarder in dns-anchors.md §0 costs).
+    (what makes a hit cost about what a minimal uvloop forwarder answering from a dict of wire
+    replies costs: about 6 µs of CPU per query under dnsperf).
     Each value is ``(valid_until, reply[2:], tally cell)``; ``valid_until`` is
     :func:`second_end`, so TTLs stay exact and nothing is served past its expiry. An
     entry evicted from the cache may still be served until then (at most 1 s, within its

@@ -98,7 +98,7 @@ class Exchange:
             if now >= self.deadline:
                 break
             idx = fwd.pick(self.tries, self.out, now)
-            if idx < 0:                          # every upstream left is down (U8)
+            if idx < 0:                          # every upstream left is down
                 if self.attempts:                # earlier ones may still answer: keep them
                     self.timer = loop.call_at(self.deadline, self._timeout)
                     return
@@ -221,7 +221,7 @@ class Exchange:
 
     def _without_edns(self, att: _Attempt) -> bool:
         """FORMERR to a query with our OPT: ask the same upstream once more without it
-        (reliability U7, Unbound ``fwd_no_edns``). False when that cannot be sent."""
+        (Unbound ``fwd_no_edns``). False when that cannot be sent."""
         self.fwd.fail(att.addr, "rcode1_edns")
         plain = self._open(att.idx, edns=False)
         if plain is None:
@@ -232,7 +232,7 @@ class Exchange:
         return True
 
     def _retry_tcp(self, att: _Attempt) -> None:
-        """TC=1: ask the same upstream over TCP with a fresh ID (U5).
+        """TC=1: ask the same upstream over TCP with a fresh ID (Unbound ``fwd_tcp_tc``).
 
         The retry gets what is left of the deadline (at most :data:`_TCP_TIMEOUT`), so a TC
         that comes late still ends the exchange by the deadline, answered or not.

@@ -4,10 +4,10 @@ Every query for a key that is not fresh in the cache joins the key's :class:`Fet
 it). The fetch is driven by :meth:`pkdns.dns.forwarder.Forwarder.start` callbacks; when the
 reply lands it is walked once (:func:`pkdns.dns.cache.inspect_reply`), stored by the cache's TTL
 policy, and handed to every waiter. So a reply that arrives after the first asker gave up still
-fills the cache (reliability U3), and SERVFAIL/REFUSED/garbage/no answer is remembered for
-:data:`pkdns.dns.cache.FAILURE_TTL` seconds (RFC 9520) instead. Only NOERROR, NXDOMAIN and
-YXDOMAIN (a DNAME result too long, RFC 6672 §2.2) are answers: any other upstream rcode
-(FORMERR, NOTIMP, ...) concerns our query to the upstream, not the client's, so the client
+fills the cache (Unbound ``discard-timeout`` semantics), and SERVFAIL/REFUSED/garbage/no answer
+is remembered for :data:`pkdns.dns.cache.FAILURE_TTL` seconds (RFC 9520) instead. Only NOERROR,
+NXDOMAIN and YXDOMAIN (a DNAME result too long, RFC 6672 §2.2) are answers: any other upstream
+rcode (FORMERR, NOTIMP, ...) concerns our query to the upstream, not the client's, so the client
 gets SERVFAIL rather than an rcode that would blame its own query.
 
 Waiters are plain callbacks (the UDP/TCP miss path: no task and no future per query) or, for

@@ -3,20 +3,21 @@
 Every upstream attempt uses a fresh connected UDP socket (so a fresh kernel-chosen random
 source port) and a fresh random 16-bit ID from the system CSPRNG (RFC 5452 §9.1). Because the
 socket is connected, the kernel delivers only datagrams from the address and port we asked; a
-reply is further accepted only with our ID, QR=1 and our exact question (reliability P2-P4).
+reply is further accepted only with our ID, QR=1 and our exact question.
 Anything else is counted as unwanted and ignored while we keep waiting: forged packets never
 mark an upstream down (PowerDNS advisory 2023-02).
 
 Failover: upstreams are tried in order, starting with the last one that answered; a timeout
 (``upstream_timeout``) moves to the next, cycling until the deadline. ICMP port-unreachable
-(ECONNREFUSED on the connected socket) takes that upstream out for this query at once (U1). An
+(ECONNREFUSED on the connected socket) takes that upstream out for this query at once. An
 error rcode (SERVFAIL/REFUSED/NOTIMP/FORMERR) counts as one failed try of that upstream; when
 every upstream has failed that way the query fails (the client gets SERVFAIL,
 :mod:`pkdns.dns.fetch`). A FORMERR to a query with our OPT is asked once more of the same
-upstream without it (U7). A TC=1 reply is re-asked over TCP (U5), within the deadline.
+upstream without it (Unbound ``fwd_no_edns``). A TC=1 reply is re-asked over TCP (Unbound
+``fwd_tcp_tc``), within the deadline.
 Coalescing of identical questions happens one level up (:mod:`pkdns.dns.fetch`).
 
-Upstream health (reliability U8): after :data:`DOWN_AFTER` attempts in a row got no reply at
+Upstream health: after :data:`DOWN_AFTER` attempts in a row got no reply at
 all (timeout, ICMP refused, network error), an upstream is down: it gets one query as a probe
 after 1 s, then after 2, 4, 8 s (:class:`Health`), and in between no query at all, so a dead
 upstream sees at most one query per second from us; with no usable upstream a query fails at
@@ -97,7 +98,7 @@ class Forwarder:
 
     Attempts overlap: a new one (fresh port and ID, next upstream) starts every
     ``attempt_timeout``, but earlier sockets stay open until the deadline, so a slow upstream's
-    late reply is still taken (Unbound ``discard-timeout`` semantics, reliability U3).
+    late reply is still taken (Unbound ``discard-timeout`` semantics).
     """
 
     def __init__(self, upstreams: tuple[HostPort, ...], attempt_timeout: float,

@@ -1,6 +1,7 @@
 """Which world a query name belongs to: a pkarr key, a bad key, or ICANN (pure).
 
-Rules (issue 7, pkarr-reference §2.4, fixing pkdns quirk 5 — case-sensitive keys):
+Rules (issue 7; pkdns 0.7 matched keys case-sensitively, so a 0x20-randomising resolver in
+front of it missed pkarr names; here keys are case-insensitive):
 
 - the last label is a valid public key -> pkarr (``www.<key>``);
 - with the configured suffix TLD (default ``key``; ``""`` disables), ``<key>.<suffix>`` is a pkarr

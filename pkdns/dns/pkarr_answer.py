@@ -8,7 +8,7 @@ unit of a budget shared by the whole query (pkarr.max_recursion_depth), and a na
 in one chain is a loop: both end in SERVFAIL. Clients that set RD=0 get what an authoritative
 server would say (the CNAME, or the referral) and nothing is followed.
 
-Outcome -> RCODE (one row each, style.md §2.6):
+Outcome -> RCODE (one row each: every outcome has exactly one RCODE):
 
     packet found                 synthesized answer (NOERROR / NODATA / NXDOMAIN, AA set)
     key not found                NXDOMAIN + SOA of the key zone (negative TTL)

@@ -3,10 +3,10 @@
 Two project decisions that every way a packet comes in shares (DHT lookups, relay lookups,
 relay PUTs, the state dir, the relay API's NetworkOnly GET):
 
-- D7 (reliability.md): a packet dated more than an hour after our wall clock is refused;
-- F4 (reliability.md, design.md "Resolution policy for pkarr names"): a key is absent
-  (NXDOMAIN, relay 404) only when enough close nodes answered without it; otherwise the
-  lookup proved nothing (SERVFAIL, relay 503).
+- a packet dated more than an hour after our wall clock is refused (pkarr itself sets no bound;
+  accepting it would let a signer with a broken clock freeze its record);
+- a key is absent (NXDOMAIN, relay 404) only when enough close nodes answered without it;
+  otherwise the lookup proved nothing (SERVFAIL, relay 503).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from typing import Protocol
 from pkdns.pkarr.signed_packet import SignedPacket
 
 FUTURE_SLACK_US = 3600 * 1_000_000
-"""Reject packets dated more than this after our wall clock (reliability D7)."""
+"""Reject packets dated more than this after our wall clock."""
 
 ENOUGH_RESPONDERS = 8
-"""Close nodes that must answer without the item before a key counts as absent (reliability
-F4); fewer when the lookup knew fewer nodes (a small loopback testnet)."""
+"""Close nodes that must answer without the item before a key counts as absent; fewer when the
+lookup knew fewer nodes (a small loopback testnet)."""
 
 
 class LookupCounters(Protocol):

@@ -2,9 +2,10 @@
 each in a bounded LRU (pkarr.packet_cache_size entries).
 
 Why a module of its own: these are the rules about what is *kept*, with no network and no
-lookups: a packet is never downgraded (reliability D6), one dated more than an hour ahead is
-rejected (D7), a packet is fresh for its minimum record TTL clamped to pkarr.min_ttl ..
-pkarr.max_ttl, and a proven absence is remembered for pkarr.negative_ttl.
+lookups: a packet is never downgraded (a replayed older packet changes nothing), one dated more
+than an hour ahead is rejected (a signer with a broken clock must not freeze its record), a
+packet is fresh for its minimum record TTL clamped to pkarr.min_ttl .. pkarr.max_ttl, and a
+proven absence is remembered for pkarr.negative_ttl.
 :class:`~pkdns.dns.pkarr_source.PkarrSource` adds the lookups on top; persistence and the
 republisher only use this part (:meth:`PacketCache.insert`, ``cached``, ``query_counts``).
 """
@@ -92,7 +93,7 @@ class PacketCache:
         self._negative[raw] = now + self._cfg.negative_ttl
 
     def _from_the_future(self, packet: SignedPacket) -> bool:
-        """D7, logged: ``packet`` is dated more than an hour ahead of our wall clock."""
+        """Logged: ``packet`` is dated more than an hour ahead of our wall clock."""
         if not from_the_future(packet, self._clock.wall_us()):
             return False
         _log.warning("pkarr_future_packet_rejected", key=packet.public_key.z32,

@@ -6,9 +6,10 @@ Why a module of its own: the resolver must not depend on the pkarr implementatio
 (:class:`~pkdns.dns.reply.ReplyInfo`) needs none of the resolver's state; keeping both here
 leaves ``resolver.py`` with the orchestration only.
 
-A handler's answers go into the same wire cache under the same key rules as ICANN replies
-(TTL from its records or its SOA; SERVFAIL not cached), so a cached pkarr answer is served by
-the same hot path. pkarr names never go upstream (reliability P8).
+A handler's answers go into the same wire cache under the same key rules as ICANN replies (TTL
+from its records or its SOA; SERVFAIL not cached), so a cached pkarr answer is served by the
+same hot path. pkarr names never go upstream (so an upstream reply can never fill the pkarr
+namespace).
 """
 
 from __future__ import annotations

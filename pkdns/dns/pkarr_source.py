@@ -1,5 +1,4 @@
-"""Signed packets for public keys: cache, single-flight DHT lookups, relays (design.md
-"Resolution policy for pkarr names").
+"""Signed packets for public keys: cache, single-flight DHT lookups, relays.
 
 - fresh cached packet (age < clamp(min record TTL, pkarr.min_ttl, pkarr.max_ttl)) -> at once;
 - stale packet -> at once (marked stale), refreshed in the background, until pkarr.stale_max_age
@@ -9,10 +8,12 @@
   answered once a packet arrived AND pkarr.first_answer_window passed (a newer one may still come)
   or the lookup finished; the lookup keeps running afterwards to update the cache;
 - nothing found -> NOT_FOUND (cached pkarr.negative_ttl) only if the DHT proved absence
-  (:mod:`pkdns.dns.pkarr_evidence`, F4), else UNAVAILABLE (SERVFAIL, never NXDOMAIN: quirk 8);
+  (:mod:`pkdns.dns.pkarr_evidence`: enough close nodes answered without it), else UNAVAILABLE
+  (SERVFAIL, never NXDOMAIN: pkdns 0.7 answered DHT timeouts with NXDOMAIN, cached 60 s);
   a relay 404 is no such proof, so it counts only in a source without a DHT.
 
-What is held (never downgraded, D6; nothing from the future, D7) is :mod:`pkdns.dns.pkarr_packets`.
+What is held (never downgraded by a replayed older packet; nothing dated more than an hour
+ahead) is :mod:`pkdns.dns.pkarr_packets`.
 Cold lookups draw on a node-wide budget (pkarr.dht_rate_limit, pkarr.max_concurrent_lookups);
 what does not fit waits its turn, fairly between clients (:mod:`pkdns.dns.lookup_gate`).
 """

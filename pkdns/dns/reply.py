@@ -1,12 +1,12 @@
 """Upstream (and pkarr) replies walked once: TTL offsets, rcode, negative TTL, scrubbing.
 
-:func:`inspect_reply` is the only parse of a forwarded reply. It finds every record's TTL
-field (so a cache hit can patch TTLs without parsing, :mod:`pkdns.dns.cache`), the rcode with
-the OPT's extended bits, and min(SOA TTL, SOA MINIMUM) from the authority section (RFC 2308
-§5). It cuts the OPT RR out (hop-by-hop, RFC 6891 §6.1.1), clears AA/TC, sets RA, and scrubs:
-answer records outside the CNAME chain that starts at the qname are removed (reliability
-P4/P5), and so are bytes after the last record; authority/additional stay only inside this
-one message.
+:func:`inspect_reply` is the only parse of a forwarded reply. It finds every record's TTL field
+(so a cache hit can patch TTLs without parsing, :mod:`pkdns.dns.cache`), the rcode with the
+OPT's extended bits, and min(SOA TTL, SOA MINIMUM) from the authority section (RFC 2308 §5). It
+cuts the OPT RR out (hop-by-hop, RFC 6891 §6.1.1), clears AA/TC, sets RA, and scrubs: answer
+records outside the CNAME chain that starts at the qname are removed (an upstream cannot plant
+records for other names), and so are bytes after the last record; authority/additional stay only
+inside this one message.
 """
 
 from __future__ import annotations

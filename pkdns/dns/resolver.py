@@ -7,11 +7,11 @@
 2. :meth:`cached`, the hot path (after :func:`wire.scan`): look the key up, patch and return;
 3. the ladder (:func:`pkdns.dns.wire.parse_query`): drop / FORMERR / NOTIMP / BADVERS;
 4. query policy (:mod:`pkdns.dns.querypolicy`): class != IN, qtype 0 and meta qtypes are
-   refused, ANY gets RFC 8482 §4.2 minimal answers (TC=1 over UDP, reliability A1);
+   refused, ANY gets RFC 8482 §4.2 minimal answers (TC=1 over UDP, no bigger than the query);
 5. pkarr names (``PkarrHandler.claims``) -> the handler (:mod:`pkdns.dns.pkarr_seam`);
-   everything else -> cache, else one coalesced upstream fetch (stored in the cache by the
-   fetch itself, so a late reply still fills the cache: U3), with serve-stale (RFC 8767) when
-   the upstream fails or is slower than ``stale_client_timeout``, else SERVFAIL by
+   everything else -> cache, else one coalesced upstream fetch (stored in the cache by the fetch
+   itself, so a late reply still fills the cache, as Unbound does), with serve-stale (RFC 8767)
+   when the upstream fails or is slower than ``stale_client_timeout``, else SERVFAIL by
    ``query_deadline``. Failures are remembered for 5 s (RFC 9520) so clients don't queue up.
 
 Every outcome is one rcode; an unexpected exception becomes SERVFAIL and is logged, so nothing

@@ -1,7 +1,7 @@
 """Answers for pkarr names, synthesized from a signed packet (pure: query + packet + age).
 
-The packet is treated as the key's zone (RFC 1034 §4.3.2, adapted as in design.md "Answers for
-pkarr names"). For the name being looked up, in this order:
+The packet is treated as the key's zone (RFC 1034 §4.3.2, adapted). For the name being looked
+up, in this order:
 
 1. records of the asked type (ANY: all) -> NOERROR, AA;
 2. a CNAME -> added to the answer and chased inside the packet; a target in another key or an

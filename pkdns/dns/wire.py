@@ -1,11 +1,11 @@
 """DNS wire format by hand: the query ladder, the hot-path key scan, reply builders.
 
 Why by hand: a cache hit must cost a few microseconds, and building a dnslib/dnspython message
-per query costs 7-8x more (dns-anchors.md §8). So queries are scanned in place and replies are
-assembled from byte slices. Nothing here touches a socket or a clock.
+per query costs 7-8x more (dnsperf cache hits: 47 vs 6.3 µs of CPU per query). So queries are
+scanned in place and replies are assembled from byte slices. Nothing here touches a socket or a
+clock.
 
-Query ladder (reliability.md §2.1, the same for UDP, TCP and DoH; Unbound
-``worker_check_request``):
+Query ladder (the same for UDP, TCP and DoH; Unbound ``worker_check_request``):
 
     < 12 bytes, QR=1                      -> drop (no reply: no reflection loops)
     opcode != QUERY                       -> NOTIMP
@@ -14,7 +14,7 @@ Query ladder (reliability.md §2.1, the same for UDP, TCP and DoH; Unbound
     bad additional RR (OPT past the end)  -> FORMERR
     EDNS version != 0                     -> BADVERS (RFC 6891 §6.1.3), OPT version 0
     EDNS payload < 512                    -> treated as 512 (RFC 6891 §6.2.5)
-    bytes after the question/OPT          -> ignored, answered normally (M11, like Unbound)
+    bytes after the question/OPT          -> ignored, answered normally (like Unbound)
 Policy (REFUSED for CH/meta types, RFC 8482 for ANY) is the resolver's, not this module's.
 """
 
@@ -29,7 +29,7 @@ FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED, BADVERS = 1, 2, 3, 4, 5, 16
 T_CNAME, T_SOA, T_HINFO, T_OPT, T_ANY = 5, 6, 13, 41, 255
 C_IN = 1
 EDNS_SIZE = 1232              # what we announce, up and down (DNS flag day 2020)
-MAX_POINTER_HOPS = 128        # a name has at most 127 labels; more hops is a loop (M8)
+MAX_POINTER_HOPS = 128        # a name has at most 127 labels; more hops is a loop
 
 BYTE = tuple(bytes((i,)) for i in range(256))
 """``BYTE[i] == bytes((i,))`` without building a tuple and a bytes object per use."""
