@@ -4,9 +4,9 @@ Turns an HTTP request (method, ``dns`` query parameter, Content-Type, body) into
 bytes or an :class:`HttpError` carrying the status to answer with, and computes the
 ``Cache-Control`` freshness of a DNS response (RFC 8484 §5.1).
 
-Status mapping (reliability.md T12): malformed base64url or a missing/short query -> 400;
+Status mapping: malformed base64url or a missing/short query -> 400;
 a message over 65535 bytes -> 413; POST with another Content-Type -> 415; any method other
-than GET/POST -> 405. Unlike pkdns 0.7 (pkarr-reference §2.13) the ``Accept`` header is not
+than GET/POST -> 405. Unlike pkdns 0.7 (``dns_over_https/server.rs``) the ``Accept`` header is not
 required to equal ``application/dns-message`` exactly: RFC 8484 §4.1 only says clients SHOULD
 send it, and browsers send lists such as ``application/dns-message, */*``.
 """

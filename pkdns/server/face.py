@@ -5,11 +5,10 @@ page over the pkarr packet source and the DHT node, metrics) and serves it on ``
 The composition root creates it, sets :attr:`HttpFace.source` / :attr:`HttpFace.dht` when it
 has them, and adds it to the daemon (``daemon.add(face)``).
 
-Relay semantics on top of :class:`pkdns.dns.pkarr_source.PkarrSource` (design.md resolution
-policy): CacheFirst misses go through the source's coalesced DHT + relay lookup, which serves
-a stale packet at once while it refreshes (RFC 8767), as DNS answers do; NetworkOnly runs its
-own full DHT query and feeds a newer result back into the source.
-"""
+Relay semantics on top of :class:`pkdns.dns.pkarr_source.PkarrSource`: CacheFirst misses go
+through the source's coalesced DHT + relay lookup, which serves a stale packet at once while it
+refreshes (RFC 8767), as DNS answers do; NetworkOnly runs its own full DHT query and feeds a
+newer result back into the source. """
 
 from __future__ import annotations
 
@@ -103,7 +102,7 @@ class SourceStore:
 
     async def _network_only(self, key: PublicKey, dht: Node) -> Fetched:
         """A full DHT query, the newest valid packet (pkarr 7 NetworkOnly); packets dated
-        more than an hour ahead are ignored, as in DNS lookups (reliability D7)."""
+        more than an hour ahead are ignored, as in DNS lookups."""
         best: SignedPacket | None = None
         newest_invalid: int | None = None
         stream = dht.get_mutable(key.raw, None, timeout=self._timeout)

@@ -16,7 +16,7 @@ auth, and credentials would let any site make a visitor's browser send them. The
 credentialed request is refused by the browser) with the ``Pkarr-*`` headers exposed.
 
 The client address is the TCP peer, or the ``X-Forwarded-For`` entry a *trusted* proxy
-appended (never a header from anyone: the pkdns 0.7 flaw in pkarr-reference §2.13).
+appended (never a header from anyone: pkdns 0.7's DoH server trusted it from anyone).
 
 What is public and what is not (an HTTP listener on a public address must not give the
 operator's view to anyone):
@@ -233,8 +233,8 @@ class HttpServer:
     """Runs :func:`build_app` on every ``http.listen`` address (port 0 picks a free port)."""
 
     def __init__(self, app: web.Application, listen: Sequence[HostPort]) -> None:
-        # Idle keep-alive connections are closed after 10 s (reliability.md T12: slow or idle
-        # clients must not pin connections).
+        # Idle keep-alive connections are closed after 10 s (slow or idle clients must not pin
+        # connections).
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                      shutdown_timeout=2.0, keepalive_timeout=10.0)
         self._listen = tuple(listen)

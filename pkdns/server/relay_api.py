@@ -1,12 +1,13 @@
 """The pkarr relay HTTP API (``GET``/``PUT /<z32 key>``), as pkarr 7 relays serve it.
 
-pkarr-reference §1.8 (pkarr ``relay/src/handlers.rs``, ``response.rs``, ``design/relays.md``):
+As pkarr defines it (``relay/src/handlers.rs``, ``response.rs``, ``design/relays.md``):
 
 PUT  body = relay payload (sig | ts | packet). Verify (400; also a timestamp more than an hour
-     ahead, reliability D7, which pkarr relays accept) -> a more recent cached packet is a
-     409 -> (v3: ``If-Match: <ts>`` CAS against the cached timestamp, 412) -> per-IP rate limit
-     (429) -> publish to the DHT (500 when no node stored it) -> cache -> 204 with
-     ``Pkarr-Dht-Stored-Nodes``. Bodies over 1104 bytes are 413 (axum ``DefaultBodyLimit``).
+     ahead, which pkarr relays accept: a signer with a broken clock must not freeze its record)
+     -> a more recent cached packet is a 409 -> (v3: ``If-Match: <ts>`` CAS against the cached
+     timestamp, 412) -> per-IP rate limit (429) -> publish to the DHT (500 when no node stored
+     it) -> cache -> 204 with ``Pkarr-Dht-Stored-Nodes``. Bodies over 1104 bytes are 413 (axum
+     ``DefaultBodyLimit``).
 GET  ``?policy=CacheOnly|CacheFirst|NetworkOnly`` (default CacheFirst). 200 with the payload,
      ``Content-Type: application/pkarr.org/relays#payload``, ``Cache-Control: public,
      max-age=<clamped ttl>``, ``Last-Modified`` (packet timestamp), ``Memento-Datetime``

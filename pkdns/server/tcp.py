@@ -2,12 +2,13 @@
 
 Each connection reads 2-byte length-prefixed messages. Every message is answered as soon as it
 is ready, so a slow query never holds back a fast one behind it (RFC 7766 §6.2.1.1; cache hits
-are answered inline). Abuse handling (reliability.md §2.2 T1-T11):
+are answered inline). Abuse handling (the cases
+of Knot Resolver's ``tests/pytests/test_conn_mgmt.py`` and ``test_prefix.py``):
 
-* prefix 0 -> close at once (T1); the buffer never holds more than one 65535-byte message;
-* the first message must arrive within ``tcp_initial_timeout`` (T6), later ones within
+* prefix 0 -> close at once; the buffer never holds more than one 65535-byte message;
+* the first message must arrive within ``tcp_initial_timeout``, later ones within
   ``tcp_idle_timeout`` of the last complete message or reply; partial bytes do not reset the
-  clock (slowloris, T5), and a lying prefix waits out the same timer (T2, T3);
+  clock (slowloris), and a lying prefix waits out the same timer;
 * at most :data:`PIPELINE_MAX` queries in progress per connection, counting both the
   coroutines of the slow path and the callbacks of the miss fast path (reading and framing
   pause beyond, so one connection holds at most that many of ``dns.max_inflight``);
@@ -15,14 +16,14 @@ are answered inline). Abuse handling (reliability.md §2.2 T1-T11):
   ``SO_SNDBUF``/``SO_RCVBUF`` (:data:`pkdns.server.sockets.SOCKET_BUFFER`); above
   :data:`WRITE_HIGH` bytes of answers waiting in user space, reading and framing pause until
   the client reads (backpressure), and a client that never reads is cut off once
-  :data:`WRITE_BUFFER_MAX` bytes are queued (T8) or when the idle timer runs out with
+  :data:`WRITE_BUFFER_MAX` bytes are queued or when the idle timer runs out with
   nothing sent;
 * a connection cut off with answers still unsent ends in a reset (``SO_LINGER {1, 0}``), not
   a FIN: a graceful close would leave those bytes queued in a FIN-WAIT-1 orphan for minutes,
   outside every cap here; a connection with nothing left to send closes with a FIN;
-* at most ``tcp_max_per_ip`` connections per client IP (new ones are closed, T9) and
+* at most ``tcp_max_per_ip`` connections per client IP (new ones are closed) and
   ``tcp_max_connections`` in all: then the oldest idle connection (no query in progress) is
-  evicted, or the new one closed when none is idle (T10);
+  evicted, or the new one closed when none is idle;
 * a half-close (EOF) is answered like RFC 7766 §6.2.4 asks: every query received before it
   gets its answer, then the connection closes once the client has them all (or is reset by
   the idle timer if it never reads them).

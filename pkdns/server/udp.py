@@ -7,7 +7,7 @@ one dict lookup, the ACL (a memoised dict lookup), the rate limit when on, an ID
 (< 12 bytes, QR=1), ACL + rate limit, :func:`wire.scan` + :meth:`Resolver.cached` (key, patch; fills
 the memo), then :meth:`Resolver.forward` (join the key's upstream fetch with a callback; only
 unusual queries become a task). asyncio hands us whole datagrams, so a large EDNS query is never
-cut (unlike a fixed 1024-byte buffer, style.md §2.10). Replies are sized by the resolver to the
+cut (unlike pkdns 0.7's fixed 1024-byte buffer). Replies are sized by the resolver to the
 client's EDNS payload, capped at ``dns.udp_payload_max``.
 
 With debug logging on (``Resolver.debug``) nothing new is memoised, so every hit reaches the
