@@ -115,20 +115,20 @@ class LogConfig:
 @dataclass(frozen=True, slots=True)
 class DnsConfig:
     """``[dns]``: the listeners, the ICANN upstreams and the abuse limits in front of both
-    (ACL, per-IP rate limit, TCP connection caps; reliability.md A3/G3/T10/G11)."""
+    (ACL, per-IP rate limit, TCP connection caps)."""
 
     listen: tuple[HostPort, ...] = (("127.0.0.1", 53), ("::1", 53))
     upstream: tuple[HostPort, ...] = (("1.1.1.1", 53), ("8.8.8.8", 53))
     upstream_timeout: float = 1.0         # seconds per attempt, then the next upstream
     query_deadline: float = 3.0           # total budget per query, then SERVFAIL
-    max_inflight: int = 1024              # forwarded queries in flight (reliability G11/R1)
+    max_inflight: int = 1024              # forwarded queries in flight (BIND: 1000)
     udp_payload_max: int = 1232           # our EDNS buffer size cap (DNS flag day 2020)
     tcp_idle_timeout: float = 10.0        # RFC 7766 §6.2.3
     tcp_initial_timeout: float = 5.0      # accept -> first complete query of a connection
-    tcp_max_connections: int = 256        # reliability T10
+    tcp_max_connections: int = 256        # then the oldest idle one is evicted
     tcp_max_per_ip: int = 32
     allow: tuple[str, ...] = DEFAULT_ALLOW   # ACL: everyone else gets REFUSED
-    rate_limit: float = 100.0             # queries/s per client IP, 0 disables (reliability A3/G3)
+    rate_limit: float = 100.0             # queries/s per client IP, 0 disables (as pkdns 0.7)
     rate_limit_burst: float = 200.0
     forwarders: tuple[str, ...] = DEFAULT_FORWARDERS  # many clients in one: not rate limited
     any_minimal: bool = True              # RFC 8482: ANY -> TC=1 over UDP, HINFO over TCP/DoH

@@ -7,7 +7,8 @@ addresses, the DHT port, cache budgets, the state dir) are reported as needing a
 keep their old value until then — never half-applied.
 
 Unlike dnsmasq (SIGHUP clears the cache and does not re-read its config) and unbound (full
-reload, cache flushed), a pkdns reload keeps every cache (dns-anchors.md §6).
+reload, cache flushed), a pkdns reload keeps every cache (both checked on
+dnsmasq 2.90 and unbound 1.17.1).
 """
 
 from __future__ import annotations

@@ -4,9 +4,10 @@ What is kept (all bounded by ``[state]`` options):
 
 * ``nodes``      DHT contacts ``(node id, host, port)``, good ones first, so the next start
                  bootstraps from them instead of (or before) the public routers.
-* ``packets``    the last verified signed packet per key (canonical bytes, pkarr §1.3) and the
-                 wall time it was last confirmed by the network. After a restart these answer
-                 at once (stale if needed, RFC 8767 style) while a refresh runs.
+* ``packets``    the last verified signed packet per key (canonical bytes: key, sig, ts,
+                 DNS packet) and the wall time it was last confirmed by the network. After a
+                 restart these answer at once (stale if needed, RFC 8767 style) while a
+                 refresh runs.
 * ``schedule``   the republisher's plan: name -> next due time, last result.
 
 Times here are wall-clock seconds (they must survive a reboot); callers convert to and from

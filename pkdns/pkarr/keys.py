@@ -101,7 +101,8 @@ class PublicKey:
 
     @classmethod
     def parse(cls, text: str) -> PublicKey:
-        """The key named by ``text`` in any form pkarr accepts (§1.2), case-insensitively.
+        """The key named by ``text`` in any form pkarr accepts (its ``keys.rs`` ``FromStr``),
+        case-insensitively.
 
         Raises:
             DecodeError: not 52 z-base-32 characters after stripping URL parts.

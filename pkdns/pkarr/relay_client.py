@@ -1,4 +1,4 @@
-"""Client of the pkarr relay HTTP API (pkarr-reference §1.8), for v7 and v3.8 relays.
+"""Client of the pkarr relay HTTP API (pkarr ``design/relays.md``), for v7 and v3.8 relays.
 
 GET ``<relay>/<z32>[?policy=...]``: 200 carries a relay payload (sig | ts | packet), verified
 like any packet from the network; 404 and 304 mean "nothing (newer)". Following pkarr 7's

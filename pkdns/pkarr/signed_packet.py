@@ -225,7 +225,7 @@ class SignedPacket:
         return max(0.0, self.ttl(min_ttl, max_ttl) - age)
 
     def resource_records(self, name: str) -> list[Any]:
-        """Answer records named ``name`` (pkarr §1.7), case-insensitively.
+        """Answer records named ``name`` (pkarr ``resource_records``), case-insensitively.
 
         ``name`` is normalized like an owner name (``@`` is the apex, relative names get the
         key appended). A leading ``*`` label is a query-side pattern for exactly one label.

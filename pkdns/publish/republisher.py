@@ -59,7 +59,8 @@ class PacketCache(Protocol):
 
 
 def to_item(packet: SignedPacket) -> MutableItem:
-    """A signed packet as the BEP 44 item it is (pkarr §1.9: seq = timestamp, v = packet)."""
+    """A signed packet as the BEP 44 item it is (pkarr ``design/base.md``: seq = timestamp,
+    v = packet)."""
     return MutableItem(k=packet.public_key.raw, seq=packet.timestamp, v=packet.packet,
                        sig=packet.signature)
 

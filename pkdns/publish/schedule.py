@@ -1,6 +1,6 @@
 """What to (re)publish when: the pure half of the republisher (no I/O, ``now`` is a parameter).
 
-Two kinds of work (pkarr-reference.md §1.9, §3):
+Two kinds of work:
 
 * **Zones** (``[[zones]]``): our own keys. Signed afresh and put at start, on SIGHUP and every
   ``interval`` seconds; a failure (nobody stored it, the zone did not build) is retried after
