@@ -1,6 +1,7 @@
-"""Attack corpus, reliability.md §2.5 D1–D12: every crafted message or item is rejected
-without an exception escaping, nothing older replaces something newer, and replies from
-addresses we did not ask are ignored. (D7, far-future timestamps, is a pkarr-layer rule.)
+"""Attack corpus against the DHT node (malformed datagrams, bad items, replays, floods, Sybil
+/24s, bogus contacts, token abuse, endless "closer" nodes): every crafted message or item is
+rejected without an exception escaping, nothing older replaces something newer, and replies from
+addresses we did not ask are ignored. (Far-future timestamps are a pkarr-layer rule.)
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ OWN = make_node_id(random.Random(42))
 SEED = bytes(range(32))
 NID = b"n" * 20
 
-# -- D1: malformed datagrams -------------------------------------------------------------
+# -- malformed datagrams -------------------------------------------------------------
 GOOD_PING = b"d1:ad2:id20:" + NID + b"e1:q4:ping1:t2:aa1:y1:qe"
 MALFORMED: list[bytes] = [
     b"", b"d", b"de", b"e", b"le", b"i1e", b"4:spam", b"\x00" * 40, b"d1:t2:aa",
@@ -86,7 +87,7 @@ def test_d1_fuzzed_bytes_never_raise_anything_else() -> None:
             pass
 
 
-# -- D2-D6: items and replies during a get ---------------------------------------------
+# -- items and replies during a get ---------------------------------------------
 ITEM = sign_item(SEED, 1000, b"the real packet")
 OTHER = sign_item(bytes(32), 5000, b"someone else")
 
@@ -183,11 +184,11 @@ def test_d6_seq_floor_blocks_older(fake_clock: FakeClock) -> None:
     assert items == []
 
 
-# -- D8: flood -----------------------------------------------------------------------
+# -- flood -----------------------------------------------------------------------
 # (rate limiting and read-only silence are tested on real sockets in test_node.py)
 
 
-# -- D9: sybil /24 -------------------------------------------------------------------
+# -- sybil /24 -------------------------------------------------------------------
 def test_d9_sybil_subnet_cannot_hide_the_item(fake_clock: FakeClock) -> None:
     net = FakeNet(fake_clock)
     honest = net.add_many(60)
@@ -208,7 +209,7 @@ def test_d9_sybil_subnet_cannot_hide_the_item(fake_clock: FakeClock) -> None:
     assert sybil_asked <= 1
 
 
-# -- D10: routing-table poisoning -------------------------------------------------
+# -- routing-table poisoning -------------------------------------------------
 def test_d10_bogus_contacts_ignored() -> None:
     table = RoutingTable(OWN)
     rng = random.Random(3)
@@ -231,7 +232,7 @@ def test_d10_bogus_contacts_ignored() -> None:
     assert sum(1 for _ in lookup._cands) <= 1 + lookup.k
 
 
-# -- D11: token abuse ----------------------------------------------------------------
+# -- token abuse ----------------------------------------------------------------
 def test_d11_token_abuse_gets_203() -> None:
     rng = random.Random(9)
     store = ItemStore(10, 1 << 20)
@@ -256,7 +257,7 @@ def test_d11_token_abuse_gets_203() -> None:
     assert isinstance(put(fresh.token, x, 702.0), Response) and len(store) == 1
 
 
-# -- D12: endless "closer" nodes ------------------------------------------------------
+# -- endless "closer" nodes ------------------------------------------------------
 def test_d12_endless_closer_nodes_bounded(fake_clock: FakeClock) -> None:
     net = FakeNet(fake_clock)
     target = target_of(ITEM.k)

@@ -1,6 +1,6 @@
 """argparse usage errors of every subcommand: one line on stderr naming the command, exit 2.
 
-design.md's CLI contract: errors are one line on stderr, exit 2 for usage. argparse's default
+The CLI contract: errors are one line on stderr, exit 2 for usage. argparse's default
 is the whole usage block, and for unknown flags the top-level usage; pkdns.cli.CliParser turns
 both into ``pkdns <cmd>: error: <message> (see pkdns <cmd> --help)``.
 """

@@ -31,7 +31,7 @@ def lt_swarm() -> Iterator[LibtorrentSwarm]:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def client(lt_swarm: LibtorrentSwarm) -> AsyncIterator[DhtNode]:
     # Server mode: libtorrent adds nodes that put to it (even with ro=1) to its table and then
-    # waits its 15 s RPC timeout on a node that never answers (dht-lab.md §6.2).
+    # waits its 15 s RPC timeout on a node that never answers (``rpc_manager.cpp``).
     node = DhtNode(mode="server", request_timeout=1.0, request_rate_limit=0)
     await node.start("127.0.0.1", 0)
     try:
@@ -71,7 +71,7 @@ async def test_our_get_reads_libtorrent_items(lt_swarm: LibtorrentSwarm,
 
 async def test_libtorrent_refuses_997_bytes_we_refuse_nothing_smaller(
         lt_swarm: LibtorrentSwarm, client: DhtNode) -> None:
-    """libtorrent stores bencoded v <= 1000, i.e. raw v <= 996 (dht-lab.md §5)."""
+    """libtorrent stores bencoded v <= 1000, i.e. raw v <= 996 (205 above that)."""
     ok = sign_item(os.urandom(32), 5, os.urandom(996))
     assert (await client.put_mutable(ok, timeout=4.0)).stored >= 8
     big = sign_item(os.urandom(32), 5, os.urandom(997))

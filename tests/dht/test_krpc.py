@@ -49,7 +49,7 @@ def test_bep5_example_bytes() -> None:
 
 
 def test_bittorrent_dht_get_reply_with_value_and_no_nodes() -> None:
-    """bittorrent-dht sends v without nodes, and 20-byte tokens (dht-lab.md §4)."""
+    """bittorrent-dht sends v without nodes, and 20-byte tokens (seen from v11 on loopback)."""
     body = (b"d1:rd2:id20:" + NID + b"1:k32:" + b"k" * 32 + b"3:seqi1700000000000000e3:sig64:"
             + b"s" * 64 + b"5:token20:" + b"t" * 20 + b"1:v3:abce1:t2:xy1:y1:re")
     r = krpc.decode(body)

@@ -1,4 +1,4 @@
-"""The asyncio node on real loopback sockets: testnet put/get, modes, D2 and D8 on the wire."""
+"""The asyncio node on real loopback sockets: testnet put/get, modes, spoofed replies and floods."""
 
 from __future__ import annotations
 
@@ -133,7 +133,7 @@ async def test_read_only_client_is_silent_and_sends_ro(client: DhtNode) -> None:
 
 
 async def test_reply_from_unasked_address_is_ignored(client: DhtNode) -> None:
-    """D2 on real sockets: same tid from another port is dropped; the real one is taken."""
+    """On real sockets: same tid from another port is dropped; the real one is taken."""
     peer, spoofer = _udp(), _udp()
     try:
         task = asyncio.create_task(client.protocol.request(
@@ -157,7 +157,7 @@ async def test_reply_from_unasked_address_is_ignored(client: DhtNode) -> None:
 
 
 async def test_server_survives_garbage_and_rate_limits() -> None:
-    """D1 and D8 on the wire: no reply to garbage; a ping flood is answered only up to the
+    """On the wire: no reply to garbage; a ping flood is answered only up to the
     per-IP budget; the node keeps serving."""
     server = DhtNode(mode="server", request_rate_limit=5.0)
     await server.start("127.0.0.1", 0)

@@ -1,4 +1,4 @@
-"""Abuse against the running daemon (reliability.md §2.1-2.4): malformed datagrams, TCP
+"""Abuse against the running daemon: malformed datagrams, TCP
 framing and connection abuse, ACL, rate limiting. A fake upstream answers behind it."""
 
 from __future__ import annotations

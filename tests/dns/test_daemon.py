@@ -86,7 +86,7 @@ def test_large_answer_truncates_over_udp_and_completes_over_tcp(daemon: Daemon) 
 
 
 def test_edns_compliance_probes(daemon: Daemon) -> None:
-    """The ISC KB EDNS probes (reliability.md §3), via dig."""
+    """The ISC KB EDNS probes ("Testing EDNS Compatibility with dig"), via dig."""
     assert "status: NOERROR" in dig(daemon.port, "+noedns", "www.example.test")
     assert "status: NOERROR" in dig(daemon.port, "+edns=0", "www.example.test")
     out = dig(daemon.port, "+edns=100", "+noednsneg", "www.example.test")

@@ -1,5 +1,5 @@
 """Listening limits of the installed daemon: a privileged port as an unprivileged user gives one
-clear line, and the TCP connection cap evicts the oldest idle connection (reliability T10)."""
+clear line, and the TCP connection cap evicts the oldest idle connection."""
 
 from __future__ import annotations
 

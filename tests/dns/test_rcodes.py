@@ -1,6 +1,6 @@
 """Error rcodes both ways: an upstream's FORMERR/NOTIMP never reaches the client (it would
 blame the client's query: SERVFAIL instead, after the other upstreams and a retry without
-EDNS, reliability U7), and the FORMERR/NOTIMP we send carry an OPT when the query had one
+EDNS), and the FORMERR/NOTIMP we send carry an OPT when the query had one
 (RFC 6891 §7)."""
 
 from __future__ import annotations

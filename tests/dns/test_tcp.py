@@ -1,6 +1,6 @@
 """DNS over TCP in-process on loopback: pipelined cache misses (the callback fast path) are
 counted like any query in progress -- answered after a half-close (RFC 7766 §6.2.4), bounded
-by the pipeline limit, and never mistaken for an idle connection by the eviction (T10)."""
+by the pipeline limit, and never mistaken for an idle connection by the eviction."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Upstream faults seen by a client of the running daemon (reliability.md §2.7, G5/G6)."""
+"""Upstream faults seen by a client of the running daemon."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def test_stale_answer_at_1_8s_with_ttl_30(daemon: Daemon) -> None:
 
 def test_late_answer_is_cached_for_the_next_client(tmp_path: Path) -> None:
     """Its own upstream and daemon: after the silent tests above, the shared upstream may
-    count as down (8 silent attempts in a row, reliability U8) and the refresh fail at once."""
+    count as down (8 silent attempts in a row) and the refresh fail at once."""
     with FakeUpstream(scripted) as upstream, run_daemon(
             tmp_path, upstreams=(upstream.addr,), config="[dns]\nrate_limit = 0.0\n") as d:
         _late_answer_cached(d)

@@ -1,4 +1,4 @@
-"""Upstream health (reliability U8): an upstream that stays silent is probed with backoff --
+"""Upstream health: an upstream that stays silent is probed with backoff --
 at most one query per second -- instead of getting every cache miss, and comes back on the first
 reply. Pure decisions on a fake clock, then the forwarder against a fake upstream on loopback."""
 

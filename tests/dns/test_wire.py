@@ -1,4 +1,4 @@
-"""The query ladder (reliability.md §2.1) and the hot-path scan, on hand-made bytes."""
+"""The query ladder (Unbound ``worker_check_request``) and the hot-path scan, on hand-made bytes."""
 
 from __future__ import annotations
 
@@ -40,30 +40,32 @@ def outcome(data: bytes) -> str | int:
 
 
 @pytest.mark.parametrize(("data", "expected"), [
-    (b"", "drop"), (b"\x00", "drop"), (b"\x00" * 11, "drop"),                       # M1
-    (header(qd=1), wire.FORMERR),                                                   # M2
-    (header(flags=0x8100) + TAIL, "drop"),                                          # M3
-    (header(flags=0x0300) + TAIL, wire.FORMERR),                                    # M4 TC
-    (header(flags=0x0900) + TAIL, wire.NOTIMP),                                     # M5 IQUERY
-    (header(flags=0x2900) + TAIL, wire.NOTIMP),                                     # M5 UPDATE
-    (header(flags=0x7900) + TAIL, wire.NOTIMP),                                     # M5 op 15
-    (header(qd=0), wire.FORMERR), (header(qd=2) + TAIL + TAIL, wire.FORMERR),       # M6
-    (header(an=1) + TAIL, wire.FORMERR), (header(ns=1) + TAIL, wire.FORMERR),       # M7
+    (b"", "drop"), (b"\x00", "drop"), (b"\x00" * 11, "drop"),                       # < 12 bytes
+    (header(qd=1), wire.FORMERR),                                                   # header only
+    (header(flags=0x8100) + TAIL, "drop"),                                          # QR=1
+    (header(flags=0x0300) + TAIL, wire.FORMERR),                                    # TC=1
+    (header(flags=0x0900) + TAIL, wire.NOTIMP),                                     # IQUERY
+    (header(flags=0x2900) + TAIL, wire.NOTIMP),                                     # UPDATE
+    (header(flags=0x7900) + TAIL, wire.NOTIMP),                                     # opcode 15
+    (header(qd=0), wire.FORMERR), (header(qd=2) + TAIL + TAIL, wire.FORMERR),       # QDCOUNT 0, 2
+    (header(an=1) + TAIL, wire.FORMERR), (header(ns=1) + TAIL, wire.FORMERR),       # AN, NS
     (header(ar=2) + TAIL, wire.FORMERR),
-    (header() + b"\xc0\x0c\x00\x01\x00\x01", wire.FORMERR),                         # M8 loop
-    (header() + b"\xc0\xff\x00\x01\x00\x01", wire.FORMERR),                         # M8 past end
-    (header() + b"\x40" + b"a" * 64 + b"\x00\x00\x01\x00\x01", wire.FORMERR),       # M9 label 64
-    (header() + b"\x41a\x00\x00\x01\x00\x01", wire.FORMERR),                        # M9 0x40
-    (header() + b"\x81a\x00\x00\x01\x00\x01", wire.FORMERR),                        # M9 0x80
-    (header() + (b"\x3f" + b"a" * 63) * 4 + b"\x00\x00\x01\x00\x01", wire.FORMERR), # M9 > 255
-    (header() + QNAME, wire.FORMERR), (header() + QNAME + b"\x00\x01", wire.FORMERR),  # M10
-    (header() + TAIL + b"garbage", "ok"),                                           # M11
-    (header(ar=1) + TAIL + b"\x00\x00\x29\x10\x00\x00\x01\x00\x00\x00\x00", wire.BADVERS),  # M12
-    (header(ar=1) + TAIL + b"\x00\x00\x29\x10\x00\x00\x00\x00\x00\x00\x20", wire.FORMERR),  # M13
+    (header() + b"\xc0\x0c\x00\x01\x00\x01", wire.FORMERR),                         # pointer loop
+    (header() + b"\xc0\xff\x00\x01\x00\x01", wire.FORMERR),                         # ptr past end
+    (header() + b"\x40" + b"a" * 64 + b"\x00\x00\x01\x00\x01", wire.FORMERR),       # label 64
+    (header() + b"\x41a\x00\x00\x01\x00\x01", wire.FORMERR),                        # type 0x40
+    (header() + b"\x81a\x00\x00\x01\x00\x01", wire.FORMERR),                        # type 0x80
+    (header() + (b"\x3f" + b"a" * 63) * 4 + b"\x00\x00\x01\x00\x01", wire.FORMERR), # name > 255
+    (header() + QNAME, wire.FORMERR), (header() + QNAME + b"\x00\x01", wire.FORMERR),  # no qtype
+    (header() + TAIL + b"garbage", "ok"),                                           # trailing
+    # EDNS version 1
+    (header(ar=1) + TAIL + b"\x00\x00\x29\x10\x00\x00\x01\x00\x00\x00\x00", wire.BADVERS),
+    # OPT rdlen past the end
+    (header(ar=1) + TAIL + b"\x00\x00\x29\x10\x00\x00\x00\x00\x00\x00\x20", wire.FORMERR),
     (header(ar=1) + TAIL + b"\x00\x00\x29", wire.FORMERR),
-    (header(ar=1) + TAIL + b"\x00\x00\x29\x00\x64\x00\x00\x00\x00\x00\x00", "ok"),  # M14
+    (header(ar=1) + TAIL + b"\x00\x00\x29\x00\x64\x00\x00\x00\x00\x00\x00", "ok"),  # payload 100
     (header(ar=1) + TAIL + b"\x00\x00\x29\x10\x00\x00\x00\x00\x00\x00\x04\x00\x63\x00\x09",
-     "ok"),                                                                         # M15
+     "ok"),                                                                         # option overrun
 ])
 def test_ladder(data: bytes, expected: str | int) -> None:
     assert outcome(data) == expected

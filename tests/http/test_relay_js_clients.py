@@ -25,7 +25,7 @@ HS_SEED = "22" * 32
 @pytest.fixture
 def fake_clock() -> FakeClock:
     """The relay's wall clock at the real time: the WASM client signs packets dated now, and
-    the relay refuses packets dated more than an hour after its clock (reliability D7)."""
+    the relay refuses packets dated more than an hour after its clock."""
     return FakeClock(wall_us=SYSTEM_CLOCK.wall_us())
 
 

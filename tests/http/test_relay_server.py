@@ -209,7 +209,7 @@ async def test_cors_preflight_for_put(relay: RelayRig) -> None:
 
 async def test_put_dated_more_than_an_hour_ahead_is_400(relay: RelayRig,
                                                         fake_clock: FakeClock) -> None:
-    """reliability D7: a signer with a broken clock must not freeze its record."""
+    """A signer with a broken clock must not freeze its record."""
     ahead = packet(KP, ["@ 300 IN A 192.0.2.66"], fake_clock.wall_us() + 3601 * 1_000_000)
     status, _, body = await _put(f"{relay.url}/{Z32}", ahead.relay_payload())
     assert status == 400 and b"more than an hour in the future" in body

@@ -3,7 +3,7 @@
 // other (and optionally to external local nodes), print their addresses, and stay
 // up until SIGINT/SIGTERM or --time-limit seconds (default 600, always bounded).
 //
-//   node dht_swarm.js --n 20 --port 0                       # 127.0.0.1, free ports (copied from shared/tools/dhtlab/swarm.js; --port 0 added)
+//   node dht_swarm.js --n 20 --port 0                       # 127.0.0.1, free ports
 //   node swarm.js --n 20 --port 20000 --ipmode distinct     # 127.0.<i+1>.1:20000+i
 //   node swarm.js --n 5 --port 20100 --bootstrap 127.0.0.1:17001,127.0.0.1:17002
 //   options: --out FILE (write JSON list of {host,port,id}), --time-limit SEC,

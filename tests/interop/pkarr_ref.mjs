@@ -8,7 +8,7 @@
 //        names and re-encodes it (uncompressed) before signing. Without it: one TXT record.
 //   node pkarr_ref.mjs verify --pubkey HEX --relay-bytes HEX
 //        -> {"ok": true, "seq", "v_len", "answers"} or {"ok": false, "error"} (exit 1)
-// Touches no network. Adapted from shared/tools/dhtlab/pkarr-check/pkarr_ref.mjs.
+// Touches no network.
 import { SignedPacket, generateKeyPair, dns, z32 } from 'pkarr'
 
 function arg (name, def) {

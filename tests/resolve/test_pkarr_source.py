@@ -373,7 +373,8 @@ async def test_insert_hook_and_bounded_cache() -> None:
 
 
 async def test_insert_refuses_packets_from_the_far_future() -> None:
-    """The same D7 bound as DHT lookups for relay PUTs, the state dir and republishing."""
+    """The one-hour bound on future timestamps of DHT lookups, for relay PUTs, the state dir
+    and republishing too."""
     clock = FakeClock()
     src = source(FakeDht(lambda k: Script(responded=0)), clock)
     assert not src.insert(pkt(3601))

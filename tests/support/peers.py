@@ -1,9 +1,9 @@
 """Foreign DHT peers on loopback: npm bittorrent-dht@11 swarms and libtorrent 2.1.1 sessions.
 
-Recipes and gotchas come from shared/tools/dhtlab (README): bittorrent-dht replies capped to
-8 nodes (libtorrent drops > 1500-byte datagrams), libtorrent needs a literal listen IP, relaxed
-per-IP rules when every node is on 127.0.0.1, and a high DoS-blocker threshold. Every process
-has a time limit and is stopped by pid.
+Recipes and gotchas learnt in a loopback lab of both implementations: bittorrent-dht replies
+capped to 8 nodes (libtorrent drops > 1500-byte datagrams), libtorrent needs a literal listen
+IP, relaxed per-IP rules when every node is on 127.0.0.1, and a high DoS-blocker threshold.
+Every process has a time limit and is stopped by pid.
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ class LibtorrentSwarm:
 
     def put(self, i: int, seed: bytes, public_key: bytes, v: bytes,
             timeout: float = 30) -> dict[str, Any] | None:
-        """libtorrent chooses seq itself: highest seen + 1 (dht-lab gotcha)."""
+        """libtorrent chooses seq itself: highest seen + 1 (the binding takes no seq)."""
         ses = self.sessions[i]
         ses.dht_put_mutable_item(expanded_secret(seed), public_key, v, b"")
         box: list[dict[str, Any]] = []
