@@ -39,7 +39,7 @@ NOTES = """
 - Both readers are long-lived nodes with a warm routing table; the keys differ per reader so
   each get is cold. A 2-core machine shared with other work: expect run-to-run noise.
 - A dead node among the closest (e.g. a client that exited) makes our complete lookup wait
-  one request timeout (2 s; k-rpc's timeout is 2 s too, dht-lab.md §4); the first value is
+  one request timeout (2 s; k-rpc-socket's query timeout is 2 s too); the first value is
   not delayed by it. An
   earlier version of this bench ran the bittorrent-dht reader first and left it dead in the
   swarm: our p99 was then 2012 ms while the first value p50 stayed 2.3 ms.

@@ -7,8 +7,8 @@ Sub-commands
   serve     -- start auth + chosen servers and wait (Ctrl-C stops them), for manual poking
 
 Only 127.0.0.0/8 is ever queried; every dnsperf run is bounded by -l (and -n for miss runs).
-Standard library only. (The Python forwarder baselines of dns-anchors.md, pyfwd/, are not part of
-this project; run them from ../shared/tools/dnsbench.)
+Standard library only. (The minimal Python forwarder baselines
+(pyfwd/) are not part of this project.)
 """
 import argparse
 import json
