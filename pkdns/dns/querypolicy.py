@@ -11,7 +11,7 @@ The rules, checked after the ladder (:func:`pkdns.dns.wire.parse_query`):
 * qtype 0 -> FORMERR; meta qtypes 128-254 (AXFR, IXFR, MAILB, ...) -> REFUSED;
 * ANY (with ``dns.any_minimal``) -> RFC 8482 §4.2: one synthesized HINFO over TCP/DoH, and
   over UDP an empty TC=1 (reply size = query size, as PowerDNS ``any_to_tcp``: even the HINFO
-  would amplify a short query more than the 1.5x we allow a UDP reply).
+  would amplify a short query more than 1.5x, the most we let an ANY reply grow).
 """
 
 from __future__ import annotations
