@@ -14,15 +14,17 @@ candidate per IP and per /24 and at most K contacts taken per reply (Sybil and p
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import ClassVar
 
 from pkdns.dht.ids import distance, target_of
 from pkdns.dht.item import MutableItem, check_item
 from pkdns.dht.krpc import Address, ErrorMessage, Method, Response
+from pkdns.dht.put import PutMutable, PutResult
 from pkdns.dht.routing import ip_key, is_valid_contact, subnet_key
 from pkdns.dht.rtt import RttEstimator
+from pkdns.dht.sybil import QUORUM, cluster_size
 from pkdns.errors import VerifyError
 
 ALPHA = 4
@@ -126,14 +128,14 @@ class IterativeLookup:
         of them asked longer ago than ``soft`` (the candidates to ask while we wait)."""
         alive = [c for c in self._cands.values() if self._counts(c, now)]
         alive.sort(key=self._key)
-        width = self._width(alive[:self.k])
+        width = self._width(alive)
         if soft is not None:
             width += sum(1 for c in alive[:width]
                          if c.state is State.INFLIGHT and c.sent_at + soft <= now)
         return alive[:width]
 
-    def _width(self, closest: list[Candidate]) -> int:
-        """How many of the closest must answer before the lookup is complete."""
+    def _width(self, alive: list[Candidate]) -> int:
+        """How many of the closest (``alive``, sorted) must answer before the lookup is done."""
         return self.k
 
     # -- driver interface ----------------------------------------------------------------
@@ -202,6 +204,10 @@ class IterativeLookup:
     def _value(self, c: Candidate, resp: Response) -> MutableItem | None:
         return None
 
+    def finish(self) -> MutableItem | None:
+        """The lookup is over: an item it held back until now, if any (the driver yields it)."""
+        return None
+
     def on_error(self, addr: Address, err: ErrorMessage, now: float) -> None:
         c = self._take(addr)
         if c is not None:
@@ -234,6 +240,13 @@ class GetMutableLookup(IterativeLookup):
     most 1000 bytes and the signature verifies (BEP 44; libtorrent ``get_item.cpp``). Items at
     or below ``seq_floor`` and items older than one already returned are dropped (a replayed
     older item never rolls back what this lookup already returned).
+
+    Most recent wins, so the lookup guards against being shown only an old packet
+    (:mod:`pkdns.dht.sybil`): candidates packed around the target more densely than
+    ``network_size`` allows do not count toward k, and an item only they gave is held back
+    until the k closest nodes beyond them answered (or the lookup ends: :meth:`finish`). When values
+    disagree (a close node holds an older one) or fewer than QUORUM of the closest hold the
+    best, k more nodes are asked.
     """
 
     method: ClassVar[Method] = "get"
@@ -241,13 +254,51 @@ class GetMutableLookup(IterativeLookup):
     def __init__(self, public_key: bytes, seeds: Iterable[tuple[bytes | None, Address]],
                  now: float, *, seq_floor: int | None = None, timeout: float = 5.0,
                  own_id: bytes | None = None, k: int = K_CLOSEST, alpha: int = ALPHA,
-                 max_queried: int = MAX_QUERIED, rtt: RttEstimator | None = None) -> None:
+                 max_queried: int = MAX_QUERIED, rtt: RttEstimator | None = None,
+                 network_size: int = 0) -> None:
         super().__init__(target_of(public_key), seeds, now, timeout=timeout, own_id=own_id, k=k,
                          alpha=alpha, max_queried=max_queried, rtt=rtt)
         self.public_key = public_key
         self.seq_floor = seq_floor
+        self.network_size = network_size
         self.best: MutableItem | None = None
         self.held: dict[Address, MutableItem] = {}
+        self._edge = -1
+        """Distance of the farthest member of a suspected cluster (-1: none)."""
+        self._heard_beyond = False
+        """Have the k closest nodes beyond the cluster all answered?"""
+        self._pending: MutableItem | None = None
+        """The newest item only cluster members gave, held back."""
+
+    def _width(self, alive: list[Candidate]) -> int:
+        m = min(self.k, cluster_size([max(0, c.dist) for c in alive[:2 * self.k]],
+                                     self.network_size))
+        self._edge = alive[m - 1].dist if m else -1
+        beyond = alive[m:m + self.k]
+        self._heard_beyond = bool(beyond) and all(c.state is State.RESPONDED for c in beyond)
+        width = self.k + m
+        if self.best is not None and self._thin_or_conflicting(alive[:width]):
+            width += self.k
+        return width
+
+    def _thin_or_conflicting(self, closest: list[Candidate]) -> bool:
+        assert self.best is not None
+        holders = older = 0
+        for c in closest:
+            item = self.held.get(c.addr) if c.state is State.RESPONDED else None
+            holders += item == self.best
+            older += item is not None and item.seq < self.best.seq
+        return older > 0 or holders < QUORUM
+
+    def on_response(self, addr: Address, resp: Response, now: float) -> MutableItem | None:
+        item = super().on_response(addr, resp, now)
+        if self._pending is None:
+            return item
+        self._window(now)  # brings the cluster edge and what was heard beyond it up to date
+        if not self._heard_beyond:
+            return item
+        released = self._release()
+        return item if released is None else released
 
     def _value(self, c: Candidate, resp: Response) -> MutableItem | None:
         if resp.v is None and resp.sig is None:
@@ -262,63 +313,32 @@ class GetMutableLookup(IterativeLookup):
         self.held[c.addr] = item
         if self.seq_floor is not None and item.seq <= self.seq_floor:
             return None
+        if 0 <= c.dist <= self._cluster_edge():  # suspected cluster: wait for the others
+            if item.newer_than(self._pending):
+                self._pending = item
+            return None
+        return self._accept(item)
+
+    def _cluster_edge(self) -> int:
+        """The cluster's edge from every candidate known now (the reply being handled may
+        have just named the rest of the cluster)."""
+        known = sorted(c.dist for c in self._cands.values()
+                       if c.state is not State.FAILED and c.dist >= 0)[:2 * self.k]
+        m = cluster_size(known, self.network_size)
+        return known[m - 1] if m else -1
+
+    def _accept(self, item: MutableItem) -> MutableItem | None:
         if not item.newer_than(self.best):
             return None
         self.best = item
         return item
 
+    def _release(self) -> MutableItem | None:
+        item, self._pending = self._pending, None
+        return None if item is None else self._accept(item)
 
-@dataclass(slots=True)
-class PutResult:
-    """How a put went: ``stored`` nodes accepted it; ``error`` is the most common KRPC error
-    when none did (``None`` if nobody answered at all)."""
+    def finish(self) -> MutableItem | None:
+        return self._release()
 
-    stored: int = 0
-    error: tuple[int, str] | None = None
-    asked: int = 0
-    timed_out: int = 0
-    errors: dict[tuple[int, str], int] = field(default_factory=dict)
-
-
-class PutMutable:
-    """Second phase of a BEP 44 put: send ``put`` to the closest nodes that gave a token."""
-
-    def __init__(self, item: MutableItem, targets: list[tuple[Address, bytes]],
-                 held: dict[Address, MutableItem], now: float, timeout: float) -> None:
-        self.item = item
-        self.deadline = now + timeout
-        self._pending = {addr: token for addr, token in targets}
-        self._unsent = list(targets)
-        self._held = held
-        self.result = PutResult(asked=len(targets))
-
-    def next_requests(self, now: float) -> list[tuple[Address, bytes]]:
-        out, self._unsent = self._unsent, []
-        return out
-
-    def done(self, now: float) -> bool:
-        return not self._pending or now >= self.deadline
-
-    def on_response(self, addr: Address, now: float) -> None:
-        if self._pending.pop(addr, None) is not None:
-            self.result.stored += 1
-
-    def on_error(self, addr: Address, err: ErrorMessage, now: float) -> None:
-        if self._pending.pop(addr, None) is None:
-            return
-        if err.code == 302 and self._held.get(addr) == self.item:
-            self.result.stored += 1  # bittorrent-dht refuses an identical re-put with 302
-            return
-        key = (err.code, err.message)
-        self.result.errors[key] = self.result.errors.get(key, 0) + 1
-
-    def on_timeout(self, addr: Address, now: float) -> None:
-        if self._pending.pop(addr, None) is not None:
-            self.result.timed_out += 1
-
-    def finish(self) -> PutResult:
-        self.result.timed_out += len(self._pending)
-        self._pending.clear()
-        if self.result.stored == 0 and self.result.errors:
-            self.result.error = max(self.result.errors.items(), key=lambda kv: kv[1])[0]
-        return self.result
+__all__ = ["ALPHA", "K_CLOSEST", "MAX_CANDIDATES", "MAX_QUERIED", "Candidate", "GetMutableLookup",
+           "IterativeLookup", "Outcome", "PutMutable", "PutResult", "State"]

@@ -273,6 +273,8 @@ class DhtNode:
                     await asyncio.wait_for(wake.wait(), delay + 0.001)
                 except TimeoutError:
                     pass
+            if on_item is not None and (held := lookup.finish()) is not None:
+                on_item(held)  # an item the lookup held back until it had heard enough
         finally:
             for task in tasks:
                 task.cancel()
@@ -373,7 +375,7 @@ class DhtNode:
         """Start a BEP 44 get; iterate the result for verified items as they arrive."""
         lookup = GetMutableLookup(public_key, [], self._clock.monotonic(), seq_floor=seq_floor,
                                   timeout=timeout, own_id=self.id, max_queried=self.max_queried,
-                                  rtt=self.rtt)
+                                  rtt=self.rtt, network_size=self.table.estimated_size())
         lookup.add_seeds(self._seeds(lookup.target))
         return GetQuery(self._drive, lookup)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from tests.support.dhtsim import Config, simulate
 
 SMALL = Config(nodes=2000, lookups=24, seed=7)
@@ -33,3 +35,12 @@ def test_targets_hold_on_a_lossy_network_with_dead_nodes() -> None:
     assert s.first_p50 <= s.first_budget
     assert s.messages <= s.message_budget
     assert s.done_p50 < SMALL.lookup_timeout - 1.0  # slow nodes no longer hold the window
+
+
+@pytest.mark.parametrize("value", ["older", "none"])
+def test_newest_wins_against_a_sybil_cluster(value: str) -> None:
+    """16 fast nodes nearer the key than anyone, naming only each other, holding the previous
+    packet or none: the newest packet is found and is the first one yielded (before: the
+    older one came first in most lookups)."""
+    s = simulate(dataclasses.replace(SMALL, sybils=16, sybil_value=value))
+    assert s.success >= 0.99 and s.answered_newest >= 0.99

@@ -80,7 +80,7 @@ def test_silent_nodes_time_out_without_stalling(fake_clock: FakeClock) -> None:
     assert net.run(get, OWN) == [item]
     assert get.outcome.queried == 20 and get.outcome.responded == 14
     # The silent six stop holding the closest-20 window at their give-up time (answers here
-    # take no time, so 0.3 s), not at the 2 s request timeout, and not one after the other.
+    # take no time, so the 0.5 s floor), not at the 2 s request timeout, nor one after another.
     assert fake_clock.monotonic() - start <= 1.0
 
 

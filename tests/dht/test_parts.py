@@ -20,6 +20,7 @@ from pkdns.dht.routing import (
     RoutingTable,
 )
 from pkdns.dht.storage import ItemStore
+from pkdns.dht.sybil import cluster_size
 from pkdns.dht.tokens import TokenManager
 from pkdns.errors import VerifyError
 from tests.conftest import load_vector
@@ -332,3 +333,15 @@ def test_storage_bounded_lru() -> None:
     for it in items:
         small.put(it.k, it.seq, it.v, it.sig)
     assert small.bytes_used <= 3000 and len(small) < 30
+
+
+def test_cluster_size_tells_a_planted_cluster_from_chance() -> None:
+    rng = random.Random(11)
+    n = 10_000
+    honest = sorted(rng.getrandbits(160) for _ in range(n))  # distances to a random target
+    assert cluster_size(honest[:40], n) == 0
+    assert cluster_size(honest[:40], n * 4) == 0  # N overestimated: still quiet
+    planted = sorted(rng.getrandbits(96) for _ in range(16))
+    assert cluster_size(sorted(planted + honest[:24]), n) == 16  # ends where the cluster does
+    assert cluster_size(sorted(planted[:4] + honest[:36]), n) == 0  # too few to tell
+    assert cluster_size(sorted(planted + honest[:24]), 0) == 0  # N unknown: no judgement

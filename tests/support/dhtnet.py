@@ -136,7 +136,8 @@ class FakeNet:
             wake = min([lookup.next_wakeup(now), *(t for t, _ in waiting)])
             if wake > now:
                 self.clock.advance(wake - now)
-        return items
+        held = lookup.finish()
+        return items if held is None else [*items, held]
 
     def put(self, item: MutableItem, seeds: list[tuple[bytes | None, Address]],
             own_id: bytes, fanout: int = 20) -> PutResult:

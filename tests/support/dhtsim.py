@@ -67,6 +67,7 @@ class Peer:
     sybil_for: bytes | None = None
     table: RoutingTable | None = None
     filled: set[int] = field(default_factory=set)
+    cluster: RoutingTable | None = None
     items: dict[bytes, MutableItem] = field(default_factory=dict)
 
 
@@ -174,13 +175,18 @@ class Network:
         return item
 
     def _answer(self, peer: Peer, lookup: GetMutableLookup) -> Response:
-        if peer.table is None:
-            peer.table = self._sybil_table(peer) if peer.sybil_for else RoutingTable(peer.id)
-        if peer.sybil_for is None:  # the buckets that can hold the closest to the target
+        """A reply as our responder builds it; a Sybil asked about its own key names only the
+        other members of its cluster (about any other key it answers like anyone)."""
+        if peer.sybil_for == lookup.target:
+            table = self._sybil_table(peer)
+        else:
+            if peer.table is None:
+                peer.table = RoutingTable(peer.id)
             shared = ID_BITS - distance(peer.id, lookup.target).bit_length()
             self._fill(peer.table, peer.filled, max(0, shared - 1))
+            table = peer.table
         nodes = tuple(NodeInfo(e.id, e.host, e.port)
-                      for e in peer.table.closest(lookup.target, REPLY_NODES))
+                      for e in table.closest(lookup.target, REPLY_NODES))
         item = peer.items.get(lookup.target)
         if item is None:
             return Response(b"", peer.id, nodes=nodes, token=b"t")
@@ -188,7 +194,9 @@ class Network:
                         sig=item.sig, seq=item.seq)
 
     def _sybil_table(self, peer: Peer) -> RoutingTable:
-        table = RoutingTable(peer.id, now=self.now)
+        if peer.cluster is not None:
+            return peer.cluster
+        table = peer.cluster = RoutingTable(peer.id, now=self.now)
         for p in self.sybils[peer.sybil_for or b""]:
             table.add(p.id, p.addr[0], p.addr[1], self.now)
         return table
@@ -208,7 +216,8 @@ class Network:
         seeds: list[tuple[bytes | None, Address]] = [
             (e.id, e.addr) for e in self.client.closest(item.target, 32)]
         lookup = GetMutableLookup(item.k, seeds, start, timeout=self.cfg.lookup_timeout,
-                                  own_id=self.own_id, rtt=self.rtt)
+                                  own_id=self.own_id, rtt=self.rtt,
+                                  network_size=self.client.estimated_size())
         depth = {addr: 1 for _, addr in seeds}
         events: list[tuple[float, int, Address, bool]] = []
         first: float | None = None
@@ -236,6 +245,9 @@ class Network:
                     first, hops = self.now - start, depth.get(addr, 1)
             else:
                 self.now = max(self.now, wake)
+        held = lookup.finish()
+        if held is not None and first is None:
+            first, hops = self.now - start, None
         best = lookup.best
         if answer is None:
             answer = best
