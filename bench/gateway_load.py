@@ -79,7 +79,8 @@ async def _load(port: int, host: str, ctx: ssl.SSLContext) -> float:
     data = await reader.read()
     writer.close()
     if not data.startswith(b"HTTP/1.1 200 OK"):
-        raise RuntimeError(data[:300])
+        reason = data.split(b'id="reason">')[-1].split(b"<")[0] if b"reason" in data else data
+        raise RuntimeError(f"{host}:{port}: {reason[:300]!r}")
     return time.perf_counter() - start
 
 
@@ -111,7 +112,7 @@ def main() -> None:
 def run(tmp: Path, args: argparse.Namespace) -> None:
     cert, key = _self_signed(tmp)
     origin = subprocess.Popen([sys.executable, "-m", "tests.gateway.origin", "--cert", str(cert),
-                               "--key", str(key), "--time-limit", "3600"], cwd=ROOT,
+                               "--key", str(key), "--time-limit", "3600", "--quiet"], cwd=ROOT,
                               stdout=subprocess.PIPE, text=True)
     assert origin.stdout is not None
     origin_port = int(origin.stdout.readline().split()[1])

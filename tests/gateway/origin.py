@@ -20,6 +20,7 @@ class Origin:
     requests: list[bytes] = field(default_factory=list)
     server: asyncio.Server | None = None
     port: int = 0
+    log: bool = False       # print "request <request line>" (standalone mode)
 
     async def start(self, host: str = "127.0.0.1") -> Origin:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -34,6 +35,8 @@ class Origin:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 self.requests.append(head)
+                if self.log:
+                    print("request", head.split(b"\r\n")[0].decode(errors="replace"), flush=True)
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: "
                              + str(len(self.body)).encode() + b"\r\n\r\n" + self.body)
                 await writer.drain()
@@ -56,13 +59,8 @@ async def _serve(args: argparse.Namespace) -> None:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(origin.cert, origin.key)
 
-    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        count = len(origin.requests)
-        await origin._client(reader, writer)
-        for head in origin.requests[count:]:
-            print("request", head.split(b"\r\n")[0].decode(errors="replace"), flush=True)
-
-    server = await asyncio.start_server(client, args.host, args.port, ssl=ctx, backlog=1024)
+    origin.log = not args.quiet
+    server = await asyncio.start_server(origin._client, args.host, args.port, ssl=ctx, backlog=1024)
     print("port", server.sockets[0].getsockname()[1], flush=True)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -84,6 +82,7 @@ def main() -> None:
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--token", default="")
     p.add_argument("--time-limit", type=float, default=600.0)
+    p.add_argument("--quiet", action="store_true", help="no line per request (benchmarks)")
     args = p.parse_args()
     with contextlib.suppress(TimeoutError):
         asyncio.run(_serve(args))
