@@ -35,6 +35,7 @@ HOT_MODULES = [
     "pkdns/dns/exchange.py",
     "pkdns/dns/fetch.py",
     "pkdns/dns/forwarder.py",
+    "pkdns/dns/health.py",
     "pkdns/dns/querypolicy.py",
     "pkdns/dns/ratelimit.py",
     "pkdns/dns/reply.py",

@@ -173,7 +173,9 @@ class Daemon:
         self.cfg, self.clock = cfg, clock
         self.metrics = Metrics()
         self.cache = WireCache(cfg.cache)
-        self.forwarder = Forwarder(cfg.dns.upstream, cfg.dns.upstream_timeout, self.metrics)
+        self.forwarder = Forwarder(cfg.dns.upstream, cfg.dns.upstream_timeout, self.metrics,
+                                   use_0x20=cfg.dns.upstream_0x20,
+                                   nearmiss_max=cfg.dns.upstream_nearmiss_max)
         self.resolver = Resolver(cfg, self.cache, self.forwarder, clock, self.metrics)
         self.dns = DnsListeners(self.resolver, cfg.dns)
         self.components: list[Component] = [_Gauges(self.cache, self.metrics), self.dns]

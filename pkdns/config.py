@@ -121,6 +121,8 @@ class DnsConfig:
     upstream: tuple[HostPort, ...] = (("1.1.1.1", 53), ("8.8.8.8", 53))
     upstream_timeout: float = 1.0         # seconds per attempt, then the next upstream
     query_deadline: float = 3.0           # total budget per query, then SERVFAIL
+    upstream_0x20: bool = True            # random letter case in upstream queries (0x20)
+    upstream_nearmiss_max: int = 1        # wrong-ID replies per upstream query before retrying
     max_inflight: int = 1024              # forwarded queries in flight (BIND: 1000 clients)
     udp_payload_max: int = 1232           # our EDNS buffer size cap (DNS flag day 2020)
     tcp_idle_timeout: float = 10.0        # RFC 7766 §6.2.3

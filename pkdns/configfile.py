@@ -276,6 +276,7 @@ RANGES: dict[str, tuple[int, int]] = {
 # Where 0 is allowed, and what it means (config.example.toml says the same).
 ZERO_MEANS = {
     "dns.rate_limit": "no limit", "pkarr.dht_rate_limit": "no limit",
+    "dns.upstream_nearmiss_max": "no limit",
     "dht.request_rate_limit": "no limit", "http.relay_rate_limit": "no limit",
     "dht.port": "any free port", "cache.min_ttl": "no lower clamp",
     "cache.stale_max_age": "never past expiry", "pkarr.stale_max_age": "never past expiry",

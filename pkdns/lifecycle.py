@@ -163,6 +163,8 @@ class Operations:
         if cfg.cache.serve_stale != old.cache.serve_stale:
             d.cache.set_serve_stale(cfg.cache.serve_stale)
         d.forwarder.attempt_timeout = cfg.dns.upstream_timeout
+        d.forwarder.use_0x20 = cfg.dns.upstream_0x20
+        d.forwarder.nearmiss_max = cfg.dns.upstream_nearmiss_max
         self.republisher.plan.cfg = self.builder.cfg = cfg.republish
         self.republisher.reload(cfg.zones)
         d.pkarr.handler.set_own_keys(own_keys(cfg.zones))   # exempt from the rebinding filter

@@ -33,6 +33,10 @@ class Metrics:
         self.upstream_failures = Counter(
             "pkdns_upstream_failures", "Failed upstream attempts", ["upstream", "reason"],
             registry=r)
+        self.upstream_spoofing = Counter(
+            "pkdns_upstream_spoofing",
+            "Upstream queries dropped as spoofed: too many near-miss replies, or our ID with "
+            "the wrong 0x20 case", ["upstream", "reason"], registry=r)
         self.dht_lookups = Counter(
             "pkdns_dht_lookups", "DHT lookups for signed packets", ["outcome"], registry=r)
         self.dht_lookup_seconds = Histogram(

@@ -22,6 +22,7 @@ from pkdns.config import Config
 LIVE = frozenset({
     "log.level", "log.format",
     "dns.upstream", "dns.upstream_timeout", "dns.query_deadline", "dns.max_inflight",
+    "dns.upstream_0x20", "dns.upstream_nearmiss_max",
     "dns.allow", "dns.rate_limit", "dns.rate_limit_burst", "dns.forwarders",
     "dns.any_minimal",
     "cache.serve_stale", "cache.stale_answer_ttl", "cache.stale_client_timeout",

@@ -4,6 +4,9 @@ Why callbacks: a cache miss used to cost a task, two coroutines, a future and a 
 query; that machinery was a third of the miss path's CPU. Here the common case is three
 event-loop callbacks: the send, the read callback that checks the reply, and ``on_done``.
 Sockets are watched through the forwarder's :class:`~pkdns.dns.sockpoll.SocketPoller`.
+
+Time: the state machine's steps take ``now``; only the event-loop entry points (a timer
+firing, a socket turning readable, the TCP retry ending) read the loop's clock.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import TYPE_CHECKING
 from pkdns import log
 from pkdns.config import HostPort
 from pkdns.dns import wire
+from pkdns.dns.health import Server
 from pkdns.dns.sockpoll import SocketPoller, recv
 
 if TYPE_CHECKING:
@@ -32,10 +36,12 @@ _TCP_TIMEOUT = 2.0
 def matches(reply: bytes, qid: int, question: bytes) -> bool:
     """Is ``reply`` a response to our query ``qid`` for ``question``?
 
-    ``question`` is the lowercased qname + qtype + qclass. Only the name is compared
-    case-insensitively (an upstream may echo 0x20 case; ``bytes.lower`` folds ASCII A-Z only,
-    as DNS does, RFC 4343 §3): qtype and qclass must match exactly -- lowercasing them too
-    turned HTTPS (0x0041) into 0x0061 and rejected every reply.
+    ``question`` is the qname + qtype + qclass as sent. An exact echo always matches. When
+    ``question``'s name is all lowercase (no 0x20 case was sent), a name that differs only
+    in case matches too (an upstream may apply its own 0x20; ``bytes.lower`` folds ASCII
+    A-Z only, as DNS does, RFC 4343 §3). A name sent in mixed case must come back exactly,
+    which is what makes the case bits entropy. qtype and qclass must match exactly --
+    lowercasing them too turned HTTPS (0x0041) into 0x0061 and rejected every reply.
     """
     end = 12 + len(question)              # where the question ends in the reply
     if (len(reply) < end or reply[0] != qid >> 8 or reply[1] != qid & 255
@@ -47,14 +53,22 @@ def matches(reply: bytes, qid: int, question: bytes) -> bool:
 
 
 class _Attempt:
-    """One UDP query in flight on its own connected, non-blocking socket (descriptor ``fd``)."""
+    """One UDP query in flight on its own connected, non-blocking socket (descriptor ``fd``).
 
-    __slots__ = ("ex", "fd", "idx", "addr", "qid", "packet")
+    ``question`` is what was sent (with 0x20 case); ``server``/``mark`` say whether the
+    upstream answered anything else while this one waited (:mod:`pkdns.dns.health`);
+    ``misses`` counts near-miss datagrams on its socket.
+    """
 
-    def __init__(self, ex: Exchange, idx: int, addr: HostPort, qid: int,
-                 packet: bytes) -> None:
+    __slots__ = ("ex", "fd", "idx", "addr", "qid", "packet", "question", "server", "mark",
+                 "misses")
+
+    def __init__(self, ex: Exchange, idx: int, addr: HostPort, qid: int, packet: bytes,
+                 question: bytes, server: Server) -> None:
         self.ex, self.idx, self.addr, self.qid, self.packet = ex, idx, addr, qid, packet
+        self.question, self.server, self.mark = question, server, server.answers
         self.fd = -1
+        self.misses = 0
 
     def readable(self) -> None:
         """The poller's callback (a bound method: cheaper than a partial per attempt)."""
@@ -64,16 +78,18 @@ class _Attempt:
 class Exchange:
     """One question's exchange, driven by callbacks: no task, no future, one timer.
 
-    The common case is: :meth:`start` opens a socket and sends; the reply's read callback
+    The common case is: :meth:`advance` opens a socket and sends; the reply's read callback
     checks it and calls ``on_done`` -- three event-loop callbacks in all. The rules of the
-    module docstring are this state machine: every failed attempt (refused, network error,
-    error rcode, failed TCP retry) moves on to the next upstream at once, a timer every
-    ``attempt_timeout`` starts another attempt while earlier ones keep listening, and the
-    deadline (or running out of upstreams) ends it with the last error reply or None.
+    forwarder's docstring are this state machine: every failed attempt (refused, network
+    error, error rcode, failed TCP retry) moves on to the next upstream at once, a timer every
+    ``attempt_timeout`` starts another attempt while earlier ones keep listening, an attempt
+    with too many near-miss replies is dropped and asked again safely, and the deadline (or
+    running out of upstreams) ends it with the last error reply or None.
     """
 
     __slots__ = ("fwd", "loop", "poller", "question", "do", "cd", "deadline", "on_done",
-                 "attempts", "out", "error_reply", "tries", "timer", "tick", "tcp", "done")
+                 "attempts", "out", "error_reply", "tries", "timer", "tick", "tcp", "done",
+                 "spoofed")
 
     def __init__(self, fwd: Forwarder, poller: SocketPoller, question: bytes, do: bool,
                  cd: bool, deadline: float, on_done: Callable[[bytes | None], None]) -> None:
@@ -88,23 +104,21 @@ class Exchange:
         self.tick = 0                   # the attempt timer's token in poller.timers (0: none)
         self.tcp: asyncio.Task[bytes] | None = None
         self.done = False
+        self.spoofed = 0                # attempts dropped for near misses
 
-    def advance(self) -> None:
+    def advance(self, now: float) -> None:
         """Start the next attempt, or finish when out of upstreams or time."""
         self._disarm()
-        fwd, loop = self.fwd, self.loop
-        while len(self.out) < len(fwd.upstreams):
-            now = loop.time()
-            if now >= self.deadline:
-                break
-            idx = fwd.pick(self.tries, self.out, now)
+        fwd = self.fwd
+        while len(self.out) < len(fwd.upstreams) and now < self.deadline:
+            idx = fwd.pick(self.tries, self.out, self.question, now)
             if idx < 0:                          # every upstream left is down
                 if self.attempts:                # earlier ones may still answer: keep them
-                    self.timer = loop.call_at(self.deadline, self._timeout)
+                    self.timer = self.loop.call_at(self.deadline, self._deadline)
                     return
                 break
             self.tries += 1
-            att = self._open(idx)
+            att = self._open(idx, now)
             if att is None:
                 self._exclude(idx)
                 continue
@@ -132,7 +146,7 @@ class Exchange:
         if due <= self.deadline:
             self.tick = self.poller.timers.arm(self, due)
         else:
-            self.timer = self.loop.call_at(self.deadline, self._timeout)
+            self.timer = self.loop.call_at(self.deadline, self._deadline)
 
     def _disarm(self) -> None:
         if self.tick:
@@ -145,19 +159,24 @@ class Exchange:
     def expired(self) -> None:
         """:class:`~pkdns.dns.sockpoll.FifoTimers` callback: the attempt timed out."""
         self.tick = 0
-        self._timeout()
+        self._timeout(self.loop.time())
 
-    def _open(self, idx: int, edns: bool = True) -> _Attempt | None:
+    def _deadline(self) -> None:
+        self.timer = None
+        self._timeout(self.loop.time())
+
+    def _open(self, idx: int, now: float, edns: bool = True) -> _Attempt | None:
         fwd = self.fwd
         addr = fwd.upstreams[idx]
         qid = fwd.new_id()
-        packet = wire.build_query_for(qid, self.question, self.do, self.cd, edns)
-        att = _Attempt(self, idx, addr, qid, packet)
+        question = fwd.mixed_case(self.question) if fwd.use_0x20 else self.question
+        packet = wire.build_query_for(qid, question, self.do, self.cd, edns)
+        att = _Attempt(self, idx, addr, qid, packet, question, fwd.health.server(addr))
         try:
             att.fd = self.poller.open(addr, packet, att.readable)
         except OSError as exc:
             fwd.fail(addr, f"network: {exc.strerror}")
-            fwd.health.no_reply(addr, self.loop.time())
+            fwd.health.no_reply(att.server, None, now)
             return None
         fwd.sent += 1
         return att
@@ -168,79 +187,124 @@ class Exchange:
         if att in self.attempts:
             self.attempts.remove(att)
 
-    def _timeout(self) -> None:
-        self.timer = None
+    def _timeout(self, now: float) -> None:
         if self.attempts:                    # the latest attempt stayed silent
-            self.fwd.health.no_reply(self.attempts[-1].addr, self.loop.time())
+            att = self.attempts[-1]
+            if not att.server.answered_since(att.mark):    # else the name is slow, not it
+                self.fwd.health.no_reply(att.server, self.question, now)
         if self.tcp is None:
-            self.advance()
+            self.advance(now)
 
     def _readable(self, att: _Attempt) -> None:
         for _ in range(16):
             try:
                 data = recv(att.fd)
-            except ConnectionRefusedError:
-                self._close(att)
-                self._exclude(att.idx)
-                self.fwd.fail(att.addr, "refused")
-                self.fwd.health.no_reply(att.addr, self.loop.time())
-                self.advance()
-                return
             except OSError as exc:
-                self._close(att)
-                self.fwd.fail(att.addr, f"network: {exc.strerror}")
-                self.fwd.health.no_reply(att.addr, self.loop.time())
-                self.advance()
+                self._broken(att, exc, self.loop.time())
                 return
             if data is None:                  # nothing (more) to read
                 return
-            if matches(data, att.qid, self.question):
+            if matches(data, att.qid, att.question):
                 self._close(att)
-                if self.fwd.health.silent:
-                    self.fwd.health.replied(att.addr)
+                srv = att.server
+                srv.answers += 1
+                if srv.silent:
+                    self.fwd.health.replied(srv)
                 if data[2] & 0x02:
                     if self.tcp is None:     # else a TCP retry is already under way
-                        self._retry_tcp(att)
+                        self._retry_tcp(att, self.loop.time())
+                elif (data[3] & 0x0F) in _RCODE_FAILURES:
+                    self._failed(att, data, self.loop.time())
                 else:
-                    self._judge(att, data)
+                    self.fwd.preferred = att.idx
+                    self.finish(data)
                 return
-            self.fwd.fail(att.addr, "unwanted_reply")
+            if self._near_miss(att, data):
+                return
 
-    def _judge(self, att: _Attempt, reply: bytes) -> None:
-        rcode = reply[3] & 0x0F
-        if rcode in _RCODE_FAILURES:
-            if rcode == wire.FORMERR and att.packet[11] and self._without_edns(att):
-                return
+    def _broken(self, att: _Attempt, exc: OSError, now: float) -> None:
+        """The socket reported an error: ICMP port unreachable takes the upstream out for
+        this exchange; either way it is a hard no-reply for its health."""
+        self._close(att)
+        if isinstance(exc, ConnectionRefusedError):
             self._exclude(att.idx)
-            self.error_reply = reply
-            self.fwd.fail(att.addr, f"rcode{reply[3] & 0x0F}")
-            self.advance()
-            return
-        self.fwd.preferred = att.idx
-        self.finish(reply)
+            self.fwd.fail(att.addr, "refused")
+        else:
+            self.fwd.fail(att.addr, f"network: {exc.strerror}")
+        self.fwd.health.no_reply(att.server, None, now)
+        self.advance(now)
 
-    def _without_edns(self, att: _Attempt) -> bool:
+    def _near_miss(self, att: _Attempt, data: bytes) -> bool:
+        """A datagram on ``att``'s socket that is not our reply. The socket is connected, so
+        it came from the upstream's address and port: a wrong ID or question there is what
+        a spoofer who learned the port sends. Past ``nearmiss_max`` of them (PowerDNS
+        ``spoof-nearmiss-max``), or at once for our ID with the 0x20 case wrong, the attempt
+        is dropped and asked again safely (:meth:`_spoofed`). True when ``att`` is closed."""
+        fwd = self.fwd
+        if att.question is not self.question and matches(data, att.qid, self.question):
+            fwd.fail(att.addr, "case_mismatch")   # our ID, 0x20 case not echoed
+            self._spoofed(att, "case", self.loop.time())
+            return True
+        fwd.fail(att.addr, "unwanted_reply")
+        att.misses += 1
+        if 0 < fwd.nearmiss_max < att.misses:
+            self._spoofed(att, "nearmiss", self.loop.time())
+            return True
+        return False
+
+    def _spoofed(self, att: _Attempt, why: str, now: float) -> None:
+        """Drop ``att`` (its port is known to whoever sends the forgeries) and ask its
+        upstream again: the first time on a fresh UDP socket (new port, ID and 0x20 case),
+        then over TCP, which an off-path spoofer cannot answer (RFC 5452 §9.2). A reply with
+        our ID but the wrong case goes to TCP at once: it is either a lucky forgery or an
+        upstream that does not echo case, and TCP settles both."""
+        self._close(att)
+        self.spoofed += 1
+        self.fwd.spoof_suspected(att.addr, self.question, why, att.misses, now)
+        if why == "nearmiss" and self.spoofed == 1 and now < self.deadline:
+            again = self._open(att.idx, now)
+            if again is not None:
+                self.attempts.append(again)
+                self._disarm()
+                self._arm(now)
+                return
+        if self.tcp is None:
+            self._retry_tcp(att, now)
+
+    def _failed(self, att: _Attempt, reply: bytes, now: float) -> None:
+        """An error rcode: this upstream is out for this exchange (FORMERR to our OPT first
+        gets one more try without it)."""
+        rcode = reply[3] & 0x0F
+        if rcode == wire.FORMERR and att.packet[11] and self._without_edns(att, now):
+            return
+        self._exclude(att.idx)
+        self.error_reply = reply
+        self.fwd.fail(att.addr, f"rcode{rcode}")
+        self.advance(now)
+
+    def _without_edns(self, att: _Attempt, now: float) -> bool:
         """FORMERR to a query with our OPT: ask the same upstream once more without it
         (Unbound ``fwd_no_edns``). False when that cannot be sent."""
         self.fwd.fail(att.addr, "rcode1_edns")
-        plain = self._open(att.idx, edns=False)
+        plain = self._open(att.idx, now, edns=False)
         if plain is None:
             return False
         self.attempts.append(plain)
         if self.timer is None and not self.tick:  # after a TCP retry: nothing is timing us
-            self._arm(self.loop.time())
+            self._arm(now)
         return True
 
-    def _retry_tcp(self, att: _Attempt) -> None:
-        """TC=1: ask the same upstream over TCP with a fresh ID (Unbound ``fwd_tcp_tc``).
+    def _retry_tcp(self, att: _Attempt, now: float) -> None:
+        """Ask ``att``'s upstream over TCP with a fresh ID (TC=1, Unbound ``fwd_tcp_tc``;
+        or suspected spoofing).
 
         The retry gets what is left of the deadline (at most :data:`_TCP_TIMEOUT`), so a TC
         that comes late still ends the exchange by the deadline, answered or not.
         """
         self._disarm()
-        left = min(self.deadline - self.loop.time(), _TCP_TIMEOUT)
+        left = min(self.deadline - now, _TCP_TIMEOUT)
         if left <= 0:
-            self.advance()                   # out of time: finishes
+            self.advance(now)                # out of time: finishes
             return
         qid = self.fwd.new_id()
         packet = struct.pack(">H", qid) + att.packet[2:]
@@ -252,12 +316,18 @@ class Exchange:
         self.tcp = None
         if self.done or task.cancelled():
             return
+        now = self.loop.time()
         exc = task.exception()
-        if exc is None:
-            self._judge(att, task.result())
+        if exc is not None:
+            self.fwd.fail(att.addr, str(exc))
+            self.advance(now)
             return
-        self.fwd.fail(att.addr, str(exc))
-        self.advance()
+        reply = task.result()
+        if (reply[3] & 0x0F) in _RCODE_FAILURES:
+            self._failed(att, reply, now)
+            return
+        self.fwd.preferred = att.idx
+        self.finish(reply)
 
     def finish(self, reply: bytes | None) -> None:
         """Close everything and report ``reply`` (None: failed) once."""

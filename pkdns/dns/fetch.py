@@ -99,8 +99,8 @@ class Fetches:
                 return None
             fetch = self._inflight[key] = Fetch(self, key)
             flags = key[-1]
-            deadline = self.forwarder.poller().loop.time() + budget
-            self.forwarder.start(key[:-1], bool(flags & 2), bool(flags & 1), deadline,
+            now = self.forwarder.poller().loop.time()
+            self.forwarder.start(key[:-1], bool(flags & 2), bool(flags & 1), now, now + budget,
                                  fetch.landed)
         return fetch
 

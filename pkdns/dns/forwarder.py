@@ -4,8 +4,8 @@ Every upstream attempt uses a fresh connected UDP socket (so a fresh kernel-chos
 source port) and a fresh random 16-bit ID from the system CSPRNG (RFC 5452 §9.1). Because the
 socket is connected, the kernel delivers only datagrams from the address and port we asked; a
 reply is further accepted only with our ID, QR=1 and our exact question.
-Anything else is counted as unwanted and ignored while we keep waiting: forged packets never
-mark an upstream down (PowerDNS advisory 2023-02).
+Anything else is counted as unwanted and ignored while we keep waiting (up to a limit, see
+below): forged packets never mark an upstream down (PowerDNS advisory 2023-02).
 
 Failover: upstreams are tried in order, starting with the last one that answered; a timeout
 (``upstream_timeout``) moves to the next, cycling until the deadline. ICMP port-unreachable
@@ -17,12 +17,20 @@ upstream without it (Unbound ``fwd_no_edns``). A TC=1 reply is re-asked over TCP
 ``fwd_tcp_tc``), within the deadline.
 Coalescing of identical questions happens one level up (:mod:`pkdns.dns.fetch`).
 
-Upstream health: after :data:`DOWN_AFTER` attempts in a row got no reply at
-all (timeout, ICMP refused, network error), an upstream is down: it gets one query as a probe
-after 1 s, then after 2, 4, 8 s (:class:`Health`), and in between no query at all, so a dead
-upstream sees at most one query per second from us; with no usable upstream a query fails at
-once (serve-stale still answers names that were cached). Any reply, even an error rcode, brings
-it back. Forged datagrams count neither way.
+Upstream health (:mod:`pkdns.dns.health`): an upstream is down only when it answers nothing
+at all -- a name that is slow (its zone's servers never answer the upstream) does not count
+against it. A down upstream gets one probe per 1, 2, 4, 8 s; with no usable upstream a query
+fails at once (serve-stale still answers names that were cached).
+
+Spoofing with the port known (an on-path observer, or a SAD DNS-style side channel): every
+datagram on an attempt's socket comes from the upstream's address and port, so a wrong ID or
+question there is a near miss. More than ``nearmiss_max`` near misses (PowerDNS
+``spoof-nearmiss-max``, default 1 as there) drop the attempt: it is asked again on a fresh
+socket (new port, ID and case), then over TCP; each such drop is counted in
+``pkdns_upstream_spoofing`` and logged. The name's letters go out in random case (0x20,
+draft-vixie-dnsext-dns0x20) and the reply must echo them exactly, which adds a bit of entropy
+per letter; the client still sees its own case, since its answer is built from its own
+question (:func:`pkdns.dns.cache.render`).
 
 The exchange itself is a callback state machine (:mod:`pkdns.dns.exchange`): no task or
 future per query; :meth:`Forwarder.exchange` wraps it for coroutines.
@@ -42,55 +50,15 @@ from pkdns import log
 from pkdns.config import HostPort, format_hostport
 from pkdns.dns import wire
 from pkdns.dns.exchange import Exchange, matches
+from pkdns.dns.health import Health
 from pkdns.dns.sockpoll import SocketPoller, recv
-from pkdns.errors import UpstreamError
+from pkdns.errors import Spoofed, UpstreamError
 from pkdns.metrics import Metrics
 
 _log = log.get("forwarder")
-DOWN_AFTER = 8          # attempts in a row without a reply before an upstream counts as down
-PROBE_FIRST = 1.0       # seconds from "down" to the first probe; doubled after each failed one
-PROBE_MAX = 8.0
-
-
-class Health:
-    """Which upstreams answer at all; pure (callers pass ``now``). See the module docstring.
-
-    ``silent`` counts attempts in a row without a reply, per upstream; ``down`` maps a down
-    upstream to the time of its next probe. Both are usually empty, so the exchange's checks
-    (``if health.silent``, ``if health.down``) cost one truth test.
-    """
-
-    def __init__(self) -> None:
-        self.silent: dict[HostPort, int] = {}
-        self.down: dict[HostPort, float] = {}
-        self._backoff: dict[HostPort, float] = {}
-
-    def no_reply(self, addr: HostPort, now: float) -> None:
-        """An attempt to ``addr`` timed out, was refused or could not be sent."""
-        n = self.silent[addr] = self.silent.get(addr, 0) + 1
-        if n >= DOWN_AFTER and addr not in self.down:
-            self._backoff[addr] = PROBE_FIRST
-            self.down[addr] = now + PROBE_FIRST
-            _log.warning("upstream_down", upstream=format_hostport(addr), attempts=n)
-
-    def replied(self, addr: HostPort) -> None:
-        """``addr`` answered (any rcode): it is up."""
-        self.silent.pop(addr, None)
-        if self.down.pop(addr, None) is not None:
-            self._backoff.pop(addr, None)
-            _log.info("upstream_up", upstream=format_hostport(addr))
-
-    def may_use(self, addr: HostPort, now: float) -> bool:
-        """May a query go to ``addr`` now? For a down upstream, True once per probe time
-        (and the next probe is then set, the wait doubled up to :data:`PROBE_MAX`)."""
-        until = self.down.get(addr)
-        if until is None:
-            return True
-        if now < until:
-            return False
-        wait = self._backoff[addr] = min(self._backoff[addr] * 2, PROBE_MAX)
-        self.down[addr] = now + wait
-        return True
+_LETTERS = bytes(0x20 if 0x61 <= c <= 0x7A else 0 for c in range(256))   # a-z -> 0x20
+_NOT_TYPE = ~0xFFFFFFFF           # clears qtype and qclass from a question's bit mask
+_SPOOF_LOG_EVERY = 1.0            # seconds between spoofing log lines per upstream
 
 
 class Forwarder:
@@ -102,14 +70,18 @@ class Forwarder:
     """
 
     def __init__(self, upstreams: tuple[HostPort, ...], attempt_timeout: float,
-                 metrics: Metrics | None = None, rng: random.Random | None = None) -> None:
+                 metrics: Metrics | None = None, rng: random.Random | None = None,
+                 use_0x20: bool = True, nearmiss_max: int = 1) -> None:
         self.upstreams = upstreams
         self.attempt_timeout = attempt_timeout
         self.metrics = metrics
         self.rng = rng
+        self.use_0x20 = use_0x20
+        self.nearmiss_max = nearmiss_max    # 0: no limit
         self.preferred = 0
         self.sent = 0
         self.health = Health()
+        self._spoof_logged: dict[HostPort, tuple[float, int]] = {}
         self._ids = b""
         self._id_at = 0                 # IDs left in _ids: its first _id_at bytes
         self._poller: SocketPoller | None = None
@@ -124,6 +96,25 @@ class Forwarder:
         self._id_at = i - 2
         return (self._ids[i - 2] << 8) | self._ids[i - 1]
 
+    def mixed_case(self, question: bytes) -> bytes:
+        """``question`` (lowercased wire qname + qtype + qclass) with each letter of the name
+        uppercased at random (0x20): one unpredictable bit per letter that a forged reply
+        must echo. Bit arithmetic on the whole question instead of a loop per byte: a few C
+        calls per query. The label length bytes are never letters (at most 63)."""
+        n = len(question)
+        if self.rng is not None:
+            rnd = self.rng.getrandbits(8 * n)
+        else:
+            i = self._id_at
+            if i < n:
+                self._ids, i = os.urandom(2048), 2048
+            self._id_at = i - n
+            rnd = int.from_bytes(self._ids[i - n:i], "big")
+        flip = int.from_bytes(question.translate(_LETTERS), "big") & rnd & _NOT_TYPE
+        if not flip:
+            return question
+        return (int.from_bytes(question, "big") ^ flip).to_bytes(n, "big")
+
     def poller(self) -> SocketPoller:
         """The socket poller of the running loop (made again when the loop changes).
 
@@ -137,22 +128,23 @@ class Forwarder:
             poller = self._poller = SocketPoller(asyncio.get_running_loop())
         return poller
 
-    def start(self, question: bytes, do: bool, cd: bool, deadline: float,
+    def start(self, question: bytes, do: bool, cd: bool, now: float, deadline: float,
               on_done: Callable[[bytes | None], None]) -> Exchange:
         """Begin an exchange for ``question`` (lowercased wire qname + qtype + qclass).
 
-        ``deadline`` is in loop time. ``on_done(reply)`` is called exactly once, from the event
-        loop: a usable reply, the last error-rcode reply when every upstream answered with
-        one, or None. ``.cancel()`` on the result stops it without a call.
+        ``now`` and ``deadline`` are in loop time. ``on_done(reply)`` is called exactly once,
+        from the event loop: a usable reply, the last error-rcode reply when every upstream
+        answered with one, or None. ``.cancel()`` on the result stops it without a call.
         """
         ex = Exchange(self, self.poller(), question, do, cd, deadline, on_done)
-        ex.advance()
+        ex.advance(now)
         return ex
 
     async def exchange(self, question: bytes, do: bool, cd: bool, deadline: float) -> bytes:
         """:meth:`start` as a coroutine; raises UpstreamError when no upstream answered."""
-        fut: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
-        ex = self.start(question, do, cd, deadline, partial(_settle, fut))
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bytes | None] = loop.create_future()
+        ex = self.start(question, do, cd, loop.time(), deadline, partial(_settle, fut))
         try:
             reply = await fut
         finally:
@@ -161,14 +153,16 @@ class Forwarder:
             raise UpstreamError("no upstream answered in time")
         return reply
 
-    def pick(self, tries: int, out: AbstractSet[int], now: float) -> int:
-        """The upstream for attempt number ``tries``: round the list from the preferred one,
-        skipping those in ``out`` and those down (unless due a probe); -1 if none is left."""
+    def pick(self, tries: int, out: AbstractSet[int], question: bytes, now: float) -> int:
+        """The upstream for attempt number ``tries`` at ``question``: round the list from the
+        preferred one, skipping those in ``out`` and those down (unless ``question`` may
+        probe, :meth:`Health.may_use`); -1 if none is left."""
         n = len(self.upstreams)
         health = self.health
         for k in range(n):
             idx = (self.preferred + tries + k) % n
-            if idx not in out and (not health.down or health.may_use(self.upstreams[idx], now)):
+            if idx not in out and (not health.down
+                                   or health.may_use(self.upstreams[idx], question, now)):
                 return idx
         return -1
 
@@ -177,6 +171,21 @@ class Forwarder:
         if self.metrics is not None:
             self.metrics.upstream_failures.labels(format_hostport(addr), reason).inc()
 
+    def spoof_suspected(self, addr: HostPort, question: bytes, why: str, misses: int,
+                        now: float) -> None:
+        """An attempt to ``addr`` was dropped as spoofed (``why``: "nearmiss", "case").
+        Counted always; logged at most once a second per upstream, with the count since."""
+        if self.metrics is not None:
+            self.metrics.upstream_spoofing.labels(format_hostport(addr), why).inc()
+        last, count = self._spoof_logged.get(addr, (-_SPOOF_LOG_EVERY, 0))
+        if now - last < _SPOOF_LOG_EVERY:
+            self._spoof_logged[addr] = (last, count + 1)
+            return
+        self._spoof_logged[addr] = (now, 0)
+        _log.warning("upstream_spoofing_suspected", upstream=format_hostport(addr),
+                     qname=wire.name_text(question[:-4]), reason=why, near_misses=misses,
+                     dropped_since_last_log=count + 1)
+
     async def udp(self, addr: HostPort, packet: bytes, qid: int, question: bytes,
                   timeout: float) -> bytes:
         """One UDP exchange on a fresh connected socket (fresh source port)."""
@@ -184,8 +193,10 @@ class Forwarder:
         fut: asyncio.Future[bytes] = poller.loop.create_future()
         fd = -1
 
+        misses = [0]
+
         def readable() -> None:
-            self._read_one(fd, qid, question, addr, fut)
+            self._read_one(fd, qid, question, addr, fut, misses)
 
         try:
             fd = poller.open(addr, packet, readable)
@@ -200,7 +211,7 @@ class Forwarder:
             poller.release(fd)
 
     def _read_one(self, fd: int, qid: int, question: bytes, addr: HostPort,
-                  fut: asyncio.Future[bytes]) -> None:
+                  fut: asyncio.Future[bytes], misses: list[int]) -> None:
         while not fut.done():
             try:
                 data = recv(fd)
@@ -213,6 +224,12 @@ class Forwarder:
                 fut.set_result(data)
                 return
             self.fail(addr, "unwanted_reply")
+            misses[0] += 1
+            if 0 < self.nearmiss_max < misses[0]:
+                now = self.poller().loop.time()
+                self.spoof_suspected(addr, question, "nearmiss", misses[0], now)
+                fut.set_exception(Spoofed("near-miss replies"))
+                return
 
     async def tcp(self, addr: HostPort, packet: bytes, qid: int, question: bytes,
                   timeout: float) -> bytes:
@@ -244,10 +261,14 @@ class Forwarder:
         qid = (packet[0] << 8) | packet[1]
         name_end = wire.skip_name(packet, 12)
         question = packet[12:name_end].lower() + packet[name_end:name_end + 4]
-        reply = await self.udp(addr, packet, qid, question, timeout)
-        if reply[2] & 0x02:
-            reply = await self.tcp(addr, packet, qid, question, timeout)
-        return reply
+        try:
+            reply = await self.udp(addr, packet, qid, question, timeout)
+            if not reply[2] & 0x02:
+                return reply
+        except Spoofed:                     # the port is known to a spoofer: TCP is safe
+            pass
+        qid = self.new_id()                 # truncated or spoofed: over TCP, a fresh ID
+        return await self.tcp(addr, struct.pack(">H", qid) + packet[2:], qid, question, timeout)
 
 
 def _settle(fut: asyncio.Future[bytes | None], reply: bytes | None) -> None:
