@@ -171,7 +171,7 @@ class Exchange:
         qid = fwd.new_id()
         question = fwd.mixed_case(self.question) if fwd.use_0x20 else self.question
         packet = wire.build_query_for(qid, question, self.do, self.cd, edns)
-        att = _Attempt(self, idx, addr, qid, packet, question, fwd.health.server(addr))
+        att = _Attempt(self, idx, addr, qid, packet, question, fwd.server(idx))
         try:
             att.fd = self.poller.open(addr, packet, att.readable)
         except OSError as exc:

@@ -50,14 +50,12 @@ from pkdns import log
 from pkdns.config import HostPort, format_hostport
 from pkdns.dns import wire
 from pkdns.dns.exchange import Exchange, matches
-from pkdns.dns.health import Health
-from pkdns.dns.sockpoll import SocketPoller, recv
+from pkdns.dns.health import Health, Server
+from pkdns.dns.sockpoll import SocketPoller, mix_case, mix_case_with, recv
 from pkdns.errors import Spoofed, UpstreamError
 from pkdns.metrics import Metrics
 
 _log = log.get("forwarder")
-_LETTERS = bytes(0x20 if 0x61 <= c <= 0x7A else 0 for c in range(256))   # a-z -> 0x20
-_NOT_TYPE = ~0xFFFFFFFF           # clears qtype and qclass from a question's bit mask
 _SPOOF_LOG_EVERY = 1.0            # seconds between spoofing log lines per upstream
 
 
@@ -81,6 +79,8 @@ class Forwarder:
         self.preferred = 0
         self.sent = 0
         self.health = Health()
+        self._servers: list[Server] = []
+        self._servers_of: tuple[HostPort, ...] = ()
         self._spoof_logged: dict[HostPort, tuple[float, int]] = {}
         self._ids = b""
         self._id_at = 0                 # IDs left in _ids: its first _id_at bytes
@@ -96,24 +96,20 @@ class Forwarder:
         self._id_at = i - 2
         return (self._ids[i - 2] << 8) | self._ids[i - 1]
 
+    def server(self, idx: int) -> Server:
+        """The health state of upstream ``idx`` (a list by index: no tuple hashing per query;
+        made again when a reload replaced ``upstreams``)."""
+        if self._servers_of is not self.upstreams:
+            self._servers = [self.health.server(addr) for addr in self.upstreams]
+            self._servers_of = self.upstreams
+        return self._servers[idx]
+
     def mixed_case(self, question: bytes) -> bytes:
-        """``question`` (lowercased wire qname + qtype + qclass) with each letter of the name
-        uppercased at random (0x20): one unpredictable bit per letter that a forged reply
-        must echo. Bit arithmetic on the whole question instead of a loop per byte: a few C
-        calls per query. The label length bytes are never letters (at most 63)."""
-        n = len(question)
-        if self.rng is not None:
-            rnd = self.rng.getrandbits(8 * n)
-        else:
-            i = self._id_at
-            if i < n:
-                self._ids, i = os.urandom(2048), 2048
-            self._id_at = i - n
-            rnd = int.from_bytes(self._ids[i - n:i], "big")
-        flip = int.from_bytes(question.translate(_LETTERS), "big") & rnd & _NOT_TYPE
-        if not flip:
-            return question
-        return (int.from_bytes(question, "big") ^ flip).to_bytes(n, "big")
+        """``question`` with its letters in random case (0x20, :func:`sockpoll.mix_case`);
+        from ``rng`` when one was given (tests)."""
+        if self.rng is None:
+            return mix_case(question)
+        return mix_case_with(question, self.rng.getrandbits(8 * len(question)))
 
     def poller(self) -> SocketPoller:
         """The socket poller of the running loop (made again when the loop changes).

@@ -65,6 +65,26 @@ def _recv_plain(fd: int) -> bytes | None:
         return None
 
 
+_LETTERS = bytes(0x20 if 0x61 <= c <= 0x7A else 0 for c in range(256))   # a-z -> 0x20
+
+
+def mix_case_with(question: bytes, rnd: int) -> bytes:
+    """:func:`mix_case` with the random bits given (bit k of ``rnd`` is for byte k from the
+    end): bit arithmetic on the whole question, the last 4 bytes (qtype, qclass) left alone."""
+    flip = int.from_bytes(question.translate(_LETTERS), "big") & rnd & ~0xFFFFFFFF
+    if not flip:
+        return question
+    return (int.from_bytes(question, "big") ^ flip).to_bytes(len(question), "big")
+
+
+def _mix_case_plain(question: bytes) -> bytes:
+    return mix_case_with(question, int.from_bytes(os.urandom(len(question)), "big"))
+
+
+mix_case: Callable[[bytes], bytes] = _udpsock.mix_case if COMPILED else _mix_case_plain
+"""0x20: ``question`` (lowercased wire qname + qtype + qclass) with each letter of the name
+in random case, from the kernel CSPRNG: one bit a forged reply must echo per letter. Label
+length bytes are never letters (at most 63)."""
 recv: Callable[[int], bytes | None] = _udpsock.recv if COMPILED else _recv_plain
 """One datagram from a socket :meth:`SocketPoller.open` made, or None when none is waiting;
 a pending socket error (ICMP port unreachable: ConnectionRefusedError) is raised."""
