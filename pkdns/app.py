@@ -203,15 +203,16 @@ class Daemon:
         self.ops: Operations | None = None   # state, republisher, systemd, SIGHUP (main())
 
     def upstream_rows(self) -> list[dict[str, Any]]:
-        """Each upstream's health for the dashboard: up or down (no reply to its last
-        attempts), attempts in a row without a reply, failed attempts since start."""
+        """Each upstream's health for the dashboard: up or down (it answered nothing to its
+        last attempts), attempts since its last reply that it left unanswered while answering
+        nothing else, failed attempts since start."""
         health, failures = self.forwarder.health, by_label(self.metrics.upstream_failures,
                                                            "upstream")
         rows = []
         for u in self.forwarder.upstreams:
             name = format_hostport(u)
             rows.append({"upstream": name, "state": "down" if u in health.down else "up",
-                         "silent": health.silent.get(u, 0),
+                         "silent": health.silent_attempts(u),
                          "failures": int(failures.get(name, 0.0))})
         return rows
 

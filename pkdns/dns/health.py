@@ -94,6 +94,12 @@ class Health:
             srv = self.servers[addr] = Server(addr)
         return srv
 
+    def silent_attempts(self, addr: HostPort) -> int:
+        """How many attempts ``addr`` left unanswered since its last reply (see
+        :meth:`no_reply`); 0 for an upstream not asked yet."""
+        srv = self.servers.get(addr)
+        return 0 if srv is None else srv.silent
+
     def no_reply(self, srv: Server, question: bytes | None, now: float) -> None:
         """An attempt to ``srv`` went unanswered while the server answered nothing else
         (the caller checked :meth:`Server.answered_since`). ``question`` is the attempt's
