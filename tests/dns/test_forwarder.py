@@ -39,7 +39,8 @@ async def test_rfc5452_ports_and_ids_are_random() -> None:
 
         await asyncio.gather(*(one(i) for i in range(1000)))
         seen = up.queries("udp")
-    assert len(seen) == 1000
+    # every name asked (a retransmit after a 0.3 s timeout on a loaded machine adds a few)
+    assert len({str(s.message.question[0].name).lower() for s in seen}) == 1000 <= len(seen)
     ports = {s.addr[1] for s in seen}
     ids = [int.from_bytes(s.wire[:2], "big") for s in seen]
     assert len(ports) >= 950, len(ports)

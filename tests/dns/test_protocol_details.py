@@ -28,7 +28,7 @@ def handler(data: bytes, _t: str) -> Reply:
     q = dns.message.from_wire(data)
     name = q.question[0].name
     if q.question[0].rdtype == 15:
-        n = 40 if str(name).startswith("many.") else 12
+        n = 40 if str(name).lower().startswith("many.") else 12
         r = dns.message.from_wire(answer(data, *(f"{name} 300 IN MX {k} m{k}.{name}"
                                                  for k in range(n))))
         for k in range(n):

@@ -149,7 +149,7 @@ async def test_names_under_the_suffix_that_are_not_keys_never_go_upstream(
                     assert reply.rcode() == dns.rcode.NXDOMAIN, (name, reply)
             ok = await query(d, "web.example.test")
             assert ok.rcode() == dns.rcode.NOERROR and ok.answer
-        asked = [str(s.message.question[0].name) for s in up.queries()]
+        asked = [str(s.message.question[0].name).lower() for s in up.queries()]
         assert asked == ["web.example.test."], asked
 
 
