@@ -18,10 +18,11 @@ upstream marked down -- and every other client's uncached names then failed. So:
   the only traffic.
 * **When down**, an upstream gets one query as a probe after 1 s, then after 2, 4, 8 s, and
   no other query (so a dead upstream sees at most one query per second from us); a query
-  fails at once when every upstream is down (serve-stale still answers cached names). A name under a zone that already went silent proves nothing as a probe, so it may
-  probe only once a probe is :data:`PROBE_MAX` overdue: the probes go to other names first.
-  Any reply, even an error rcode, brings the upstream back. Forged datagrams count neither
-  way (PowerDNS advisory 2023-02).
+  fails at once when every upstream is down (serve-stale still answers cached names). A name
+  under a zone that already went silent proves nothing as a probe, so it may probe only once
+  a probe is :data:`PROBE_MAX` overdue: the probes go to other names first. Any reply, even
+  an error rcode, brings the upstream back. Forged datagrams count neither way (PowerDNS
+  advisory 2023-02).
 
 Pure: every decision takes ``now``; the exchange (:mod:`pkdns.dns.exchange`) reports events.
 """
