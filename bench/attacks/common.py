@@ -209,7 +209,7 @@ def server(ns: Netns, kind: str, d: Path, host: str, port: int,
     else:
         raise ValueError(kind)
     log = open(d / f"{kind}.log", "wb")
-    proc = ns.popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    proc = ns.popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)  # -c imports from cwd
     try:
         yield
     finally:
