@@ -125,6 +125,7 @@ def with_addresses(text: str, urls: list[str] | None) -> str:
 
 
 def _discover(urls: Any, family: int, defaults: RepublishConfig) -> str:
+    external_ip.preload()
     return asyncio.run(external_ip.discover(tuple(urls), family, defaults.ip_echo_timeout))
 
 

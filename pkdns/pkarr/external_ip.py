@@ -25,6 +25,17 @@ _MAX_BODY = 512  # an address, or a small JSON object with an "ip" field (ipinfo
 _FAMILY_NAME: dict[int, str] = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
 
 
+def preload() -> None:
+    """Import aiohttp now, from plain (not async) code.
+
+    aiohttp is imported on first use because ``pkdns resolve`` never needs it and loading it
+    costs a noticeable part of a cold start; but an import inside a coroutine blocks the event
+    loop for as long as it takes (asyncio's debug mode reports it as a slow callback), so the
+    callers that will discover an address load it before their loop runs.
+    """
+    import aiohttp  # noqa: F401
+
+
 async def discover(
     urls: Sequence[str], family: int, timeout: float, *, rng: random.Random | None = None
 ) -> str:
@@ -39,7 +50,7 @@ async def discover(
     name = _FAMILY_NAME[family]
     if not urls:
         raise PkdnsError(f"cannot discover the external {name} address: no IP-echo URLs")
-    import aiohttp
+    import aiohttp  # already loaded by preload() where it matters (see there)
 
     order = list(urls)
     (rng or random.SystemRandom()).shuffle(order)

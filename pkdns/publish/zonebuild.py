@@ -59,6 +59,8 @@ class ZoneBuilder:
 
     def __init__(self, cfg: RepublishConfig, discover: Discover | None = None) -> None:
         self.cfg = cfg
+        if discover is None:
+            external_ip.preload()       # here, not at the first discovery inside the loop
         self._discover: Discover = discover or external_ip.discover
         self._signed: dict[str, Addresses] = {}   # zone file -> addresses it was signed with
 
