@@ -35,6 +35,9 @@ class LookupCounters(Protocol):
     @property
     def deadline_hit(self) -> bool: ...
 
+    @property
+    def timed_out(self) -> int: ...
+
 
 def from_the_future(packet: SignedPacket, wall_us: int) -> bool:
     """True when ``packet`` is dated more than :data:`FUTURE_SLACK_US` after ``wall_us``.
@@ -53,8 +56,14 @@ def absence_proven(outcome: LookupCounters) -> bool:
     finishes normally has asked every candidate in its closest-20 window, so the candidates it
     never asked lie beyond 20 responders. A lookup that timed out, or whose close nodes were
     mostly silent, proves nothing: the packet may sit on the nodes that did not answer.
+
+    Nor does a lookup where more than one node in three stayed silent (timed_out > responded
+    / 2): a lookup gives up on slow nodes and fills its window with farther ones that answer,
+    so on a lossy network "every node in the window answered" says nothing about the closest
+    ones. Measured in the kernel lab at 50 % loss with a third of the nodes dead, the old rule
+    answered NXDOMAIN for 47 of 100 keys that were stored.
     """
-    if outcome.deadline_hit:
+    if outcome.deadline_hit or outcome.timed_out * 2 > outcome.responded:
         return False
     return outcome.responded > 0 and outcome.responded >= min(ENOUGH_RESPONDERS,
                                                                outcome.queried)

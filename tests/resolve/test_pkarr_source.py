@@ -386,3 +386,14 @@ async def test_insert_refuses_packets_from_the_far_future() -> None:
     clock.advance(7200)                           # time caught up: now it is acceptable
     later = pkt(7200 + 3599)
     assert src.insert(later)
+
+
+def test_a_lookup_with_many_silent_nodes_proves_no_absence() -> None:
+    """Kernel lab, 50 % loss and a third dead: lookups gave up on silent close nodes and
+    "proved" absence from farther ones (47 of 100 stored keys got NXDOMAIN)."""
+    from pkdns.dht.lookup import Outcome
+    from pkdns.dns.pkarr_evidence import absence_proven
+
+    assert absence_proven(Outcome(queried=20, responded=10, timed_out=5))
+    assert not absence_proven(Outcome(queried=20, responded=10, timed_out=6))
+    assert not absence_proven(Outcome(queried=30, responded=8, timed_out=20))
