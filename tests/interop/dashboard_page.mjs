@@ -3,23 +3,9 @@
 // playwright-core), wait until the dashboard has drawn, print what it shows.
 //   node dashboard_page.mjs --url http://127.0.0.1:PORT/ --screenshot FILE [--user-data-dir DIR]
 // Prints {"tiles": {id: text}, "upstreams": [[...]], "zones": [[...]], "lines": N, "points": [...]}.
-import { chromium } from 'playwright-core'
+import { arg, open } from './chromium_page.mjs'
 
-function arg (name, def) {
-  const i = process.argv.indexOf('--' + name)
-  return i < 0 ? def : process.argv[i + 1]
-}
-const url = arg('url')
-if (!url || !new URL(url).hostname.startsWith('127.')) throw new Error('a loopback --url is required')
-setTimeout(() => { console.error('time limit'); process.exit(3) }, Number(arg('time-limit', 60)) * 1000).unref()
-
-const context = await chromium.launchPersistentContext(arg('user-data-dir', ''), {
-  executablePath: arg('chromium', '/usr/bin/chromium'),
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  viewport: { width: 1100, height: 900 }
-})
+const { url, context } = await open(900)
 try {
   const page = context.pages()[0] || await context.newPage()
   const requests = []

@@ -3,23 +3,9 @@
 // playwright-core: no browser download), look a key up through the form, print what rendered.
 //   node status_page.mjs --url http://127.0.0.1:PORT/ --key Z32 --screenshot FILE [--user-data-dir DIR]
 // Prints {"status": {...}, "rows": [[name, ttl, type, data], ...], "message": "..."}.
-import { chromium } from 'playwright-core'
+import { arg, open } from './chromium_page.mjs'
 
-function arg (name, def) {
-  const i = process.argv.indexOf('--' + name)
-  return i < 0 ? def : process.argv[i + 1]
-}
-const url = arg('url')
-if (!url || !new URL(url).hostname.startsWith('127.')) throw new Error('a loopback --url is required')
-setTimeout(() => { console.error('time limit'); process.exit(3) }, Number(arg('time-limit', 60)) * 1000).unref()
-
-const context = await chromium.launchPersistentContext(arg('user-data-dir', ''), {
-  executablePath: arg('chromium', '/usr/bin/chromium'),
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  viewport: { width: 1100, height: 800 }
-})
+const { url, context } = await open(800)
 try {
   const page = context.pages()[0] || await context.newPage()
   await page.goto(url)
