@@ -149,8 +149,13 @@ def victim(src: str, dst: str, port: int, seconds: float, qps: float,
 
 # ----------------------------------------------------------------------------- servers
 
-def unbound_conf(d: Path, host: str, port: int, upstream: tuple[str, int], ratelimit: int) -> Path:
+def unbound_conf(d: Path, host: str, port: int, forwards: Sequence[tuple[str, int]],
+                 ratelimit: int | None = None, zone: str = "test.") -> Path:
+    """An unbound config: one thread, iterator only, forwarding ``.`` to ``forwards``, which
+    may be on loopback (``zone`` is opened from unbound's built-in local zones for that)."""
     conf = d / "unbound.conf"
+    limit = f"\n    ip-ratelimit: {ratelimit}" if ratelimit is not None else ""
+    addrs = "\n".join(f"    forward-addr: {h}@{p}" for h, p in forwards)
     conf.write_text(f"""server:
     interface: {host}@{port}
     port: {port}
@@ -159,22 +164,50 @@ def unbound_conf(d: Path, host: str, port: int, upstream: tuple[str, int], ratel
     chroot: ""
     username: ""
     directory: "{d}"
-    pidfile: "{d}/unbound.pid"
+    pidfile: ""
     use-syslog: no
     logfile: ""
     verbosity: 0
     access-control: 10.0.0.0/8 allow
+    access-control: 127.0.0.0/8 allow
     do-not-query-localhost: no
-    so-rcvbuf: 4m
-    ip-ratelimit: {ratelimit}
+    so-rcvbuf: 4m{limit}
     do-ip6: no
     module-config: "iterator"
-    local-zone: "test." nodefault
+    local-zone: "{zone}" nodefault
 forward-zone:
     name: "."
-    forward-addr: {upstream[0]}@{upstream[1]}
+{addrs}
 """)
     return conf
+
+
+def _answers(host: str, port: int) -> bool:
+    """Does a DNS server at ``host:port`` answer anything within 0.3 s?"""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.3)
+        try:
+            s.sendto(query(1, "ready.example.org"), (host, port))
+            return len(s.recv(4096)) >= 12
+        except OSError:
+            return False
+
+
+@contextlib.contextmanager
+def loopback_unbound(forwards: Sequence[tuple[str, int]], d: Path, port: int,
+                     zone: str = "example.") -> Iterator[int]:
+    """unbound on 127.0.0.1:``port`` forwarding to ``forwards``, once it answers; stopped
+    on exit (the comparison server of the loopback attack benches)."""
+    conf = unbound_conf(d, "127.0.0.1", port, forwards, zone=zone)
+    proc = subprocess.Popen(["unbound", "-d", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not _answers("127.0.0.1", port):
+            time.sleep(0.1)
+        yield port
+    finally:
+        stop(proc)
 
 
 def wait_answering(ns: Netns, src: str, dst: str, port: int, timeout: float = 15.0) -> None:
@@ -205,7 +238,7 @@ def server(ns: Netns, kind: str, d: Path, host: str, port: int,
                 "--config", str(d / "pkdns.toml"), "--no-http", "--state-dir", str(d / "state"),
                 "--dht-port", "0", "--bootstrap", "127.0.0.1:9"]
     elif kind == "unbound":
-        argv = ["unbound", "-d", "-c", str(unbound_conf(d, host, port, upstream, 100))]
+        argv = ["unbound", "-d", "-c", str(unbound_conf(d, host, port, [upstream], 100))]
     else:
         raise ValueError(kind)
     log = open(d / f"{kind}.log", "wb")

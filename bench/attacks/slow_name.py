@@ -29,7 +29,6 @@ import json
 import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +42,7 @@ import dns.rcode
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import tests.support.daemon as daemon_support  # noqa: E402
+from bench.attacks.common import loopback_unbound  # noqa: E402
 from tests.support.knot import free_port  # noqa: E402
 from tests.support.upstream import FakeUpstream, Reply, a_record  # noqa: E402
 
@@ -116,47 +116,10 @@ async def scenario(server: tuple[str, int], kind: str, seconds: float, attack_qp
             "legit_answered_pct": round(100.0 * sum(legit) / max(1, len(legit)), 2)}
 
 
-UNBOUND_CONF = """server:
-    interface: 127.0.0.1@{port}
-    port: {port}
-    num-threads: 1
-    do-daemonize: no
-    username: ""
-    chroot: ""
-    directory: "{d}"
-    pidfile: ""
-    logfile: ""
-    use-syslog: no
-    verbosity: 0
-    do-ip6: no
-    do-not-query-localhost: no
-    module-config: "iterator"
-    access-control: 127.0.0.0/8 allow
-    local-zone: "example." nodefault
-forward-zone:
-    name: "."
-{forwards}
-"""
-
-
 @contextmanager
 def unbound(upstreams: list[FakeUpstream], tmp: Path) -> Iterator[tuple[str, int]]:
-    port = free_port()
-    forwards = "\n".join(f"    forward-addr: {u.host}@{u.port}" for u in upstreams)
-    conf = tmp / "unbound.conf"
-    conf.write_text(UNBOUND_CONF.format(port=port, d=tmp, forwards=forwards))
-    proc = subprocess.Popen(["unbound", "-d", "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if asyncio.run(ask(("127.0.0.1", port), "127.0.0.1", "ready.example.org")):
-                break
-            time.sleep(0.1)
+    with loopback_unbound([(u.host, u.port) for u in upstreams], tmp, free_port()) as port:
         yield ("127.0.0.1", port)
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @contextmanager

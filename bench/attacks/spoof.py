@@ -43,7 +43,7 @@ import dns.message
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.attacks.slow_name import UNBOUND_CONF  # noqa: E402
+from bench.attacks.common import loopback_unbound  # noqa: E402
 from tests.support.daemon import PKDNS, json_lines, stop_process  # noqa: E402
 from tests.support.knot import free_port  # noqa: E402
 from tests.support.upstream import Delayed, FakeUpstream, Reply, Seen, answer  # noqa: E402
@@ -174,18 +174,8 @@ def pkdns(upstream: FakeUpstream, tmp: Path, config: str, binary: str
 
 @contextmanager
 def unbound(upstream: FakeUpstream, tmp: Path) -> Iterator[int]:
-    port = free_port()
-    conf = tmp / "unbound.conf"
-    forwards = f"    forward-addr: {upstream.host}@{upstream.port}"
-    conf.write_text(UNBOUND_CONF.format(port=port, d=tmp, forwards=forwards))
-    proc = subprocess.Popen(["unbound", "-d", "-c", str(conf)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        time.sleep(1.0)
+    with loopback_unbound([(upstream.host, upstream.port)], tmp, free_port()) as port:
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def metrics(http_port: int) -> dict[str, float]:
