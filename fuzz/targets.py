@@ -34,6 +34,8 @@ from typing import Any, TypeVar
 import dnslib
 
 from pkdns import reload
+from pkdns.answer.names import PkarrName
+from pkdns.answer.synth import Final, synthesize
 from pkdns.config import CacheConfig, Config
 from pkdns.configfile import parse as parse_config
 from pkdns.configfile import validate
@@ -41,10 +43,8 @@ from pkdns.dht import item, krpc
 from pkdns.dht.ids import target_of
 from pkdns.dns import rebind, wire
 from pkdns.dns.cache import WireCache, render
-from pkdns.dns.names import PkarrName
 from pkdns.dns.rebind_icann import IcannGuard, suspicious
 from pkdns.dns.reply import inspect_reply
-from pkdns.dns.synth import Final, synthesize
 from pkdns.errors import ConfigError, DecodeError, UsageError, VerifyError
 from pkdns.pkarr.keys import Keypair, PublicKey
 from pkdns.pkarr.signed_packet import MAX_PACKET_BYTES, SignedPacket, signable

@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import uvloop
 
 from pkdns import log
+from pkdns.answer.service import PkarrService
 from pkdns.clock import SYSTEM_CLOCK, Clock
 from pkdns.config import Config, DnsConfig, HostPort, format_hostport
 from pkdns.dns.cache import WireCache
 from pkdns.dns.forwarder import Forwarder
-from pkdns.dns.pkarr_service import PkarrService
 from pkdns.dns.resolver import Resolver
 from pkdns.errors import PkdnsError
 from pkdns.lifecycle import Operations

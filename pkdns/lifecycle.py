@@ -22,10 +22,10 @@ from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from pkdns import log, reload
+from pkdns.answer.service import own_keys
 from pkdns.config import Config, format_hostport
 from pkdns.dht.item import MutableItem
 from pkdns.dns.acl import Acl
-from pkdns.dns.pkarr_service import own_keys
 from pkdns.dns.ratelimit import RateLimiter
 from pkdns.errors import DhtError, PkdnsError
 from pkdns.persist import StateKeeper

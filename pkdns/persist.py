@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from pkdns import log
+from pkdns.answer.packets import PacketSource
 from pkdns.clock import Clock
 from pkdns.config import StateConfig
 from pkdns.errors import DecodeError
@@ -37,25 +38,6 @@ class NodeTable(Protocol):
     def export_nodes(self) -> list[SavedNode]: ...
 
     def import_nodes(self, nodes: Iterable[SavedNode]) -> None: ...
-
-
-class Held(Protocol):
-    """One packet in the packet cache as persistence sees it: the packet and when it was
-    fetched (monotonic), saved as a wall-clock ``seen_at`` so its age survives a restart."""
-
-    @property
-    def packet(self) -> SignedPacket: ...
-
-    @property
-    def fetched_at(self) -> float: ...
-
-
-class PacketCache(Protocol):
-    """``PkarrSource``'s persistence hooks."""
-
-    def cached(self) -> Iterable[Held]: ...
-
-    def insert(self, packet: SignedPacket, fetched_at: float | None = None) -> bool: ...
 
 
 class Schedule(Protocol):
@@ -83,7 +65,7 @@ class StateKeeper:
         self.cfg, self.clock = cfg, clock
         self.store = StateStore(state_dir, self._wall())
         self.dht: NodeTable | None = None
-        self.packets: PacketCache | None = None
+        self.packets: PacketSource | None = None
         self.schedule: Schedule | None = None
         self.restored: Restored | None = None
         self._task: asyncio.Task[None] | None = None

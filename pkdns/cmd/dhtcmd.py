@@ -22,6 +22,7 @@ import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TextIO, TypeVar
 
+from pkdns.answer.names import BadKey, PkarrName, classify
 from pkdns.clock import SYSTEM_CLOCK
 from pkdns.cmd.keys import add_ip_echo_flag, read_seed, with_addresses
 from pkdns.cmd.serve import add_common_dht_flags
@@ -29,9 +30,8 @@ from pkdns.config import DhtConfig, HostPort, PkarrConfig, format_hostport
 from pkdns.dht.lookup import Outcome, PutResult
 from pkdns.dht.node import DhtNode, GetQuery
 from pkdns.dht.testnet import Testnet
-from pkdns.dns.names import BadKey, PkarrName, classify
-from pkdns.dns.pkarr_evidence import absence_proven
 from pkdns.errors import DecodeError, DhtError, PkdnsError, UsageError
+from pkdns.pkarr.evidence import absence_proven
 from pkdns.pkarr.keys import PublicKey
 from pkdns.pkarr.signed_packet import SignedPacket
 from pkdns.pkarr.zone import records_to_text

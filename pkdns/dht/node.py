@@ -45,7 +45,7 @@ from pkdns.dht.item import MutableItem
 from pkdns.dht.join import RESEND_FIRST, RETRANSMIT, SAVED_HELLOS, Greeter, resend_offsets
 from pkdns.dht.krpc import Address, ErrorMessage, Query
 from pkdns.dht.lookup import GetMutableLookup, IterativeLookup, Outcome, PutMutable, PutResult
-from pkdns.dht.ratelimit import PACE_LIMIT, PerIpLimiter, SendPacer
+from pkdns.dht.pacing import PACE_LIMIT, PerIpLimiter, SendPacer
 from pkdns.dht.responder import Responder
 from pkdns.dht.routing import PingFirst, RoutingTable, ip_key
 from pkdns.dht.rtt import RttEstimator

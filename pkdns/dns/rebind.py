@@ -21,7 +21,7 @@ Addresses are removed record by record (A, AAAA, and the ipv4hint/ipv6hint param
 HTTPS/SVCB records, RFC 9460 §7.3, which browsers may connect to before A/AAAA arrive): the
 rest of the answer is kept, so a name that publishes one public and one private address still
 works, over its public one. What a client gets when nothing is left is the caller's decision
-(:mod:`pkdns.dns.pkarr_answer` and :mod:`pkdns.dns.rebind_icann`).
+(:mod:`pkdns.answer.answerer` and :mod:`pkdns.dns.rebind_icann`).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@
 3. the ladder (:func:`pkdns.dns.wire.parse_query`): drop / FORMERR / NOTIMP / BADVERS;
 4. query policy (:mod:`pkdns.dns.querypolicy`): class != IN, qtype 0 and meta qtypes are
    refused, ANY gets RFC 8482 §4.2 minimal answers (TC=1 over UDP, no bigger than the query);
-5. pkarr names (``PkarrHandler.claims``) -> the handler (:mod:`pkdns.dns.pkarr_seam`);
+5. pkarr names (``PkarrHandler.claims``) -> the handler (:mod:`pkdns.answer.seam`);
    everything else -> cache, else one coalesced upstream fetch (stored in the cache by the fetch
    itself, so a late reply still fills the cache, as Unbound does), with serve-stale (RFC 8767)
    when the upstream fails or is slower than ``stale_client_timeout``, else SERVFAIL by
@@ -37,6 +37,8 @@ from typing import Any
 import dnslib
 
 from pkdns import log
+from pkdns.answer.names import KEY_LABEL_LEN
+from pkdns.answer.seam import PkarrHandler, ask
 from pkdns.clock import Clock
 from pkdns.config import Config, HostPort
 from pkdns.dns import wire
@@ -53,8 +55,6 @@ from pkdns.dns.cache import (
 )
 from pkdns.dns.fetch import Fetch, Fetches
 from pkdns.dns.forwarder import Forwarder
-from pkdns.dns.names import KEY_LABEL_LEN
-from pkdns.dns.pkarr_seam import PkarrHandler, ask
 from pkdns.dns.querypolicy import edns_size, error, policy_reply, reply_limit, special_qtype
 from pkdns.dns.ratelimit import RateLimiter, Verdict
 from pkdns.dns.rebind_icann import IcannGuard
@@ -220,7 +220,7 @@ class Resolver:
 
     def _maybe_pkarr(self, name: bytes) -> bool:
         """Can ``PkarrHandler.claims`` be true for this wire name? Only when its TLD is a
-        52-character label (a key, :func:`pkdns.dns.names.classify`) or the ``.key``-style
+        52-character label (a key, :func:`pkdns.answer.names.classify`) or the ``.key``-style
         suffix; checked on the bytes so that ICANN misses skip the text classification."""
         at = wire.last_label_at(name)
         if at < 0:

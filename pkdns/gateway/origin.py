@@ -18,12 +18,11 @@ from typing import Protocol
 
 from dnslib import QTYPE, RCODE, DNSRecord
 
-from pkdns.dns.names import PkarrName
-from pkdns.dns.pkarr_source import Lookup, Status
+from pkdns.answer.names import PkarrName
+from pkdns.answer.packets import PacketSource, Status
 from pkdns.gateway import tlsa
 from pkdns.gateway.leaves import ALPN
 from pkdns.gateway.route import PORT, origin_name, tlsa_at
-from pkdns.pkarr.keys import PublicKey
 
 _LOOKUP_FAILED = {
     Status.NOT_FOUND: "no signed packet for this key was found on the DHT",
@@ -35,10 +34,6 @@ _LOOKUP_FAILED = {
 
 class Refused(Exception):
     """The origin cannot be used; ``str(exc)`` says why (shown on the 502 page)."""
-
-
-class PacketSource(Protocol):
-    async def get(self, key: PublicKey, client_ip: str) -> Lookup: ...
 
 
 class Answerer(Protocol):

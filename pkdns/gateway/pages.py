@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import re
 
-from pkdns.dns.names import PkarrName, classify
+from pkdns.answer.names import PkarrName, classify
 
 MAX_HEAD = 16384            # bytes of request head read before answering
 _HOST = re.compile(rb"^host:[ \t]*([^\r\n]*)", re.IGNORECASE | re.MULTILINE)

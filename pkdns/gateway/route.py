@@ -22,8 +22,8 @@ import ipaddress
 
 from dnslib import AAAA, QTYPE, RCODE, RR, A, DNSBuffer, DNSRecord
 
-from pkdns.dns.names import PkarrName, normalize
-from pkdns.dns.synth import Final, SynthOptions, Zone, negative, synthesize
+from pkdns.answer.names import PkarrName, normalize
+from pkdns.answer.synth import Final, SynthOptions, Zone, negative, synthesize
 from pkdns.gateway.tlsa import TLSA_TYPE, Tlsa, from_rdata, owner
 
 _ADDRESS = (QTYPE.A, QTYPE.AAAA)

@@ -29,14 +29,15 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 from pkdns import log
+from pkdns.answer.packets import PacketSource
+from pkdns.answer.synth import SynthOptions
 from pkdns.clock import Clock
 from pkdns.config import Config, HostPort, format_hostport
 from pkdns.dns.acl import Acl
-from pkdns.dns.synth import SynthOptions
 from pkdns.errors import PkdnsError
 from pkdns.gateway import ca, pages
 from pkdns.gateway.leaves import LeafContexts, server_context
-from pkdns.gateway.origin import Answerer, OriginFinder, PacketSource, Refused
+from pkdns.gateway.origin import Answerer, OriginFinder, Refused
 from pkdns.gateway.route import GatewayRoute
 
 _log = log.get("gateway")

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from pkdns import log
+from pkdns.answer.packets import PacketSource
 from pkdns.clock import Clock
 from pkdns.config import RepublishConfig, ZoneConfig
 from pkdns.dht.item import MutableItem
 from pkdns.errors import PkdnsError
 from pkdns.metrics import Metrics
-from pkdns.pkarr.keys import PublicKey
 from pkdns.pkarr.signed_packet import SignedPacket
 from pkdns.publish.schedule import Candidate, RepublishPlan, ZoneJob
 from pkdns.state import ScheduleEntry
@@ -38,26 +37,6 @@ AddressChanged = Callable[[ZoneConfig], Awaitable[bool | None]]
 MAX_PARALLEL = 4
 
 
-class CachedLike(Protocol):
-    """What the packet cache holds (``pkdns.dns.pkarr_source.CachedPacket``)."""
-
-    @property
-    def packet(self) -> SignedPacket: ...
-
-    @property
-    def fetched_at(self) -> float: ...
-
-
-class PacketCache(Protocol):
-    """The hooks the republisher needs from ``PkarrSource``."""
-
-    def cached(self) -> Iterable[CachedLike]: ...
-
-    def query_counts(self) -> dict[PublicKey, int]: ...
-
-    def insert(self, packet: SignedPacket, fetched_at: float | None = None) -> bool: ...
-
-
 def to_item(packet: SignedPacket) -> MutableItem:
     """A signed packet as the BEP 44 item it is (pkarr ``design/base.md``: seq = timestamp,
     v = packet)."""
@@ -71,7 +50,7 @@ class Republisher:
     name = "republisher"
 
     def __init__(self, cfg: RepublishConfig, zones: Sequence[ZoneConfig], *, publish: Publish,
-                 build: BuildZone, clock: Clock, cache: PacketCache | None = None,
+                 build: BuildZone, clock: Clock, cache: PacketSource | None = None,
                  metrics: Metrics | None = None,
                  saved: Mapping[str, ScheduleEntry] | None = None,
                  ready: Callable[[], Awaitable[object]] | None = None,

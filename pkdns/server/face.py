@@ -5,7 +5,7 @@ page over the pkarr packet source and the DHT node, metrics) and serves it on ``
 The composition root creates it, sets :attr:`HttpFace.source` / :attr:`HttpFace.dht` when it
 has them, and adds it to the daemon (``daemon.add(face)``).
 
-Relay semantics on top of :class:`pkdns.dns.pkarr_source.PkarrSource`: CacheFirst misses go
+Relay semantics on top of :class:`pkdns.answer.source.PkarrSource`: CacheFirst misses go
 through the source's coalesced DHT + relay lookup, which serves a stale packet at once while it
 refreshes (RFC 8767), as DNS answers do; NetworkOnly runs its own full DHT query and feeds a
 newer result back into the source. """
@@ -15,16 +15,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from pkdns.answer.packets import PacketSource, Status
+from pkdns.answer.source import MutableStream
 from pkdns.clock import Clock
 from pkdns.config import Config, format_hostport
 from pkdns.dht.item import MutableItem
 from pkdns.dht.lookup import PutResult
 from pkdns.dht.storage import E_OLD_SEQ
-from pkdns.dns.pkarr_evidence import absence_proven, from_the_future
-from pkdns.dns.pkarr_source import CachedPacket, Lookup, MutableStream, Status
 from pkdns.dns.ratelimit import RateLimiter, Verdict
 from pkdns.errors import DecodeError
 from pkdns.metrics import Metrics
+from pkdns.pkarr.evidence import absence_proven, from_the_future
 from pkdns.pkarr.keys import PublicKey
 from pkdns.pkarr.signed_packet import SignedPacket
 from pkdns.publish.republisher import to_item
@@ -32,16 +33,6 @@ from pkdns.server.dashboard import Dashboard
 from pkdns.server.http import DnsEntry, HttpServer, build_app
 from pkdns.server.relay_api import Cached, Fetched, Published, RelayApi
 from pkdns.server.status import DaemonStatus, StatusPage
-
-
-class Source(Protocol):
-    """The part of ``PkarrSource`` the relay API uses."""
-
-    async def get(self, key: PublicKey, client_ip: str) -> Lookup: ...
-
-    def insert(self, packet: SignedPacket, fetched_at: float | None = None) -> bool: ...
-
-    def cached(self) -> Any: ...
 
 
 class Node(Protocol):
@@ -73,19 +64,16 @@ class ClockedLimiter:
 
 
 class SourceStore:
-    """:class:`pkdns.server.relay_api.PacketStore` over the daemon's packet source."""
+    """:class:`pkdns.server.relay_api.RelayStore` over the daemon's packet source."""
 
-    def __init__(self, source: Source, dht: Node | None, clock: Clock, min_ttl: int,
+    def __init__(self, source: PacketSource, dht: Node | None, clock: Clock, min_ttl: int,
                  max_ttl: int, lookup_timeout: float) -> None:
         self._source, self._dht, self._clock = source, dht, clock
         self._ttl = (min_ttl, max_ttl)
         self._timeout = lookup_timeout
 
     def cached(self, key: PublicKey) -> Cached | None:
-        # PkarrSource exposes its cache as a snapshot iterator only; a relay GET is rare next
-        # to DNS queries, so a scan of at most pkarr.packet_cache_size entries is acceptable.
-        entry: CachedPacket | None = next(
-            (e for e in self._source.cached() if e.packet.public_key == key), None)
+        entry = self._source.held(key)
         if entry is None:
             return None
         age = self._clock.monotonic() - entry.fetched_at
@@ -154,7 +142,7 @@ class HttpFace:
                  started: float, dns_listeners: Callable[[], Sequence[str]] = tuple,
                  cache_stats: Callable[[], dict[str, Any]] | None = None) -> None:
         self.cfg, self.clock, self.metrics, self.dns = cfg, clock, metrics, dns
-        self.source: Source | None = None
+        self.source: PacketSource | None = None
         self.dht: Node | None = None
         self.status = DaemonStatus(clock, started, cfg.dht.mode, cache_stats=cache_stats)
         self.dashboard = Dashboard(metrics, clock, self._snapshot)

@@ -37,9 +37,9 @@ from typing import Protocol
 from aiohttp import web
 
 from pkdns.clock import Clock
-from pkdns.dns.pkarr_evidence import from_the_future
 from pkdns.errors import DecodeError
 from pkdns.metrics import Metrics
+from pkdns.pkarr.evidence import from_the_future
 from pkdns.pkarr.keys import PublicKey
 from pkdns.pkarr.relay_client import INVALID_SEQ, STORED_NODES, http_date, parse_http_date
 from pkdns.pkarr.signed_packet import MAX_BYTES, SignedPacket
@@ -89,8 +89,8 @@ class Published:
     error: str | None = None
 
 
-class PacketStore(Protocol):
-    """The daemon's signed-packet cache and network lookups (``dns.pkarr_source``)."""
+class RelayStore(Protocol):
+    """The daemon's signed-packet cache and network lookups (``pkdns.answer.source``)."""
 
     def cached(self, key: PublicKey) -> Cached | None: ...
 
@@ -108,7 +108,7 @@ class Publisher(Protocol):
     async def publish(self, packet: SignedPacket) -> Published: ...
 
 
-class RateLimiter(Protocol):
+class RelayQuota(Protocol):
     """Per-client token bucket: ``allow`` spends one token or returns False."""
 
     def allow(self, client: str) -> bool: ...
@@ -208,7 +208,7 @@ def check_if_match(if_match: str | None, cached: Cached | None) -> None:
 class RelayApi:
     """Relay GET/PUT over the daemon's packet store and DHT publisher."""
 
-    def __init__(self, store: PacketStore, publisher: Publisher | None, limiter: RateLimiter,
+    def __init__(self, store: RelayStore, publisher: Publisher | None, limiter: RelayQuota,
                  clock: Clock, min_ttl: int, max_ttl: int, metrics: Metrics | None = None
                  ) -> None:
         self._store = store

@@ -9,7 +9,7 @@ import pytest
 from pkdns.dht import ids
 from pkdns.dht.admission import QuerierCheck
 from pkdns.dht.item import check_item, sign_item, signable
-from pkdns.dht.ratelimit import PerIpLimiter
+from pkdns.dht.pacing import PerIpLimiter
 from pkdns.dht.routing import (
     CHECK_TIMEOUT,
     MAX_FAILS,

@@ -12,7 +12,7 @@ from pkdns.dht import ids
 from pkdns.dht.item import sign_item
 from pkdns.dht.krpc import Address, ErrorMessage, Query, Response
 from pkdns.dht.node import DhtNode
-from pkdns.dht.ratelimit import SendPacer
+from pkdns.dht.pacing import SendPacer
 from pkdns.dht.routing import REFRESH_AFTER, STALE_AFTER, RoutingTable, random_id_in_bucket
 from pkdns.dht.testnet import Testnet
 from pkdns.dht.transport import KrpcProtocol, Reply

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from pkdns.answer.answerer import PkarrAnswerer
+from pkdns.answer.packets import SourceResult, Status
 from pkdns.clock import SYSTEM_CLOCK
 from pkdns.config import Config, GatewayConfig, PkarrConfig
-from pkdns.dns.pkarr_answer import PkarrAnswerer
-from pkdns.dns.pkarr_source import Lookup, Status
 from pkdns.gateway import tlsa
 from pkdns.gateway.server import GatewayService
 from pkdns.pkarr.keys import PublicKey
@@ -37,11 +37,11 @@ class DictSource:
         packet = SignedPacket.sign(kp, parse_zone(zone, kp.public_key), pf.TS)  # type: ignore[attr-defined]
         self.packets[packet.public_key.z32] = packet
 
-    async def get(self, key: PublicKey, client_ip: str) -> Lookup:
+    async def get(self, key: PublicKey, client_ip: str) -> SourceResult:
         packet = self.packets.get(key.z32)
         if packet is None:
-            return Lookup(Status.NOT_FOUND, negative_ttl=60)
-        return Lookup(Status.FOUND, packet)
+            return SourceResult(Status.NOT_FOUND, negative_ttl=60)
+        return SourceResult(Status.FOUND, packet)
 
 
 @dataclass

@@ -6,8 +6,8 @@ from typing import Any
 
 from dnslib import QTYPE, RCODE, DNSRecord
 
-from pkdns.dns.names import PkarrName, classify
-from pkdns.dns.synth import SynthOptions
+from pkdns.answer.names import PkarrName, classify
+from pkdns.answer.synth import SynthOptions
 from pkdns.gateway import pages
 from pkdns.gateway.route import GatewayRoute, origin_name, tlsa_at
 from pkdns.pkarr.signed_packet import SignedPacket
@@ -90,14 +90,14 @@ def test_pages() -> None:
 
 class _OneKey:
     async def get(self, key: object, client_ip: str) -> Any:
-        from pkdns.dns.pkarr_source import Lookup, Status
+        from pkdns.answer.packets import SourceResult, Status
 
-        return Lookup(Status.FOUND, PACKET)
+        return SourceResult(Status.FOUND, PACKET)
 
 
 async def test_the_rebinding_filter_leaves_the_gateway_address_alone() -> None:
+    from pkdns.answer.answerer import PkarrAnswerer
     from pkdns.config import PkarrConfig
-    from pkdns.dns.pkarr_answer import PkarrAnswerer
 
     handler = PkarrAnswerer(_OneKey(), None, PkarrConfig())     # filter on, key not exempt
     handler.route = ROUTE

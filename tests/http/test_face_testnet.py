@@ -11,11 +11,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from pkdns.answer.source import PkarrSource
 from pkdns.clock import SYSTEM_CLOCK
 from pkdns.config import Config, HttpConfig, PkarrConfig
 from pkdns.dht.node import DhtNode
 from pkdns.dht.testnet import Testnet
-from pkdns.dns.pkarr_source import PkarrSource
 from pkdns.metrics import Metrics
 from pkdns.pkarr.relay_client import RelayClient
 from pkdns.server.face import HttpFace

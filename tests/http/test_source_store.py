@@ -1,13 +1,13 @@
-"""The relay API's store over a real PkarrSource and a scripted DHT (tests.resolve.fakes)."""
+"""The relay API's store over a real PkarrSource and a scripted DHT (tests.answer.fakes)."""
 
 from __future__ import annotations
 
 import pytest
 
+from pkdns.answer.source import PkarrSource
 from pkdns.config import PkarrConfig
-from pkdns.dns.pkarr_source import PkarrSource
 from pkdns.server.face import SourceStore
-from tests.resolve.fakes import FakeDht, Script, item_of
+from tests.answer.fakes import FakeDht, Script, item_of
 from tests.support.clock import FakeClock
 from tests.support.pkarr_factory import keypair, packet
 

@@ -8,8 +8,8 @@ import dataclasses
 from collections.abc import Iterable
 from pathlib import Path
 
+from pkdns.answer.source import PkarrSource, Status
 from pkdns.config import PkarrConfig, StateConfig
-from pkdns.dns.pkarr_source import PkarrSource, Status
 from pkdns.persist import StateKeeper
 from pkdns.state import SavedNode, SavedPacket, ScheduleEntry
 from tests.support import pkarr_factory as pf

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import pytest
 
 from pkdns.dht.testnet import Testnet
-from tests.resolve.fakes import item_of
+from tests.answer.fakes import item_of
 from tests.support.daemon import run_daemon
 from tests.support.pkarr_factory import keypair, packet
 

@@ -1,6 +1,6 @@
-"""The asyncio side of the node-wide DHT lookup budget (:class:`pkdns.dht.ratelimit.LookupBudget`).
+"""The asyncio side of the node-wide DHT lookup budget (:class:`pkdns.answer.budget.LookupBudget`).
 
-:class:`~pkdns.dns.pkarr_source.PkarrSource` asks :meth:`LookupGate.admit` before a cold lookup.
+:class:`~pkdns.answer.source.PkarrSource` asks :meth:`LookupGate.admit` before a cold lookup.
 The gate starts it at once, or keeps it waiting and starts it from a loop timer when the budget
 has room (a token, a free place), or gives up on it after the budget's ``max_wait``; refreshes of
 stale packets only run when nobody waits. The budget is pure; this module owns the timer and
@@ -14,9 +14,9 @@ import asyncio
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from pkdns.answer.budget import Admission, LookupBudget
 from pkdns.clock import Clock
 from pkdns.config import PkarrConfig
-from pkdns.dht.ratelimit import Admission, LookupBudget
 from pkdns.dns.acl import Acl
 
 T = TypeVar("T")

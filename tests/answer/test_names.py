@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pkdns.dns.names import BadKey, Icann, PkarrName, classify, is_pkarr
+from pkdns.answer.names import BadKey, Icann, PkarrName, classify, is_pkarr
 from tests.conftest import load_vector
 
 Z = "yg4gxe7z1r7mr6orids9fh95y7gxhdsxjqi6nngsxxtakqaxr5no"

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 
-from pkdns.dns.names import PkarrName, classify
-from pkdns.dns.synth import (
+from pkdns.answer.names import PkarrName, classify
+from pkdns.answer.synth import (
     Delegation,
     Final,
     FollowCname,
@@ -19,7 +19,7 @@ from pkdns.dns.synth import (
     synthesize,
 )
 from pkdns.pkarr.signed_packet import SignedPacket
-from tests.resolve import vectors
+from tests.answer import vectors
 
 MAIN = vectors.load("main")
 Z = MAIN.public_key.z32

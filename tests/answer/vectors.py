@@ -2,7 +2,7 @@
 
 Each packet is signed with a fixed seed and timestamp, so the bytes are stable (Ed25519 is
 deterministic): ``test_synth`` loads the stored bytes and also checks that signing the zone
-below again yields exactly them. Regenerate with ``python -m tests.resolve.vectors``.
+below again yields exactly them. Regenerate with ``python -m tests.answer.vectors``.
 """
 
 from __future__ import annotations

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from dnslib import QTYPE, RCODE, RR, DNSRecord
 
+from pkdns.answer.answerer import PkarrAnswerer
+from pkdns.answer.source import PkarrSource
 from pkdns.config import PkarrConfig
-from pkdns.dns.pkarr_answer import PkarrAnswerer
-from pkdns.dns.pkarr_source import PkarrSource
 from pkdns.metrics import Metrics
 from pkdns.pkarr.signed_packet import SignedPacket
-from tests.resolve.fakes import FakeDht, FakeIcann, Script, item_of
+from tests.answer.fakes import FakeDht, FakeIcann, Script, item_of
 from tests.support.clock import FakeClock
 from tests.support.pkarr_factory import keypair, packet
 

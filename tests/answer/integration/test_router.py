@@ -27,7 +27,7 @@ import pytest
 
 from pkdns.dht.testnet import Testnet
 from pkdns.pkarr.signed_packet import SignedPacket
-from tests.resolve.fakes import item_of
+from tests.answer.fakes import item_of
 from tests.support.daemon import run_daemon
 from tests.support.pkarr_factory import keypair, packet
 from tests.support.require import require_tool

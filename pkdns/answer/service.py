@@ -22,12 +22,12 @@ from collections.abc import Iterable
 from dnslib import QTYPE, RCODE
 
 from pkdns import log
+from pkdns.answer.answerer import IcannClient, PkarrAnswerer
+from pkdns.answer.source import PkarrSource
 from pkdns.clock import Clock
 from pkdns.config import Config, ZoneConfig
 from pkdns.dht.krpc import Address
 from pkdns.dht.node import DhtNode
-from pkdns.dns.pkarr_answer import IcannClient, PkarrAnswerer
-from pkdns.dns.pkarr_source import PkarrSource
 from pkdns.errors import DhtError, PkdnsError
 from pkdns.metrics import Metrics
 from pkdns.pkarr.keys import read_seed_file

@@ -20,7 +20,7 @@ import pytest
 from pkdns.app import Daemon
 from pkdns.config import Config, DhtConfig, DnsConfig, HttpConfig
 from pkdns.dht.node import DhtNode
-from tests.resolve.fakes import item_of
+from tests.answer.fakes import item_of
 from tests.support.peers import bittorrent_swarm
 from tests.support.pkarr_factory import keypair, packet
 

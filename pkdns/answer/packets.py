@@ -1,30 +1,54 @@
-"""What the pkarr packet source holds: verified packets, remembered absences and query counts,
-each in a bounded LRU (pkarr.packet_cache_size entries).
+"""What the pkarr packet source holds (verified packets, remembered absences and query counts,
+each in a bounded LRU of pkarr.packet_cache_size entries), and the one interface every user of
+the source types against (:class:`PacketSource`).
 
 Why a module of its own: these are the rules about what is *kept*, with no network and no
 lookups: a packet is never downgraded (a replayed older packet changes nothing), one dated more
 than an hour ahead is rejected (a signer with a broken clock must not freeze its record), a
 packet is fresh for its minimum record TTL clamped to pkarr.min_ttl .. pkarr.max_ttl, and a
 proven absence is remembered for pkarr.negative_ttl.
-:class:`~pkdns.dns.pkarr_source.PkarrSource` adds the lookups on top; persistence and the
-republisher only use this part (:meth:`PacketCache.insert`, ``cached``, ``query_counts``).
+:class:`~pkdns.answer.source.PkarrSource` adds the lookups on top; persistence and the
+republisher only use this part (:meth:`HeldPackets.insert`, ``cached``, ``query_counts``).
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from cachetools import LRUCache
 
 from pkdns import log
 from pkdns.clock import Clock
 from pkdns.config import PkarrConfig
-from pkdns.dns.pkarr_evidence import from_the_future
+from pkdns.pkarr.evidence import from_the_future
 from pkdns.pkarr.keys import PublicKey
 from pkdns.pkarr.signed_packet import SignedPacket
 
 _log = log.get("pkarr_source")   # the source's own log: these events are part of its lookups
+
+
+class Status(enum.Enum):
+    """Outcome of :meth:`PacketSource.get`; the handler maps each to one RCODE."""
+
+    FOUND = "found"                # NOERROR (answer from the packet)
+    NOT_FOUND = "not_found"        # NXDOMAIN + SOA
+    UNAVAILABLE = "unavailable"    # SERVFAIL
+    RATE_LIMITED = "rate_limited"  # REFUSED
+    OVERLOADED = "overloaded"      # SERVFAIL
+
+
+@dataclass(frozen=True, slots=True)
+class SourceResult:
+    """A packet (maybe stale) with its age in seconds, or why there is none."""
+
+    status: Status
+    packet: SignedPacket | None = None
+    age: float = 0.0
+    stale: bool = False
+    negative_ttl: int = 0
 
 
 @dataclass(slots=True)
@@ -36,7 +60,26 @@ class CachedPacket:
     last_attempt: float = field(default=float("-inf"))
 
 
-class PacketCache:
+class PacketSource(Protocol):
+    """Where signed packets come from (:class:`~pkdns.answer.source.PkarrSource`): the DNS
+    handler and the HTTPS gateway ``get``; the relay API, persistence and the republisher also
+    read and fill what is held."""
+
+    async def get(self, key: PublicKey, client_ip: str) -> SourceResult:
+        """The key's packet: cached, refreshed or looked up (never raises for network
+        trouble)."""
+        ...
+
+    def insert(self, packet: SignedPacket, fetched_at: float | None = None) -> bool: ...
+
+    def cached(self) -> Iterator[CachedPacket]: ...
+
+    def held(self, key: PublicKey) -> CachedPacket | None: ...
+
+    def query_counts(self) -> dict[PublicKey, int]: ...
+
+
+class HeldPackets:
     """Held packets, negative entries and per-key query counts (pure bookkeeping)."""
 
     def __init__(self, cfg: PkarrConfig, clock: Clock) -> None:
@@ -66,6 +109,10 @@ class PacketCache:
     def cached(self) -> Iterator[CachedPacket]:
         """Every held packet (a snapshot, safe to iterate while queries run)."""
         return iter(list(self._packets.values()))
+
+    def held(self, key: PublicKey) -> CachedPacket | None:
+        """The packet held for ``key``, or None (a use: it becomes the most recently used)."""
+        return self._packets.get(key.raw)
 
     def query_count(self, key: PublicKey) -> int:
         """How many queries asked for ``key`` since it entered the bounded counter."""

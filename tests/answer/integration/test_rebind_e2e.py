@@ -37,7 +37,7 @@ from pkdns.lifecycle import Operations
 from pkdns.pkarr.keys import Keypair, write_seed_file
 from pkdns.pkarr.signed_packet import SignedPacket
 from pkdns.pkarr.zone import parse_zone
-from tests.resolve.fakes import item_of
+from tests.answer.fakes import item_of
 from tests.support.knot import knot_server
 from tests.support.pkarr_factory import keypair
 

@@ -30,7 +30,7 @@ from typing import Protocol
 
 from dnslib import CNAME, QTYPE, RCODE, RR, SOA, DNSHeader, DNSLabel, DNSRecord
 
-from pkdns.dns.names import PkarrName, looks_like_key, normalize
+from pkdns.answer.names import PkarrName, looks_like_key, normalize
 
 _BROWSER_HINTS = (QTYPE.HTTPS, 64)  # 64 = SVCB (RFC 9460), not in dnslib's type map
 _ADDRESS = (QTYPE.A, QTYPE.AAAA)

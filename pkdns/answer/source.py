@@ -8,33 +8,32 @@
   answered once a packet arrived AND pkarr.first_answer_window passed (a newer one may still come)
   or the lookup finished; the lookup keeps running afterwards to update the cache;
 - nothing found -> NOT_FOUND (cached pkarr.negative_ttl) only if the DHT proved absence
-  (:mod:`pkdns.dns.pkarr_evidence`: enough close nodes answered without it), else UNAVAILABLE
+  (:mod:`pkdns.pkarr.evidence`: enough close nodes answered without it), else UNAVAILABLE
   (SERVFAIL, never NXDOMAIN: pkdns 0.7 answered DHT timeouts with NXDOMAIN, cached 60 s);
   a relay 404 is no such proof, so it counts only in a source without a DHT.
 
 What is held (never downgraded by a replayed older packet; nothing dated more than an hour
-ahead) is :mod:`pkdns.dns.pkarr_packets`.
+ahead) is :mod:`pkdns.answer.packets`.
 Cold lookups draw on a node-wide budget (pkarr.dht_rate_limit, pkarr.max_concurrent_lookups);
-what does not fit waits its turn, fairly between clients (:mod:`pkdns.dns.lookup_gate`).
+what does not fit waits its turn, fairly between clients (:mod:`pkdns.answer.gate`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pkdns import log
+from pkdns.answer.budget import Admission
+from pkdns.answer.gate import LookupGate
+from pkdns.answer.packets import CachedPacket, HeldPackets, SourceResult, Status
 from pkdns.clock import Clock
 from pkdns.config import PkarrConfig
-from pkdns.dht.ratelimit import Admission
-from pkdns.dns.lookup_gate import LookupGate
-from pkdns.dns.pkarr_evidence import absence_proven
-from pkdns.dns.pkarr_packets import CachedPacket, PacketCache
 from pkdns.errors import DecodeError
 from pkdns.metrics import Metrics
+from pkdns.pkarr.evidence import absence_proven
 from pkdns.pkarr.keys import PublicKey
 from pkdns.pkarr.signed_packet import SignedPacket
 
@@ -80,33 +79,12 @@ RelayFetch = Callable[[PublicKey], Awaitable[SignedPacket | None]]
 """A relay client: the key's packet, None when the relay has none; raises when unreachable."""
 
 
-class Status(enum.Enum):
-    """Outcome of :meth:`PkarrSource.get`; the handler maps each to one RCODE."""
-
-    FOUND = "found"                # NOERROR (answer from the packet)
-    NOT_FOUND = "not_found"        # NXDOMAIN + SOA
-    UNAVAILABLE = "unavailable"    # SERVFAIL
-    RATE_LIMITED = "rate_limited"  # REFUSED
-    OVERLOADED = "overloaded"      # SERVFAIL
-
-
-@dataclass(frozen=True, slots=True)
-class Lookup:
-    """A packet (maybe stale) with its age in seconds, or why there is none."""
-
-    status: Status
-    packet: SignedPacket | None = None
-    age: float = 0.0
-    stale: bool = False
-    negative_ttl: int = 0
-
-
 @dataclass(slots=True)
 class Flight:
     """One running lookup for a key, shared by every caller waiting on ``first``."""
 
     key: PublicKey
-    first: asyncio.Future[Lookup]
+    first: asyncio.Future[SourceResult]
     best: SignedPacket | None = None
     dht_absent: bool = False  # the DHT lookup proved absence (:func:`absence_proven`)
     relays_absent: int = 0    # relays that answered "no packet" (404)
@@ -125,7 +103,7 @@ class Flight:
             self.window.cancel()
 
 
-class PkarrSource(PacketCache):
+class PkarrSource(HeldPackets):
     """The packet cache in front of the DHT and the relays."""
 
     def __init__(self, dht: Dht | None, cfg: PkarrConfig, clock: Clock, *,
@@ -142,7 +120,7 @@ class PkarrSource(PacketCache):
 
     # --- the query path ------------------------------------------------------------------
 
-    async def get(self, key: PublicKey, client_ip: str) -> Lookup:
+    async def get(self, key: PublicKey, client_ip: str) -> SourceResult:
         """The key's packet: cached, refreshed or looked up (never raises for network trouble)."""
         raw, now = key.raw, self._clock.monotonic()
         self._count_query(raw)
@@ -151,24 +129,24 @@ class PkarrSource(PacketCache):
             return held
         absent = self._absent_for(raw, now)
         if absent is not None:
-            return Lookup(Status.NOT_FOUND, negative_ttl=absent)
+            return SourceResult(Status.NOT_FOUND, negative_ttl=absent)
         flight = self._inflight.get(raw)
         if flight is None:
             flight = self._flight(key)
             if self.gate.admit(client_ip, flight) is Admission.REFUSED:
                 del self._inflight[raw]
-                return Lookup(Status.RATE_LIMITED)
-        result: Lookup = await asyncio.shield(flight.first)
+                return SourceResult(Status.RATE_LIMITED)
+        result: SourceResult = await asyncio.shield(flight.first)
         return result
 
-    def _held(self, raw: bytes, now: float) -> Lookup | None:
+    def _held(self, raw: bytes, now: float) -> SourceResult | None:
         entry = self._packets.get(raw)
         if entry is None:
             return None
         age = now - entry.fetched_at
         fresh_for = self._fresh_for(entry)
         if age < fresh_for:
-            return Lookup(Status.FOUND, entry.packet, age)
+            return SourceResult(Status.FOUND, entry.packet, age)
         if age >= fresh_for + self._cfg.stale_max_age:
             del self._packets[raw]  # too old to serve even stale: a cold lookup again
             return None
@@ -176,7 +154,7 @@ class PkarrSource(PacketCache):
                 and self.gate.refresh(now)):
             entry.last_attempt = now
             self._launch(self._flight(entry.packet.public_key))
-        return Lookup(Status.FOUND, entry.packet, age, stale=True)
+        return SourceResult(Status.FOUND, entry.packet, age, stale=True)
 
     # --- lookups ---------------------------------------------------------------------------
 
@@ -196,7 +174,7 @@ class PkarrSource(PacketCache):
         (the name is fine; we are busy)."""
         self._inflight.pop(flight.key.raw, None)
         if not flight.first.done():
-            flight.first.set_result(Lookup(Status.OVERLOADED))
+            flight.first.set_result(SourceResult(Status.OVERLOADED))
         if self._metrics is not None:
             self._metrics.rate_limited.labels("dht_lookup_wait").inc()
 
@@ -320,13 +298,13 @@ class PkarrSource(PacketCache):
             return
         entry = self._packets.get(flight.key.raw)
         if flight.best is None:
-            flight.first.set_result(Lookup(Status.UNAVAILABLE))
+            flight.first.set_result(SourceResult(Status.UNAVAILABLE))
         elif entry is None:  # evicted meanwhile: still the newest verified packet we saw
-            flight.first.set_result(Lookup(Status.FOUND, flight.best))
+            flight.first.set_result(SourceResult(Status.FOUND, flight.best))
         else:
             age = self._clock.monotonic() - entry.fetched_at
             stale = age >= self._fresh_for(entry)
-            flight.first.set_result(Lookup(Status.FOUND, entry.packet, age, stale))
+            flight.first.set_result(SourceResult(Status.FOUND, entry.packet, age, stale))
 
     def _conclude(self, flight: Flight) -> Status:
         """The lookup ended: confirm, negatively cache, and answer anyone still waiting."""
@@ -344,7 +322,7 @@ class PkarrSource(PacketCache):
         if not flight.first.done():
             if status is Status.NOT_FOUND and entry is None:
                 self._remember_absent(flight.key.raw, now)
-                flight.first.set_result(Lookup(status, negative_ttl=self._cfg.negative_ttl))
+                flight.first.set_result(SourceResult(status, negative_ttl=self._cfg.negative_ttl))
             else:
                 self._settle(flight)
         _log.debug("pkarr_lookup_done", key=flight.key.z32, status=status.value,
@@ -363,8 +341,8 @@ class PkarrSource(PacketCache):
         await asyncio.gather(*tasks, return_exceptions=True)
         for flight in list(self._inflight.values()):   # still waiting for the budget
             if not flight.first.done():
-                flight.first.set_result(Lookup(Status.UNAVAILABLE))
+                flight.first.set_result(SourceResult(Status.UNAVAILABLE))
         self._inflight.clear()
 
 
-__all__ = ["CachedPacket", "Dht", "Lookup", "PkarrSource", "RelayFetch", "Status"]
+__all__ = ["CachedPacket", "Dht", "PkarrSource", "RelayFetch", "SourceResult", "Status"]

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
+from pkdns.answer.source import PkarrSource, Status
 from pkdns.config import PkarrConfig
 from pkdns.dht.item import MutableItem
-from pkdns.dns.pkarr_source import PkarrSource, Status
 from pkdns.pkarr.keys import Keypair, PublicKey
 from pkdns.pkarr.signed_packet import SignedPacket
-from tests.resolve.fakes import FakeDht, Script, item_of
+from tests.answer.fakes import FakeDht, Script, item_of
 from tests.support.clock import FakeClock
 from tests.support.pkarr_factory import keypair, packet
 
@@ -392,7 +392,7 @@ def test_a_lookup_with_many_silent_nodes_proves_no_absence() -> None:
     """Kernel lab, 50 % loss and a third dead: lookups gave up on silent close nodes and
     "proved" absence from farther ones (47 of 100 stored keys got NXDOMAIN)."""
     from pkdns.dht.lookup import Outcome
-    from pkdns.dns.pkarr_evidence import absence_proven
+    from pkdns.pkarr.evidence import absence_proven
 
     assert absence_proven(Outcome(queried=20, responded=10, timed_out=5))
     assert not absence_proven(Outcome(queried=20, responded=10, timed_out=6))

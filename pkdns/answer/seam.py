@@ -1,7 +1,7 @@
 """The seam between the resolver and the pkarr side: what a handler provides, and one call to it.
 
 Why a module of its own: the resolver must not depend on the pkarr implementation
-(:mod:`pkdns.dns.pkarr_answer` and friends, attached after construction as
+(:mod:`pkdns.answer.answerer` and friends, attached after construction as
 ``Resolver.pkarr``), and the step that turns a handler's dnslib answer into cacheable wire
 (:class:`~pkdns.dns.reply.ReplyInfo`) needs none of the resolver's state; keeping both here
 leaves ``resolver.py`` with the orchestration only.

@@ -48,11 +48,9 @@ from typing import Protocol
 from dnslib import QTYPE, RCODE, DNSRecord
 
 from pkdns import log
-from pkdns.config import HostPort, PkarrConfig
-from pkdns.dns import rebind
-from pkdns.dns.names import BadKey, Icann, PkarrName, classify, is_pkarr, normalize
-from pkdns.dns.pkarr_source import Lookup, Status
-from pkdns.dns.synth import (
+from pkdns.answer.names import BadKey, Icann, PkarrName, classify, is_pkarr, normalize
+from pkdns.answer.packets import PacketSource, SourceResult, Status
+from pkdns.answer.synth import (
     Delegation,
     Final,
     FollowCname,
@@ -66,6 +64,8 @@ from pkdns.dns.synth import (
     synthesize,
     with_suffix,
 )
+from pkdns.config import HostPort, PkarrConfig
+from pkdns.dns import rebind
 from pkdns.errors import PkdnsError
 from pkdns.metrics import Metrics
 from pkdns.pkarr.keys import PublicKey
@@ -84,12 +84,6 @@ class IcannClient(Protocol):
     async def resolve_icann(self, qname: str, qtype: int) -> DNSRecord: ...
 
     async def query_server(self, addr: HostPort, query: DNSRecord) -> DNSRecord: ...
-
-
-class PacketSource(Protocol):
-    """Where signed packets come from (``PkarrSource``)."""
-
-    async def get(self, key: PublicKey, client_ip: str) -> Lookup: ...
 
 
 @dataclass(slots=True)
@@ -236,7 +230,7 @@ class PkarrAnswerer:
         _log.info("pkarr_recursion_stopped", qname=str(query.q.qname), loop=chain.budget > 0)
         return chain.fail(RCODE.SERVFAIL)
 
-    def _no_packet(self, query: DNSRecord, name: PkarrName, lookup: Lookup,
+    def _no_packet(self, query: DNSRecord, name: PkarrName, lookup: SourceResult,
                    chain: _Chain) -> DNSRecord:
         if lookup.status is Status.NOT_FOUND:
             resp = negative(query, name, RCODE.NXDOMAIN, 0, lookup.negative_ttl or 1)
@@ -369,4 +363,4 @@ def _referral(resp: DNSRecord, suffix: str) -> tuple[NameServer, ...]:
     return tuple(servers)
 
 
-__all__ = ["IcannClient", "PacketSource", "PkarrAnswerer"]
+__all__ = ["IcannClient", "PkarrAnswerer"]

@@ -8,20 +8,21 @@ from typing import Any
 
 from dnslib import QTYPE, RCODE, RR, DNSRecord
 
+from pkdns.answer.answerer import PkarrAnswerer
+from pkdns.answer.packets import SourceResult, Status
+from pkdns.answer.source import PkarrSource
 from pkdns.config import PkarrConfig
-from pkdns.dns.pkarr_answer import PkarrAnswerer
-from pkdns.dns.pkarr_source import Lookup, PkarrSource, Status
 from pkdns.pkarr.keys import PublicKey
 from pkdns.pkarr.signed_packet import SignedPacket
-from tests.resolve import vectors
-from tests.resolve.fakes import FakeDht, FakeIcann, Script, item_of
+from tests.answer import vectors
+from tests.answer.fakes import FakeDht, FakeIcann, Script, item_of
 from tests.support.clock import FakeClock
 from tests.support.pkarr_factory import keypair, packet
 
 MAIN, OTHER = vectors.load("main"), vectors.load("other")
 Z, Z2 = MAIN.public_key.z32, OTHER.public_key.z32
 # The vectors and servers here use private and loopback addresses: the rebinding filter is off
-# for the recursion mechanics (tests/resolve/test_rebind_answer.py covers it with them).
+# for the recursion mechanics (tests/answer/test_rebind_answer.py covers it with them).
 CFG = PkarrConfig(lookup_timeout=0.3, first_answer_window=0.0, dht_rate_limit=0,
                   rebind_protection=False)
 MISSING = keypair(99).public_key.z32
@@ -95,8 +96,8 @@ async def test_source_outcomes_map_to_rcodes() -> None:
         def __init__(self, status: Status) -> None:
             self.status = status
 
-        async def get(self, key: PublicKey, client_ip: str) -> Lookup:
-            return Lookup(self.status)
+        async def get(self, key: PublicKey, client_ip: str) -> SourceResult:
+            return SourceResult(self.status)
 
     for status, rcode in ((Status.RATE_LIMITED, RCODE.REFUSED),
                           (Status.OVERLOADED, RCODE.SERVFAIL),
@@ -107,7 +108,7 @@ async def test_source_outcomes_map_to_rcodes() -> None:
 
 async def test_unexpected_error_is_servfail() -> None:
     class Broken:
-        async def get(self, key: PublicKey, client_ip: str) -> Lookup:
+        async def get(self, key: PublicKey, client_ip: str) -> SourceResult:
             raise RuntimeError("bug")
 
     resp = await ask(PkarrAnswerer(Broken(), FakeIcann(), CFG), Z)

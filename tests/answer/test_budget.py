@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pkdns.dht.ratelimit import Admission, LookupBudget
+from pkdns.answer.budget import Admission, LookupBudget
 
 T0 = 100.0
 
