@@ -1,7 +1,7 @@
 """The handle a BEP 44 get returns: an async iterator of verified items as they arrive.
 
-The lookup itself is driven by the node (``DhtNode._drive``); this wraps it in a task and a
-queue so the caller can take the first item at once and still see newer ones later.
+The lookup itself is driven by the node (:func:`pkdns.dht.outbound.drive`); this wraps it in a
+task and a queue so the caller can take the first item at once and still see newer ones later.
 """
 
 from __future__ import annotations

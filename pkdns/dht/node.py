@@ -1,12 +1,10 @@
 """The embedded Mainline DHT node: the facade the resolver, publisher and CLI call.
 
 Wiring only: the pure parts (routing, tokens, storage, responder, lookups) decide, this module
-owns the socket, the clock and the tasks. A lookup runs as ``next_requests -> send -> feed back
--> wait for the next wake-up`` (the sans-IO shape of aioquic's ``transmit()``).
-``mode="server"`` answers and stores, rate-limited per IP. ``start_upkeep`` runs the
-routing-table maintenance of :mod:`pkdns.dht.upkeep` (re-bootstrap with backoff, pings, bucket
-refreshes). Every query we send goes through a per-destination :class:`SendPacer` so no
-libtorrent node ever bans us.
+owns the socket, the incoming side and the tasks; what goes out (paced, retransmitted queries
+and the loop that drives a lookup) is :mod:`pkdns.dht.outbound`. ``mode="server"`` answers
+and stores, rate-limited per IP. ``start_upkeep`` runs the routing-table maintenance of
+:mod:`pkdns.dht.upkeep` (re-bootstrap with backoff, pings, bucket refreshes).
 
 ``mode="client"`` is BEP 43 read-only (a resolver only needs ``get``, and most of the
 server-side attack surface disappears): every query carries ``ro=1`` -- ``put`` included -- and
@@ -42,12 +40,13 @@ from pkdns.dht.getquery import GetQuery
 from pkdns.dht.health import DhtHealth
 from pkdns.dht.ids import make_node_id
 from pkdns.dht.item import MutableItem
-from pkdns.dht.join import RESEND_FIRST, RETRANSMIT, SAVED_HELLOS, Greeter, resend_offsets
+from pkdns.dht.join import RESEND_FIRST, RETRANSMIT, SAVED_HELLOS, Greeter
 from pkdns.dht.krpc import Address, ErrorMessage, Query
 from pkdns.dht.lookup import GetMutableLookup, IterativeLookup, Outcome, PutMutable, PutResult
+from pkdns.dht.outbound import Asker, drive, put_all
 from pkdns.dht.pacing import PACE_LIMIT, PerIpLimiter, SendPacer
 from pkdns.dht.responder import Responder
-from pkdns.dht.routing import PingFirst, RoutingTable, ip_key
+from pkdns.dht.routing import PingFirst, RoutingTable
 from pkdns.dht.rtt import RttEstimator
 from pkdns.dht.storage import ItemStore
 from pkdns.dht.tokens import TokenManager
@@ -97,7 +96,6 @@ class DhtNode:
         self.store = ItemStore(max_stored_items, max_stored_bytes)
         self._responder = Responder(self.id, self.table, TokenManager(self._rng, now), self.store)
         self._limiter = PerIpLimiter(request_rate_limit)
-        self._pacer = SendPacer(pace_limit)
         self._queriers = QuerierCheck()
         self.rtt = RttEstimator()
         """Round trips and answer rate, shared by every lookup (timeouts, parallelism)."""
@@ -108,18 +106,15 @@ class DhtNode:
         """Set once a bootstrap round left the routing table non-empty."""
         self.health = DhtHealth(now)
         """Asked/answered counters and the reachable verdict (status page, /metrics)."""
-        self._retransmit = retransmit
-        self.srtt = retransmit / 4
-        """Smoothed round trip of first sends (RFC 6298 style, gain 1/8): a retransmission
-        waits at least 4 x srtt, so a loaded host's slow replies are not taken for losses."""
-        self._greeter = Greeter(self.id, self.read_only, self._paced_request,
+        self._asker = Asker(lambda: self.protocol, clock, self.health, SendPacer(pace_limit),
+                            request_timeout, retransmit,
+                            lambda a: self.table.failed(*a), self._seen)
+        self._greeter = Greeter(self.id, self.read_only, self._asker.paced_request,
                                 lambda i, a: self._seen(i, a, self._clock.monotonic()),
                                 join_resend)
         self._protocol: KrpcProtocol | None = None
         self._address: Address | None = None
         self.rate_limited = 0
-        self.paced = 0
-        """Queries not sent because that destination had had enough from us (SendPacer)."""
 
     @property
     def read_only(self) -> bool:
@@ -172,47 +167,17 @@ class DhtNode:
         return Query(tid=b"", method=lookup.method, id=self.id,
                      target=lookup.target, seq=seq, read_only=self.read_only)
 
-    def _pace(self, addr: Address, reserve: int = 0) -> bool:
-        """May we send to ``addr`` now? (SendPacer; a skip is no fault of the node.)"""
-        allowed = self._pacer.allow(ip_key(*addr), self._clock.monotonic(), reserve)
-        self.paced += not allowed
-        return allowed
+    @property
+    def paced(self) -> int:
+        """Queries not sent because that destination had had enough from us (SendPacer)."""
+        return self._asker.paced
 
-    async def _paced_request(self, addr: Address, query: Query, wait: float) -> Reply | None:
-        return await self._request(addr, query, wait) if self._pace(addr) else None
-
-    async def _request(self, addr: Address, query: Query, wait: float) -> Reply | None:
-        """One datagram out, counted for :attr:`health`."""
-        self.health.sent(self._clock.monotonic())
-        reply = await self.protocol.request(addr, query, wait)
-        if reply is not None:
-            self.health.replied(self._clock.monotonic())
-        return reply
+    @property
+    def srtt(self) -> float:
+        return self._asker.srtt
 
     async def _ask(self, addr: Address, query: Query) -> Reply | None:
-        """Send one query; None on timeout (counted against the node) or when paced."""
-        if not self._pace(addr):
-            return None
-        # Resent while unanswered (same tid: a late reply to any copy counts): on a link that
-        # loses half the datagrams one query in four comes back, three sends give 58 %.
-        gap = max(self._retransmit, 4 * self.srtt)
-        resend = (resend_offsets(self.request_timeout, gap, self.request_timeout)[1:]
-                  if self._retransmit > 0 else [])
-        sent = self._clock.monotonic()
-        self.health.sent(sent)
-        reply = await self.protocol.request(
-            addr, query, self.request_timeout, resend,
-            lambda: self._pace(addr, self._pacer.limit * 3 // 4))  # never a busy node's last
-        if reply is not None:
-            self.health.replied(self._clock.monotonic())
-        now = self._clock.monotonic()
-        if reply is not None and now - sent < gap:  # surely the first copy's (Karn)
-            self.srtt += (now - sent - self.srtt) / 8
-        if reply is None:
-            self.table.failed(*addr)
-        elif not isinstance(reply, ErrorMessage):
-            self._seen(reply.id, addr, now)
-        return reply
+        return await self._asker.ask(addr, query)
 
     def _seen(self, node_id: bytes, addr: Address, now: float) -> None:
         """Add a contact; a full bucket with a questionable entry has it pinged first."""
@@ -239,46 +204,8 @@ class DhtNode:
 
     async def _drive(self, lookup: IterativeLookup,
                      on_item: Callable[[MutableItem], None] | None = None) -> None:
-        wake = asyncio.Event()
-        tasks: set[asyncio.Task[None]] = set()
-        query = self._query_for(lookup)
-
-        async def one(addr: Address) -> None:
-            reply = await self._ask(addr, query)
-            now = self._clock.monotonic()
-            if reply is None:
-                lookup.on_timeout(addr, now)
-            elif isinstance(reply, ErrorMessage):
-                lookup.on_error(addr, reply, now)
-            else:
-                item = lookup.on_response(addr, reply, now)
-                if item is not None:
-                    self.health.found(now)
-                    if on_item is not None:
-                        on_item(item)
-            wake.set()
-
-        try:
-            while True:
-                now = self._clock.monotonic()
-                for c in lookup.next_requests(now):
-                    task = asyncio.create_task(one(c.addr))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                if lookup.done(now):
-                    break
-                wake.clear()
-                delay = max(0.0, lookup.next_wakeup(now) - now)
-                try:
-                    await asyncio.wait_for(wake.wait(), delay + 0.001)
-                except TimeoutError:
-                    pass
-            if on_item is not None and (held := lookup.finish()) is not None:
-                on_item(held)  # an item the lookup held back until it had heard enough
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await drive(lookup, self._query_for(lookup), self._ask, self._clock, self.health.found,
+                    on_item)
 
     async def _resolve_all(self, nodes: Iterable[tuple[str, int]]) -> list[Address]:
         """Every bootstrap host at once (a slow name must not hold up the others)."""
@@ -388,20 +315,7 @@ class DhtNode:
         remaining = max(0.5, timeout - (self._clock.monotonic() - start))
         put = PutMutable(item, lookup.put_targets(PUT_FANOUT), lookup.held,
                          self._clock.monotonic(), remaining)
-
-        async def one(addr: Address, token: bytes) -> None:
-            q = Query(tid=b"", method="put", id=self.id, token=token, k=item.k, v=item.v,
-                      sig=item.sig, seq=item.seq, target=item.target, read_only=self.read_only)
-            reply = await self._ask(addr, q)
-            now = self._clock.monotonic()
-            if reply is None:
-                put.on_timeout(addr, now)
-            elif isinstance(reply, ErrorMessage):
-                put.on_error(addr, reply, now)
-            else:
-                put.on_response(addr, now)
-
-        await asyncio.gather(*(one(a, t) for a, t in put.next_requests(self._clock.monotonic())))
+        await put_all(put, item, self.id, self.read_only, self._ask, self._clock)
         return put.finish()
 
     # -- table ----------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """A Mainline-sized DHT in virtual time, driving the project's own lookup and routing code.
 
-The lookups are :class:`pkdns.dht.lookup.GetMutableLookup`, fed exactly as ``DhtNode._drive``
+The lookups are :class:`pkdns.dht.lookup.GetMutableLookup`, fed exactly as ``outbound.drive``
 feeds them (``next_requests`` -> replies, timeouts -> ``next_wakeup``), with ``now`` taken from
 an event queue instead of a clock. The client's routing table and every simulated node's
 table are :class:`pkdns.dht.routing.RoutingTable`; a node's table is filled the first time it

@@ -1,0 +1,152 @@
+"""What the node sends: one paced, retransmitted query, and the loop that drives a lookup.
+
+Split from :mod:`pkdns.dht.node` (which owns the socket, the incoming side and the routing
+table's membership) along the outbound seam: :class:`Asker` turns one query into one reply or
+a timeout (per-destination pacing so no libtorrent node bans us, resends on a lossy link,
+round-trip smoothing, the asked/answered counters); :func:`drive` runs a pure lookup as
+``next_requests -> send -> feed back -> wait for the next wake-up`` (the sans-IO shape of
+aioquic's ``transmit()``); :func:`put_all` sends a BEP 44 ``put`` to each chosen node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from pkdns.clock import Clock
+from pkdns.dht.health import DhtHealth
+from pkdns.dht.item import MutableItem
+from pkdns.dht.join import resend_offsets
+from pkdns.dht.krpc import Address, ErrorMessage, Query
+from pkdns.dht.lookup import IterativeLookup, PutMutable
+from pkdns.dht.pacing import SendPacer
+from pkdns.dht.routing import ip_key
+from pkdns.dht.transport import KrpcProtocol, Reply
+
+Ask = Callable[[Address, Query], Awaitable[Reply | None]]
+
+
+class Asker:
+    """Sends queries for one node; ``on_failed``/``on_seen`` report to its routing table."""
+
+    def __init__(self, protocol: Callable[[], KrpcProtocol], clock: Clock, health: DhtHealth,
+                 pacer: SendPacer, request_timeout: float, retransmit: float,
+                 on_failed: Callable[[Address], None],
+                 on_seen: Callable[[bytes, Address, float], None]) -> None:
+        self._protocol = protocol
+        self._clock = clock
+        self._health = health
+        self._pacer = pacer
+        self.request_timeout = request_timeout
+        self._retransmit = retransmit
+        self._on_failed, self._on_seen = on_failed, on_seen
+        self.paced = 0
+        """Queries not sent because that destination had had enough from us (SendPacer)."""
+        self.srtt = retransmit / 4
+        """Smoothed round trip of first sends (RFC 6298 style, gain 1/8): a retransmission
+        waits at least 4 x srtt, so a loaded host's slow replies are not taken for losses."""
+
+    def pace(self, addr: Address, reserve: int = 0) -> bool:
+        """May we send to ``addr`` now? (SendPacer; a skip is no fault of the node.)"""
+        allowed = self._pacer.allow(ip_key(*addr), self._clock.monotonic(), reserve)
+        self.paced += not allowed
+        return allowed
+
+    async def paced_request(self, addr: Address, query: Query, wait: float) -> Reply | None:
+        """One datagram out when pacing allows, counted for the health verdict (join's)."""
+        if not self.pace(addr):
+            return None
+        self._health.sent(self._clock.monotonic())
+        reply = await self._protocol().request(addr, query, wait)
+        if reply is not None:
+            self._health.replied(self._clock.monotonic())
+        return reply
+
+    async def ask(self, addr: Address, query: Query) -> Reply | None:
+        """Send one query; None on timeout (counted against the node) or when paced."""
+        if not self.pace(addr):
+            return None
+        # Resent while unanswered (same tid: a late reply to any copy counts): on a link that
+        # loses half the datagrams one query in four comes back, three sends give 58 %.
+        gap = max(self._retransmit, 4 * self.srtt)
+        resend = (resend_offsets(self.request_timeout, gap, self.request_timeout)[1:]
+                  if self._retransmit > 0 else [])
+        sent = self._clock.monotonic()
+        self._health.sent(sent)
+        reply = await self._protocol().request(
+            addr, query, self.request_timeout, resend,
+            lambda: self.pace(addr, self._pacer.limit * 3 // 4))  # never a busy node's last
+        if reply is not None:
+            self._health.replied(self._clock.monotonic())
+        now = self._clock.monotonic()
+        if reply is not None and now - sent < gap:  # surely the first copy's (Karn)
+            self.srtt += (now - sent - self.srtt) / 8
+        if reply is None:
+            self._on_failed(addr)
+        elif not isinstance(reply, ErrorMessage):
+            self._on_seen(reply.id, addr, now)
+        return reply
+
+
+async def drive(lookup: IterativeLookup, query: Query, ask: Ask, clock: Clock,
+                on_found: Callable[[float], None],
+                on_item: Callable[[MutableItem], None] | None = None) -> None:
+    """Run ``lookup`` to its end, feeding every reply back; each verified item goes to
+    ``on_item`` as it arrives (``on_found`` counts it for the health verdict)."""
+    wake = asyncio.Event()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(addr: Address) -> None:
+        reply = await ask(addr, query)
+        now = clock.monotonic()
+        if reply is None:
+            lookup.on_timeout(addr, now)
+        elif isinstance(reply, ErrorMessage):
+            lookup.on_error(addr, reply, now)
+        else:
+            item = lookup.on_response(addr, reply, now)
+            if item is not None:
+                on_found(now)
+                if on_item is not None:
+                    on_item(item)
+        wake.set()
+
+    try:
+        while True:
+            now = clock.monotonic()
+            for c in lookup.next_requests(now):
+                task = asyncio.create_task(one(c.addr))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            if lookup.done(now):
+                break
+            wake.clear()
+            delay = max(0.0, lookup.next_wakeup(now) - now)
+            try:
+                await asyncio.wait_for(wake.wait(), delay + 0.001)
+            except TimeoutError:
+                pass
+        if on_item is not None and (held := lookup.finish()) is not None:
+            on_item(held)  # an item the lookup held back until it had heard enough
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def put_all(put: PutMutable, item: MutableItem, own_id: bytes, read_only: bool,
+                  ask: Ask, clock: Clock) -> None:
+    """Send ``put`` (with each node's token) to every node ``put`` chose, all at once."""
+    async def one(addr: Address, token: bytes) -> None:
+        q = Query(tid=b"", method="put", id=own_id, token=token, k=item.k, v=item.v,
+                  sig=item.sig, seq=item.seq, target=item.target, read_only=read_only)
+        reply = await ask(addr, q)
+        now = clock.monotonic()
+        if reply is None:
+            put.on_timeout(addr, now)
+        elif isinstance(reply, ErrorMessage):
+            put.on_error(addr, reply, now)
+        else:
+            put.on_response(addr, now)
+
+    await asyncio.gather(*(one(a, t) for a, t in put.next_requests(clock.monotonic())))
