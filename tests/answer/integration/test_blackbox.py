@@ -6,54 +6,29 @@ the daemon helper while the DHT nodes keep answering.
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import subprocess
-import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
 
-from pkdns.dht.testnet import Testnet
 from tests.answer.fakes import item_of
 from tests.support.daemon import run_daemon
 from tests.support.pkarr_factory import keypair, packet
+from tests.support.threaded_testnet import ThreadedTestnet
+from tests.support.threaded_testnet import threaded_testnet as start_testnet
 
 T = TypeVar("T")
 DIG = shutil.which("dig") or "dig"
 
 
-class ThreadedTestnet:
-    """A :class:`Testnet` on a private loop in a daemon thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.net: Testnet = self.run(Testnet.start(6))
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(15)
-
-    def close(self) -> None:
-        try:
-            self.run(self.net.close())
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(5)
-            self.loop.close()
-
-
 @pytest.fixture
 def threaded_testnet() -> Iterator[ThreadedTestnet]:
-    net = ThreadedTestnet()
-    try:
+    with start_testnet() as net:
         yield net
-    finally:
-        net.close()
 
 
 def dig(port: int, *args: str) -> str:

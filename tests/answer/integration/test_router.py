@@ -12,13 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import socket
 import subprocess
-import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import dns.asyncquery
 import dns.message
@@ -29,8 +27,10 @@ from pkdns.dht.testnet import Testnet
 from pkdns.pkarr.signed_packet import SignedPacket
 from tests.answer.fakes import item_of
 from tests.support.daemon import run_daemon
+from tests.support.knot import free_port
 from tests.support.pkarr_factory import keypair, packet
 from tests.support.require import require_tool
+from tests.support.threaded_testnet import ThreadedTestnet, threaded_testnet
 
 T = TypeVar("T")
 KEYS = 40
@@ -39,34 +39,10 @@ NODES = 48
 node would hold every key and be asked for each, past what our per-destination pacing sends."""
 
 
-class ThreadedNet:
-    """A :class:`Testnet` of ``NODES`` nodes on a private loop in a daemon thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.net: Testnet = self.run(Testnet.start(NODES, request_timeout=3.0), 60)
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        try:
-            self.run(self.net.close())
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(5)
-            self.loop.close()
-
-
 @pytest.fixture
-def wide_net() -> Iterator[ThreadedNet]:
-    net = ThreadedNet()
-    try:
+def wide_net() -> Iterator[ThreadedTestnet]:
+    with threaded_testnet(NODES, request_timeout=3.0, start_timeout=60) as net:
         yield net
-    finally:
-        net.close()
 
 
 async def publish_all(net: Testnet, packets: list[SignedPacket]) -> None:
@@ -80,12 +56,6 @@ async def publish_all(net: Testnet, packets: list[SignedPacket]) -> None:
         raise AssertionError(f"could not publish {p.public_key.z32}")
 
     await asyncio.gather(*(put(i, p) for i, p in enumerate(packets)))
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -124,7 +94,7 @@ async def lan_clients(router: int, names: list[str]) -> list[dns.message.Message
 
 
 def test_40_new_keys_through_a_dnsmasq_router_all_resolve(tmp_path: Path,
-                                                          wide_net: ThreadedNet) -> None:
+                                                          wide_net: ThreadedTestnet) -> None:
     kps = [keypair(200 + i) for i in range(KEYS)]
     wide_net.run(publish_all(wide_net.net, [packet(kp, [f"@ 300 IN A 192.0.2.{i + 1}"])
                                             for i, kp in enumerate(kps)]), 120)
