@@ -46,12 +46,13 @@ from pkdns.dns.cache import WireCache, render
 from pkdns.dns.rebind_icann import IcannGuard, suspicious
 from pkdns.dns.reply import inspect_reply
 from pkdns.errors import ConfigError, DecodeError, UsageError, VerifyError
+from pkdns.pkarr.client import Published
 from pkdns.pkarr.keys import Keypair, PublicKey
 from pkdns.pkarr.signed_packet import MAX_PACKET_BYTES, SignedPacket, signable
 from pkdns.pkarr.zone import parse_zone, substitute_variables, variables_used
 from pkdns.publish.zonebuild import sign_zone
 from pkdns.server import doh
-from pkdns.server.relay_api import Cached, Fetched, Published, RelayApi, RelayError
+from pkdns.server.relay_api import Cached, Fetched, RelayApi, RelayError
 
 KEYPAIR = Keypair.from_seed(bytes(range(32)))
 KEY = KEYPAIR.public_key

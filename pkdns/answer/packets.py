@@ -8,7 +8,8 @@ than an hour ahead is rejected (a signer with a broken clock must not freeze its
 packet is fresh for its minimum record TTL clamped to pkarr.min_ttl .. pkarr.max_ttl, and a
 proven absence is remembered for pkarr.negative_ttl.
 :class:`~pkdns.answer.source.PkarrSource` adds the lookups on top; persistence and the
-republisher only use this part (:meth:`HeldPackets.insert`, ``cached``, ``query_counts``).
+republisher only use this part (``insert``, ``cached``, ``query_counts``). Pure: time is passed
+in, and the owner logs.
 """
 
 from __future__ import annotations
@@ -20,14 +21,10 @@ from typing import Protocol
 
 from cachetools import LRUCache
 
-from pkdns import log
-from pkdns.clock import Clock
 from pkdns.config import PkarrConfig
 from pkdns.pkarr.evidence import from_the_future
 from pkdns.pkarr.keys import PublicKey
 from pkdns.pkarr.signed_packet import SignedPacket
-
-_log = log.get("pkarr_source")   # the source's own log: these events are part of its lookups
 
 
 class Status(enum.Enum):
@@ -79,32 +76,38 @@ class PacketSource(Protocol):
     def query_counts(self) -> dict[PublicKey, int]: ...
 
 
-class HeldPackets:
-    """Held packets, negative entries and per-key query counts (pure bookkeeping)."""
+class Kept(enum.Enum):
+    """What :meth:`HeldPackets.insert` did with a packet."""
 
-    def __init__(self, cfg: PkarrConfig, clock: Clock) -> None:
-        self._cfg, self._clock = cfg, clock
+    STORED = "stored"
+    NOT_NEWER = "not_newer"        # an equal or more recent packet is held
+    FROM_THE_FUTURE = "future"     # dated more than an hour after the wall clock
+
+
+class HeldPackets:
+    """Held packets, negative entries and per-key query counts: pure bookkeeping, the caller
+    passes the time (``now`` monotonic, ``wall_us``) and logs what it needs to."""
+
+    def __init__(self, cfg: PkarrConfig) -> None:
+        self.cfg = cfg
         size = max(cfg.packet_cache_size, 1)
         self._packets: LRUCache[bytes, CachedPacket] = LRUCache(size)
         self._negative: LRUCache[bytes, float] = LRUCache(size)
         self._queries: LRUCache[bytes, int] = LRUCache(size)
 
-    def insert(self, packet: SignedPacket, fetched_at: float | None = None) -> bool:
-        """Hold ``packet`` unless an equal or more recent one is held, or it is dated more
-        than an hour ahead (:func:`from_the_future`); True if it was stored.
-
-        ``fetched_at`` (monotonic) lets a packet loaded from disk start out aged.
-        """
-        if self._from_the_future(packet):
-            return False
+    def insert(self, packet: SignedPacket, fetched_at: float, wall_us: int) -> Kept:
+        """Hold ``packet`` (confirmed by the network at ``fetched_at``, monotonic) unless an
+        equal or more recent one is held, or it is dated more than an hour after ``wall_us``
+        (:func:`from_the_future`)."""
+        if from_the_future(packet, wall_us):
+            return Kept.FROM_THE_FUTURE
         raw = packet.public_key.raw
         held = self._packets.get(raw)
         if held is not None and not packet.more_recent_than(held.packet):
-            return False
-        when = self._clock.monotonic() if fetched_at is None else fetched_at
-        self._packets[raw] = CachedPacket(packet, when)
+            return Kept.NOT_NEWER
+        self._packets[raw] = CachedPacket(packet, fetched_at)
         self._negative.pop(raw, None)
-        return True
+        return Kept.STORED
 
     def cached(self) -> Iterator[CachedPacket]:
         """Every held packet (a snapshot, safe to iterate while queries run)."""
@@ -114,6 +117,10 @@ class HeldPackets:
         """The packet held for ``key``, or None (a use: it becomes the most recently used)."""
         return self._packets.get(key.raw)
 
+    def forget(self, key: PublicKey) -> None:
+        """Drop the held packet (too old to serve even stale)."""
+        self._packets.pop(key.raw, None)
+
     def query_count(self, key: PublicKey) -> int:
         """How many queries asked for ``key`` since it entered the bounded counter."""
         return self._queries.get(key.raw, 0)
@@ -122,27 +129,20 @@ class HeldPackets:
         """Queries per key for every key still counted."""
         return {PublicKey(raw): n for raw, n in list(self._queries.items())}
 
-    def _count_query(self, raw: bytes) -> None:
+    def count_query(self, key: PublicKey) -> None:
+        raw = key.raw
         self._queries[raw] = self._queries.get(raw, 0) + 1
 
-    def _fresh_for(self, entry: CachedPacket) -> int:
+    def fresh_for(self, entry: CachedPacket) -> int:
         """Seconds ``entry`` is fresh after ``fetched_at`` (min record TTL, clamped)."""
-        return entry.packet.ttl(self._cfg.min_ttl, self._cfg.max_ttl)
+        return entry.packet.ttl(self.cfg.min_ttl, self.cfg.max_ttl)
 
-    def _absent_for(self, raw: bytes, now: float) -> int | None:
+    def absent_for(self, key: PublicKey, now: float) -> int | None:
         """Whole seconds (>= 1) the key's remembered absence has left; None if none."""
-        expires = self._negative.get(raw)
+        expires = self._negative.get(key.raw)
         if expires is None or expires <= now:
             return None
         return max(int(expires - now), 1)
 
-    def _remember_absent(self, raw: bytes, now: float) -> None:
-        self._negative[raw] = now + self._cfg.negative_ttl
-
-    def _from_the_future(self, packet: SignedPacket) -> bool:
-        """Logged: ``packet`` is dated more than an hour ahead of our wall clock."""
-        if not from_the_future(packet, self._clock.wall_us()):
-            return False
-        _log.warning("pkarr_future_packet_rejected", key=packet.public_key.z32,
-                     ts=packet.timestamp)
-        return True
+    def remember_absent(self, key: PublicKey, now: float) -> None:
+        self._negative[key.raw] = now + self.cfg.negative_ttl

@@ -1,4 +1,5 @@
-"""The pkarr side of the daemon as one component: DHT node + packet source + handler.
+"""The pkarr side of the daemon as one component: DHT node + pkarr client + packet source +
+handler.
 
 Built from :class:`Config` in :class:`pkdns.app.Daemon`. The handler is attached to the resolver
 at construction, so pkarr names never leak upstream even before the DHT is up (they get SERVFAIL
@@ -30,6 +31,7 @@ from pkdns.dht.krpc import Address
 from pkdns.dht.node import DhtNode
 from pkdns.errors import DhtError, PkdnsError
 from pkdns.metrics import Metrics
+from pkdns.pkarr.client import PkarrClient
 from pkdns.pkarr.keys import read_seed_file
 from pkdns.pkarr.relay_client import RelayClient
 
@@ -53,7 +55,8 @@ def own_keys(zones: Iterable[ZoneConfig]) -> list[str]:
 
 
 class PkarrService:
-    """Owns the DHT node, the relay clients, the :class:`PkarrSource` and the handler."""
+    """Owns the DHT node, the relay clients, the pkarr client over both, the
+    :class:`PkarrSource` and the handler."""
 
     name = "pkarr"
 
@@ -67,8 +70,8 @@ class PkarrService:
                             request_rate_limit=d.request_rate_limit,
                             resolve_host=self.resolve_host)
         self.relays = [RelayClient(url) for url in cfg.pkarr.relays]
-        self.source = PkarrSource(self.node, cfg.pkarr, clock,
-                                  relays=[r.fetch for r in self.relays], metrics=metrics,
+        self.client = PkarrClient(self.node, self.relays, clock=clock)
+        self.source = PkarrSource(self.client, cfg.pkarr, clock, metrics=metrics,
                                   forwarders=cfg.dns.forwarders)
         self.handler = PkarrAnswerer(self.source, icann, cfg.pkarr, ns_port=cfg.pkarr.ns_port,
                                      metrics=metrics, own_keys=own_keys(cfg.zones))

@@ -8,7 +8,9 @@ has them, and adds it to the daemon (``daemon.add(face)``).
 Relay semantics on top of :class:`pkdns.answer.source.PkarrSource`: CacheFirst misses go
 through the source's coalesced DHT + relay lookup, which serves a stale packet at once while it
 refreshes (RFC 8767), as DNS answers do; NetworkOnly runs its own full DHT query and feeds a
-newer result back into the source. """
+newer result back into the source. Both that query and PUTs go through a DHT-only
+:class:`~pkdns.pkarr.client.PkarrClient` (a relay does not ask other relays), so they follow
+the same rules as every other lookup and publish. """
 
 from __future__ import annotations
 
@@ -16,34 +18,23 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from pkdns.answer.packets import PacketSource, Status
-from pkdns.answer.source import MutableStream
 from pkdns.clock import Clock
 from pkdns.config import Config, format_hostport
-from pkdns.dht.item import MutableItem
-from pkdns.dht.lookup import PutResult
-from pkdns.dht.storage import E_OLD_SEQ
 from pkdns.dns.ratelimit import RateLimiter, Verdict
-from pkdns.errors import DecodeError
 from pkdns.metrics import Metrics
-from pkdns.pkarr.evidence import absence_proven, from_the_future
+from pkdns.pkarr.client import Dht, PkarrClient, Published
 from pkdns.pkarr.keys import PublicKey
 from pkdns.pkarr.signed_packet import SignedPacket
-from pkdns.publish.republisher import to_item
 from pkdns.server.dashboard import Dashboard
 from pkdns.server.http import DnsEntry, HttpServer, build_app
-from pkdns.server.relay_api import Cached, Fetched, Published, RelayApi
+from pkdns.server.relay_api import Cached, Fetched, RelayApi
 from pkdns.server.status import DaemonStatus, StatusPage
 
 
-class Node(Protocol):
-    """The part of ``DhtNode`` the relay API and the status page use."""
+class Node(Dht, Protocol):
+    """The part of ``DhtNode`` the relay API (through a pkarr client) and the status page use."""
 
     mode: str
-
-    def get_mutable(self, public_key: bytes, seq_floor: int | None = None, *,
-                    timeout: float = ...) -> MutableStream: ...
-
-    async def put_mutable(self, item: MutableItem, *, timeout: float = ...) -> PutResult: ...
 
     def routing_table_size(self) -> int: ...
 
@@ -66,9 +57,9 @@ class ClockedLimiter:
 class SourceStore:
     """:class:`pkdns.server.relay_api.RelayStore` over the daemon's packet source."""
 
-    def __init__(self, source: PacketSource, dht: Node | None, clock: Clock, min_ttl: int,
-                 max_ttl: int, lookup_timeout: float) -> None:
-        self._source, self._dht, self._clock = source, dht, clock
+    def __init__(self, source: PacketSource, client: PkarrClient | None, clock: Clock,
+                 min_ttl: int, max_ttl: int, lookup_timeout: float) -> None:
+        self._source, self._client, self._clock = source, client, clock
         self._ttl = (min_ttl, max_ttl)
         self._timeout = lookup_timeout
 
@@ -81,56 +72,39 @@ class SourceStore:
         return Cached(entry.packet, last_seen, age < entry.packet.ttl(*self._ttl))
 
     async def fetch(self, key: PublicKey, floor: SignedPacket | None) -> Fetched:
-        if floor is None and self._dht is not None:
-            return await self._network_only(key, self._dht)
+        if floor is None and self._client is not None:
+            return await self._network_only(key, self._client)
         lookup = await self._source.get(key, "relay")
         if lookup.status is Status.FOUND:
             return Fetched(lookup.packet)
         return Fetched(None, responded=lookup.status is Status.NOT_FOUND)
 
-    async def _network_only(self, key: PublicKey, dht: Node) -> Fetched:
-        """A full DHT query, the newest valid packet (pkarr 7 NetworkOnly); packets dated
-        more than an hour ahead are ignored, as in DNS lookups."""
-        best: SignedPacket | None = None
-        newest_invalid: int | None = None
-        stream = dht.get_mutable(key.raw, None, timeout=self._timeout)
-        async for item in stream:
-            try:
-                packet = SignedPacket.from_bep44(item.k, item.seq, item.v, item.sig)
-            except DecodeError:
-                newest_invalid = max(newest_invalid or 0, int(item.seq))
-                continue
-            if from_the_future(packet, self._clock.wall_us()):
-                continue
-            if packet.public_key == key and (best is None or packet.more_recent_than(best)):
-                best = packet
+    async def _network_only(self, key: PublicKey, client: PkarrClient) -> Fetched:
+        """A full DHT query, the newest valid packet (pkarr 7 NetworkOnly), fed back into the
+        source; a newer DHT value that is no valid packet is reported instead of an older
+        packet (the relay answers 404 with its seq)."""
+        found = await client.resolve_most_recent(key, timeout=self._timeout)
+        best, invalid_seq = found.best, found.newest_invalid_seq
         if best is not None:
             self._source.insert(best)
-            if newest_invalid is None or best.timestamp >= newest_invalid:
+            if invalid_seq is None or best.timestamp >= invalid_seq:
                 return Fetched(best)
-        return Fetched(None, responded=absence_proven(stream.outcome),
-                       invalid_seq=newest_invalid)
+        return Fetched(None, responded=found.dht_absent, invalid_seq=invalid_seq)
 
     def store(self, packet: SignedPacket) -> None:
         self._source.insert(packet)
 
 
 class DhtPublisher:
-    """:class:`pkdns.server.relay_api.Publisher`: a BEP 44 put of the packet's mutable item."""
+    """:class:`pkdns.server.relay_api.Publisher`: a BEP 44 put of the packet's mutable item,
+    through the pkarr client (its rules say what a conflict is)."""
 
-    def __init__(self, dht: Node, timeout: float = 5.0) -> None:
-        self._dht, self._timeout = dht, timeout
+    def __init__(self, client: PkarrClient, timeout: float = 5.0) -> None:
+        self._client, self._timeout = client, timeout
 
     async def publish(self, packet: SignedPacket) -> Published:
-        result = await self._dht.put_mutable(to_item(packet), timeout=self._timeout)
-        if result.stored:
-            return Published(result.stored)
-        if result.error is None:
-            return Published(0, error="no DHT node answered" if result.asked
-                             else "no DHT nodes to ask")
-        code, message = result.error
-        return Published(0, conflict=code == E_OLD_SEQ[0],
-                         error=f"DHT error {code}: {message}")
+        publication = await self._client.publish(packet, timeout=self._timeout)
+        return publication.dht or Published(0, error="no DHT node to publish to")
 
 
 class HttpFace:
@@ -155,9 +129,10 @@ class HttpFace:
         if self.source is None:
             return None
         p = self.cfg.pkarr
-        store = SourceStore(self.source, self.dht, self.clock, p.min_ttl, p.max_ttl,
+        client = PkarrClient(self.dht, clock=self.clock) if self.dht is not None else None
+        store = SourceStore(self.source, client, self.clock, p.min_ttl, p.max_ttl,
                             p.lookup_timeout)
-        publisher = DhtPublisher(self.dht) if self.dht is not None else None
+        publisher = DhtPublisher(client) if client is not None else None
         h = self.cfg.http
         limiter = ClockedLimiter(h.relay_rate_limit, h.relay_rate_limit_burst, self.clock)
         return RelayApi(store, publisher, limiter, self.clock, p.min_ttl, p.max_ttl,

@@ -39,6 +39,7 @@ from aiohttp import web
 from pkdns.clock import Clock
 from pkdns.errors import DecodeError
 from pkdns.metrics import Metrics
+from pkdns.pkarr.client import Published
 from pkdns.pkarr.evidence import from_the_future
 from pkdns.pkarr.keys import PublicKey
 from pkdns.pkarr.relay_client import INVALID_SEQ, STORED_NODES, http_date, parse_http_date
@@ -78,15 +79,6 @@ class Fetched:
     packet: SignedPacket | None
     responded: bool = True
     invalid_seq: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Published:
-    """Outcome of a DHT put: ``stored`` nodes acknowledged; ``conflict`` a newer value exists."""
-
-    stored: int
-    conflict: bool = False
-    error: str | None = None
 
 
 class RelayStore(Protocol):

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from dnslib import RR, DNSRecord
 
+from pkdns.answer.source import PkarrSource
+from pkdns.clock import Clock
+from pkdns.config import PkarrConfig
 from pkdns.dht.item import MutableItem
 from pkdns.dht.lookup import Outcome
+from pkdns.dht.put import PutResult
+from pkdns.pkarr.client import Dht, PkarrClient, Relay
+from pkdns.pkarr.keys import PublicKey
+from pkdns.pkarr.relay_client import RelayResponse
 from pkdns.pkarr.signed_packet import SignedPacket
 
 
@@ -65,6 +73,8 @@ class FakeDht:
         self.calls: list[bytes] = []
         self.streams: list[FakeStream] = []
         self.up = True
+        self.puts: list[MutableItem] = []
+        self.put_result = PutResult(stored=8, asked=8)
 
     def reachable(self) -> bool:
         return self.up
@@ -75,6 +85,37 @@ class FakeDht:
         stream = FakeStream(self.script(public_key))
         self.streams.append(stream)
         return stream
+
+    async def put_mutable(self, item: MutableItem, *, timeout: float = 5.0) -> PutResult:
+        """Every put is stored on ``put_result`` (default: 8 nodes); kept in ``puts``."""
+        self.puts.append(item)
+        return self.put_result
+
+
+def source_over(dht: Dht | None, cfg: PkarrConfig, clock: Clock, relays: Sequence[Relay] = (),
+                **kwargs: Any) -> PkarrSource:
+    """A packet source over a pkarr client over ``dht`` and ``relays``."""
+    return PkarrSource(PkarrClient(dht, relays, clock=clock), cfg, clock, **kwargs)
+
+
+@dataclass
+class FnRelay:
+    """A relay whose GET answers ``fn(key)`` (None: 404; raising: unreachable); PUTs are kept
+    in ``puts`` and reported stored on ``stored`` nodes."""
+
+    fn: Callable[[PublicKey], Awaitable[SignedPacket | None]]
+    url: str = "http://relay.test"
+    stored: int = 1
+    puts: list[SignedPacket] = field(default_factory=list)
+
+    async def get(self, key: PublicKey, policy: str | None = None,
+                  newer_than: SignedPacket | None = None) -> RelayResponse:
+        packet = await self.fn(key)
+        return RelayResponse(packet, 200 if packet is not None else 404)
+
+    async def put(self, packet: SignedPacket, if_match: int | None = None) -> int:
+        self.puts.append(packet)
+        return self.stored
 
 
 class FakeIcann:

@@ -10,12 +10,11 @@ from dnslib import QTYPE, RCODE, RR, DNSRecord
 
 from pkdns.answer.answerer import PkarrAnswerer
 from pkdns.answer.packets import SourceResult, Status
-from pkdns.answer.source import PkarrSource
 from pkdns.config import PkarrConfig
 from pkdns.pkarr.keys import PublicKey
 from pkdns.pkarr.signed_packet import SignedPacket
 from tests.answer import vectors
-from tests.answer.fakes import FakeDht, FakeIcann, Script, item_of
+from tests.answer.fakes import FakeDht, FakeIcann, Script, item_of, source_over
 from tests.support.clock import FakeClock
 from tests.support.pkarr_factory import keypair, packet
 
@@ -45,7 +44,7 @@ def handler(*packets: SignedPacket, icann: FakeIcann | None = None, unreachable:
             **cfg: Any) -> PkarrAnswerer:
     conf = dataclasses.replace(CFG, **cfg)
     dht = network(MAIN, OTHER, *packets, unreachable=unreachable)
-    return PkarrAnswerer(PkarrSource(dht, conf, FakeClock()), icann or FakeIcann(), conf)
+    return PkarrAnswerer(source_over(dht, conf, FakeClock()), icann or FakeIcann(), conf)
 
 
 async def ask(h: PkarrAnswerer, qname: str, qtype: str = "A", rd: bool = True) -> DNSRecord:

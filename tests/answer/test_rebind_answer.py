@@ -10,11 +10,10 @@ import pytest
 from dnslib import QTYPE, RCODE, RR, DNSRecord
 
 from pkdns.answer.answerer import PkarrAnswerer
-from pkdns.answer.source import PkarrSource
 from pkdns.config import PkarrConfig
 from pkdns.metrics import Metrics
 from pkdns.pkarr.signed_packet import SignedPacket
-from tests.answer.fakes import FakeDht, FakeIcann, Script, item_of
+from tests.answer.fakes import FakeDht, FakeIcann, Script, item_of, source_over
 from tests.support.clock import FakeClock
 from tests.support.pkarr_factory import keypair, packet
 
@@ -54,7 +53,7 @@ def handler(icann: FakeIcann | None = None, metrics: Metrics | None = None,
         return Script(items=[(0.0, item_of(p))]) if p else Script(responded=8)
 
     conf = dataclasses.replace(CFG, **cfg)
-    source = PkarrSource(FakeDht(script), conf, FakeClock())
+    source = source_over(FakeDht(script), conf, FakeClock())
     return PkarrAnswerer(source, icann or FakeIcann(), conf, metrics=metrics)
 
 

@@ -13,7 +13,7 @@ from pkdns.config import PkarrConfig
 from pkdns.dht.item import MutableItem
 from pkdns.pkarr.keys import Keypair, PublicKey
 from pkdns.pkarr.signed_packet import SignedPacket
-from tests.answer.fakes import FakeDht, Script, item_of
+from tests.answer.fakes import FakeDht, FnRelay, Script, item_of, source_over
 from tests.support.clock import FakeClock
 from tests.support.pkarr_factory import keypair, packet
 
@@ -29,7 +29,7 @@ def pkt(ts_offset_s: float = 0.0, ttl: int = 300, ip: str = "10.0.0.1",
 
 
 def source(dht: FakeDht, clock: FakeClock, **cfg: Any) -> PkarrSource:
-    return PkarrSource(dht, dataclasses.replace(CFG, **cfg), clock)
+    return source_over(dht, dataclasses.replace(CFG, **cfg), clock)
 
 
 def found(p: SignedPacket) -> Script:
@@ -186,7 +186,7 @@ async def test_broken_dht_is_unavailable() -> None:
         def reachable(self) -> bool:
             return True
 
-    src = PkarrSource(Broken(), CFG, FakeClock())
+    src = source_over(Broken(), CFG, FakeClock())
     assert (await src.get(KEY, "ip")).status is Status.UNAVAILABLE
 
 
@@ -250,9 +250,9 @@ async def test_relays_are_asked_in_parallel() -> None:
         raise ConnectionError("relay unreachable")
 
     dead_dht = FakeDht(lambda k: Script(responded=0))
-    src = PkarrSource(dead_dht, CFG, FakeClock(), relays=[relay_down, relay_has])
+    src = source_over(dead_dht, CFG, FakeClock(), [FnRelay(relay_down), FnRelay(relay_has)])
     assert (await src.get(KEY, "ip")).packet == p
-    only_down = PkarrSource(None, CFG, FakeClock(), relays=[relay_down])
+    only_down = source_over(None, CFG, FakeClock(), [FnRelay(relay_down)])
     assert (await only_down.get(KEY, "ip")).status is Status.UNAVAILABLE
 
 
@@ -262,12 +262,12 @@ async def test_relay_404_with_the_dht_unavailable_is_unavailable() -> None:
         return None
 
     dead_dht = FakeDht(lambda k: Script(responded=0))
-    src = PkarrSource(dead_dht, CFG, FakeClock(), relays=[relay_404])
+    src = source_over(dead_dht, CFG, FakeClock(), [FnRelay(relay_404)])
     assert (await src.get(KEY, "ip")).status is Status.UNAVAILABLE
     healthy = FakeDht(lambda k: Script(responded=8))
-    src = PkarrSource(healthy, CFG, FakeClock(), relays=[relay_404])
+    src = source_over(healthy, CFG, FakeClock(), [FnRelay(relay_404)])
     assert (await src.get(KEY, "ip")).status is Status.NOT_FOUND
-    relay_only = PkarrSource(None, CFG, FakeClock(), relays=[relay_404])
+    relay_only = source_over(None, CFG, FakeClock(), [FnRelay(relay_404)])
     assert (await relay_only.get(KEY, "ip")).status is Status.NOT_FOUND
 
 
@@ -296,8 +296,7 @@ async def test_unreachable_dht_with_relays_answers_without_a_dht_deadline() -> N
 
     silent = FakeDht(lambda k: Script(responded=0, end_after=0.3))
     silent.up = False
-    src = PkarrSource(silent, CFG, FakeClock(),
-                      relays=[relay])
+    src = source_over(silent, CFG, FakeClock(), [FnRelay(relay)])
     loop = asyncio.get_running_loop()
     start = loop.time()
     assert (await src.get(KEY, "ip")).packet == p
@@ -329,7 +328,7 @@ async def test_node_budget_queues_cold_lookups_instead_of_refusing() -> None:
 
 async def test_a_strangers_share_of_the_waiting_room_is_bounded() -> None:
     dht = FakeDht(lambda k: Script(hang=True))
-    src = PkarrSource(dht, dataclasses.replace(CFG, max_concurrent_lookups=1, lookup_timeout=5.0,
+    src = source_over(dht, dataclasses.replace(CFG, max_concurrent_lookups=1, lookup_timeout=5.0,
                                                dht_queue_per_client=1),
                       FakeClock(), forwarders=("127.0.0.0/8",))
     keys = [keypair(50 + i).public_key for i in range(5)]

@@ -7,9 +7,10 @@ import dns.rcode
 import dns.rrset
 
 from pkdns.dns.resolver import ClientInfo
+from pkdns.pkarr.client import Published
 from pkdns.pkarr.keys import PublicKey
 from pkdns.pkarr.signed_packet import SignedPacket
-from pkdns.server.relay_api import Cached, Fetched, Published
+from pkdns.server.relay_api import Cached, Fetched
 
 
 class FakeDns:

@@ -17,6 +17,7 @@ from pkdns.config import Config, HttpConfig, PkarrConfig
 from pkdns.dht.node import DhtNode
 from pkdns.dht.testnet import Testnet
 from pkdns.metrics import Metrics
+from pkdns.pkarr.client import PkarrClient
 from pkdns.pkarr.relay_client import RelayClient
 from pkdns.server.face import HttpFace
 from tests.support.pkarr_factory import keypair, packet
@@ -55,7 +56,7 @@ async def _instance(testnet: Testnet | None, relays: tuple[RelayClient, ...] = (
         node = DhtNode(mode="client", request_timeout=1.0)
         await node.start("127.0.0.1", 0)
         await node.bootstrap(testnet.bootstrap, timeout=5.0)
-    source = PkarrSource(node, cfg.pkarr, SYSTEM_CLOCK, relays=[r.fetch for r in relays])
+    source = PkarrSource(PkarrClient(node, relays), cfg.pkarr, SYSTEM_CLOCK)
     face = HttpFace(cfg, SYSTEM_CLOCK, Metrics(), None, SYSTEM_CLOCK.monotonic())
     face.source, face.dht = source, node
     await face.start()

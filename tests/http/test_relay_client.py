@@ -10,8 +10,9 @@ from aiohttp import web
 
 from pkdns.errors import PkdnsError
 from pkdns.pkarr import relay_client as rc
+from pkdns.pkarr.client import Published
 from pkdns.pkarr.relay_client import RelayClient, RelayClientError
-from pkdns.server.relay_api import Fetched, Published
+from pkdns.server.relay_api import Fetched
 from tests.http.conftest import RelayRig
 from tests.support.pkarr_factory import TS, keypair, packet
 

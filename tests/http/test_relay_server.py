@@ -6,8 +6,9 @@ from pathlib import Path
 
 import aiohttp
 
+from pkdns.pkarr.client import Published
 from pkdns.pkarr.signed_packet import SignedPacket
-from pkdns.server.relay_api import PAYLOAD_TYPE, Fetched, Published
+from pkdns.server.relay_api import PAYLOAD_TYPE, Fetched
 from tests.conftest import load_vector
 from tests.http.conftest import RelayRig
 from tests.http.curl import curl

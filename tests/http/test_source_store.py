@@ -6,8 +6,9 @@ import pytest
 
 from pkdns.answer.source import PkarrSource
 from pkdns.config import PkarrConfig
+from pkdns.pkarr.client import PkarrClient
 from pkdns.server.face import SourceStore
-from tests.answer.fakes import FakeDht, Script, item_of
+from tests.answer.fakes import FakeDht, Script, item_of, source_over
 from tests.support.clock import FakeClock
 from tests.support.pkarr_factory import keypair, packet
 
@@ -16,8 +17,9 @@ CFG = PkarrConfig(lookup_timeout=0.3, first_answer_window=0.03, dht_rate_limit=0
 
 
 def _store(dht: FakeDht, clock: FakeClock) -> tuple[SourceStore, PkarrSource]:
-    source = PkarrSource(dht, CFG, clock)
-    return SourceStore(source, dht, clock, 60, 86400, CFG.lookup_timeout), source
+    source = source_over(dht, CFG, clock)
+    client = PkarrClient(dht, clock=clock)
+    return SourceStore(source, client, clock, 60, 86400, CFG.lookup_timeout), source
 
 
 async def test_network_only_ignores_packets_from_the_far_future() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from pkdns.answer.source import PkarrSource, Status
 from pkdns.config import PkarrConfig, StateConfig
 from pkdns.persist import StateKeeper
+from pkdns.pkarr.client import PkarrClient
 from pkdns.state import SavedNode, SavedPacket, ScheduleEntry
 from tests.support import pkarr_factory as pf
 from tests.support.clock import FakeClock
@@ -39,7 +40,7 @@ NODES = [(bytes([i]) * 20, f"127.0.0.{i}", 7000 + i) for i in range(1, 4)]
 
 
 def _source(clock: FakeClock) -> PkarrSource:
-    return PkarrSource(None, PkarrConfig(), clock)  # no DHT at all: it is unreachable
+    return PkarrSource(PkarrClient(None, clock=clock), PkarrConfig(), clock)  # no DHT at all
 
 
 async def test_restart_answers_a_known_key_without_the_dht(tmp_path: Path,
