@@ -41,10 +41,10 @@ from pkdns.dns.cache import WireCache, inspect_reply
 from pkdns.dns.forwarder import Forwarder
 from pkdns.dns.resolver import Resolver
 from pkdns.metrics import Metrics
+from pkdns.pkarr.client import to_item
 from pkdns.pkarr.keys import Keypair
 from pkdns.pkarr.signed_packet import SignedPacket
 from pkdns.pkarr.zone import parse_zone
-from pkdns.publish.republisher import to_item
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

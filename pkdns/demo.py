@@ -49,10 +49,10 @@ from pkdns.dht.testnet import HOST, Testnet
 from pkdns.dns import wire
 from pkdns.errors import DhtError, PkdnsError
 from pkdns.lifecycle import Operations
+from pkdns.pkarr.client import PkarrClient
 from pkdns.pkarr.keys import Keypair
 from pkdns.pkarr.signed_packet import SignedPacket
 from pkdns.pkarr.zone import parse_zone, variables_used
-from pkdns.publish.republisher import to_item
 from pkdns.publish.zonebuild import read_zone_text
 
 DEMO_NODES = 8
@@ -139,11 +139,13 @@ def demo_http_listen(http: HttpConfig) -> tuple[HostPort, ...]:
 
 
 async def publish(net: Testnet, packet: SignedPacket) -> int:
-    """Put ``packet`` on the testnet; the number of nodes that stored it."""
-    result = await net.nodes[-1].put_mutable(to_item(packet))
-    if result.stored == 0:
-        raise DhtError(f"the testnet stored no copy of the demo packet ({result.error})")
-    return result.stored
+    """Put ``packet`` on the testnet through a pkarr client over one of its nodes; the number
+    of nodes that stored it."""
+    answer = (await PkarrClient(net.nodes[-1]).publish(packet)).dht
+    if answer is None or answer.stored == 0:
+        why = answer.error if answer is not None else "no DHT"
+        raise DhtError(f"the testnet stored no copy of the demo packet ({why})")
+    return answer.stored
 
 
 class Banner:

@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 from pkdns import log, reload
 from pkdns.answer.service import own_keys
 from pkdns.config import Config, format_hostport
-from pkdns.dht.item import MutableItem
 from pkdns.dns.acl import Acl
 from pkdns.dns.ratelimit import RateLimiter
 from pkdns.errors import DhtError, PkdnsError
 from pkdns.persist import StateKeeper
+from pkdns.pkarr.signed_packet import SignedPacket
 from pkdns.publish.republisher import Republisher
 from pkdns.publish.zonebuild import ZoneBuilder
 from pkdns.sdnotify import ActivatedSockets, Notifier, listen_fds
@@ -76,12 +76,14 @@ class Operations:
                  "next_in": round(job.next_at - wall), "failures": job.failures}
                 for job in self.republisher.plan.zones.values()]
 
-    async def _publish(self, item: MutableItem) -> int:
-        result = await self.daemon.pkarr.node.put_mutable(item)
-        if result.stored == 0 and result.error is not None:
-            code, message = result.error
-            raise DhtError(f"every node refused it (KRPC error {code}: {message})")
-        return result.stored
+    async def _publish(self, packet: SignedPacket) -> int:
+        """Our zones go on the DHT only (relays are where the daemon reads, not writes)."""
+        answer = (await self.daemon.pkarr.client.publish(packet, use_relays=False)).dht
+        if answer is None:
+            raise DhtError("the daemon has no DHT node")
+        if answer.stored == 0 and answer.code is not None:
+            raise DhtError(f"every node refused it ({answer.error})")
+        return answer.stored
 
     # --- systemd -------------------------------------------------------------------------
 

@@ -38,10 +38,10 @@ sys.path.insert(0, str(ROOT))
 
 from pkdns.clock import SYSTEM_CLOCK  # noqa: E402
 from pkdns.dht.testnet import Testnet  # noqa: E402
+from pkdns.pkarr.client import to_item  # noqa: E402
 from pkdns.pkarr.keys import Keypair  # noqa: E402
 from pkdns.pkarr.signed_packet import SignedPacket  # noqa: E402
 from pkdns.pkarr.zone import parse_zone  # noqa: E402
-from pkdns.publish.republisher import to_item  # noqa: E402
 from tests.support.knot import free_port, knot_server  # noqa: E402
 
 ATTACK = ["0.0.0.0", "10.0.0.1", "100.64.0.1", "127.0.0.1", "169.254.1.1", "172.16.0.1",

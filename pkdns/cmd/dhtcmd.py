@@ -4,7 +4,9 @@ publish and resolve run a short-lived read-only node: bootstrap (``--bootstrap``
 public routers, so a loopback address keeps everything local), one BEP 44 put or get, exit.
 ``--relay URL`` (repeatable) also uses pkarr relays, in parallel with the DHT; ``--no-dht``
 uses only the relays (the DHT would otherwise join the public routers). publish reports every
-source; resolve prints the most recent verified packet over all of them. Exit 1 when nothing
+source; resolve prints the most recent verified packet over all of them. Both go through the
+pkarr client (:mod:`pkdns.pkarr.client`), so a packet counts here exactly when it counts in the
+daemon (a packet dated more than an hour ahead is refused, as everywhere). Exit 1 when nothing
 was stored or found anywhere (a failing source next to a working one is a warning on stderr);
 2 for bad input (seed, zone, key, flags, relay URL).
 """
@@ -19,19 +21,19 @@ import json
 import signal
 import sys
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, TextIO, TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pkdns.answer.names import BadKey, PkarrName, classify
 from pkdns.clock import SYSTEM_CLOCK
 from pkdns.cmd.keys import add_ip_echo_flag, read_seed, with_addresses
 from pkdns.cmd.serve import add_common_dht_flags
 from pkdns.config import DhtConfig, HostPort, PkarrConfig, format_hostport
-from pkdns.dht.lookup import Outcome, PutResult
-from pkdns.dht.node import DhtNode, GetQuery
+from pkdns.dht.lookup import Outcome
+from pkdns.dht.node import DhtNode
 from pkdns.dht.testnet import Testnet
-from pkdns.errors import DecodeError, DhtError, PkdnsError, UsageError
-from pkdns.pkarr.evidence import absence_proven
+from pkdns.errors import DecodeError, DhtError, UsageError
+from pkdns.pkarr.client import DHT, PkarrClient, Publication, Resolution
 from pkdns.pkarr.keys import PublicKey
 from pkdns.pkarr.signed_packet import SignedPacket
 from pkdns.pkarr.zone import records_to_text
@@ -43,7 +45,9 @@ FIRST_VALUE_GRACE = 1.0
 """Seconds a get goes on after the first verified packet, for a newer one."""
 JOIN_TIMEOUT = 10.0
 """Seconds of hellos (resent with backoff) before "could not join the DHT"."""
-T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from pkdns.pkarr.relay_client import RelayClient
 
 
 def register(sub: Any) -> None:
@@ -98,16 +102,6 @@ def _check_sources(args: argparse.Namespace) -> None:
         raise UsageError("--bootstrap and --no-dht contradict each other")
 
 
-async def _attempt(coro: Awaitable[T] | None) -> T | PkdnsError | None:
-    """Run one source (None: not used); its failure becomes a value, so others still count."""
-    if coro is None:
-        return None
-    try:
-        return await coro
-    except PkdnsError as exc:
-        return exc
-
-
 def _warn(message: str) -> None:
     print(f"pkdns: warning: {message}", file=sys.stderr)
 
@@ -116,26 +110,51 @@ def _bootstrap(args: argparse.Namespace) -> list[HostPort]:
     return list(args.bootstrap) if args.bootstrap else list(DhtConfig().bootstrap)
 
 
-@contextlib.asynccontextmanager
-async def _joined(args: argparse.Namespace) -> AsyncIterator[DhtNode]:
-    """A read-only node that joined the DHT, closed on exit.
+async def _join(node: DhtNode, nodes: list[HostPort]) -> None:
+    """Join the DHT through ``nodes``: one node answered.
 
-    Joined means one node answered: every bootstrap host is greeted at once and resent to
-    with backoff (a lost datagram or two must not end the command), and the lookup starts
-    from the first answer and the contacts it listed instead of walking to our own id first.
+    Every bootstrap host is greeted at once and resent to with backoff (a lost datagram or
+    two must not end the command), and the lookup starts from the first answer and the
+    contacts it listed instead of walking to our own id first.
     """
-    node = DhtNode(mode="client")
-    await node.start("0.0.0.0", 0)
+    if not await node.join(nodes, timeout=JOIN_TIMEOUT):
+        where = ", ".join(format_hostport(n) for n in nodes)
+        raise DhtError(f"could not join the DHT: no node answered (bootstrap: {where})")
+
+
+@contextlib.asynccontextmanager
+async def _client(args: argparse.Namespace) -> AsyncIterator[tuple[PkarrClient, list[str]]]:
+    """A pkarr client over a read-only node (it joins the DHT when first used, while the
+    relays are already asked) and the ``--relay`` servers; closed on exit. Also yields a
+    one-element list naming what the command waits for, for the progress line."""
+    relays = _relays(args.relay)
+    node: DhtNode | None = None
+    phase = ["joining"]
     try:
+        if not args.no_dht:
+            node = DhtNode(mode="client")
+            await node.start("0.0.0.0", 0)
         nodes = _bootstrap(args)
-        with _progress(lambda: f"joining the DHT via {len(nodes)} bootstrap node(s)"):
-            joined = await node.join(nodes, timeout=JOIN_TIMEOUT)
-        if not joined:
-            where = ", ".join(format_hostport(n) for n in nodes)
-            raise DhtError(f"could not join the DHT: no node answered (bootstrap: {where})")
-        yield node
+
+        async def ready() -> None:
+            assert node is not None
+            await _join(node, nodes)
+            phase[0] = "joined"
+
+        yield PkarrClient(node, relays, ready=ready), phase
     finally:
-        await node.close()
+        if node is not None:
+            await node.close()
+        await asyncio.gather(*(r.close() for r in relays))
+
+
+def _relays(urls: list[str]) -> list[RelayClient]:
+    if not urls:
+        return []
+    # imported here: aiohttp costs a cold command ~0.3-1 s of start-up when no relay is used
+    from pkdns.pkarr.relay_client import RelayClient
+
+    return [RelayClient(url) for url in urls]
 
 
 @contextlib.contextmanager
@@ -171,66 +190,37 @@ def run_publish(args: argparse.Namespace) -> int:
     return asyncio.run(_publish(args, packet))
 
 
-async def _dht_put(args: argparse.Namespace, packet: SignedPacket) -> PutResult:
-    from pkdns.publish.republisher import to_item  # (metrics, prometheus: only publish)
-
-    async with _joined(args) as node:
-        with _progress(lambda: "storing on the closest nodes"):
-            result = await node.put_mutable(to_item(packet), timeout=LOOKUP_TIMEOUT)
-    if result.stored == 0:
-        why = f"{result.error[0]} {result.error[1]}" if result.error else "no node answered"
-        raise DhtError(f"not stored on any DHT node ({why})")
-    return result
-
-
-async def _relay_put(urls: list[str], packet: SignedPacket) -> list[tuple[str, int | str]]:
-    """Each relay's answer: the DHT nodes it reports, or why it failed (text)."""
-    if not urls:
-        return []
-    # imported here: aiohttp costs a cold command ~0.3-1 s of start-up when no relay is used
-    from pkdns.pkarr.relay_client import RelayClient, publish_all
-
-    relays = [RelayClient(url) for url in urls]
-    try:
-        return [(u, r if isinstance(r, int) else str(r))
-                for u, r in await publish_all(relays, packet)]
-    finally:
-        await asyncio.gather(*(r.close() for r in relays))
-
-
-async def _relay_get(urls: list[str], key: PublicKey) -> tuple[SignedPacket | None, list[str]]:
-    """The most recent packet over the relays, and each failure (text)."""
-    if not urls:
-        return None, []
-    from pkdns.pkarr.relay_client import RelayClient, resolve_most_recent
-
-    relays = [RelayClient(url) for url in urls]
-    try:
-        packet, errors = await resolve_most_recent(relays, key)
-        return packet, [str(e) for e in errors]
-    finally:
-        await asyncio.gather(*(r.close() for r in relays))
-
-
 async def _publish(args: argparse.Namespace, packet: SignedPacket) -> int:
-    dht, relayed = await asyncio.gather(
-        _attempt(None if args.no_dht else _dht_put(args, packet)),
-        _relay_put(args.relay, packet))
+    async with _client(args) as (client, phase):
+        joining = f"joining the DHT via {len(_bootstrap(args))} bootstrap node(s)"
+        with _progress(lambda: joining if phase[0] == "joining" else
+                       "storing on the closest nodes"):
+            publication = await client.publish(packet, timeout=LOOKUP_TIMEOUT)
     key = packet.public_key.z32
-    failures = [f"DHT: {dht}"] if isinstance(dht, PkdnsError) else []
-    failures += [r for _, r in relayed if isinstance(r, str)]
-    ok = isinstance(dht, PutResult) or any(isinstance(r, int) for _, r in relayed)
-    if not ok:
+    failures = _publish_failures(publication)
+    if not publication.stored:
         raise DhtError(f"{key}: not stored anywhere ({'; '.join(failures)})")
-    where = (f"stored on {dht.stored} of {dht.asked} nodes" if isinstance(dht, PutResult)
+    dht = publication.dht
+    where = (f"stored on {dht.stored} of {dht.asked} nodes" if dht is not None and dht.stored
              else "published")
     print(f"{key}: {where} (timestamp {packet.timestamp}, {len(packet.packet)} bytes)")
-    for url, r in relayed:
-        if isinstance(r, int):
-            print(f"relay {url}: stored (relay reports {r} DHT nodes)")
+    for url, answer in publication.relays:
+        if answer.stored:
+            print(f"relay {url}: stored (relay reports {answer.stored} DHT nodes)")
     for failure in failures:
         _warn(failure)
     return 0
+
+
+def _publish_failures(publication: Publication) -> list[str]:
+    """Each destination that did not store the packet, in words."""
+    failures = [f"DHT: {publication.dht_error}"] if publication.dht_error else []
+    dht = publication.dht
+    if dht is not None and not dht.stored:
+        failures.append(f"DHT: not stored on any DHT node ({dht.error})")
+    failures += [a.error or f"relay {url}: not stored" for url, a in publication.relays
+                 if not a.stored]
+    return failures
 
 
 def run_resolve(args: argparse.Namespace) -> int:
@@ -259,82 +249,40 @@ def parse_key_argument(text: str) -> PublicKey:
         raise UsageError(str(exc)) from None
 
 
-async def _dht_get(args: argparse.Namespace, key: PublicKey) -> tuple[SignedPacket | None, str]:
-    """The most recent packet the DHT gave, and a status line for messages.
-
-    Rounds of lookups until a packet is found, absence is proven or LOOKUP_TIMEOUT passed (on
-    a lossy network a round can end with every close node silent). Once a verified packet is
-    in, the lookup goes on for FIRST_VALUE_GRACE more for a newer one, then stops: waiting
-    for every silent node to time out would add seconds and rarely a newer packet.
-    """
-    best: SignedPacket | None = None
-    rejected = 0
-    async with _joined(args) as node:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + LOOKUP_TIMEOUT
-        rounds: list[GetQuery] = []
-        with _progress(lambda: _status(rounds[-1].outcome)):
-            while True:
-                query = node.get_mutable(key.raw, timeout=deadline - loop.time())
-                rounds.append(query)
-                cutoff: float | None = None
-                items = aiter(query)
-                try:
-                    while True:
-                        wait = None if cutoff is None else max(0.0, cutoff - loop.time())
-                        try:
-                            item = await asyncio.wait_for(anext(items), wait)
-                        except (StopAsyncIteration, TimeoutError):
-                            break
-                        try:
-                            packet = SignedPacket.from_bep44(item.k, item.seq, item.v, item.sig)
-                        except DecodeError:
-                            rejected += 1
-                            continue
-                        if best is None or packet.more_recent_than(best):
-                            best = packet
-                        cutoff = cutoff or loop.time() + FIRST_VALUE_GRACE
-                finally:
-                    await query.cancel()
-                if (best is not None or absence_proven(query.outcome)
-                        or deadline - loop.time() < 0.1):
-                    break
-    status = _status(_sum(r.outcome for r in rounds))
-    return best, status + (f", {rejected} unparseable" if rejected else "")
-
-
-def _sum(outcomes: Iterable[Outcome]) -> Outcome:
-    total = Outcome()
-    for o in outcomes:
-        total.queried += o.queried
-        total.responded += o.responded
-        total.values += o.values
-    return total
-
-
 async def _resolve(args: argparse.Namespace, key: PublicKey) -> int:
-    relays = args.relay
-    dht, (relayed, errors) = await asyncio.gather(
-        _attempt(None if args.no_dht else _dht_get(args, key)), _relay_get(relays, key))
-    failures = [f"DHT: {dht}"] if isinstance(dht, PkdnsError) else []
-    failures += errors
-    candidates: list[tuple[SignedPacket, str]] = []
-    if isinstance(dht, tuple) and dht[0] is not None:
-        candidates.append((dht[0], "dht"))
-    if relayed is not None:
-        candidates.append((relayed, "relay"))
-    if not candidates:
-        searched = [f"DHT: {dht[1]}"] if isinstance(dht, tuple) else []
-        searched += [f"{len(relays) - len(errors)} relay(s) had nothing"] if relays else []
+    """Rounds of DHT lookups until a packet is found, absence is proven or LOOKUP_TIMEOUT
+    passed (on a lossy network a round can end with every close node silent), the relays in
+    parallel. Once a verified packet is in, the lookup goes on for FIRST_VALUE_GRACE more for
+    a newer one, then stops: waiting for every silent node to time out would add seconds and
+    rarely a newer packet."""
+    async with _client(args) as (client, phase):
+        resolving = client.resolve(key, timeout=LOOKUP_TIMEOUT, grace=FIRST_VALUE_GRACE,
+                                   rounds=None, round_min=0.0)
+        found = resolving.result
+        joining = f"joining the DHT via {len(_bootstrap(args))} bootstrap node(s)"
+        with _progress(lambda: joining if phase[0] == "joining" else
+                       _status(found.rounds[-1].outcome if found.rounds else Outcome())):
+            found = await resolving.collect()
+    failures = [f"DHT: {found.dht_error}"] if found.dht_error else []
+    failures += found.errors
+    if found.best is None:
+        searched = [f"DHT: {_dht_status(found)}"] if found.dht_used else []
+        relays = len(args.relay)
+        searched += [f"{relays - len(found.errors)} relay(s) had nothing"] if relays else []
         raise DhtError(f"{key.z32}: no signed packet found ({'; '.join(searched + failures)})")
-    best, source = candidates[0]
-    for packet, where in candidates[1:]:
-        if packet.more_recent_than(best):
-            best, source = packet, where
     for failure in failures:
         _warn(failure)
-    print(_render(best, args.json, source), end="")
+    print(_render(found.best, args.json, "dht" if found.source == DHT else "relay"), end="")
     return 0
+
+
+def _dht_status(found: Resolution) -> str:
+    status = _status(found.dht_counters())
+    if found.invalid:
+        status += f", {found.invalid} unparseable"
+    if found.future:
+        status += f", {found.future} dated more than an hour ahead (refused)"
+    return status
 
 
 def _status(o: Outcome) -> str:

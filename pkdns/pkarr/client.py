@@ -123,7 +123,7 @@ class Resolution:
     invalid: int = 0                   # DHT values that were no valid packet
     newest_invalid_seq: int | None = None
     future: int = 0                    # packets dated more than an hour ahead (refused)
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)   # each relay that failed, in words
     dht_error: str | None = None       # the DHT could not be used at all (join failed)
     rounds: list[MutableStream] = field(default_factory=list)
     finished: bool = False             # every source ended (not cut short)
@@ -163,10 +163,12 @@ class Published:
 
 @dataclass(frozen=True, slots=True)
 class Publication:
-    """Every destination's answer: the DHT's (None when not used) and each relay's."""
+    """Every destination's answer: the DHT's (None when not used, or when it could not be
+    used at all: ``dht_error``, e.g. the join failed) and each relay's."""
 
     dht: Published | None
     relays: tuple[tuple[str, Published], ...] = ()
+    dht_error: str | None = None
 
     @property
     def stored(self) -> bool:
@@ -267,7 +269,6 @@ class Resolving:
                 await self._client.ready()
             except PkdnsError as exc:
                 r.dht_error = str(exc)
-                r.errors.append(f"DHT: {exc}")
                 return
         r.dht_used = True
         loop = asyncio.get_running_loop()
@@ -376,18 +377,22 @@ class PkarrClient:
         """Put ``packet`` on the DHT and the relays at once; every destination's answer."""
         relays = self.relays if use_relays else ()
         dht_part = self._put_dht(packet, timeout) if self.dht is not None else _nothing()
-        results = await asyncio.gather(dht_part, *(_put_relay(r, packet, if_match)
-                                                   for r in relays))
-        return Publication(results[0], tuple(
-            (r.url, p) for r, p in zip(relays, results[1:], strict=True) if p is not None))
+        dht, *answers = await asyncio.gather(dht_part, *(_put_relay(r, packet, if_match)
+                                                         for r in relays))
+        per_relay = tuple((r.url, a) for r, a in zip(relays, answers, strict=True)
+                          if isinstance(a, Published))
+        if isinstance(dht, str):
+            return Publication(None, per_relay, dht_error=dht)
+        return Publication(dht, per_relay)
 
-    async def _put_dht(self, packet: SignedPacket, timeout: float) -> Published:
+    async def _put_dht(self, packet: SignedPacket, timeout: float) -> Published | str:
+        """The DHT's answer, or why the DHT could not be used at all."""
         assert self.dht is not None
         if self.ready is not None:
             try:
                 await self.ready()
             except PkdnsError as exc:
-                return Published(0, error=str(exc))
+                return str(exc)
         result = await self.dht.put_mutable(to_item(packet), timeout=timeout)
         return dht_published(result)
 

@@ -4,8 +4,8 @@ It signs ``[[zones]]`` through an injected ``build`` coroutine (seed + zone file
 variables, re-read on every run), re-puts popular cached packets unchanged, and reports through
 logs (``zone_published``, ``zone_publish_failed``, ``packet_republished``) and the
 ``pkdns_republished{source, result}`` counter. The DHT is reached only through ``publish``
-(a ``MutableItem`` in, the number of nodes that stored it out), so tests use fakes and the
-daemon passes ``DhtNode.put_mutable``.
+(a signed packet in, the number of nodes that stored it out), so tests use fakes and the
+daemon publishes through its pkarr client (:meth:`pkdns.pkarr.client.PkarrClient.publish`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from pkdns import log
 from pkdns.answer.packets import PacketSource
 from pkdns.clock import Clock
 from pkdns.config import RepublishConfig, ZoneConfig
-from pkdns.dht.item import MutableItem
 from pkdns.errors import PkdnsError
 from pkdns.metrics import Metrics
 from pkdns.pkarr.signed_packet import SignedPacket
@@ -27,21 +26,14 @@ from pkdns.state import ScheduleEntry
 
 _log = log.get("republisher")
 
-Publish = Callable[[MutableItem], Awaitable[int]]
-"""Put one BEP 44 item on the DHT; returns how many nodes stored it (raises on failure)."""
+Publish = Callable[[SignedPacket], Awaitable[int]]
+"""Put one signed packet on the DHT; returns how many nodes stored it (raises on failure)."""
 BuildZone = Callable[[ZoneConfig, int], Awaitable[SignedPacket]]
 """Sign a zone at a timestamp (µs); raises PkdnsError with a clear message on bad input."""
 AddressChanged = Callable[[ZoneConfig], Awaitable[bool | None]]
 """Has the host's address for the zone's DynDNS variables changed since it was signed?
 (None: the zone uses no variable, or was not signed yet: nothing to check.)"""
 MAX_PARALLEL = 4
-
-
-def to_item(packet: SignedPacket) -> MutableItem:
-    """A signed packet as the BEP 44 item it is (pkarr ``design/base.md``: seq = timestamp,
-    v = packet)."""
-    return MutableItem(k=packet.public_key.raw, seq=packet.timestamp, v=packet.packet,
-                       sig=packet.signature)
 
 
 class Republisher:
@@ -123,7 +115,7 @@ class Republisher:
             try:
                 packet = await self._build(job.zone, self._next_timestamp(job))
                 self._own[job.name] = packet.public_key.raw
-                stored = await self._publish(to_item(packet))
+                stored = await self._publish(packet)
             except Exception as exc:  # bad zone file, network: log, retry later
                 self._report_zone(job, None, 0, describe(exc))
                 return
@@ -182,7 +174,7 @@ class Republisher:
             error: str | None = None
             stored = 0
             try:
-                stored = await self._publish(to_item(packet))
+                stored = await self._publish(packet)
             except Exception as exc:
                 error = describe(exc)
             self.plan.popular_done(packet.public_key.raw, queries, stored, error, self._wall())

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import select
@@ -11,13 +12,17 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pkdns.cli import main
+from pkdns.dht.node import DhtNode
+from pkdns.pkarr.client import to_item
 from tests.support.peers import BittorrentSwarm, LibtorrentSwarm, bittorrent_swarm, node_script
+from tests.support.pkarr_factory import keypair, packet
 
 ZONE = '@ 300 IN A 192.0.2.7\nwww 300 IN CNAME @\n_txt 60 IN TXT "hello dht"\n'
 
@@ -74,6 +79,32 @@ def test_resolve_unknown_key_is_exit_1(testnet_process: str, keyfiles: tuple[str
     code = main(["resolve", key, "--bootstrap", testnet_process])
     err = capsys.readouterr().err
     assert code == 1 and "no signed packet found" in err and "answered" in err
+
+
+def test_resolve_refuses_a_packet_from_the_future(testnet_process: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A packet dated two hours ahead is stored on the DHT (nodes keep the highest seq):
+    ``pkdns resolve`` refuses it as the daemon does, instead of printing it (before, the
+    command line's copy of the lookup skipped the one-hour bound)."""
+    kp = keypair(31)
+    ahead = packet(kp, ["@ 300 IN A 192.0.2.99"], ts=time.time_ns() // 1000 + 7200 * 10**6)
+    host, port = testnet_process.rsplit(":", 1)
+
+    async def put() -> int:
+        node = DhtNode(mode="client")
+        await node.start("127.0.0.1", 0)
+        try:
+            assert await node.join([(host, int(port))], timeout=5.0)
+            return (await node.put_mutable(to_item(ahead), timeout=5.0)).stored
+        finally:
+            await node.close()
+
+    assert asyncio.run(put()) > 0
+    code = main(["resolve", kp.public_key.z32, "--bootstrap", testnet_process])
+    captured = capsys.readouterr()
+    assert code == 1 and "192.0.2.99" not in captured.out
+    assert "no signed packet found" in captured.err
+    assert "1 dated more than an hour ahead (refused)" in captured.err
 
 
 def test_bad_inputs_are_exit_2(tmp_path: Path, keyfiles: tuple[str, str, str],

@@ -17,8 +17,8 @@ from aiohttp import web
 
 from pkdns.dht.node import DhtNode
 from pkdns.dht.testnet import Testnet
+from pkdns.pkarr.client import to_item
 from pkdns.pkarr.signed_packet import SignedPacket
-from pkdns.publish.republisher import to_item
 from tests.ops.daemonproc import pkdns
 from tests.support import pkarr_factory as pf
 from tests.support.knot import free_port

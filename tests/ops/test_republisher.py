@@ -19,9 +19,10 @@ from pkdns.dht.node import DhtNode
 from pkdns.dht.testnet import Testnet
 from pkdns.errors import DhtError, UsageError
 from pkdns.metrics import Metrics
+from pkdns.pkarr.client import PkarrClient, to_item
 from pkdns.pkarr.keys import PublicKey, read_seed_file
 from pkdns.pkarr.signed_packet import SignedPacket
-from pkdns.publish.republisher import Republisher, to_item
+from pkdns.publish.republisher import Republisher
 from pkdns.publish.zonebuild import ZoneBuilder
 from tests.support import pkarr_factory as pf
 from tests.support.clock import FakeClock
@@ -51,7 +52,8 @@ class FakeDht:
         self.fail: Exception | None = None
         self.items: list[MutableItem] = []
 
-    async def publish(self, item: MutableItem) -> int:
+    async def publish(self, packet: SignedPacket) -> int:
+        item = to_item(packet)
         if self.fail is not None:
             raise self.fail
         self.items.append(item)
@@ -222,8 +224,10 @@ async def test_zone_and_popular_packet_on_a_real_testnet(zone: ZoneConfig,
 
     publisher, reader = await _client(testnet), await _client(testnet)
     try:
-        async def publish(item: MutableItem) -> int:
-            return (await publisher.put_mutable(item, timeout=5.0)).stored
+        async def publish(packet: SignedPacket) -> int:
+            answer = (await PkarrClient(publisher).publish(packet, timeout=5.0)).dht
+            assert answer is not None
+            return answer.stored
 
         cache = FakeCache()
         other = pf.packet(pf.keypair(11), ["@ 300 IN A 203.0.113.5"], ts=SYSTEM_CLOCK.wall_us())

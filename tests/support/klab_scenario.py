@@ -26,9 +26,9 @@ import dns.rcode
 import dnslib
 
 from pkdns.dht.node import DhtNode
+from pkdns.pkarr.client import to_item
 from pkdns.pkarr.keys import Keypair
 from pkdns.pkarr.signed_packet import SignedPacket
-from pkdns.publish.republisher import to_item
 from tests.support.klab import (
     INTEROP,
     Child,
