@@ -15,8 +15,6 @@ relay's status and first line of text.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
@@ -74,8 +72,8 @@ class RelayClient:
         return self._session
 
     async def fetch(self, key: PublicKey) -> SignedPacket | None:
-        """The key's packet, or None (the ``RelayFetch`` shape the packet source asks in
-        parallel with the DHT); raises :class:`RelayClientError` when the relay fails."""
+        """The key's packet, or None; raises :class:`RelayClientError` when the relay fails.
+        (Asking several relays and the DHT is :class:`pkdns.pkarr.client.PkarrClient`'s.)"""
         return (await self.get(key)).packet
 
     async def get(self, key: PublicKey, policy: str | None = None,
@@ -134,34 +132,6 @@ class RelayClient:
             raise RelayClientError(self.url, _describe(status, body), status)
         count = _int_header(stored)
         return 1 if count is None else count
-
-
-async def resolve_most_recent(clients: Sequence[RelayClient], key: PublicKey
-                              ) -> tuple[SignedPacket | None, list[RelayClientError]]:
-    """Ask every relay at once; the most recent verified packet, and the relays that failed."""
-    results = await asyncio.gather(*(c.fetch(key) for c in clients), return_exceptions=True)
-    best: SignedPacket | None = None
-    errors: list[RelayClientError] = []
-    for result in results:
-        if isinstance(result, RelayClientError):
-            errors.append(result)
-        elif isinstance(result, BaseException):
-            raise result
-        elif result is not None and (best is None or result.more_recent_than(best)):
-            best = result
-    return best, errors
-
-
-async def publish_all(clients: Sequence[RelayClient], packet: SignedPacket
-                      ) -> list[tuple[str, int | RelayClientError]]:
-    """PUT to every relay at once; per relay URL, the stored-node count or the error."""
-    results = await asyncio.gather(*(c.put(packet) for c in clients), return_exceptions=True)
-    out: list[tuple[str, int | RelayClientError]] = []
-    for client, result in zip(clients, results, strict=True):
-        if isinstance(result, BaseException) and not isinstance(result, RelayClientError):
-            raise result
-        out.append((client.url, result))
-    return out
 
 
 _FIRST_SECOND = int(datetime(1, 1, 1, tzinfo=UTC).timestamp())

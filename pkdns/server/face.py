@@ -28,19 +28,12 @@ from pkdns.pkarr.signed_packet import SignedPacket
 from pkdns.server.dashboard import Dashboard
 from pkdns.server.http import DnsEntry, HttpServer, build_app
 from pkdns.server.relay_api import Cached, Fetched, RelayApi
-from pkdns.server.status import DaemonStatus, StatusPage
+from pkdns.server.status import DaemonStatus, DhtInfo, StatusPage
 
 
-class Node(Dht, Protocol):
-    """The part of ``DhtNode`` the relay API (through a pkarr client) and the status page use."""
-
-    mode: str
-
-    def routing_table_size(self) -> int: ...
-
-    def health_snapshot(self) -> dict[str, object]: ...
-
-    def estimated_network_size(self) -> int: ...
+class Node(Dht, DhtInfo, Protocol):
+    """``DhtNode`` as the face sees it: what the pkarr client asks of it (the relay API) and
+    what the status page shows."""
 
 
 class ClockedLimiter:

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from pkdns.errors import PkdnsError
 from pkdns.pkarr import relay_client as rc
-from pkdns.pkarr.client import Published
+from pkdns.pkarr.client import PkarrClient, Published
 from pkdns.pkarr.relay_client import RelayClient, RelayClientError
 from pkdns.server.relay_api import Fetched
 from tests.http.conftest import RelayRig
@@ -150,7 +150,7 @@ async def test_bad_relay_answers_raise(scripted: tuple[str, list[web.Request], l
         await client.close()
 
 
-async def test_unreachable_relay_and_parallel_helpers(relay: RelayRig) -> None:
+async def test_unreachable_relay_next_to_a_live_one(relay: RelayRig) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = RelayClient(f"http://127.0.0.1:{s.getsockname()[1]}", timeout=2)
@@ -158,11 +158,15 @@ async def test_unreachable_relay_and_parallel_helpers(relay: RelayRig) -> None:
     try:
         with pytest.raises(RelayClientError):
             await dead.fetch(KP.public_key)
-        results = await rc.publish_all([live, dead], NEW)
-        assert results[0] == (live.url, 7)
-        assert isinstance(results[1][1], RelayClientError)
-        best, errors = await rc.resolve_most_recent([dead, live], KP.public_key)
-        assert best == NEW and len(errors) == 1
+        client = PkarrClient(None, [live, dead])       # the pkarr client over real relays
+        publication = await client.publish(NEW)
+        assert publication.relays[0] == (live.url, Published(7))
+        dead_answer = publication.relays[1][1]
+        assert dead_answer.stored == 0 and dead_answer.error is not None
+        assert dead_answer.error.startswith(f"relay {dead.url}: ")
+        found = await PkarrClient(None, [dead, live]).resolve_most_recent(KP.public_key,
+                                                                          timeout=5.0)
+        assert found.best == NEW and found.source == live.url and len(found.errors) == 1
     finally:
         await live.close()
         await dead.close()
