@@ -1,10 +1,9 @@
-"""Fakes for the resolution tests: a scripted DHT, relays and an ICANN side."""
+"""Fakes for the answer tests: a packet source over the scripted DHT and relays
+(:mod:`tests.support.pkarr_fakes`), and an ICANN side."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from dnslib import RR, DNSRecord
@@ -12,110 +11,13 @@ from dnslib import RR, DNSRecord
 from pkdns.answer.source import PkarrSource
 from pkdns.clock import Clock
 from pkdns.config import PkarrConfig
-from pkdns.dht.item import MutableItem
-from pkdns.dht.lookup import Outcome
-from pkdns.dht.put import PutResult
 from pkdns.pkarr.client import Dht, PkarrClient, Relay
-from pkdns.pkarr.keys import PublicKey
-from pkdns.pkarr.relay_client import RelayResponse
-from pkdns.pkarr.signed_packet import SignedPacket
-
-
-def item_of(packet: SignedPacket) -> MutableItem:
-    return MutableItem(packet.public_key.raw, packet.timestamp, packet.packet, packet.signature)
-
-
-@dataclass
-class Script:
-    """What one DHT lookup does: (delay, item) pairs, then ends after ``end_after`` seconds.
-
-    ``queried`` nodes were asked (default: as many as ``responded``).
-    """
-
-    items: list[tuple[float, MutableItem]] = field(default_factory=list)
-    responded: int = 8
-    queried: int | None = None
-    end_after: float = 0.0
-    hang: bool = False
-    deadline_hit: bool = False
-
-
-class FakeStream:
-    def __init__(self, script: Script) -> None:
-        self.script = script
-        self.outcome = Outcome()
-        self.cancelled = False
-
-    def __aiter__(self) -> AsyncIterator[MutableItem]:
-        return self._run()
-
-    async def _run(self) -> AsyncIterator[MutableItem]:
-        for delay, item in self.script.items:
-            await asyncio.sleep(delay)
-            yield item
-        if self.script.hang:
-            await asyncio.Event().wait()
-        await asyncio.sleep(self.script.end_after)
-        queried = self.script.responded if self.script.queried is None else self.script.queried
-        self.outcome = Outcome(queried=queried, responded=self.script.responded,
-                               values=len(self.script.items),
-                               deadline_hit=self.script.deadline_hit)
-
-    async def cancel(self) -> None:
-        self.cancelled = True
-
-
-class FakeDht:
-    """``get_mutable`` runs ``script(key)``; records every call."""
-
-    def __init__(self, script: Callable[[bytes], Script]) -> None:
-        self.script = script
-        self.calls: list[bytes] = []
-        self.streams: list[FakeStream] = []
-        self.up = True
-        self.puts: list[MutableItem] = []
-        self.put_result = PutResult(stored=8, asked=8)
-
-    def reachable(self) -> bool:
-        return self.up
-
-    def get_mutable(self, public_key: bytes, seq_floor: int | None = None, *,
-                    timeout: float = 5.0) -> FakeStream:
-        self.calls.append(public_key)
-        stream = FakeStream(self.script(public_key))
-        self.streams.append(stream)
-        return stream
-
-    async def put_mutable(self, item: MutableItem, *, timeout: float = 5.0) -> PutResult:
-        """Every put is stored on ``put_result`` (default: 8 nodes); kept in ``puts``."""
-        self.puts.append(item)
-        return self.put_result
 
 
 def source_over(dht: Dht | None, cfg: PkarrConfig, clock: Clock, relays: Sequence[Relay] = (),
                 **kwargs: Any) -> PkarrSource:
     """A packet source over a pkarr client over ``dht`` and ``relays``."""
     return PkarrSource(PkarrClient(dht, relays, clock=clock), cfg, clock, **kwargs)
-
-
-@dataclass
-class FnRelay:
-    """A relay whose GET answers ``fn(key)`` (None: 404; raising: unreachable); PUTs are kept
-    in ``puts`` and reported stored on ``stored`` nodes."""
-
-    fn: Callable[[PublicKey], Awaitable[SignedPacket | None]]
-    url: str = "http://relay.test"
-    stored: int = 1
-    puts: list[SignedPacket] = field(default_factory=list)
-
-    async def get(self, key: PublicKey, policy: str | None = None,
-                  newer_than: SignedPacket | None = None) -> RelayResponse:
-        packet = await self.fn(key)
-        return RelayResponse(packet, 200 if packet is not None else 404)
-
-    async def put(self, packet: SignedPacket, if_match: int | None = None) -> int:
-        self.puts.append(packet)
-        return self.stored
 
 
 class FakeIcann:

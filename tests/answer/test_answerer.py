@@ -14,9 +14,10 @@ from pkdns.config import PkarrConfig
 from pkdns.pkarr.keys import PublicKey
 from pkdns.pkarr.signed_packet import SignedPacket
 from tests.answer import vectors
-from tests.answer.fakes import FakeDht, FakeIcann, Script, item_of, source_over
+from tests.answer.fakes import FakeIcann, source_over
 from tests.support.clock import FakeClock
 from tests.support.pkarr_factory import keypair, packet
+from tests.support.pkarr_fakes import FakeDht, Script, item_of
 
 MAIN, OTHER = vectors.load("main"), vectors.load("other")
 Z, Z2 = MAIN.public_key.z32, OTHER.public_key.z32

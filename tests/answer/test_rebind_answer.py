@@ -13,9 +13,10 @@ from pkdns.answer.answerer import PkarrAnswerer
 from pkdns.config import PkarrConfig
 from pkdns.metrics import Metrics
 from pkdns.pkarr.signed_packet import SignedPacket
-from tests.answer.fakes import FakeDht, FakeIcann, Script, item_of, source_over
+from tests.answer.fakes import FakeIcann, source_over
 from tests.support.clock import FakeClock
 from tests.support.pkarr_factory import keypair, packet
+from tests.support.pkarr_fakes import FakeDht, Script, item_of
 
 ATTACKER, NEIGHBOUR, OWN = keypair(131), keypair(132), keypair(133)
 Z, Z2, ZOWN = ATTACKER.public_key.z32, NEIGHBOUR.public_key.z32, OWN.public_key.z32

@@ -13,9 +13,10 @@ from pkdns.config import PkarrConfig
 from pkdns.dht.item import MutableItem
 from pkdns.pkarr.keys import Keypair, PublicKey
 from pkdns.pkarr.signed_packet import SignedPacket
-from tests.answer.fakes import FakeDht, FnRelay, Script, item_of, source_over
+from tests.answer.fakes import source_over
 from tests.support.clock import FakeClock
 from tests.support.pkarr_factory import keypair, packet
+from tests.support.pkarr_fakes import FakeDht, FnRelay, Script, item_of
 
 CFG = PkarrConfig(lookup_timeout=0.3, first_answer_window=0.03, negative_ttl=60, min_ttl=60,
                   max_ttl=86400, stale_max_age=3600, dht_rate_limit=0)

@@ -8,9 +8,10 @@ from pkdns.answer.source import PkarrSource
 from pkdns.config import PkarrConfig
 from pkdns.pkarr.client import PkarrClient
 from pkdns.server.face import SourceStore
-from tests.answer.fakes import FakeDht, Script, item_of, source_over
+from tests.answer.fakes import source_over
 from tests.support.clock import FakeClock
 from tests.support.pkarr_factory import keypair, packet
+from tests.support.pkarr_fakes import FakeDht, Script, item_of
 
 KP = keypair(14)
 CFG = PkarrConfig(lookup_timeout=0.3, first_answer_window=0.03, dht_rate_limit=0)

@@ -14,9 +14,9 @@ from pkdns.pkarr.client import DHT, PkarrClient, dht_published, to_item
 from pkdns.pkarr.keys import Keypair, PublicKey
 from pkdns.pkarr.relay_client import RelayClientError
 from pkdns.pkarr.signed_packet import SignedPacket
-from tests.answer.fakes import FakeDht, FnRelay, Script, item_of
 from tests.support.clock import FakeClock
 from tests.support.pkarr_factory import keypair, packet
+from tests.support.pkarr_fakes import FakeDht, FnRelay, Script, item_of
 
 KP = keypair(21)
 KEY = KP.public_key

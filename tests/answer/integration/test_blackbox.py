@@ -15,9 +15,9 @@ from typing import TypeVar
 
 import pytest
 
-from tests.answer.fakes import item_of
 from tests.support.daemon import run_daemon
 from tests.support.pkarr_factory import keypair, packet
+from tests.support.pkarr_fakes import item_of
 from tests.support.threaded_testnet import ThreadedTestnet
 from tests.support.threaded_testnet import threaded_testnet as start_testnet
 

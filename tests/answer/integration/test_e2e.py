@@ -24,9 +24,9 @@ from pkdns.app import Daemon
 from pkdns.config import Config, DhtConfig, DnsConfig, HttpConfig, PkarrConfig
 from pkdns.dht.testnet import Testnet
 from pkdns.pkarr.signed_packet import SignedPacket
-from tests.answer.fakes import item_of
 from tests.support.knot import knot_server
 from tests.support.pkarr_factory import TS, keypair, packet
+from tests.support.pkarr_fakes import item_of
 from tests.support.upstream import FakeUpstream, a_record
 
 DIG, KDIG = shutil.which("dig") or "dig", shutil.which("kdig") or "kdig"

@@ -20,9 +20,9 @@ import pytest
 from pkdns.app import Daemon
 from pkdns.config import Config, DhtConfig, DnsConfig, HttpConfig
 from pkdns.dht.node import DhtNode
-from tests.answer.fakes import item_of
 from tests.support.peers import bittorrent_swarm
 from tests.support.pkarr_factory import keypair, packet
+from tests.support.pkarr_fakes import item_of
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 

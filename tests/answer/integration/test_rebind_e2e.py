@@ -37,9 +37,9 @@ from pkdns.lifecycle import Operations
 from pkdns.pkarr.keys import Keypair, write_seed_file
 from pkdns.pkarr.signed_packet import SignedPacket
 from pkdns.pkarr.zone import parse_zone
-from tests.answer.fakes import item_of
 from tests.support.knot import knot_server
 from tests.support.pkarr_factory import keypair
+from tests.support.pkarr_fakes import item_of
 
 DIG, KDIG = shutil.which("dig") or "dig", shutil.which("kdig") or "kdig"
 ATTACK = ["0.0.0.0", "10.0.0.1", "100.64.0.1", "127.0.0.1", "169.254.1.1", "172.16.0.1",

@@ -25,10 +25,10 @@ import pytest
 
 from pkdns.dht.testnet import Testnet
 from pkdns.pkarr.signed_packet import SignedPacket
-from tests.answer.fakes import item_of
 from tests.support.daemon import run_daemon
 from tests.support.knot import free_port
 from tests.support.pkarr_factory import keypair, packet
+from tests.support.pkarr_fakes import item_of
 from tests.support.require import require_tool
 from tests.support.threaded_testnet import ThreadedTestnet, threaded_testnet
 
