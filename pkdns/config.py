@@ -3,7 +3,7 @@
 Every option has a default here; ``config.example.toml`` documents the same values (a test
 asserts the example parses to exactly these defaults). Unknown keys and bad values raise
 :class:`ConfigError` naming the key, the file and the line (the TOML reader lives in
-:mod:`pkdns.configfile`; ``parse``/``load``/``validate`` here delegate to it).
+:mod:`pkdns.configfile`, which imports this module: ``configfile.parse``/``load``/``validate``).
 
 Addresses are ``host:port`` strings (``[v6]:port`` for IPv6); they are parsed to
 ``(host, port)`` tuples here so the rest of the code never splits strings.
@@ -16,7 +16,6 @@ import ipaddress
 import re
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 HostPort = tuple[str, int]
@@ -281,27 +280,6 @@ class Config:
     zones: tuple[ZoneConfig, ...] = ()
 
 
-def parse(text: str, path: str = "<config>") -> Config:
-    """Parse TOML text into a validated :class:`Config` (see :mod:`pkdns.configfile`)."""
-    from pkdns import configfile
-
-    return configfile.parse(text, path)
-
-
-def load(path: str | Path) -> Config:
-    """Read and parse a config file; relative paths (state_dir, zones) are relative to it."""
-    from pkdns import configfile
-
-    return configfile.load(path)
-
-
-def validate(cfg: Config, path: str = "<config>") -> None:
-    """Cross-field checks that a type alone cannot express (e.g. after CLI flags)."""
-    from pkdns import configfile
-
-    configfile.validate(cfg, path)
-
-
 class _Dataclass(typing.Protocol):
     """Any dataclass instance (what ``dataclasses.replace`` accepts)."""
 
@@ -319,5 +297,5 @@ def replace(cfg: D, **changes: Any) -> D:
 __all__ = [
     "CacheConfig", "Config", "DhtConfig", "DnsConfig", "GatewayConfig", "HostPort", "HttpConfig",
     "LogConfig", "PkarrConfig", "RepublishConfig", "StateConfig", "ZoneConfig", "format_hostport",
-    "load", "parse", "parse_hostport", "parse_ip_hostport", "replace", "validate",
+    "parse_hostport", "parse_ip_hostport", "replace",
 ]

@@ -22,11 +22,11 @@ EXAMPLE = ROOT / "config.example.toml"
 
 
 def test_empty_config_is_defaults() -> None:
-    assert config.parse("") == config.Config()
+    assert configfile.parse("") == config.Config()
 
 
 def test_example_parses_to_exactly_the_defaults() -> None:
-    assert config.load(EXAMPLE) == config.Config()
+    assert configfile.load(EXAMPLE) == config.Config()
 
 
 def _uncommented_zones_block(text: str) -> str:
@@ -53,14 +53,14 @@ def test_every_option_is_documented_in_the_example() -> None:
 def test_example_zone_block_enables_a_zone(tmp_path: Path) -> None:
     text = EXAMPLE.read_text() + "\n" + _uncommented_zones_block(EXAMPLE.read_text()) + "\n"
     (tmp_path / "pkdns.toml").write_text(text)
-    cfg = config.load(tmp_path / "pkdns.toml")
+    cfg = configfile.load(tmp_path / "pkdns.toml")
     assert cfg.zones == (config.ZoneConfig(seed=str(tmp_path / "seed.txt"),
                                            zone=str(tmp_path / "pkarr.zone"), interval=3600),)
 
 
 def test_absolute_zone_paths_stay(tmp_path: Path) -> None:
     (tmp_path / "c.toml").write_text("[[zones]]\nseed = '/k/seed'\nzone = '/k/zone'\n")
-    assert config.load(tmp_path / "c.toml").zones[0].seed == "/k/seed"
+    assert configfile.load(tmp_path / "c.toml").zones[0].seed == "/k/seed"
 
 
 def test_hostport_forms() -> None:
@@ -76,7 +76,7 @@ def test_hostport_forms() -> None:
 
 
 def test_values_are_converted() -> None:
-    cfg = config.parse(
+    cfg = configfile.parse(
         "state_dir = '/tmp/s'\ntestnet = true\n"
         "[dns]\nlisten = ['0.0.0.0:5353', '[::]:5353']\nupstream_timeout = 2\n"
         "[dht]\nbootstrap = ['127.0.0.1:7000']\n"
@@ -145,7 +145,7 @@ BAD = [
 @pytest.mark.parametrize(("text", "fragment"), BAD)
 def test_bad_config_names_file_line_and_key(text: str, fragment: str) -> None:
     with pytest.raises(ConfigError) as info:
-        config.parse(text, "/etc/pkdns.toml")
+        configfile.parse(text, "/etc/pkdns.toml")
     assert f"/etc/pkdns.toml:{fragment}" in str(info.value) or (
         fragment == "invalid TOML" and "/etc/pkdns.toml: invalid TOML" in str(info.value))
     assert "\n" not in str(info.value)
@@ -153,26 +153,26 @@ def test_bad_config_names_file_line_and_key(text: str, fragment: str) -> None:
 
 def test_error_names_line_in_the_right_section() -> None:
     with pytest.raises(ConfigError, match=r"^/x.toml:4: dns.bogus"):
-        config.parse("[http]\nenabled = true\n[dns]\nbogus = 1\n", "/x.toml")
+        configfile.parse("[http]\nenabled = true\n[dns]\nbogus = 1\n", "/x.toml")
     with pytest.raises(ConfigError, match=r"^/x.toml:4: dns.enabled: unknown option"):
-        config.parse("[http]\nenabled = true\n[dns]\nenabled = 1\n", "/x.toml")
+        configfile.parse("[http]\nenabled = true\n[dns]\nenabled = 1\n", "/x.toml")
     with pytest.raises(ConfigError, match=r"^/x.toml:5: dns.bogus"):
-        config.parse("[log] # comment\nlevel = 'info'\n\n[dns]\nbogus = 1\n", "/x.toml")
+        configfile.parse("[log] # comment\nlevel = 'info'\n\n[dns]\nbogus = 1\n", "/x.toml")
 
 
 def test_error_names_the_line_of_the_second_zone() -> None:
     text = ("[[zones]]\nseed = 'a'\nzone = 'b'\ninterval = 60\n"
             "[[zones]]\nseed = 'c'\nzone = 'd'\ninterval = 59\n")
     with pytest.raises(ConfigError, match=r"^/x.toml:8: zones.interval: must be >= 60"):
-        config.parse(text, "/x.toml")
+        configfile.parse(text, "/x.toml")
 
 
 def test_unreadable_and_binary_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config"):
-        config.load(tmp_path / "missing.toml")
+        configfile.load(tmp_path / "missing.toml")
     (tmp_path / "bin.toml").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(ConfigError, match="bin.toml: config is not UTF-8"):
-        config.load(tmp_path / "bin.toml")
+        configfile.load(tmp_path / "bin.toml")
 
 
 def _serve_args(*argv: str) -> config.Config:
@@ -248,7 +248,7 @@ def test_validate_refuses_host_names_set_in_code(key: str) -> None:
     cfg = config.replace(config.Config(), dns=config.replace(
         config.DnsConfig(), **{key: (("dns.example", 53),)}))
     with pytest.raises(ConfigError, match=rf"^<x>: dns.{key}: host names are not allowed"):
-        config.validate(cfg, "<x>")
+        configfile.validate(cfg, "<x>")
 
 
 def _zone_config(tmp_path: Path, zone_text: str, seed_text: str = "00" * 32 + "\n") -> Path:
@@ -330,7 +330,7 @@ ZERO_OR_TINY = [
 @pytest.mark.parametrize(("text", "fragment"), ZERO_OR_TINY)
 def test_zero_and_nonsense_numbers_are_refused(text: str, fragment: str) -> None:
     with pytest.raises(ConfigError) as info:
-        config.parse(text, "/etc/pkdns.toml")
+        configfile.parse(text, "/etc/pkdns.toml")
     assert str(info.value).startswith(f"/etc/pkdns.toml:{fragment}")
 
 
@@ -356,7 +356,7 @@ def test_every_floor_is_enforced_with_file_line_and_key(name: str) -> None:
     low = configfile.AT_LEAST.get(name, configfile.RANGES.get(name, (0, 0))[0])
     below = low - 1 if low >= 1 else 0
     with pytest.raises(ConfigError, match=rf"^/p.toml:3: {re.escape(name)}: must be "):
-        config.parse(_floor_text(name, below), "/p.toml")
+        configfile.parse(_floor_text(name, below), "/p.toml")
 
 
 def test_every_numeric_option_has_a_floor_or_a_meaning_for_zero() -> None:
@@ -369,7 +369,7 @@ def test_every_numeric_option_has_a_floor_or_a_meaning_for_zero() -> None:
 
 @pytest.mark.parametrize("name", sorted(configfile.ZERO_MEANS))
 def test_zero_is_accepted_where_it_has_a_meaning(name: str) -> None:
-    cfg = config.parse(_floor_text(name, 0))
+    cfg = configfile.parse(_floor_text(name, 0))
     section, _, key = name.partition(".")
     assert getattr(getattr(cfg, section), key) == 0
 
@@ -379,7 +379,7 @@ def test_dns_addresses_default_to_port_53() -> None:
     cfg = _serve_args("--upstream", "127.0.0.1", "--listen", "[::1]", "--listen", "127.0.0.2")
     assert cfg.dns.upstream == (("127.0.0.1", 53),)
     assert cfg.dns.listen == (("::1", 53), ("127.0.0.2", 53))
-    cfg = config.parse("[dns]\nupstream = ['9.9.9.9', '[2620:fe::fe]']\n")
+    cfg = configfile.parse("[dns]\nupstream = ['9.9.9.9', '[2620:fe::fe]']\n")
     assert cfg.dns.upstream == (("9.9.9.9", 53), ("2620:fe::fe", 53))
 
 
@@ -403,13 +403,13 @@ def test_relative_paths_in_the_file_follow_the_file(tmp_path: Path,
     conf = tmp_path / "etc" / "c.toml"
     conf.write_text("state_dir = 'state'\n[[zones]]\nseed = 'k/seed'\nzone = 'k/zone'\n")
     monkeypatch.chdir("/")
-    cfg = config.load(conf)
+    cfg = configfile.load(conf)
     assert cfg.state_dir == str(tmp_path / "etc" / "state")
     assert cfg.zones[0].seed == str(tmp_path / "etc" / "k" / "seed")
-    assert config.load(conf).state_dir == serve.build_config(
+    assert configfile.load(conf).state_dir == serve.build_config(
         build_parser().parse_args(["serve", "--config", str(conf)])).state_dir
     flag = _serve_args("--config", str(conf), "--state-dir", "here")
     assert flag.state_dir == "here"            # a flag: relative to the working directory
     absolute = tmp_path / "abs.toml"
     absolute.write_text("state_dir = '/var/lib/pkdns'\n")
-    assert config.load(absolute).state_dir == "/var/lib/pkdns"
+    assert configfile.load(absolute).state_dir == "/var/lib/pkdns"

@@ -74,11 +74,11 @@ def register_ca(sub: Any) -> None:
 
 
 def _state_dir(args: argparse.Namespace) -> str:
-    from pkdns import config
+    from pkdns import config, configfile
 
     if args.state_dir:
         return str(args.state_dir)
-    return (config.load(args.config) if args.config else config.Config()).state_dir
+    return (configfile.load(args.config) if args.config else config.Config()).state_dir
 
 
 def run_ca(args: argparse.Namespace) -> int:

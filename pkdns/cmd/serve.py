@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from pkdns import config as cfgmod
+from pkdns import configfile
 from pkdns.config import Config
 from pkdns.errors import UsageError
 from pkdns.publish.zonebuild import check_zone
@@ -84,7 +85,7 @@ def register(sub: Any) -> None:
 
 def build_config(args: argparse.Namespace) -> Config:
     """Config file (if any) with command-line flags applied on top."""
-    cfg = cfgmod.load(args.config) if args.config else Config()
+    cfg = configfile.load(args.config) if args.config else Config()
     dns = cfgmod.replace(cfg.dns, listen=_tuple(args.listen), upstream=_tuple(args.upstream))
     http = cfg.http
     if args.no_http:
@@ -100,7 +101,7 @@ def build_config(args: argparse.Namespace) -> Config:
     log = cfgmod.replace(cfg.log, format=args.log_format, level=level)
     cfg = cfgmod.replace(cfg, dns=dns, http=http, dht=dht, pkarr=pkarr, log=log,
                          state_dir=args.state_dir, testnet=True if args.testnet else None)
-    cfgmod.validate(cfg, args.config or "<command line>")
+    configfile.validate(cfg, args.config or "<command line>")
     return cfg
 
 

@@ -22,7 +22,8 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from pkdns.config import Config, DnsConfig, HttpConfig, RepublishConfig, ZoneConfig, parse
+from pkdns.config import Config, DnsConfig, HttpConfig, RepublishConfig, ZoneConfig
+from pkdns.configfile import parse
 from pkdns.demo import (
     DEMO_LISTEN,
     DEMO_ZONE,

@@ -9,7 +9,8 @@ import dns.message
 import dns.rrset
 
 from pkdns import reload
-from pkdns.config import Config, ZoneConfig, parse
+from pkdns.config import Config, ZoneConfig
+from pkdns.configfile import parse
 
 
 def test_nothing_changed() -> None:

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from pkdns.app import Daemon
-from pkdns.config import Config, DhtConfig, DnsConfig, HttpConfig, parse
+from pkdns.config import Config, DhtConfig, DnsConfig, HttpConfig
+from pkdns.configfile import parse
 from pkdns.dht.testnet import Testnet
 from pkdns.errors import ConfigError, DhtError
 from tests.support.knot import knot_server
