@@ -57,6 +57,8 @@ class Candidate:
     state: State = State.NEW
     sent_at: float = 0.0
     token: bytes | None = None
+    refused: bool = False
+    """It answered with a KRPC error: alive, but serves no item (BEP 44 unsupported, broken)."""
 
 
 @dataclass(slots=True)
@@ -70,6 +72,9 @@ class Outcome:
     krpc_errors: int = 0
     timed_out: int = 0
     deadline_hit: bool = False
+    absent: bool = False
+    """Absence proven: the k closest nodes the lookup learnt of all answered, none with a
+    value (:meth:`IterativeLookup.proves_absence`); kept up to date by ``done``."""
 
 
 class IterativeLookup:
@@ -170,6 +175,7 @@ class IterativeLookup:
         return min(soon)
 
     def done(self, now: float) -> bool:
+        self.outcome.absent = self.proves_absence()
         if now >= self.deadline:
             self.outcome.deadline_hit = True
             return True
@@ -211,7 +217,7 @@ class IterativeLookup:
     def on_error(self, addr: Address, err: ErrorMessage, now: float) -> None:
         c = self._take(addr)
         if c is not None:
-            c.state = State.FAILED
+            c.state, c.refused = State.FAILED, True
             self.outcome.krpc_errors += 1
 
     def on_timeout(self, addr: Address, now: float) -> None:
@@ -220,6 +226,33 @@ class IterativeLookup:
             self.rtt.lost()
             c.state = State.FAILED
             self.outcome.timed_out += 1
+
+    def proves_absence(self) -> bool:
+        """Did this lookup show that no node holds a value for the target?
+
+        Only when the k closest nodes it learnt of -- closest among every node any reply
+        named, whether it was asked, answered, is still awaited or timed out -- all answered,
+        none with a value. That is Kademlia's convergence (BEP 5: the search ends when no
+        closer node is left to ask) with the nodes that stayed silent kept in place: a lookup
+        that gave up on silent close nodes and filled its window with farther ones that
+        answered proves nothing, the item may sit on exactly the nodes that did not answer.
+        A node that answered a KRPC error is left out (alive, but it serves no item, so it
+        cannot hold one for us); seeds whose id we never learnt cannot be placed and are too.
+        """
+        if self._has_value():
+            return False
+        known = sorted((c for c in self._cands.values() if c.dist >= 0 and not c.refused),
+                       key=self._key)
+        width = self._proof_width([c.dist for c in known[:2 * self.k]])
+        closest = known[:width]
+        return bool(closest) and all(c.state is State.RESPONDED for c in closest)
+
+    def _proof_width(self, dists: list[int]) -> int:
+        """How many of the closest known nodes (``dists``, sorted) must answer for a proof."""
+        return self.k
+
+    def _has_value(self) -> bool:
+        return False
 
     def closest_responded(self, n: int | None = None) -> list[Candidate]:
         got = [c for c in self._cands.values() if c.state is State.RESPONDED]
@@ -269,6 +302,8 @@ class GetMutableLookup(IterativeLookup):
         """Have the k closest nodes beyond the cluster all answered?"""
         self._pending: MutableItem | None = None
         """The newest item only cluster members gave, held back."""
+        self._holds_floor = False
+        """A node said it holds an item no newer than ``seq_floor`` (so it is not absent)."""
 
     def _width(self, alive: list[Candidate]) -> int:
         m = min(self.k, cluster_size([max(0, c.dist) for c in alive[:2 * self.k]],
@@ -300,8 +335,16 @@ class GetMutableLookup(IterativeLookup):
         released = self._release()
         return item if released is None else released
 
+    def _proof_width(self, dists: list[int]) -> int:
+        """Beyond a suspected cluster too: its members' word alone proves nothing."""
+        return self.k + min(self.k, cluster_size(dists, self.network_size))
+
+    def _has_value(self) -> bool:
+        return self.outcome.values > 0 or self._holds_floor
+
     def _value(self, c: Candidate, resp: Response) -> MutableItem | None:
         if resp.v is None and resp.sig is None:
+            self._holds_floor |= resp.seq is not None  # BEP 44: seq alone, v not newer
             return None
         try:
             item = check_item(resp.k, resp.seq, resp.v, resp.sig,

@@ -5,8 +5,8 @@ relay PUTs, the state dir, the relay API's NetworkOnly GET):
 
 - a packet dated more than an hour after our wall clock is refused (pkarr itself sets no bound;
   accepting it would let a signer with a broken clock freeze its record);
-- a key is absent (NXDOMAIN, relay 404) only when enough close nodes answered without it;
-  otherwise the lookup proved nothing (SERVFAIL, relay 503).
+- a key is absent (NXDOMAIN, relay 404) only when the lookup's k closest nodes all answered
+  without it; otherwise the lookup proved nothing (SERVFAIL, relay 503).
 """
 
 from __future__ import annotations
@@ -18,25 +18,12 @@ from pkdns.pkarr.signed_packet import SignedPacket
 FUTURE_SLACK_US = 3600 * 1_000_000
 """Reject packets dated more than this after our wall clock."""
 
-ENOUGH_RESPONDERS = 8
-"""Close nodes that must answer without the item before a key counts as absent; fewer when the
-lookup knew fewer nodes (a small loopback testnet)."""
 
-
-class LookupCounters(Protocol):
-    """The counters of a finished DHT lookup (``pkdns.dht.lookup.Outcome``)."""
+class LookupOutcome(Protocol):
+    """What a finished DHT lookup reports (``pkdns.dht.lookup.Outcome``)."""
 
     @property
-    def queried(self) -> int: ...
-
-    @property
-    def responded(self) -> int: ...
-
-    @property
-    def deadline_hit(self) -> bool: ...
-
-    @property
-    def timed_out(self) -> int: ...
+    def absent(self) -> bool: ...
 
 
 def from_the_future(packet: SignedPacket, wall_us: int) -> bool:
@@ -48,26 +35,18 @@ def from_the_future(packet: SignedPacket, wall_us: int) -> bool:
     return packet.timestamp > wall_us + FUTURE_SLACK_US
 
 
-def absence_proven(outcome: LookupCounters) -> bool:
+def absence_proven(outcome: LookupOutcome) -> bool:
     """Did this DHT lookup show that no node holds the item?
 
-    Yes iff it finished before its deadline and at least ``min(8, queried)`` nodes responded
-    (and at least one). ``queried`` stands for the nodes the lookup knew: a lookup that
-    finishes normally has asked every candidate in its closest-20 window, so the candidates it
-    never asked lie beyond 20 responders. A lookup that timed out, or whose close nodes were
-    mostly silent, proves nothing: the packet may sit on the nodes that did not answer.
-
-    Nor does a lookup where more than one node in three stayed silent (timed_out > responded
-    / 2): a lookup gives up on slow nodes and fills its window with farther ones that answer,
-    so on a lossy network "every node in the window answered" says nothing about the closest
-    ones. Measured in the kernel lab at 50 % loss with a third of the nodes dead, the old rule
-    answered NXDOMAIN for 47 of 100 keys that were stored.
+    The lookup decides (``IterativeLookup.proves_absence``): only when the k closest nodes
+    it learnt of all answered without a value. Counters cannot tell: a lookup gives up on
+    silent close nodes and fills its window with farther ones that answer, so on a lossy
+    network "enough nodes answered" says nothing about the closest ones (measured in the
+    kernel lab at 50 % loss with a third of the nodes dead, a counter rule answered
+    NXDOMAIN for 47 of 100 keys that were stored). A lookup that timed out while the
+    closest were still silent therefore proves nothing: SERVFAIL, never NXDOMAIN.
     """
-    if outcome.deadline_hit or outcome.timed_out * 2 > outcome.responded:
-        return False
-    return outcome.responded > 0 and outcome.responded >= min(ENOUGH_RESPONDERS,
-                                                               outcome.queried)
+    return outcome.absent
 
 
-__all__ = ["ENOUGH_RESPONDERS", "FUTURE_SLACK_US", "LookupCounters", "absence_proven",
-           "from_the_future"]
+__all__ = ["FUTURE_SLACK_US", "LookupOutcome", "absence_proven", "from_the_future"]

@@ -36,7 +36,7 @@ def network(*packets: SignedPacket, unreachable: bool = False) -> FakeDht:
         if unreachable:
             return Script(responded=0)
         p = by_key.get(raw)
-        return Script(items=[(0.0, item_of(p))]) if p else Script(responded=8)
+        return Script(items=[(0.0, item_of(p))]) if p else Script(responded=8, absent=True)
 
     return FakeDht(script)
 

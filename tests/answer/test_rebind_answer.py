@@ -51,7 +51,7 @@ def handler(icann: FakeIcann | None = None, metrics: Metrics | None = None,
 
     def script(raw: bytes) -> Script:
         p: SignedPacket | None = by_key.get(raw)
-        return Script(items=[(0.0, item_of(p))]) if p else Script(responded=8)
+        return Script(items=[(0.0, item_of(p))]) if p else Script(responded=8, absent=True)
 
     conf = dataclasses.replace(CFG, **cfg)
     source = source_over(FakeDht(script), conf, FakeClock())

@@ -69,7 +69,7 @@ async def test_packets_from_the_future_wrong_keys_and_bad_values_do_not_count() 
 
 async def test_absence_is_the_dhts_word_or_without_a_dht_a_relays() -> None:
     none = relay_with(None)
-    absent = FakeDht(lambda k: Script(responded=8))
+    absent = FakeDht(lambda k: Script(responded=8, absent=True))
     silent = FakeDht(lambda k: Script(responded=0))
     proven = await PkarrClient(absent, [none], clock=CLOCK).resolve_most_recent(KEY, timeout=1.0)
     assert proven.absent and proven.dht_absent and proven.relays_absent == 1

@@ -24,7 +24,8 @@ def item_of(packet: SignedPacket) -> MutableItem:
 class Script:
     """What one DHT lookup does: (delay, item) pairs, then ends after ``end_after`` seconds.
 
-    ``queried`` nodes were asked (default: as many as ``responded``).
+    ``queried`` nodes were asked (default: as many as ``responded``); ``absent``: the
+    lookup's k closest nodes all answered without the item (``Outcome.absent``).
     """
 
     items: list[tuple[float, MutableItem]] = field(default_factory=list)
@@ -33,6 +34,7 @@ class Script:
     end_after: float = 0.0
     hang: bool = False
     deadline_hit: bool = False
+    absent: bool = False
 
 
 class FakeStream:
@@ -54,7 +56,8 @@ class FakeStream:
         queried = self.script.responded if self.script.queried is None else self.script.queried
         self.outcome = Outcome(queried=queried, responded=self.script.responded,
                                values=len(self.script.items),
-                               deadline_hit=self.script.deadline_hit)
+                               deadline_hit=self.script.deadline_hit,
+                               absent=self.script.absent)
 
     async def cancel(self) -> None:
         self.cancelled = True
