@@ -72,9 +72,12 @@ class Outcome:
     krpc_errors: int = 0
     timed_out: int = 0
     deadline_hit: bool = False
+    converged: bool = False
+    """The k closest nodes the lookup learnt of all answered (:meth:`~IterativeLookup.
+    heard_closest`): another lookup now would learn nothing new. Kept up to date by ``done``."""
     absent: bool = False
-    """Absence proven: the k closest nodes the lookup learnt of all answered, none with a
-    value (:meth:`IterativeLookup.proves_absence`); kept up to date by ``done``."""
+    """Absence proven: converged, and none of them had a value (:meth:`~IterativeLookup.
+    proves_absence`)."""
 
 
 class IterativeLookup:
@@ -175,7 +178,8 @@ class IterativeLookup:
         return min(soon)
 
     def done(self, now: float) -> bool:
-        self.outcome.absent = self.proves_absence()
+        self.outcome.converged = self.heard_closest()
+        self.outcome.absent = self.outcome.converged and not self._has_value()
         if now >= self.deadline:
             self.outcome.deadline_hit = True
             return True
@@ -228,19 +232,21 @@ class IterativeLookup:
             self.outcome.timed_out += 1
 
     def proves_absence(self) -> bool:
-        """Did this lookup show that no node holds a value for the target?
+        """Did this lookup show that no node holds a value for the target? Only when the k
+        closest nodes it learnt of all answered (:meth:`heard_closest`), none with a value."""
+        return not self._has_value() and self.heard_closest()
 
-        Only when the k closest nodes it learnt of -- closest among every node any reply
-        named, whether it was asked, answered, is still awaited or timed out -- all answered,
-        none with a value. That is Kademlia's convergence (BEP 5: the search ends when no
+    def heard_closest(self) -> bool:
+        """Have the k closest nodes this lookup learnt of all answered?
+
+        Closest among every node any reply named, whether it was asked, answered, is still
+        awaited or timed out. That is Kademlia's convergence (BEP 5: the search ends when no
         closer node is left to ask) with the nodes that stayed silent kept in place: a lookup
         that gave up on silent close nodes and filled its window with farther ones that
         answered proves nothing, the item may sit on exactly the nodes that did not answer.
         A node that answered a KRPC error is left out (alive, but it serves no item, so it
         cannot hold one for us); seeds whose id we never learnt cannot be placed and are too.
         """
-        if self._has_value():
-            return False
         known = sorted((c for c in self._cands.values() if c.dist >= 0 and not c.refused),
                        key=self._key)
         width = self._proof_width([c.dist for c in known[:2 * self.k]])

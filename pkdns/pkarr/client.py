@@ -286,8 +286,9 @@ class Resolving:
                 return
 
     async def _round(self, dht: Dht, timeout: float) -> bool:
-        """One lookup; False when another round would be pointless (absence proven, or the
-        DHT is broken: a broken DHT makes the key unavailable, never crashes the caller)."""
+        """One lookup; False when another round would be pointless (absence proven, every
+        close node answered, or the DHT is broken: a broken DHT makes the key unavailable,
+        never crashes the caller)."""
         r = self.result
         # No seq floor: nodes holding exactly our packet must send it, or a cache could never
         # confirm what it holds.
@@ -313,7 +314,7 @@ class Resolving:
             return False
         finally:
             await stream.cancel()
-        return not r.dht_absent and self._cutoff is None
+        return not r.dht_absent and not stream.outcome.converged and self._cutoff is None
 
     def _offer(self, k: bytes, seq: int, v: bytes, sig: bytes) -> None:
         try:

@@ -12,14 +12,15 @@ import dataclasses
 import random
 from collections.abc import AsyncIterator
 
-from pkdns.answer.source import PkarrSource, Status
+from pkdns.answer.source import Status
 from pkdns.config import PkarrConfig
 from pkdns.dht import krpc
 from pkdns.dht.ids import distance, make_node_id, target_of
 from pkdns.dht.item import MutableItem, sign_item
 from pkdns.dht.krpc import Address, ErrorMessage, Query
-from pkdns.dht.lookup import GetMutableLookup, Outcome
+from pkdns.dht.lookup import GetMutableLookup, Outcome, PutResult
 from pkdns.pkarr.keys import PublicKey
+from tests.answer.fakes import source_over
 from tests.support.clock import FakeClock
 from tests.support.dhtnet import FakeNet, Handler, PureNode, Reply
 from tests.support.pkarr_factory import keypair
@@ -175,6 +176,9 @@ class _NetDht:
     def reachable(self) -> bool:
         return True
 
+    async def put_mutable(self, item: MutableItem, *, timeout: float = 5.0) -> PutResult:
+        raise NotImplementedError("lookups only")
+
     def get_mutable(self, public_key: bytes, seq_floor: int | None = None, *,
                     timeout: float = 5.0) -> _Stream:
         return _Stream(self.net, GetMutableLookup(
@@ -184,7 +188,8 @@ class _NetDht:
 
 async def _status(net: FakeNet, key: PublicKey) -> Status:
     cfg = PkarrConfig(lookup_timeout=1.0, dht_rate_limit=0)
-    return (await PkarrSource(_NetDht(net), cfg, net.clock).get(key, "ip")).status
+    source = source_over(_NetDht(net), cfg, net.clock)
+    return (await source.get(key, "ip")).status
 
 
 async def test_closest_nodes_timed_out_is_servfail_never_nxdomain(
