@@ -1,36 +1,74 @@
-"""One upstream exchange as a callback state machine (the rules: :mod:`pkdns.dns.forwarder`).
+"""One upstream exchange as a pure state machine: ``now`` and events in, actions out.
 
-Why callbacks: a cache miss used to cost a task, two coroutines, a future and a timer per
-query; that machinery was a third of the miss path's CPU. Here the common case is three
-event-loop callbacks: the send, the read callback that checks the reply, and ``on_done``.
-Sockets are watched through the forwarder's :class:`~pkdns.dns.sockpoll.SocketPoller`.
+Like :mod:`pkdns.dht.lookup` (and aioquic's ``QuicConnection``), :class:`Exchange` never sends,
+reads or waits. Its driver (:mod:`pkdns.dns.forwarder`) feeds it events -- :meth:`~Exchange.start`,
+a datagram on attempt N (:meth:`~Exchange.received`), a socket error or failed send
+(:meth:`~Exchange.broken`, :meth:`~Exchange.unsent`), the timer (:meth:`~Exchange.timer`), the
+TCP retry's result (:meth:`~Exchange.tcp_done`) -- each with ``now``, and carries out the
+actions returned: send an :class:`Attempt` on a fresh socket, :class:`Close` one, arm the
+:class:`Timer`, retry over :class:`Tcp`, :class:`Done`. Health (:mod:`pkdns.dns.health`), the
+query ID and 0x20 case source (:class:`Entropy`) and the counters (:class:`Report`) are
+injected through :class:`Policy`. So every rule below is tested by calling these methods with
+a made-up ``now`` (tests/dns/test_exchange.py), with no socket and no sleep.
 
-Time: the state machine's steps take ``now``; only the event-loop entry points (a timer
-firing, a socket turning readable, the TCP retry ending) read the loop's clock.
+The rules:
+
+* **RFC 5452 hygiene.** Every attempt is a fresh connected UDP socket (so a fresh random source
+  port) and a fresh random 16-bit ID from the system CSPRNG (§9.1). The socket is connected, so
+  only datagrams from the upstream's address and port arrive; a reply is accepted only with our
+  ID, QR=1 and our exact question (:func:`matches`). Anything else is a near miss, counted
+  (``unwanted_reply``) and ignored while the attempt keeps waiting: forged datagrams never mark
+  an upstream down (PowerDNS advisory 2023-02).
+* **Retransmit and failover.** Upstreams are tried in order from the last one that answered
+  (:meth:`Policy.pick`). Every ``attempt_timeout`` with no reply a new attempt (fresh port and
+  ID, next upstream) starts, while earlier sockets keep listening until the deadline, so a slow
+  upstream's late reply is still taken (Unbound ``discard-timeout`` semantics). ICMP port
+  unreachable (ECONNREFUSED on the connected socket) or a send that fails takes that upstream
+  out for this exchange at once and moves on.
+* **Error rcodes.** SERVFAIL, REFUSED, NOTIMP or FORMERR take that upstream out for this
+  exchange and move on; when every upstream answered that way, the last such reply is the
+  result. A FORMERR to a query with our OPT is asked once more of the same upstream without it
+  (RFC 6891 §7; Unbound ``fwd_no_edns``).
+* **Truncation.** A TC=1 reply is asked again over TCP with a fresh ID (RFC 7766 §5; Unbound
+  ``fwd_tcp_tc``), given what is left of the deadline (at most :data:`TCP_TIMEOUT`), so a late
+  TC still ends the exchange by its deadline.
+* **The end.** The deadline, or running out of upstreams, ends the exchange: with a usable
+  reply, the last error-rcode reply when every upstream answered with one, or None.
+* **Health.** An attempt's silence counts against its upstream only when the upstream answered
+  nothing at all since the attempt was sent (:meth:`~pkdns.dns.health.Server.answered_since`):
+  a slow name is not a dead server. A down upstream is skipped except for its probes; with no
+  usable upstream the exchange fails at once unless earlier attempts may still answer.
+* **Spoofing with the port known** (an on-path observer, a SAD DNS-style side channel). More
+  than ``nearmiss_max`` near misses on one attempt's socket (PowerDNS ``spoof-nearmiss-max``)
+  drop that attempt: it is asked again the first time on a fresh socket (new port, ID and
+  case), then over TCP, which an off-path spoofer cannot answer (RFC 5452 §9.2).
+* **0x20** (draft-vixie-dnsext-dns0x20). The name's letters go out in random case and the reply
+  must echo them exactly: one more bit a forger must guess per letter. Our ID with the case not
+  echoed goes to TCP at once (a lucky forgery, or an upstream that does not echo case: TCP
+  settles both). A question sent all lowercase may come back in any case (the upstream may
+  apply its own 0x20). The client still sees its own case: its answer is built from its own
+  question (:func:`pkdns.dns.cache.render`).
 """
 
 from __future__ import annotations
 
-import asyncio
+import os
+import random
 import struct
-from collections.abc import Callable
 from collections.abc import Set as AbstractSet
-from functools import partial
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from pkdns import log
 from pkdns.config import HostPort
 from pkdns.dns import wire
-from pkdns.dns.health import Server
-from pkdns.dns.sockpoll import SocketPoller, recv
+from pkdns.dns.health import Health, Server
+from pkdns.dns.sockpoll import mix_case, mix_case_with
 
-if TYPE_CHECKING:
-    from pkdns.dns.forwarder import Forwarder
-
-_log = log.get("forwarder")
 _NONE_OUT: frozenset[int] = frozenset()   # shared until an upstream is taken out
 _RCODE_FAILURES = (wire.FORMERR, wire.SERVFAIL, wire.NOTIMP, wire.REFUSED)
-_TCP_TIMEOUT = 2.0
+TCP_TIMEOUT = 2.0
+"""The longest a TCP retry may take (less when the deadline is nearer)."""
+# Attempt.kind: why it was sent, which decides what a failed send does.
+FIRST, AGAIN, PLAIN = 0, 1, 2   # an ordinary attempt, a fresh socket after near misses, no OPT
 
 
 def matches(reply: bytes, qid: int, question: bytes) -> bool:
@@ -52,81 +90,339 @@ def matches(reply: bytes, qid: int, question: bytes) -> bool:
                                   and echoed[:-4].lower() == question[:-4])
 
 
-class _Attempt:
-    """One UDP query in flight on its own connected, non-blocking socket (descriptor ``fd``).
+class Entropy:
+    """Query IDs (RFC 5452 §9.1) and 0x20 case from the system CSPRNG; from ``rng`` when one
+    is given (tests: reproducible IDs and case)."""
 
-    ``question`` is what was sent (with 0x20 case); ``server``/``mark`` say whether the
-    upstream answered anything else while this one waited (:mod:`pkdns.dns.health`);
-    ``misses`` counts near-miss datagrams on its socket.
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self.rng = rng
+        self._ids = b""
+        self._id_at = 0                 # IDs left in _ids: its first _id_at bytes
+
+    def qid(self) -> int:
+        """A fresh query ID; the kernel's bytes are read 2 KiB at a time."""
+        if self.rng is not None:
+            return self.rng.getrandbits(16)
+        i = self._id_at
+        if i <= 0:
+            self._ids, i = os.urandom(2048), 2048
+        self._id_at = i - 2
+        return (self._ids[i - 2] << 8) | self._ids[i - 1]
+
+    def case(self, question: bytes) -> bytes:
+        """``question`` with its letters in random case (:func:`sockpoll.mix_case`)."""
+        if self.rng is None:
+            return mix_case(question)
+        return mix_case_with(question, self.rng.getrandbits(8 * len(question)))
+
+
+class Report(Protocol):
+    """Where an exchange counts what went wrong (metrics and the log; the forwarder)."""
+
+    def fail(self, addr: HostPort, reason: str) -> None:
+        """One failed attempt at ``addr`` (or an unwanted datagram from it)."""
+        ...
+
+    def spoof_suspected(self, addr: HostPort, question: bytes, why: str, misses: int,
+                        now: float) -> None:
+        """An attempt at ``addr`` was dropped as spoofed (``why``: "nearmiss", "case")."""
+        ...
+
+
+class Policy:
+    """What the exchanges of one forwarder share: the upstreams with their health, the
+    settings, where IDs and case come from, and which upstream answered last (``preferred``).
+
+    ``fresh_udp``: after near misses, ask once more on a fresh UDP socket before TCP (off for a
+    caller's own packet, whose ID is the caller's). ``edns_fallback``: FORMERR to our OPT
+    gets a retry without it (off for a caller's own packet, which we do not rebuild).
     """
 
-    __slots__ = ("ex", "fd", "idx", "addr", "qid", "packet", "question", "server", "mark",
-                 "misses")
+    __slots__ = ("upstreams", "servers", "health", "attempt_timeout", "nearmiss_max",
+                 "entropy", "use_0x20", "report", "preferred", "fresh_udp", "edns_fallback")
 
-    def __init__(self, ex: Exchange, idx: int, addr: HostPort, qid: int, packet: bytes,
-                 question: bytes, server: Server) -> None:
-        self.ex, self.idx, self.addr, self.qid, self.packet = ex, idx, addr, qid, packet
+    def __init__(self, upstreams: tuple[HostPort, ...], attempt_timeout: float, health: Health,
+                 entropy: Entropy, report: Report, use_0x20: bool = True,
+                 nearmiss_max: int = 1) -> None:
+        self.upstreams = upstreams
+        self.health = health
+        self.servers = [health.server(addr) for addr in upstreams]
+        self.attempt_timeout = attempt_timeout
+        self.nearmiss_max = nearmiss_max    # 0: no limit
+        self.entropy, self.report, self.use_0x20 = entropy, report, use_0x20
+        self.preferred = 0
+        self.fresh_udp = True
+        self.edns_fallback = True
+
+    def set_upstreams(self, upstreams: tuple[HostPort, ...]) -> None:
+        """A reload's new list (health is kept for the addresses still in it)."""
+        if upstreams != self.upstreams:
+            self.upstreams = upstreams
+            self.servers = [self.health.server(addr) for addr in upstreams]
+
+    def pick(self, tries: int, out: AbstractSet[int], question: bytes, now: float) -> int:
+        """The upstream for attempt number ``tries`` at ``question``: round the list from the
+        preferred one, skipping those in ``out`` and those down (unless ``question`` may
+        probe, :meth:`Health.may_use`); -1 if none is left."""
+        n = len(self.upstreams)
+        health = self.health
+        for k in range(n):
+            idx = (self.preferred + tries + k) % n
+            if idx not in out and (not health.down
+                                   or health.may_use(self.upstreams[idx], question, now)):
+                return idx
+        return -1
+
+
+class Attempt:
+    """Action: send ``packet`` to upstream ``idx`` (``addr``) on a fresh connected UDP socket.
+
+    Also the attempt's state: ``question`` is what was sent (with 0x20 case); ``server`` and
+    ``mark`` tell whether the upstream answered anything else while this one waited;
+    ``misses`` counts near misses on its socket; ``live`` is False once it is closed. The
+    driver keys its socket by the object; the exchange never sees a descriptor.
+    """
+
+    __slots__ = ("idx", "addr", "qid", "packet", "question", "server", "mark", "misses",
+                 "kind", "live")
+
+    def __init__(self, idx: int, addr: HostPort, qid: int, packet: bytes, question: bytes,
+                 server: Server, kind: int) -> None:
+        self.idx, self.addr, self.qid, self.packet = idx, addr, qid, packet
         self.question, self.server, self.mark = question, server, server.answers
-        self.fd = -1
         self.misses = 0
+        self.kind = kind
+        self.live = True
 
-    def readable(self) -> None:
-        """The poller's callback (a bound method: cheaper than a partial per attempt)."""
-        self.ex._readable(self)
+
+class Close:
+    """Action: close ``attempt``'s socket (the exchange goes on with the others)."""
+
+    __slots__ = ("attempt",)
+
+    def __init__(self, attempt: Attempt) -> None:
+        self.attempt = attempt
+
+
+class Timer:
+    """Action: call :meth:`Exchange.timer` at ``at`` instead of any time armed before (0: no
+    timer). ``regular``: ``at`` is "now + attempt_timeout", so due times of such timers never
+    decrease (the driver queues them, :class:`~pkdns.dns.sockpoll.FifoTimers`)."""
+
+    __slots__ = ("at", "regular")
+
+    def __init__(self, at: float, regular: bool) -> None:
+        self.at, self.regular = at, regular
+
+
+class Tcp:
+    """Action: ask upstream ``idx`` (``addr``) over a new TCP connection (``packet``, ID
+    ``qid``, expecting ``question``) within ``timeout`` seconds; report with
+    :meth:`Exchange.tcp_done`."""
+
+    __slots__ = ("idx", "addr", "packet", "qid", "question", "timeout")
+
+    def __init__(self, idx: int, addr: HostPort, packet: bytes, qid: int, question: bytes,
+                 timeout: float) -> None:
+        self.idx, self.addr, self.packet, self.qid = idx, addr, packet, qid
+        self.question, self.timeout = question, timeout
+
+
+class Done:
+    """Action: the exchange is over; close every socket, drop the timer and any TCP retry,
+    and hand ``reply`` (None: no usable reply) to the asker."""
+
+    __slots__ = ("reply",)
+
+    def __init__(self, reply: bytes | None) -> None:
+        self.reply = reply
+
+
+Action = Attempt | Close | Timer | Tcp | Done
 
 
 class Exchange:
-    """One question's exchange, driven by callbacks: no task, no future, one timer.
+    """One question's exchange with the upstreams of ``policy``; the rules are the module's.
 
-    The common case is: :meth:`advance` opens a socket and sends; the reply's read callback
-    checks it and calls ``on_done`` -- three event-loop callbacks in all. The rules of the
-    forwarder's docstring are this state machine: every failed attempt (refused, network
-    error, error rcode, failed TCP retry) moves on to the next upstream at once, a timer every
-    ``attempt_timeout`` starts another attempt while earlier ones keep listening, an attempt
-    with too many near-miss replies is dropped and asked again safely, and the deadline (or
-    running out of upstreams) ends it with the last error reply or None.
+    ``question`` is the lowercased wire qname + qtype + qclass; ``deadline`` is in the same
+    time as every ``now`` passed in. ``packet``, when given, is a caller's complete query sent
+    as it is (its ID, flags and EDNS; NS delegation), instead of one built from ``question``.
+
+    Every event method returns the actions to carry out, in order (:data:`Action`). The list
+    is the exchange's own and is reused: the driver empties it (:meth:`taken`) once done with
+    it, and an event it feeds meanwhile (a send that failed) appends to it.
     """
 
-    __slots__ = ("fwd", "loop", "poller", "question", "do", "cd", "deadline", "on_done",
-                 "attempts", "out", "error_reply", "tries", "timer", "tick", "tcp", "done",
-                 "spoofed")
+    __slots__ = ("pol", "question", "do", "cd", "deadline", "packet", "attempts", "out",
+                 "error_reply", "tries", "tcp", "done", "spoofed", "armed", "actions")
 
-    def __init__(self, fwd: Forwarder, poller: SocketPoller, question: bytes, do: bool,
-                 cd: bool, deadline: float, on_done: Callable[[bytes | None], None]) -> None:
-        self.fwd, self.loop, self.poller = fwd, poller.loop, poller
+    def __init__(self, policy: Policy, question: bytes, do: bool, cd: bool, deadline: float,
+                 packet: bytes = b"") -> None:
+        self.pol = policy
         self.question, self.do, self.cd = question, do, cd
-        self.deadline, self.on_done = deadline, on_done
-        self.attempts: list[_Attempt] = []
-        self.out: AbstractSet[int] = _NONE_OUT   # upstreams refused or failed with an rcode
+        self.deadline, self.packet = deadline, packet
+        self.attempts: list[Attempt] = []          # the live ones, oldest first
+        self.out: AbstractSet[int] = _NONE_OUT     # upstreams refused or failed with an rcode
         self.error_reply: bytes | None = None
         self.tries = 0
-        self.timer: asyncio.TimerHandle | None = None    # the deadline, when it comes first
-        self.tick = 0                   # the attempt timer's token in poller.timers (0: none)
-        self.tcp: asyncio.Task[bytes] | None = None
+        self.tcp = False                           # a TCP retry is under way
         self.done = False
-        self.spoofed = 0                # attempts dropped for near misses
+        self.spoofed = 0                           # attempts dropped for near misses
+        self.armed = False                         # a timer is armed
+        self.actions: list[Action] = []
 
-    def advance(self, now: float) -> None:
+    # ------------------------------------------------------------------ events
+
+    def start(self, now: float) -> list[Action]:
+        """Begin: the first attempt and its timer (or Done at once: no usable upstream)."""
+        self._advance(now)
+        return self.actions
+
+    def received(self, att: Attempt, data: bytes, now: float) -> list[Action]:
+        """A datagram arrived on ``att``'s socket (the socket is connected: it came from the
+        upstream's address and port). Our reply, or a near miss."""
+        if self.done or not att.live:
+            return self.actions
+        if matches(data, att.qid, att.question):
+            self._close(att)
+            srv = att.server
+            srv.answers += 1
+            if srv.silent:
+                self.pol.health.replied(srv)
+            if data[2] & 0x02:
+                if not self.tcp:                 # else a TCP retry is already under way
+                    self._retry_tcp(att, now)
+            elif (data[3] & 0x0F) in _RCODE_FAILURES:
+                self._failed(att, data, now)
+            else:
+                self.pol.preferred = att.idx
+                self._finish(data)
+        else:
+            self._near_miss(att, data, now)
+        return self.actions
+
+    def broken(self, att: Attempt, refused: bool, reason: str, now: float) -> list[Action]:
+        """``att``'s socket reported an error (``reason``, e.g. "network: ..."). ICMP port
+        unreachable (``refused``) takes the upstream out for this exchange; either way it is
+        a hard no-reply for the upstream's health."""
+        if self.done or not att.live:
+            return self.actions
+        self._close(att)
+        if refused:
+            self._exclude(att.idx)
+            self.pol.report.fail(att.addr, "refused")
+        else:
+            self.pol.report.fail(att.addr, reason)
+        self.pol.health.no_reply(att.server, None, now)
+        self._advance(now)
+        return self.actions
+
+    def unsent(self, att: Attempt, reason: str, now: float) -> list[Action]:
+        """The driver could not open or send ``att`` (``reason``: "network: ..."): a hard
+        no-reply. An ordinary attempt takes its upstream out and moves on; a retry on a fresh
+        socket after near misses goes to TCP instead; a retry without OPT ends that upstream
+        with the FORMERR it answered."""
+        if self.done or not att.live:
+            return self.actions
+        self._close(att)
+        self.pol.report.fail(att.addr, reason)
+        self.pol.health.no_reply(att.server, None, now)
+        if att.kind == AGAIN:
+            if not self.tcp:
+                self._retry_tcp(att, now)
+            return self.actions
+        if att.kind == PLAIN:                    # the FORMERR stands
+            self.pol.report.fail(att.addr, "rcode1")
+        self._exclude(att.idx)
+        self._advance(now)
+        return self.actions
+
+    def timer(self, now: float) -> list[Action]:
+        """The armed timer fired (``now`` is at least the time it was armed for): the latest
+        attempt stayed silent; start the next one, or end at the deadline."""
+        self.armed = False
+        if self.done:
+            return self.actions
+        if self.attempts:
+            att = self.attempts[-1]
+            if not att.server.answered_since(att.mark):    # else the name is slow, not it
+                self.pol.health.no_reply(att.server, self.question, now)
+        if not self.tcp:
+            self._advance(now)
+        return self.actions
+
+    def tcp_done(self, tcp: Tcp, reply: bytes | None, reason: str, now: float) -> list[Action]:
+        """The :class:`Tcp` retry ended: ``reply`` (one that matches), or None and why
+        (``reason``, counted as a failure of that upstream)."""
+        self.tcp = False
+        if self.done:
+            return self.actions
+        if reply is None:
+            self.pol.report.fail(tcp.addr, reason)
+            self._advance(now)
+        elif (reply[3] & 0x0F) in _RCODE_FAILURES:
+            self._rcode(tcp.idx, tcp.addr, reply, now)
+        else:
+            self.pol.preferred = tcp.idx
+            self._finish(reply)
+        return self.actions
+
+    def cancel(self) -> list[Action]:
+        """Stop (the asker went away): Done with no reply."""
+        self._finish(None)
+        return self.actions
+
+    def taken(self) -> None:
+        """The driver carried out every action returned so far."""
+        self.actions.clear()
+
+    # --------------------------------------------------------------- the rules
+
+    def _advance(self, now: float) -> None:
         """Start the next attempt, or finish when out of upstreams or time."""
-        self._disarm()
-        fwd = self.fwd
-        while len(self.out) < len(fwd.upstreams) and now < self.deadline:
-            idx = fwd.pick(self.tries, self.out, self.question, now)
+        pol = self.pol
+        n = len(pol.upstreams)
+        while len(self.out) < n and now < self.deadline:
+            idx = pol.pick(self.tries, self.out, self.question, now)
             if idx < 0:                          # every upstream left is down
                 if self.attempts:                # earlier ones may still answer: keep them
-                    self.timer = self.loop.call_at(self.deadline, self._deadline)
+                    self._timer(self.deadline, False)
                     return
                 break
             self.tries += 1
-            att = self._open(idx, now)
-            if att is None:
-                self._exclude(idx)
-                continue
-            self.attempts.append(att)
+            self._send(idx, FIRST, True)
             self._arm(now)
             return
-        all_failed = len(self.out) >= len(fwd.upstreams)
-        self.finish(self.error_reply if all_failed else None)
+        self._finish(self.error_reply if len(self.out) >= n else None)
+
+    def _send(self, idx: int, kind: int, edns: bool) -> None:
+        pol = self.pol
+        addr = pol.upstreams[idx]
+        if self.packet:                          # the caller's own query
+            packet, question = self.packet, self.question
+            qid = (packet[0] << 8) | packet[1]
+            if self.tries > 1 or kind != FIRST:
+                qid = pol.entropy.qid()
+                packet = struct.pack(">H", qid) + packet[2:]
+        else:
+            qid = pol.entropy.qid()
+            question = pol.entropy.case(self.question) if pol.use_0x20 else self.question
+            packet = wire.build_query_for(qid, question, self.do, self.cd, edns)
+        att = Attempt(idx, addr, qid, packet, question, pol.servers[idx], kind)
+        self.attempts.append(att)
+        self.actions.append(att)
+
+    def _arm(self, now: float) -> None:
+        """The timer for the next attempt, or the deadline when that comes first."""
+        due = now + self.pol.attempt_timeout
+        if due <= self.deadline:
+            self._timer(due, True)
+        else:
+            self._timer(self.deadline, False)
+
+    def _timer(self, at: float, regular: bool) -> None:
+        self.armed = at > 0
+        self.actions.append(Timer(at, regular))
 
     def _exclude(self, idx: int) -> None:
         """Take upstream ``idx`` out for this exchange (the set is made on the first one)."""
@@ -136,221 +432,78 @@ class Exchange:
         else:
             self.out = {idx}
 
-    def _arm(self, now: float) -> None:
-        """The timer for the next attempt (or the deadline, whichever is first).
+    def _close(self, att: Attempt) -> None:
+        att.live = False
+        self.attempts.remove(att)
+        self.actions.append(Close(att))
 
-        The usual case, ``now + upstream_timeout``, goes to the poller's shared
-        :class:`~pkdns.dns.sockpoll.FifoTimers`; a nearer deadline gets a timer of its own.
-        """
-        due = now + self.fwd.attempt_timeout
-        if due <= self.deadline:
-            self.tick = self.poller.timers.arm(self, due)
-        else:
-            self.timer = self.loop.call_at(self.deadline, self._deadline)
-
-    def _disarm(self) -> None:
-        if self.tick:
-            self.poller.timers.disarm(self.tick)
-            self.tick = 0
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
-    def expired(self) -> None:
-        """:class:`~pkdns.dns.sockpoll.FifoTimers` callback: the attempt timed out."""
-        self.tick = 0
-        self._timeout(self.loop.time())
-
-    def _deadline(self) -> None:
-        self.timer = None
-        self._timeout(self.loop.time())
-
-    def _open(self, idx: int, now: float, edns: bool = True) -> _Attempt | None:
-        fwd = self.fwd
-        addr = fwd.upstreams[idx]
-        qid = fwd.new_id()
-        question = fwd.mixed_case(self.question) if fwd.use_0x20 else self.question
-        packet = wire.build_query_for(qid, question, self.do, self.cd, edns)
-        att = _Attempt(self, idx, addr, qid, packet, question, fwd.server(idx))
-        try:
-            att.fd = self.poller.open(addr, packet, att.readable)
-        except OSError as exc:
-            fwd.fail(addr, f"network: {exc.strerror}")
-            fwd.health.no_reply(att.server, None, now)
-            return None
-        fwd.sent += 1
-        return att
-
-    def _close(self, att: _Attempt) -> None:
-        """Done with this attempt: close its socket (the exchange may go on with others)."""
-        self.poller.release(att.fd)
-        if att in self.attempts:
-            self.attempts.remove(att)
-
-    def _timeout(self, now: float) -> None:
-        if self.attempts:                    # the latest attempt stayed silent
-            att = self.attempts[-1]
-            if not att.server.answered_since(att.mark):    # else the name is slow, not it
-                self.fwd.health.no_reply(att.server, self.question, now)
-        if self.tcp is None:
-            self.advance(now)
-
-    def _readable(self, att: _Attempt) -> None:
-        for _ in range(16):
-            try:
-                data = recv(att.fd)
-            except OSError as exc:
-                self._broken(att, exc, self.loop.time())
-                return
-            if data is None:                  # nothing (more) to read
-                return
-            if matches(data, att.qid, att.question):
-                self._close(att)
-                srv = att.server
-                srv.answers += 1
-                if srv.silent:
-                    self.fwd.health.replied(srv)
-                if data[2] & 0x02:
-                    if self.tcp is None:     # else a TCP retry is already under way
-                        self._retry_tcp(att, self.loop.time())
-                elif (data[3] & 0x0F) in _RCODE_FAILURES:
-                    self._failed(att, data, self.loop.time())
-                else:
-                    self.fwd.preferred = att.idx
-                    self.finish(data)
-                return
-            if self._near_miss(att, data):
-                return
-
-    def _broken(self, att: _Attempt, exc: OSError, now: float) -> None:
-        """The socket reported an error: ICMP port unreachable takes the upstream out for
-        this exchange; either way it is a hard no-reply for its health."""
-        self._close(att)
-        if isinstance(exc, ConnectionRefusedError):
-            self._exclude(att.idx)
-            self.fwd.fail(att.addr, "refused")
-        else:
-            self.fwd.fail(att.addr, f"network: {exc.strerror}")
-        self.fwd.health.no_reply(att.server, None, now)
-        self.advance(now)
-
-    def _near_miss(self, att: _Attempt, data: bytes) -> bool:
-        """A datagram on ``att``'s socket that is not our reply. The socket is connected, so
-        it came from the upstream's address and port: a wrong ID or question there is what
-        a spoofer who learned the port sends. Past ``nearmiss_max`` of them (PowerDNS
-        ``spoof-nearmiss-max``), or at once for our ID with the 0x20 case wrong, the attempt
-        is dropped and asked again safely (:meth:`_spoofed`). True when ``att`` is closed."""
-        fwd = self.fwd
+    def _near_miss(self, att: Attempt, data: bytes, now: float) -> None:
+        """A datagram on ``att``'s socket that is not our reply: from the upstream's address
+        and port, a wrong ID or question there is what a spoofer who learned the port sends.
+        Our ID with the 0x20 case not echoed drops the attempt at once; otherwise past
+        ``nearmiss_max`` of them."""
+        report = self.pol.report
         if att.question is not self.question and matches(data, att.qid, self.question):
-            fwd.fail(att.addr, "case_mismatch")   # our ID, 0x20 case not echoed
-            self._spoofed(att, "case", self.loop.time())
-            return True
-        fwd.fail(att.addr, "unwanted_reply")
+            report.fail(att.addr, "case_mismatch")
+            self._spoofed(att, "case", now)
+            return
+        report.fail(att.addr, "unwanted_reply")
         att.misses += 1
-        if 0 < fwd.nearmiss_max < att.misses:
-            self._spoofed(att, "nearmiss", self.loop.time())
-            return True
-        return False
+        if 0 < self.pol.nearmiss_max < att.misses:
+            self._spoofed(att, "nearmiss", now)
 
-    def _spoofed(self, att: _Attempt, why: str, now: float) -> None:
-        """Drop ``att`` (its port is known to whoever sends the forgeries) and ask its
-        upstream again: the first time on a fresh UDP socket (new port, ID and 0x20 case),
-        then over TCP, which an off-path spoofer cannot answer (RFC 5452 §9.2). A reply with
-        our ID but the wrong case goes to TCP at once: it is either a lucky forgery or an
-        upstream that does not echo case, and TCP settles both."""
+    def _spoofed(self, att: Attempt, why: str, now: float) -> None:
+        """Drop ``att`` (whoever sends the forgeries knows its port) and ask its upstream
+        again: after near misses the first time on a fresh UDP socket, else over TCP."""
         self._close(att)
         self.spoofed += 1
-        self.fwd.spoof_suspected(att.addr, self.question, why, att.misses, now)
-        if why == "nearmiss" and self.spoofed == 1 and now < self.deadline:
-            again = self._open(att.idx, now)
-            if again is not None:
-                self.attempts.append(again)
-                self._disarm()
-                self._arm(now)
-                return
-        if self.tcp is None:
+        self.pol.report.spoof_suspected(att.addr, self.question, why, att.misses, now)
+        if (why == "nearmiss" and self.spoofed == 1 and now < self.deadline
+                and self.pol.fresh_udp):
+            self._send(att.idx, AGAIN, True)
+            self._arm(now)
+            return
+        if not self.tcp:
             self._retry_tcp(att, now)
 
-    def _failed(self, att: _Attempt, reply: bytes, now: float) -> None:
-        """An error rcode: this upstream is out for this exchange (FORMERR to our OPT first
-        gets one more try without it)."""
-        rcode = reply[3] & 0x0F
-        if rcode == wire.FORMERR and att.packet[11] and self._without_edns(att, now):
+    def _failed(self, att: Attempt, reply: bytes, now: float) -> None:
+        """An error rcode over UDP (FORMERR to our OPT first gets one more try without it)."""
+        if ((reply[3] & 0x0F) == wire.FORMERR and att.packet[11] and self.pol.edns_fallback
+                and not self.packet):
+            self.pol.report.fail(att.addr, "rcode1_edns")
+            self.error_reply = reply             # the result if this upstream ends out
+            self._send(att.idx, PLAIN, False)
+            if not self.armed:                   # after a TCP retry: nothing is timing us
+                self._arm(now)
             return
-        self._exclude(att.idx)
+        self._rcode(att.idx, att.addr, reply, now)
+
+    def _rcode(self, idx: int, addr: HostPort, reply: bytes, now: float) -> None:
+        """Upstream ``idx`` is out for this exchange; its reply is the result if all are."""
+        self._exclude(idx)
         self.error_reply = reply
-        self.fwd.fail(att.addr, f"rcode{rcode}")
-        self.advance(now)
+        self.pol.report.fail(addr, f"rcode{reply[3] & 0x0F}")
+        self._advance(now)
 
-    def _without_edns(self, att: _Attempt, now: float) -> bool:
-        """FORMERR to a query with our OPT: ask the same upstream once more without it
-        (Unbound ``fwd_no_edns``). False when that cannot be sent."""
-        self.fwd.fail(att.addr, "rcode1_edns")
-        plain = self._open(att.idx, now, edns=False)
-        if plain is None:
-            return False
-        self.attempts.append(plain)
-        if self.timer is None and not self.tick:  # after a TCP retry: nothing is timing us
-            self._arm(now)
-        return True
-
-    def _retry_tcp(self, att: _Attempt, now: float) -> None:
-        """Ask ``att``'s upstream over TCP with a fresh ID (TC=1, Unbound ``fwd_tcp_tc``;
-        or suspected spoofing).
-
-        The retry gets what is left of the deadline (at most :data:`_TCP_TIMEOUT`), so a TC
-        that comes late still ends the exchange by the deadline, answered or not.
-        """
-        self._disarm()
-        left = min(self.deadline - now, _TCP_TIMEOUT)
+    def _retry_tcp(self, att: Attempt, now: float) -> None:
+        """Ask ``att``'s upstream over TCP with a fresh ID, within what is left of the
+        deadline (at most :data:`TCP_TIMEOUT`); no timer meanwhile."""
+        left = min(self.deadline - now, TCP_TIMEOUT)
         if left <= 0:
-            self.advance(now)                # out of time: finishes
+            self._advance(now)                   # out of time: finishes
             return
-        qid = self.fwd.new_id()
-        packet = struct.pack(">H", qid) + att.packet[2:]
-        self.tcp = self.loop.create_task(
-            self.fwd.tcp(att.addr, packet, qid, self.question, left))
-        self.tcp.add_done_callback(partial(self._tcp_done, att))
+        self.tcp = True
+        self._timer(0.0, False)
+        qid = self.pol.entropy.qid()
+        self.actions.append(Tcp(att.idx, att.addr, struct.pack(">H", qid) + att.packet[2:], qid,
+                                self.question, left))
 
-    def _tcp_done(self, att: _Attempt, task: asyncio.Task[bytes]) -> None:
-        self.tcp = None
-        if self.done or task.cancelled():
-            return
-        now = self.loop.time()
-        exc = task.exception()
-        if exc is not None:
-            self.fwd.fail(att.addr, str(exc))
-            self.advance(now)
-            return
-        reply = task.result()
-        if (reply[3] & 0x0F) in _RCODE_FAILURES:
-            self._failed(att, reply, now)
-            return
-        self.fwd.preferred = att.idx
-        self.finish(reply)
-
-    def finish(self, reply: bytes | None) -> None:
-        """Close everything and report ``reply`` (None: failed) once."""
+    def _finish(self, reply: bytes | None) -> None:
         if self.done:
             return
         self.done = True
-        self._disarm()
-        if self.tcp is not None:
-            self.tcp.cancel()
+        self.armed = False
         for att in self.attempts:
-            self.poller.release(att.fd)
+            att.live = False
         self.attempts.clear()
-        on_done, self.on_done = self.on_done, _ignore   # reported once; and whoever still
-        try:                                           # holds us keeps nothing of the asker
-            on_done(reply)
-        except Exception:
-            _log.exception("upstream_callback_failed")
-
-    def cancel(self) -> None:
-        """Stop without reporting (the asker went away)."""
-        self.on_done = _ignore
-        self.finish(None)
-
-
-def _ignore(_reply: bytes | None) -> None:
-    pass
+        self.actions.append(Done(reply))

@@ -99,8 +99,7 @@ class Fetches:
                 return None
             fetch = self._inflight[key] = Fetch(self, key)
             flags = key[-1]
-            now = self.forwarder.poller().loop.time()
-            self.forwarder.start(key[:-1], bool(flags & 2), bool(flags & 1), now, now + budget,
+            self.forwarder.start(key[:-1], bool(flags & 2), bool(flags & 1), budget,
                                  fetch.landed)
         return fetch
 

@@ -23,8 +23,7 @@ def fwd(*addrs: str, timeout: float = 0.3) -> Forwarder:
 
 
 async def ask(f: Forwarder, budget: float = 1.0, question: bytes = QUESTION) -> bytes:
-    loop = asyncio.get_running_loop()
-    return await f.exchange(question, False, False, loop.time() + budget)
+    return await f.exchange(question, False, False, budget)
 
 
 async def test_rfc5452_ports_and_ids_are_random() -> None:

@@ -92,12 +92,11 @@ def _resolver(up: FakeUpstream) -> Resolver:
 
 async def test_forwarder_every_qtype(upstream: FakeUpstream) -> None:
     fwd = Forwarder(((upstream.host, upstream.port),), 0.3)
-    loop = asyncio.get_running_loop()
     for rdtype in TYPES:
         question = wire.name_wire("t.example.test") + _code(rdtype).to_bytes(2, "big") \
             + b"\x00\x01"
         reply = dns.message.from_wire(
-            await fwd.exchange(question, False, False, loop.time() + 1.0))
+            await fwd.exchange(question, False, False, 1.0))
         assert reply.answer and reply.answer[0].rdtype == _code(rdtype), rdtype
 
 

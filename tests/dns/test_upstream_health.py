@@ -123,7 +123,7 @@ async def test_silent_upstream_gets_at_most_one_query_per_second() -> None:
 
         async def one(i: int) -> bytes | None:
             try:
-                return await fwd.exchange(q(i), False, False, loop.time() + 0.5)
+                return await fwd.exchange(q(i), False, False, 0.5)
             except UpstreamError:
                 return None
 
@@ -159,9 +159,8 @@ async def test_a_down_upstream_is_skipped_for_a_live_one() -> None:
         dead_srv.probe_at = float("inf")
         fwd.health.down[(dead.host, dead.port)] = dead_srv
         fwd.preferred = 0
-        loop = asyncio.get_running_loop()
         start = time.monotonic()
-        reply = await fwd.exchange(q(1), False, False, loop.time() + 1.0)
+        reply = await fwd.exchange(q(1), False, False, 1.0)
         assert time.monotonic() - start < 0.1 and not dead.queries()
     assert dns.message.from_wire(reply).answer
 
@@ -170,9 +169,8 @@ async def test_a_down_upstream_is_skipped_for_a_live_one() -> None:
 async def test_error_rcodes_keep_an_upstream_up(rcode: int) -> None:
     with FakeUpstream(lambda d, _t: answer(d, rcode=rcode)) as up:
         fwd = Forwarder(((up.host, up.port),), 0.2)
-        loop = asyncio.get_running_loop()
         for i in range(2 * DOWN_AFTER):
-            await fwd.exchange(q(i), False, False, loop.time() + 0.5)
+            await fwd.exchange(q(i), False, False, 0.5)
     assert not fwd.health.down and not fwd.health.server((up.host, up.port)).silent
 
 
@@ -187,8 +185,7 @@ async def test_exchange_in_flight_keeps_waiting_when_its_upstream_goes_down() ->
         fwd = Forwarder(((up.host, up.port),), 0.2)
         srv = fwd.health.server((up.host, up.port))
         srv.silent, srv.hard = DOWN_AFTER - 1, True
-        loop = asyncio.get_running_loop()
-        reply = await fwd.exchange(q(1), False, False, loop.time() + 1.0)
+        reply = await fwd.exchange(q(1), False, False, 1.0)
         assert len(up.queries()) == 1
     assert dns.message.from_wire(reply).answer[0][0].address == "192.0.2.9"
     assert not fwd.health.down
@@ -214,7 +211,7 @@ async def test_a_slow_zone_does_not_take_a_live_upstream_down() -> None:
 
         async def one(name: str) -> bytes | None:
             try:
-                return await fwd.exchange(qn(name), False, False, loop.time() + 0.5)
+                return await fwd.exchange(qn(name), False, False, 0.5)
             except UpstreamError:
                 return None
 
