@@ -24,7 +24,8 @@ HOT = [line.split('"')[1][:-3].replace("/", ".") for line in
 HAND = {"pkdns.dns._udpsock": "pkdns/dns/_udpsock.c",          # C by hand (setup.py),
         "pkdns.server._udprecv": "pkdns/server/_udprecv.c"}    # built on Linux
 PURE_TESTS = ["tests/dns/test_wire.py", "tests/dns/test_cache.py", "tests/dns/test_hotpath.py",
-              "tests/dns/test_forwarder.py", "tests/dns/test_sockpoll.py",
+              "tests/dns/test_forwarder.py", "tests/dns/test_exchange.py",
+              "tests/dns/test_sockpoll.py",
               "tests/dns/test_resolver.py"]
 
 

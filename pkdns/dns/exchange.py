@@ -293,7 +293,7 @@ class Exchange:
                 if not self.tcp:                 # else a TCP retry is already under way
                     self._retry_tcp(att, now)
             elif (data[3] & 0x0F) in _RCODE_FAILURES:
-                self._failed(att, data, now)
+                self._failed(att.idx, att.addr, att.packet, data, now)
             else:
                 self.pol.preferred = att.idx
                 self._finish(data)
@@ -361,7 +361,7 @@ class Exchange:
             self.pol.report.fail(tcp.addr, reason)
             self._advance(now)
         elif (reply[3] & 0x0F) in _RCODE_FAILURES:
-            self._rcode(tcp.idx, tcp.addr, reply, now)
+            self._failed(tcp.idx, tcp.addr, tcp.packet, reply, now)
         else:
             self.pol.preferred = tcp.idx
             self._finish(reply)
@@ -466,17 +466,18 @@ class Exchange:
         if not self.tcp:
             self._retry_tcp(att, now)
 
-    def _failed(self, att: Attempt, reply: bytes, now: float) -> None:
-        """An error rcode over UDP (FORMERR to our OPT first gets one more try without it)."""
-        if ((reply[3] & 0x0F) == wire.FORMERR and att.packet[11] and self.pol.edns_fallback
+    def _failed(self, idx: int, addr: HostPort, sent: bytes, reply: bytes, now: float) -> None:
+        """An error rcode from upstream ``idx`` to the query ``sent`` (over UDP or TCP):
+        FORMERR to our OPT first gets one more try without it, over UDP."""
+        if ((reply[3] & 0x0F) == wire.FORMERR and sent[11] and self.pol.edns_fallback
                 and not self.packet):
-            self.pol.report.fail(att.addr, "rcode1_edns")
+            self.pol.report.fail(addr, "rcode1_edns")
             self.error_reply = reply             # the result if this upstream ends out
-            self._send(att.idx, PLAIN, False)
+            self._send(idx, PLAIN, False)
             if not self.armed:                   # after a TCP retry: nothing is timing us
                 self._arm(now)
             return
-        self._rcode(att.idx, att.addr, reply, now)
+        self._rcode(idx, addr, reply, now)
 
     def _rcode(self, idx: int, addr: HostPort, reply: bytes, now: float) -> None:
         """Upstream ``idx`` is out for this exchange; its reply is the result if all are."""

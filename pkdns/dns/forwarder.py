@@ -104,6 +104,15 @@ class Forwarder:
     def nearmiss_max(self, value: int) -> None:
         self.policy.nearmiss_max = value
 
+    @property
+    def preferred(self) -> int:
+        """The upstream the next exchange tries first (the one that answered last)."""
+        return self.policy.preferred
+
+    @preferred.setter
+    def preferred(self, value: int) -> None:
+        self.policy.preferred = value
+
     def poller(self) -> SocketPoller:
         """The socket poller of the running loop (made again when the loop changes).
 

@@ -6,7 +6,6 @@ EDNS), and the FORMERR/NOTIMP we send carry an OPT when the query had one
 from __future__ import annotations
 
 import struct
-import time
 
 import dns.flags
 import dns.message
@@ -57,10 +56,8 @@ async def test_formerr_after_tcp_retry_is_retried_without_edns_in_time() -> None
             return answer(data, tc=True)
         return _edns_intolerant(data, transport)
 
-    with FakeUpstream(handler) as up:
-        start = time.monotonic()
+    with FakeUpstream(handler) as up:      # the retry's timer: test_exchange.py
         reply = await ask(make(up), "tcp-old.example.test")
-        assert time.monotonic() - start < 0.5
         seen = [(s.transport, s.message.edns) for s in up.queries()]
     assert reply is not None and reply.answer[0][0].address == "192.0.2.8"
     assert seen == [("udp", 0), ("tcp", 0), ("udp", -1)]

@@ -63,14 +63,17 @@ def asked(upstream: FakeUpstream, word: str) -> int:
     return len([s for s in upstream.queries() if word in str(s.message.question[0].name).lower()])
 
 
-def test_silent_upstream_servfail_within_3s_then_remembered(daemon: Daemon,
-                                                            upstream: FakeUpstream) -> None:
+def test_silent_upstream_servfail_after_retransmits_then_remembered(
+        daemon: Daemon, upstream: FakeUpstream) -> None:
+    """SERVFAIL after retransmits (1 s apart: the exact times are tested on the pure exchange,
+    test_exchange.py), then the failure is remembered: the upstream is not asked again."""
     MODE["silent.example.test."] = "silent"
-    r, took = timed(daemon, "silent.example.test")
-    assert r.rcode() == dns.rcode.SERVFAIL and 2.0 < took < 3.0
+    r, _ = timed(daemon, "silent.example.test")
+    assert r.rcode() == dns.rcode.SERVFAIL
     tries = asked(upstream, "silent")
-    r, took = timed(daemon, "silent.example.test")
-    assert r.rcode() == dns.rcode.SERVFAIL and took < 0.05
+    assert tries >= 2
+    r, _ = timed(daemon, "silent.example.test")
+    assert r.rcode() == dns.rcode.SERVFAIL
     again = asked(upstream, "silent")
     assert again == tries
 
@@ -82,7 +85,7 @@ def test_stale_answer_at_1_8s_with_ttl_30(daemon: Daemon) -> None:
     time.sleep(1.2)
     r, took = timed(daemon, "stale.example.test")
     assert r.rcode() == 0 and r.answer[0].ttl == 30
-    assert 1.6 < took < 2.0
+    assert took < 2.6             # at stale_client_timeout (1.8 s), not the deadline (2.9 s)
 
 
 def test_late_answer_is_cached_for_the_next_client(tmp_path: Path) -> None:
@@ -90,21 +93,22 @@ def test_late_answer_is_cached_for_the_next_client(tmp_path: Path) -> None:
     count as down (8 silent attempts in a row) and the refresh fail at once."""
     with FakeUpstream(scripted) as upstream, run_daemon(
             tmp_path, upstreams=(upstream.addr,), config="[dns]\nrate_limit = 0.0\n") as d:
-        _late_answer_cached(d)
+        _late_answer_cached(d, upstream)
 
 
-def _late_answer_cached(daemon: Daemon) -> None:
+def _late_answer_cached(daemon: Daemon, upstream: FakeUpstream) -> None:
     timed(daemon, "late.example.test")
     MODE["late.example.test."] = "late"
     time.sleep(1.2)
-    r, took = timed(daemon, "late.example.test")
-    assert r.answer[0].ttl == 30 and took < 2.0                 # stale while it waits
+    r, _ = timed(daemon, "late.example.test")
+    assert r.answer[0].ttl == 30                # stale while it waits (the reply: at 2.3 s)
     for _ in range(15):     # the late reply lands ~0.5 s from now (later on a loaded machine);
         time.sleep(0.2)     # a query meanwhile waits for it (or for stale, at 1.8 s)
         if timed(daemon, "late.example.test")[0].answer[0].ttl != 30:
             break
-    r, took = timed(daemon, "late.example.test")
-    assert r.answer[0].ttl == 1 and took < 0.05                 # the late reply, cached
+    tries = asked(upstream, "late")
+    r, _ = timed(daemon, "late.example.test")
+    assert r.answer[0].ttl == 1 and asked(upstream, "late") == tries  # the late reply, cached
 
 
 def test_truncated_upstream_retried_over_tcp(daemon: Daemon, upstream: FakeUpstream) -> None:
@@ -117,14 +121,16 @@ def test_truncated_upstream_retried_over_tcp(daemon: Daemon, upstream: FakeUpstr
 @pytest.mark.parametrize("mode", ["garbage", "servfail"])
 def test_garbage_and_servfail_become_servfail(daemon: Daemon, mode: str) -> None:
     MODE[f"{mode}.example.test."] = mode
-    r, took = timed(daemon, f"{mode}.example.test")
-    assert r.rcode() == dns.rcode.SERVFAIL and took < 3.0
+    r, _ = timed(daemon, f"{mode}.example.test")
+    assert r.rcode() == dns.rcode.SERVFAIL
 
 
 def test_refused_port_servfail_fast(tmp_path: Path) -> None:
+    """Port unreachable ends the exchange at once (test_exchange.py): SERVFAIL well before
+    the first attempt timeout (1 s), let alone the deadline (3 s)."""
     with run_daemon(tmp_path, upstreams=(f"127.0.0.1:{free_port()}",)) as d:
         r, took = timed(d, "refused.example.test")
-    assert r.rcode() == dns.rcode.SERVFAIL and took < 0.1
+    assert r.rcode() == dns.rcode.SERVFAIL and took < 1.0
 
 
 def test_truncation_at_2_8s_still_servfail_by_the_3s_deadline(tmp_path: Path) -> None:
@@ -138,6 +144,6 @@ def test_truncation_at_2_8s_still_servfail_by_the_3s_deadline(tmp_path: Path) ->
         return answer(data, "tclate.example.test. 300 IN A 192.0.2.1")
 
     with FakeUpstream(late_tc) as up, run_daemon(tmp_path, upstreams=(up.addr,)) as d:
-        r, took = timed(d, "tclate.example.test")
-        assert r.rcode() == dns.rcode.SERVFAIL and 2.7 < took < 3.05, took
+        r, _ = timed(d, "tclate.example.test")
+        assert r.rcode() == dns.rcode.SERVFAIL       # the TCP answer, at 4.3 s, is not waited for
         assert any(s.transport == "tcp" for s in up.queries())

@@ -6,7 +6,6 @@ decisions on a fake clock, then the forwarder against fake upstreams on loopback
 from __future__ import annotations
 
 import asyncio
-import time
 
 import dns.message
 import pytest
@@ -115,7 +114,10 @@ class Switch:
         return a_record()(data, transport) if self.on else None
 
 
-async def test_silent_upstream_gets_at_most_one_query_per_second() -> None:
+async def test_silent_upstream_is_probed_not_asked_and_comes_back() -> None:
+    """Against a real silent server: 20 new names a second take it down within 30 queries;
+    then a name with no probe due is not sent at all, and once the server answers, a probe
+    brings it back. The probe times themselves: test_exchange.py, on a made-up clock."""
     switch = Switch()
     with FakeUpstream(switch) as up:
         fwd = Forwarder(((up.host, up.port),), 0.2)
@@ -128,24 +130,26 @@ async def test_silent_upstream_gets_at_most_one_query_per_second() -> None:
                 return None
 
         tasks = []
-        went_down: tuple[float, int] | None = None
-        for i in range(80):                     # 20 new names a second for 4 s
+        went_down = None
+        for i in range(80):                     # 20 new names a second, until down
             tasks.append(loop.create_task(one(i)))
             await asyncio.sleep(0.05)
-            if went_down is None and fwd.health.down:
-                went_down = (time.monotonic(), len(up.queries()))
+            if fwd.health.down:
+                went_down = len(up.queries())
+                break
         assert not any(await asyncio.gather(*tasks))
-        assert went_down is not None and went_down[1] < 30, went_down
-        since, probes = time.monotonic() - went_down[0], len(up.queries()) - went_down[1]
-        assert since > 3 and probes <= since + 1, (since, probes)      # not 3 per name
-        start = time.monotonic()
-        fast = await one(1000)                  # down and no probe due: fails at once
-        assert fast is None and time.monotonic() - start < 0.05
+        assert went_down is not None and went_down < 30, went_down
+        srv = fwd.health.down[(up.host, up.port)]
+        srv.probe_at = float("inf")            # no probe due
+        before = len(up.queries())
+        assert await one(1000) is None and len(up.queries()) == before
+        srv.probe_at = 0.0
         switch.on = True
-        deadline = time.monotonic() + PROBE_MAX + 1
         answered = None
-        while answered is None and time.monotonic() < deadline:
-            answered = await one(2000)
+        for i in range(20):                     # bounded: one probe is due at once
+            answered = await one(2000 + i)
+            if answered is not None:
+                break
             await asyncio.sleep(0.1)
         assert answered is not None and not fwd.health.down
         reply = dns.message.from_wire(answered)
@@ -159,9 +163,8 @@ async def test_a_down_upstream_is_skipped_for_a_live_one() -> None:
         dead_srv.probe_at = float("inf")
         fwd.health.down[(dead.host, dead.port)] = dead_srv
         fwd.preferred = 0
-        start = time.monotonic()
         reply = await fwd.exchange(q(1), False, False, 1.0)
-        assert time.monotonic() - start < 0.1 and not dead.queries()
+        assert not dead.queries()
     assert dns.message.from_wire(reply).answer
 
 
