@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from pkdns.dht.getlookup import GetMutableLookup
 from pkdns.dht.item import MutableItem
-from pkdns.dht.lookup import GetMutableLookup, IterativeLookup, Outcome
+from pkdns.dht.lookup import IterativeLookup, Outcome
 
 Drive = Callable[[IterativeLookup, Callable[[MutableItem], None] | None], Awaitable[None]]
 

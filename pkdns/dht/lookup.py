@@ -1,7 +1,9 @@
-"""Iterative Kademlia lookups (BEP 5 find_node, BEP 44 get/put) as pure state machines.
+"""Iterative Kademlia lookups (BEP 5 find_node; the walk under BEP 44 get/put) as pure state
+machines; the value lookup is :mod:`pkdns.dht.getlookup`, a put's second phase
+:mod:`pkdns.dht.put`.
 
 The lookup never sends or waits: :meth:`IterativeLookup.next_requests` says whom to ask,
-the asyncio driver (``node.py``) feeds back :meth:`on_response`, :meth:`on_error` and
+the asyncio driver (:mod:`pkdns.dht.outbound`) feeds back :meth:`on_response`, :meth:`on_error` and
 :meth:`on_timeout`, all with ``now``. Closest-first with α requests in flight, more when
 answers go missing (:meth:`RttEstimator.parallelism`); a request older than the soft timeout
 stops counting against α (libtorrent's "short timeout") and widens the set of candidates asked
@@ -18,14 +20,12 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import ClassVar
 
-from pkdns.dht.ids import distance, target_of
-from pkdns.dht.item import MutableItem, check_item
+from pkdns.dht.ids import distance
+from pkdns.dht.item import MutableItem
 from pkdns.dht.krpc import Address, ErrorMessage, Method, Response
 from pkdns.dht.put import PutMutable, PutResult
 from pkdns.dht.routing import ip_key, is_valid_contact, subnet_key
 from pkdns.dht.rtt import RttEstimator
-from pkdns.dht.sybil import QUORUM, cluster_size
-from pkdns.errors import VerifyError
 
 ALPHA = 4
 K_CLOSEST = 20
@@ -272,122 +272,5 @@ class IterativeLookup:
         return [(a, t) for a, t in got if t is not None][:n]
 
 
-class GetMutableLookup(IterativeLookup):
-    """BEP 44 ``get`` for a pkarr key; yields only verified items strictly newer than before.
-
-    A node's answer counts only if ``k`` is the requested key, ``sha1(k)`` the target, ``v`` at
-    most 1000 bytes and the signature verifies (BEP 44; libtorrent ``get_item.cpp``). Items at
-    or below ``seq_floor`` and items older than one already returned are dropped (a replayed
-    older item never rolls back what this lookup already returned).
-
-    Most recent wins, so the lookup guards against being shown only an old packet
-    (:mod:`pkdns.dht.sybil`): candidates packed around the target more densely than
-    ``network_size`` allows do not count toward k, and an item only they gave is held back
-    until the k closest nodes beyond them answered (or the lookup ends: :meth:`finish`). When values
-    disagree (a close node holds an older one) or fewer than QUORUM of the closest hold the
-    best, k more nodes are asked.
-    """
-
-    method: ClassVar[Method] = "get"
-
-    def __init__(self, public_key: bytes, seeds: Iterable[tuple[bytes | None, Address]],
-                 now: float, *, seq_floor: int | None = None, timeout: float = 5.0,
-                 own_id: bytes | None = None, k: int = K_CLOSEST, alpha: int = ALPHA,
-                 max_queried: int = MAX_QUERIED, rtt: RttEstimator | None = None,
-                 network_size: int = 0) -> None:
-        super().__init__(target_of(public_key), seeds, now, timeout=timeout, own_id=own_id, k=k,
-                         alpha=alpha, max_queried=max_queried, rtt=rtt)
-        self.public_key = public_key
-        self.seq_floor = seq_floor
-        self.network_size = network_size
-        self.best: MutableItem | None = None
-        self.held: dict[Address, MutableItem] = {}
-        self._edge = -1
-        """Distance of the farthest member of a suspected cluster (-1: none)."""
-        self._heard_beyond = False
-        """Have the k closest nodes beyond the cluster all answered?"""
-        self._pending: MutableItem | None = None
-        """The newest item only cluster members gave, held back."""
-        self._holds_floor = False
-        """A node said it holds an item no newer than ``seq_floor`` (so it is not absent)."""
-
-    def _width(self, alive: list[Candidate]) -> int:
-        m = min(self.k, cluster_size([max(0, c.dist) for c in alive[:2 * self.k]],
-                                     self.network_size))
-        self._edge = alive[m - 1].dist if m else -1
-        beyond = alive[m:m + self.k]
-        self._heard_beyond = bool(beyond) and all(c.state is State.RESPONDED for c in beyond)
-        width = self.k + m
-        if self.best is not None and self._thin_or_conflicting(alive[:width]):
-            width += self.k
-        return width
-
-    def _thin_or_conflicting(self, closest: list[Candidate]) -> bool:
-        assert self.best is not None
-        holders = older = 0
-        for c in closest:
-            item = self.held.get(c.addr) if c.state is State.RESPONDED else None
-            holders += item == self.best
-            older += item is not None and item.seq < self.best.seq
-        return older > 0 or holders < QUORUM
-
-    def on_response(self, addr: Address, resp: Response, now: float) -> MutableItem | None:
-        item = super().on_response(addr, resp, now)
-        if self._pending is None:
-            return item
-        self._window(now)  # brings the cluster edge and what was heard beyond it up to date
-        if not self._heard_beyond:
-            return item
-        released = self._release()
-        return item if released is None else released
-
-    def _proof_width(self, dists: list[int]) -> int:
-        """Beyond a suspected cluster too: its members' word alone proves nothing."""
-        return self.k + min(self.k, cluster_size(dists, self.network_size))
-
-    def _has_value(self) -> bool:
-        return self.outcome.values > 0 or self._holds_floor
-
-    def _value(self, c: Candidate, resp: Response) -> MutableItem | None:
-        if resp.v is None and resp.sig is None:
-            self._holds_floor |= resp.seq is not None  # BEP 44: seq alone, v not newer
-            return None
-        try:
-            item = check_item(resp.k, resp.seq, resp.v, resp.sig,
-                              expected_key=self.public_key, expected_target=self.target)
-        except VerifyError:
-            self.outcome.invalid_values += 1
-            return None
-        self.outcome.values += 1
-        self.held[c.addr] = item
-        if self.seq_floor is not None and item.seq <= self.seq_floor:
-            return None
-        if 0 <= c.dist <= self._cluster_edge():  # suspected cluster: wait for the others
-            if item.newer_than(self._pending):
-                self._pending = item
-            return None
-        return self._accept(item)
-
-    def _cluster_edge(self) -> int:
-        """The cluster's edge from every candidate known now (the reply being handled may
-        have just named the rest of the cluster)."""
-        known = sorted(c.dist for c in self._cands.values()
-                       if c.state is not State.FAILED and c.dist >= 0)[:2 * self.k]
-        m = cluster_size(known, self.network_size)
-        return known[m - 1] if m else -1
-
-    def _accept(self, item: MutableItem) -> MutableItem | None:
-        if not item.newer_than(self.best):
-            return None
-        self.best = item
-        return item
-
-    def _release(self) -> MutableItem | None:
-        item, self._pending = self._pending, None
-        return None if item is None else self._accept(item)
-
-    def finish(self) -> MutableItem | None:
-        return self._release()
-
-__all__ = ["ALPHA", "K_CLOSEST", "MAX_CANDIDATES", "MAX_QUERIED", "Candidate", "GetMutableLookup",
-           "IterativeLookup", "Outcome", "PutMutable", "PutResult", "State"]
+__all__ = ["ALPHA", "K_CLOSEST", "MAX_CANDIDATES", "MAX_QUERIED", "Candidate", "IterativeLookup",
+           "Outcome", "PutMutable", "PutResult", "State"]

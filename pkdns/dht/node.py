@@ -36,13 +36,14 @@ from typing import Any
 from pkdns import log
 from pkdns.clock import SYSTEM_CLOCK, Clock
 from pkdns.dht.admission import QuerierCheck
+from pkdns.dht.getlookup import GetMutableLookup
 from pkdns.dht.getquery import GetQuery
 from pkdns.dht.health import DhtHealth
 from pkdns.dht.ids import make_node_id
 from pkdns.dht.item import MutableItem
 from pkdns.dht.join import RESEND_FIRST, RETRANSMIT, SAVED_HELLOS, Greeter
 from pkdns.dht.krpc import Address, ErrorMessage, Query
-from pkdns.dht.lookup import GetMutableLookup, IterativeLookup, Outcome, PutMutable, PutResult
+from pkdns.dht.lookup import IterativeLookup, Outcome, PutMutable, PutResult
 from pkdns.dht.outbound import Asker, drive, put_all
 from pkdns.dht.pacing import PACE_LIMIT, PerIpLimiter, SendPacer
 from pkdns.dht.responder import Responder

@@ -1,6 +1,6 @@
 """Second phase of a BEP 44 put (pure): send ``put`` to the closest nodes that gave a token.
 
-The first phase is a :class:`pkdns.dht.lookup.GetMutableLookup` (it collects the write tokens,
+The first phase is a :class:`pkdns.dht.getlookup.GetMutableLookup` (it collects the write tokens,
 BEP 5/44: a put must present the token of the node it stores on, and what each node holds).
 """
 

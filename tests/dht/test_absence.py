@@ -15,10 +15,11 @@ from collections.abc import AsyncIterator
 from pkdns.answer.source import Status
 from pkdns.config import PkarrConfig
 from pkdns.dht import krpc
+from pkdns.dht.getlookup import GetMutableLookup
 from pkdns.dht.ids import distance, make_node_id, target_of
 from pkdns.dht.item import MutableItem, sign_item
 from pkdns.dht.krpc import Address, ErrorMessage, Query
-from pkdns.dht.lookup import GetMutableLookup, Outcome, PutResult
+from pkdns.dht.lookup import Outcome, PutResult
 from pkdns.pkarr.keys import PublicKey
 from tests.answer.fakes import source_over
 from tests.support.clock import FakeClock

@@ -12,10 +12,10 @@ from collections.abc import Callable
 import pytest
 
 from pkdns.dht import krpc
+from pkdns.dht.getlookup import GetMutableLookup
 from pkdns.dht.ids import distance, make_node_id, target_of
 from pkdns.dht.item import MutableItem, sign_item
 from pkdns.dht.krpc import Address, NodeInfo, Query, Response
-from pkdns.dht.lookup import GetMutableLookup
 from pkdns.dht.responder import Responder
 from pkdns.dht.routing import RoutingTable
 from pkdns.dht.storage import ItemStore

@@ -6,10 +6,11 @@ import random
 from collections.abc import Callable
 
 from pkdns.dht import krpc
+from pkdns.dht.getlookup import GetMutableLookup
 from pkdns.dht.ids import distance, make_node_id
 from pkdns.dht.item import sign_item
 from pkdns.dht.krpc import Address, ErrorMessage, Query
-from pkdns.dht.lookup import GetMutableLookup, IterativeLookup
+from pkdns.dht.lookup import IterativeLookup
 from tests.support.clock import FakeClock
 from tests.support.dhtnet import FakeNet, Reply
 

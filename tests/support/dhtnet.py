@@ -15,10 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pkdns.dht import krpc
+from pkdns.dht.getlookup import GetMutableLookup
 from pkdns.dht.ids import make_node_id
 from pkdns.dht.item import MutableItem
 from pkdns.dht.krpc import Address, ErrorMessage, Query, Response
-from pkdns.dht.lookup import GetMutableLookup, IterativeLookup, PutMutable, PutResult
+from pkdns.dht.lookup import IterativeLookup, PutMutable, PutResult
 from pkdns.dht.responder import Responder
 from pkdns.dht.routing import RoutingTable
 from pkdns.dht.storage import ItemStore

@@ -1,6 +1,6 @@
 """A Mainline-sized DHT in virtual time, driving the project's own lookup and routing code.
 
-The lookups are :class:`pkdns.dht.lookup.GetMutableLookup`, fed exactly as ``outbound.drive``
+The lookups are :class:`pkdns.dht.getlookup.GetMutableLookup`, fed exactly as ``outbound.drive``
 feeds them (``next_requests`` -> replies, timeouts -> ``next_wakeup``), with ``now`` taken from
 an event queue instead of a clock. The client's routing table and every simulated node's
 table are :class:`pkdns.dht.routing.RoutingTable`; a node's table is filled the first time it
@@ -27,10 +27,10 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from pkdns.dht.getlookup import GetMutableLookup
 from pkdns.dht.ids import ID_BITS, distance, target_of
 from pkdns.dht.item import MutableItem, sign_item
 from pkdns.dht.krpc import Address, NodeInfo, Response
-from pkdns.dht.lookup import GetMutableLookup
 from pkdns.dht.routing import RoutingTable
 from pkdns.dht.rtt import RttEstimator
 
