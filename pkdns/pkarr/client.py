@@ -254,7 +254,7 @@ class Resolving:
             response = await relay.get(self.result.key)
         except Exception as exc:  # an unreachable relay is no evidence either way
             _log.debug("relay_lookup_failed", key=self.result.key.z32, error=repr(exc))
-            self.result.errors.append(str(exc) or f"relay {relay.url}: {type(exc).__name__}")
+            self.result.errors.append(relay_error(relay, exc))
             return
         if response.packet is None:
             self.result.relays_absent += 1
@@ -415,9 +415,15 @@ async def _put_relay(relay: Relay, packet: SignedPacket, if_match: int | None) -
         return Published(await relay.put(packet, if_match))
     except Exception as exc:  # the relay's failure is its answer; others still count
         status = getattr(exc, "status", None)
-        text = str(exc) if isinstance(exc, PkdnsError) else \
-            f"relay {relay.url}: {type(exc).__name__}: {exc}"
-        return Published(0, conflict=status in CONFLICT_HTTP, error=text, code=status)
+        return Published(0, conflict=status in CONFLICT_HTTP, error=relay_error(relay, exc),
+                          code=status)
+
+
+def relay_error(relay: Relay, exc: Exception) -> str:
+    """A relay's failure in words, naming the relay (our own errors already do)."""
+    if isinstance(exc, PkdnsError):
+        return str(exc)
+    return f"relay {relay.url}: {type(exc).__name__}" + (f": {exc}" if str(exc) else "")
 
 
 async def _nothing() -> None:
