@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
+import sysconfig
 import tempfile
 from typing import Any
 
@@ -32,6 +33,7 @@ from setuptools.command.build_ext import build_ext
 HOT_MODULES = [
     "pkdns/dns/acl.py",
     "pkdns/dns/cache.py",
+    "pkdns/dns/door.py",
     "pkdns/dns/exchange.py",
     "pkdns/dns/fetch.py",
     "pkdns/dns/forwarder.py",
@@ -39,11 +41,9 @@ HOT_MODULES = [
     "pkdns/dns/querypolicy.py",
     "pkdns/dns/ratelimit.py",
     "pkdns/dns/reply.py",
-    "pkdns/dns/resolver.py",
     "pkdns/dns/sockpoll.py",
     "pkdns/dns/tally.py",
     "pkdns/dns/wire.py",
-    "pkdns/server/udp.py",
 ]
 
 
@@ -76,19 +76,38 @@ def _can_compile() -> str | None:
 
 
 def _extensions() -> list[Any]:
-    if os.environ.get("PKDNS_PURE"):
-        _note("PKDNS_PURE is set: installing the hot path as plain Python")
-        return []
-    if "sdist" in sys.argv or "egg_info" in sys.argv:   # no building: nothing to probe
-        return []
-    why = _can_compile()
+    if any(cmd in sys.argv for cmd in ("sdist", "egg_info", "dist_info")):
+        return []                   # no building: nothing to probe, nothing to remove
+    exts: list[Any] = []
+    why = "PKDNS_PURE is set" if os.environ.get("PKDNS_PURE") else _can_compile()
     if why is not None:
-        _note(f"no working C compiler or Python headers ({why}); plain Python")
-        return []
-    hand = ([Extension(UDPSOCK, ["pkdns/dns/_udpsock.c"]),
-             Extension(UDPRECV, ["pkdns/server/_udprecv.c"])]
-            if sys.platform.startswith("linux") else [])
-    return hand + _mypyc()
+        _note(f"{why}: installing the hot path as plain Python")
+    else:
+        exts = ([Extension(UDPSOCK, ["pkdns/dns/_udpsock.c"]),
+                 Extension(UDPRECV, ["pkdns/server/_udprecv.c"])]
+                if sys.platform.startswith("linux") else []) + _mypyc()
+    _remove_leftovers({e.name for e in exts})
+    return exts
+
+
+def _remove_leftovers(building: set[str]) -> None:
+    """Delete compiled modules an earlier in-place build (editable install) left in the source
+    tree that this build will not make: Python imports an extension module before the ``.py``
+    beside it, so a module taken off :data:`HOT_MODULES` (or every one, with ``PKDNS_PURE``)
+    would otherwise keep running its old compiled code."""
+    root = os.path.dirname(os.path.abspath(__file__))
+    suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
+    for top, _dirs, files in os.walk(root):
+        rel = os.path.relpath(top, root)
+        if rel != "." and not (rel == "pkdns" or rel.startswith("pkdns" + os.sep)):
+            continue
+        for name in files:
+            if not name.endswith(suffix):
+                continue
+            module = os.path.join(rel, name[:-len(suffix)]).replace(os.sep, ".").lstrip(".")
+            if module not in building:
+                _note(f"removing {module}{suffix}, left by an earlier build")
+                os.remove(os.path.join(top, name))
 
 
 def _mypyc() -> list[Any]:

@@ -25,7 +25,6 @@ from pkdns import log, reload
 from pkdns.answer.service import own_keys
 from pkdns.config import Config, format_hostport
 from pkdns.dns.acl import Acl
-from pkdns.dns.ratelimit import RateLimiter
 from pkdns.errors import DhtError, PkdnsError
 from pkdns.persist import StateKeeper
 from pkdns.pkarr.signed_packet import SignedPacket
@@ -152,14 +151,8 @@ class Operations:
         d.cfg = cfg
         if cfg.log != old.log:
             log.configure(cfg.log.level, cfg.log.format)
-        r = d.resolver
-        r.cfg, r.debug = cfg, cfg.log.level == "debug"
-        if cfg.dns.allow != old.dns.allow:
-            r.acl = Acl(cfg.dns.allow)
-        limits = (cfg.dns.rate_limit, cfg.dns.rate_limit_burst, cfg.dns.forwarders)
-        if limits != (old.dns.rate_limit, old.dns.rate_limit_burst, old.dns.forwarders):
-            r.limiter = RateLimiter(cfg.dns.rate_limit, cfg.dns.rate_limit_burst,
-                                    shared=cfg.dns.forwarders)
+        d.resolver.configure(old, cfg)
+        if cfg.dns.forwarders != old.dns.forwarders:
             d.pkarr.source.gate.forwarders = Acl(cfg.dns.forwarders)
         d.forwarder.upstreams = cfg.dns.upstream
         if cfg.cache.serve_stale != old.cache.serve_stale:

@@ -9,6 +9,7 @@ works compiled (or only interpreted) cannot land.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import os
 import shutil
@@ -30,9 +31,21 @@ PURE_TESTS = ["tests/dns/test_wire.py", "tests/dns/test_cache.py", "tests/dns/te
 
 
 def test_setup_lists_the_hot_modules() -> None:
-    assert "pkdns.dns.wire" in HOT and "pkdns.server.udp" in HOT and len(HOT) >= 10
+    assert "pkdns.dns.wire" in HOT and "pkdns.dns.door" in HOT and len(HOT) >= 10
     for name in HOT:
         assert (ROOT / (name.replace(".", "/") + ".py")).is_file(), name
+
+
+def test_only_the_hot_modules_are_compiled() -> None:
+    """Orchestration stays plain Python (an edit to it runs at once), and a module taken off
+    HOT_MODULES must not keep running an extension an earlier in-place build left beside it
+    (Python imports that before the ``.py``; setup.py removes such leftovers)."""
+    for name in ("pkdns.dns.resolver", "pkdns.server.udp", "pkdns.server.tcp", "pkdns.app"):
+        assert str(importlib.import_module(name).__file__).endswith(".py"), name
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    built = {str(p.relative_to(ROOT)).split(".")[0].replace("/", ".")
+             for p in (ROOT / "pkdns").rglob("*") if p.name.endswith(suffixes)}
+    assert not built - set(HOT) - set(HAND), "rebuild (pip install -e .): leftovers shadow .py"
 
 
 def test_hot_modules_are_compiled_where_the_suite_installs_them() -> None:

@@ -1,9 +1,9 @@
 """Which parsed queries the resolver answers by itself, and how big a reply may be.
 
-Why a module of its own: the callback miss path (``Resolver.forward``) and the slow path
-(``Resolver.resolve_admitted``) must agree on exactly which queries never reach the cache, the
-pkarr handler or an upstream, and on the reply size limit; one pure copy of those rules (no
-state, nothing to reload) keeps the two paths from drifting apart.
+Why a module of its own: the callback miss path (``Door._miss``) and the slow path
+(``Door._parsed`` and the resolver behind it) must agree on exactly which queries never reach
+the cache, the pkarr handler or an upstream, and on the reply size limit; one pure copy of
+those rules (no state, nothing to reload) keeps the two paths from drifting apart.
 
 The rules, checked after the ladder (:func:`pkdns.dns.wire.parse_query`):
 

@@ -66,8 +66,8 @@ EXPOSED_HEADERS = ("Pkarr-Invalid-Signed-Packet-Seq", "Pkarr-Dht-Stored-Nodes", 
 
 
 class DnsEntry(Protocol):
-    """The resolver's one entry point (:meth:`pkdns.dns.resolver.Resolver.resolve`), shared
-    with the UDP and TCP listeners; ACL and rate limit apply there (REFUSED over DoH)."""
+    """The resolver's one door, awaited (:meth:`pkdns.dns.resolver.Resolver.resolve`): the
+    door the UDP and TCP listeners call; ACL and rate limit apply there (REFUSED over DoH)."""
 
     async def resolve(self, data: bytes, client: ClientInfo, max_size: int) -> bytes | None:
         """Reply wire bytes, or ``None`` when the resolver drops the query."""

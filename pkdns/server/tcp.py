@@ -37,8 +37,8 @@ from typing import Any, cast
 
 from pkdns import log
 from pkdns.config import DnsConfig
-from pkdns.dns import wire
-from pkdns.dns.resolver import STREAM_MAX, ClientInfo, Resolver
+from pkdns.dns.door import Job, Port
+from pkdns.dns.resolver import STREAM_MAX, Resolver
 from pkdns.server import sockets
 
 _log = log.get("tcp")
@@ -88,7 +88,7 @@ class TcpServer:
         if self.server is not None:
             self.server.close()
         waiting: set[asyncio.Future[Any]] = {t for c in self.conns for t in c.tasks}
-        if any(c.forwarded for c in self.conns):
+        if any(c.port.held for c in self.conns):
             waiting.update(self.resolver.inflight())
         if waiting:
             await asyncio.wait(waiting, timeout=timeout)
@@ -108,8 +108,9 @@ class TcpConnection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.ip = ""
         self.buf = bytearray()
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.forwarded = 0          # fast-path misses waiting for their upstream fetch
+        self.handle = server.resolver.handle
+        self.port = Port("tcp", STREAM_MAX, self._later, self._start)
+        self.tasks: set[asyncio.Task[None]] = set()     # slow-path jobs of this connection
         self.messages = 0
         self.last_activity = 0.0
         self.timer: asyncio.TimerHandle | None = None
@@ -142,8 +143,8 @@ class TcpConnection(asyncio.Protocol):
             self.close()
 
     def busy(self) -> bool:
-        """Is a query of this connection in progress (slow path or forwarded)?"""
-        return bool(self.tasks) or self.forwarded > 0
+        """Is a query of this connection in progress (slow path or waiting for a fetch)?"""
+        return self.port.held > 0
 
     def _frames(self) -> None:
         buf = self.buf
@@ -162,36 +163,15 @@ class TcpConnection(asyncio.Protocol):
             self._query(msg)
 
     def _query(self, msg: bytes) -> None:
-        r = self.resolver
-        if len(msg) < 12 or msg[2] & 0x80:
-            r.metrics.dropped.labels("malformed").inc()
-            return
-        early = r.admit(msg, self.ip, "tcp")
-        if early is not None:
-            if early:
-                self._send(early)
-            return
-        scanned = wire.scan(msg)
-        if scanned is not None:
-            reply = r.cached(msg, scanned, "tcp", STREAM_MAX)
-            if reply is not None:
-                self._send(reply)
-                if r.debug:
-                    r.log_hit(self.ip, "tcp", msg, scanned, reply)
-                return
-            self.forwarded += 1
-            if r.forward(msg, scanned, "tcp", STREAM_MAX, self._forwarded, self.ip):
-                self._limit()
-                return
-            self.forwarded -= 1
-        task = self.loop.create_task(self._slow(msg))
-        self.tasks.add(task)
-        task.add_done_callback(self._done)
-        self._limit()
+        reply = self.handle(msg, self.ip, self.port, None)
+        if reply is not None:
+            self._send(reply)
+        elif self.port.held:
+            self._limit()
 
     def _limit(self) -> None:
         """Stop reading and framing while :data:`PIPELINE_MAX` queries are in progress."""
-        if len(self.tasks) + self.forwarded >= PIPELINE_MAX and self.transport is not None:
+        if self.port.held >= PIPELINE_MAX and self.transport is not None:
             if not (self.paused or self.blocked or self.eof):
                 self.transport.pause_reading()
             self.paused = True
@@ -209,19 +189,16 @@ class TcpConnection(asyncio.Protocol):
         self.paused = True      # reading is paused: _resume resumes it when the pipeline allows
         self.loop.call_soon(self._resume)
 
-    async def _slow(self, msg: bytes) -> None:
-        reply = await self.resolver.resolve_admitted(msg, ClientInfo(self.ip, "tcp"), STREAM_MAX)
-        if reply is not None:
-            self._send(reply)
+    def _start(self, job: Job) -> bool:
+        """Run a slow-path job as this connection's task (cancelled when it closes)."""
+        task = self.loop.create_task(job)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return True
 
-    def _forwarded(self, reply: bytes, _dest: object = None) -> None:
-        """A fast-path miss is answered (maybe synchronously, from inside ``forward``)."""
-        self.forwarded -= 1
+    def _later(self, reply: bytes, _dest: object = None) -> None:
+        """An answer that was not ready at once (maybe given from inside ``handle``)."""
         self._send(reply)
-        self._settled()
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self.tasks.discard(task)
         self._settled()
 
     def _settled(self) -> None:
@@ -231,7 +208,7 @@ class TcpConnection(asyncio.Protocol):
             return
         if self.eof and not self.busy() and not self.paused and not self._whole_frame():
             self._finish()
-        elif self.paused and len(self.tasks) + self.forwarded < PIPELINE_MAX // 2:
+        elif self.paused and self.port.held < PIPELINE_MAX // 2:
             self.loop.call_soon(self._resume)
 
     def _whole_frame(self) -> bool:
@@ -243,7 +220,7 @@ class TcpConnection(asyncio.Protocol):
         """Frame what was buffered while paused, then read again (a callback of its own, so
         an answer delivered from inside ``forward`` never re-enters :meth:`_frames`)."""
         if (not self.paused or self.transport is None or self.blocked
-                or len(self.tasks) + self.forwarded >= PIPELINE_MAX // 2):
+                or self.port.held >= PIPELINE_MAX // 2):
             return
         self.paused = False
         if not self.eof:

@@ -1,39 +1,37 @@
-"""DNS over UDP: the datagram protocol, with the cache-hit path inline.
+"""DNS over UDP: the datagram listener in front of the resolver's door.
 
-``datagram_received`` first looks the query bytes (minus the ID) up in this listener's
-:class:`~pkdns.dns.cache.ReplyMemo`: a query seen before in the same TTL second is answered by
-one dict lookup, the ACL (a memoised dict lookup), the rate limit when on, an ID patch and
-``sendto``, counted in a plain int (:mod:`pkdns.dns.tally`). Otherwise: drop obvious junk
-(< 12 bytes, QR=1), ACL + rate limit, :func:`wire.scan` + :meth:`Resolver.cached` (key, patch; fills
-the memo), then :meth:`Resolver.forward` (join the key's upstream fetch with a callback; only
-unusual queries become a task). asyncio hands us whole datagrams, so a large EDNS query is never
-cut (unlike pkdns 0.7's fixed 1024-byte buffer). Replies are sized by the resolver to the
-client's EDNS payload, capped at ``dns.udp_payload_max``.
-
-With debug logging on (``Resolver.debug``) nothing new is memoised, so every hit reaches the
-path that logs its ``query`` line; with it off, the memo path has no logging test at all.
+Every datagram goes to :meth:`Resolver.handle <pkdns.dns.door.Door.handle>` with this
+listener's :class:`~pkdns.dns.door.Port`: the door answers cache hits at once (the port's
+:class:`~pkdns.dns.cache.ReplyMemo` makes a repeated query one dict lookup), joins misses to
+their upstream fetch with a callback that replies through :meth:`UdpServer._reply`, and hands
+the rest to the slow path as a job this listener runs as a task (at most ``max_pending`` at
+once; beyond, dropped). asyncio hands us whole datagrams, so a large EDNS query is never cut
+(unlike pkdns 0.7's fixed 1024-byte buffer). Replies are sized by the door to the client's EDNS
+payload, capped at ``dns.udp_payload_max``.
 
 Reading: when the C module ``pkdns.server._udprecv`` is built (setup.py; Linux), the socket is
 not an event-loop transport but a plain descriptor the loop watches: one wake-up reads up to
-8 x 32 datagrams with ``recvmmsg`` and feeds them to ``datagram_received`` as the loop would.
-When an address goes over the rate limit, the C reader drops its datagrams until the limiter
-has a token for it again (:meth:`RateLimiter.refill_in`), before any Python object is made for
-them: a flood from one address is shed at a fraction of the cost of answering it, so the socket
-queue does not overflow and other clients keep being answered. One datagram in 32 still
-reaches the limiter, which keeps answering some with an empty TC=1 (so a client whose address
-a spoofer floods can still retry over TCP). Without the module, asyncio's transport does it all.
+8 x 32 datagrams with ``recvmmsg`` and hands each batch to :meth:`Door.serve
+<pkdns.dns.door.Door.serve>` (compiled), which replies through the C module's ``send``. When an
+address goes over the rate limit, the door has the C reader drop its datagrams until the
+limiter has a token for it again (the port's ``shed`` hook), before any Python object is made
+for them: a flood from one address is shed at a fraction of the cost of answering it, so the
+socket queue does not overflow and other clients keep being answered. One datagram in 32 still
+reaches the limiter, which keeps answering some with an empty TC=1 (so a client whose address a
+spoofer floods can still retry over TCP). Without the module, asyncio's transport does it all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+from functools import partial
 from typing import Any, Protocol, cast
 
 from pkdns import log
-from pkdns.dns import wire
 from pkdns.dns.cache import ReplyMemo
-from pkdns.dns.resolver import ClientInfo, Resolver
+from pkdns.dns.door import Job, Port
+from pkdns.dns.resolver import Resolver
 
 try:
     from pkdns.server import _udprecv
@@ -83,17 +81,17 @@ class UdpServer(asyncio.DatagramProtocol):
 
     def __init__(self, resolver: Resolver, payload_max: int, max_pending: int = MAX_PENDING):
         self.resolver = resolver
-        self.cap = payload_max
+        self.handle = resolver.handle
         self.max_pending = max_pending
         self.transport: Sender | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self.closing = False
         self.batched = False            # reading through the C module (attach)
         self._fd = -1
-        self._drops = resolver.metrics.dropped.labels("malformed")
         self._filtered = resolver.metrics.rate_limited.labels("dns_udp")
+        self._pending_cap = resolver.metrics.dropped.labels("pending_cap")
         self.memo = ReplyMemo()
-        self._send = self._reply        # one bound method for every miss's way back
+        self.port = Port("udp", payload_max, self._reply, self._start, self.memo)
 
     def itself(self) -> UdpServer:
         """Protocol factory for ``create_datagram_endpoint``."""
@@ -110,7 +108,24 @@ class UdpServer(asyncio.DatagramProtocol):
         _grow_rcvbuf(sock)
         self.transport = SocketSender(sock, loop)
         self.batched, self._fd = True, sock.fileno()
-        loop.add_reader(self._fd, self._readable)
+        self.port.shed = _udprecv.block
+        serve, port, send = self.resolver.door.serve, self.port, partial(_udprecv.send, self._fd)
+        recv, fd = _udprecv.recv_batch, self._fd
+
+        def readable() -> None:
+            """The socket has datagrams: read batches until it is empty (or _BATCHES, so
+            other work gets its turn; the loop calls again while data waits)."""
+            for _ in range(_BATCHES):
+                batch = recv(fd)
+                if batch is None:
+                    break
+                if not self.closing:
+                    serve(batch, port, send)
+            shed = _udprecv.take_filtered()
+            if shed:
+                self._filtered.inc(shed)
+
+        loop.add_reader(self._fd, readable)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)   # uvloop's is no subclass
@@ -118,87 +133,27 @@ class UdpServer(asyncio.DatagramProtocol):
         if sock is not None:
             _grow_rcvbuf(sock)
 
-    def _readable(self) -> None:
-        """The socket has datagrams: read batches until it is empty (or _BATCHES, so other
-        work gets its turn; the loop calls again while data waits)."""
-        for _ in range(_BATCHES):
-            batch = _udprecv.recv_batch(self._fd)
-            if batch is None:
-                break
-            for data, addr in batch:
-                self.datagram_received(data, addr)
-        shed = _udprecv.take_filtered()
-        if shed:
-            self._filtered.inc(shed)
-
-    def _shed(self, ip: str, now: float) -> None:
-        """``ip`` went over the rate limit: have the C reader drop its datagrams until the
-        limiter has a token for it again."""
-        if self.batched:
-            wait = self.resolver.limiter.refill_in(ip, now)
-            if wait > 0.0:
-                _udprecv.block(ip, wait)
-
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        """Hot path; see the module docstring. Never raises."""
-        r = self.resolver
-        memo = self.memo.get(data[2:])
-        if memo is not None:
-            now = r.now()
-            if now < memo[0] and r.acl.allowed(addr[0]) and self.transport is not None:
-                if r.limiter.rate:
-                    early = r.over_limit(data, addr[0], "udp", now)
-                    if early is not None:
-                        self._shed(addr[0], now)
-                        if early:
-                            self.transport.sendto(early, addr)
-                        return
-                memo[2][0] += 1
-                self.transport.sendto(data[:2] + memo[1], addr)
-                return
-        self._received(data, addr)
-
-    def _received(self, data: bytes, addr: Any) -> None:
-        """Everything but a memoised reply."""
+        """One datagram from the event loop's transport (or a test): the door's reply now."""
         if self.closing or self.transport is None:
             return
-        if len(data) < 12 or data[2] & 0x80:
-            self._drops.inc()
-            return
-        r = self.resolver
-        try:
-            early = r.admit(data, addr[0], "udp")
-            if early is not None:
-                self._shed(addr[0], r.now())
-                if early:
-                    self.transport.sendto(early, addr)
-                return
-            scanned = wire.scan(data)
-            if scanned is not None:
-                reply = r.cached(data, scanned, "udp", self.cap, None if r.debug else self.memo)
-                if reply is not None:
-                    self.transport.sendto(reply, addr)
-                    if r.debug:
-                        r.log_hit(addr[0], "udp", data, scanned, reply)
-                    return
-                if r.forward(data, scanned, "udp", self.cap, self._send, addr[0], addr):
-                    return
-        except Exception:
-            _log.exception("udp_fast_path_failed", client=addr[0])
-            return
+        reply = self.handle(data, addr[0], self.port, addr)
+        if reply is not None:
+            self.transport.sendto(reply, addr)
+
+    def _start(self, job: Job) -> bool:
+        """Run a slow-path job as this listener's task (False beyond ``max_pending``)."""
         if len(self.tasks) >= self.max_pending:
-            r.metrics.dropped.labels("pending_cap").inc()
-            return
-        task = asyncio.get_running_loop().create_task(self._slow(data, addr))
+            self._pending_cap.inc()
+            job.close()
+            return False
+        task = asyncio.get_running_loop().create_task(job)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
-
-    async def _slow(self, data: bytes, addr: Any) -> None:
-        reply = await self.resolver.resolve_admitted(data, ClientInfo(addr[0], "udp"), self.cap)
-        if reply is not None:
-            self._reply(reply, addr)
+        return True
 
     def _reply(self, reply: bytes, addr: Any) -> None:
+        """A later answer (miss or slow path): sent unless the listener is closed."""
         if self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(reply, addr)
 

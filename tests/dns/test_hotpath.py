@@ -2,13 +2,14 @@
 
 In-process: a real Resolver + WireCache on a fake clock, a UdpServer whose transport records
 what it sends. Each test compares the memoised answer with the full path or checks that policy
-(ACL, rate limit, expiry, drain) still applies to it.
+(ACL, rate limit, expiry, drain) still applies to it, once per query.
 """
 
 from __future__ import annotations
 
 import asyncio
 import struct
+from dataclasses import replace
 from typing import Any
 
 import dns.message
@@ -16,10 +17,8 @@ import dns.rcode
 
 from pkdns.config import CacheConfig, Config, DnsConfig
 from pkdns.dns import wire
-from pkdns.dns.acl import Acl
 from pkdns.dns.cache import WireCache, inspect_reply
 from pkdns.dns.forwarder import Forwarder
-from pkdns.dns.ratelimit import RateLimiter
 from pkdns.dns.resolver import Resolver
 from pkdns.metrics import Metrics
 from pkdns.server.udp import UdpServer
@@ -61,6 +60,12 @@ def setup(clock: FakeClock, upstream: tuple[str, int] = ("127.0.0.1", 9),
     rec = Recorder()
     server.connection_made(rec)  # type: ignore[arg-type]
     return server, rec
+
+
+def reconfigure(server: UdpServer, **dns: Any) -> None:
+    """Apply changed ``dns`` options to the running resolver, as a SIGHUP reload does."""
+    old = server.resolver.cfg
+    server.resolver.configure(old, replace(old, dns=replace(old.dns, **dns)))
 
 
 def query(name: str = "www.example.test", qid: int = 1, **kw: Any) -> bytes:
@@ -142,7 +147,7 @@ def test_acl_change_applies_to_memoised_answers(fake_clock: FakeClock) -> None:
     server, rec = setup(fake_clock)
     cache_answer(server, fake_clock)
     assert ask(server, rec, query()) is not None
-    server.resolver.acl = Acl(("10.0.0.0/8",))          # what a SIGHUP reload does
+    reconfigure(server, allow=("10.0.0.0/8",))          # what a SIGHUP reload does
     out = ask(server, rec, query())
     assert out is not None and dns.message.from_wire(out).rcode() == dns.rcode.REFUSED
 
@@ -151,13 +156,23 @@ def test_rate_limit_applies_to_memoised_answers(fake_clock: FakeClock) -> None:
     server, rec = setup(fake_clock)
     cache_answer(server, fake_clock)
     assert ask(server, rec, query()) is not None
-    server.resolver.limiter = RateLimiter(1.0, 1.0)
+    reconfigure(server, rate_limit=1.0, rate_limit_burst=1.0, forwarders=())   # 127.0.0.1 too
     outs = [ask(server, rec, query(qid=i)) for i in range(4)]
     assert outs[0] is not None and dns.message.from_wire(outs[0]).answer
     assert outs[1] is None                                # dropped
     slip = outs[2]
     assert slip is not None and slip[2] & 0x02 and not dns.message.from_wire(slip).answer
     assert outs[3] is None
+
+
+def test_a_memoised_answer_takes_one_token(fake_clock: FakeClock) -> None:
+    """Policy runs once per query, before the memo: a burst of 3 is 3 answers, memo or not."""
+    server, rec = setup(fake_clock, rate_limit=0.001)
+    reconfigure(server, rate_limit_burst=3.0, forwarders=())
+    cache_answer(server, fake_clock)
+    outs = [ask(server, rec, query(qid=i)) for i in range(4)]
+    assert all(o is not None and dns.message.from_wire(o).answer for o in outs[:3])
+    assert len(server.memo) == 1 and outs[3] is None
 
 
 async def test_drain_clears_the_memo(fake_clock: FakeClock) -> None:

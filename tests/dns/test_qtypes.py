@@ -21,6 +21,7 @@ from pkdns.clock import SYSTEM_CLOCK
 from pkdns.config import CacheConfig, Config, DnsConfig
 from pkdns.dns import wire
 from pkdns.dns.cache import WireCache
+from pkdns.dns.door import Port
 from pkdns.dns.exchange import matches
 from pkdns.dns.forwarder import Forwarder
 from pkdns.dns.resolver import ClientInfo, Resolver
@@ -112,17 +113,17 @@ async def test_resolver_every_qtype_udp_and_tcp_clients(upstream: FakeUpstream) 
             assert reply.answer[0].rdtype == _code(rdtype)
 
 
-async def test_forward_fast_path_every_qtype(upstream: FakeUpstream) -> None:
+async def test_callback_miss_path_every_qtype(upstream: FakeUpstream) -> None:
+    """The door's miss path without a coroutine: the answer comes through ``port.send``."""
     r = _resolver(upstream)
     for rdtype in TYPES:
         q = dns.message.make_query("fast.example.test", rdtype).to_wire()
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        scanned = wire.scan(q)
-        assert scanned is not None
-        assert r.forward(q, scanned, "udp", 1232, lambda reply, dest: dest.set_result(reply),
-                         dest=fut)
+        port = Port("udp", 1232, lambda reply, dest: dest.set_result(reply), lambda job: False)
+        assert r.handle(q, "127.0.0.1", port, fut) is None and port.held == 1
         reply = dns.message.from_wire(await asyncio.wait_for(fut, 2.0))
         assert reply.rcode() == dns.rcode.NOERROR and reply.answer, rdtype
+        assert port.held == 0
 
 
 async def test_resolve_icann_every_qtype(upstream: FakeUpstream) -> None:
