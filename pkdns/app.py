@@ -181,7 +181,7 @@ class Daemon:
         self.components: list[Component] = [_Gauges(self.cache, self.metrics), self.dns]
         self._started: list[Component] = []
         self._stop = asyncio.Event()
-        self.pkarr = PkarrService(cfg, self.resolver, clock, self.metrics)
+        self.pkarr = PkarrService(cfg, self.resolver.icann, clock, self.metrics)
         self.resolver.pkarr = self.pkarr.handler
         self.add(self.pkarr)
         self.http: HttpFace | None = None     # DoH, relay API, /metrics, status page

@@ -79,11 +79,16 @@ Route = Callable[[DNSRecord, PkarrName, Zone, float, bool], DNSRecord | None]
 
 
 class IcannClient(Protocol):
-    """The resolver's ICANN side (``pkdns.dns.resolver.Resolver``)."""
+    """The way to ICANN names (:class:`pkdns.dns.icann.IcannPath`): through the resolver's
+    cache and upstreams, without holding the resolver."""
 
-    async def resolve_icann(self, qname: str, qtype: int) -> DNSRecord: ...
+    async def resolve(self, qname: str, qtype: int) -> DNSRecord:
+        """An ICANN lookup; never raises for DNS failures (the record carries the rcode)."""
+        ...
 
-    async def query_server(self, addr: HostPort, query: DNSRecord) -> DNSRecord: ...
+    async def query_server(self, addr: HostPort, query: DNSRecord) -> DNSRecord:
+        """One query to one server (NS delegation); raises on a timeout or a bad reply."""
+        ...
 
 
 @dataclass(slots=True)
@@ -242,7 +247,7 @@ class PkarrAnswerer:
             resp = _subquery(qname, qtype).reply()
             resp.header.rcode = RCODE.SERVFAIL
             return resp
-        return await self.icann.resolve_icann(qname, qtype)
+        return await self.icann.resolve(qname, qtype)
 
     def _cname_back_to_pkarr(self, resp: DNSRecord, qtype: int) -> str | None:
         """An ICANN chain ending in a CNAME to a pkarr name (the upstream cannot follow it)."""

@@ -115,7 +115,7 @@ class PkarrService:
             return [(host, port)] if ip.version == 4 else []
         if host.lower() in _LOCALHOST:
             return [("127.0.0.1", port)]
-        reply = await self.icann.resolve_icann(host, QTYPE.A)
+        reply = await self.icann.resolve(host, QTYPE.A)
         rcode = reply.header.rcode
         if rcode != RCODE.NOERROR:
             raise DhtError(f"{host}: {RCODE.get(rcode)} from the upstream resolver")

@@ -102,7 +102,7 @@ def _inspect(data: bytes, scrub: bool) -> ReplyInfo:
     # Bytes after the last record go through dnslib too: the cached form ends at the last
     # record, and a name pointing into the cut bytes would point past its end (found by
     # fuzzing: a CNAME target compressed into trailing bytes made a cache entry that no
-    # client, nor our own resolve_icann, could parse). dnslib refuses such forward pointers.
+    # client, nor our own IcannPath.resolve, could parse). dnslib refuses such forward pointers.
     if scrub and (out_of_chain or (opt_at >= 0 and opt_end != i) or i != n):
         return _inspect(_rebuild(data), scrub=False)
     out = _cacheable(data, opt_at if opt_at >= 0 else i, opt_at >= 0, rcode, an, ns, ar)

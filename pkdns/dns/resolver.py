@@ -18,12 +18,9 @@ a client sends can escape. UDP replies are sized to the client's EDNS payload (5
 EDNS, capped at the port's ``max_size``) with TC=1 when they do not fit; TCP/DoH pass 65535.
 :meth:`Resolver.resolve` is the same door for a caller that awaits its answer (DoH).
 
-The pkarr side (``Resolver.pkarr``, a :class:`PkarrHandler`) also calls back in:
-* ``await resolver.resolve_icann(qname, qtype) -> dnslib.DNSRecord``: an ICANN lookup through
-  cache + forwarder (CNAME targets outside pkarr), never raising for DNS failures (the record
-  carries the rcode, SERVFAIL on upstream failure);
-* ``await resolver.query_server((host, port), query) -> dnslib.DNSRecord``: one query to one
-  server (NS delegation), :class:`pkdns.errors.UpstreamError` on timeout or a bad reply.
+ICANN names are :attr:`Resolver.icann`'s (:class:`pkdns.dns.icann.IcannPath`), which is also
+the pkarr side's way to ICANN names (CNAME targets outside pkarr, NS delegation): the pkarr
+handler holds that object, not the resolver.
 
 Plain Python (setup.py compiles only the byte-level modules the door uses): this is waiting
 and orchestration, not per-byte work.
@@ -32,29 +29,25 @@ and orchestration, not per-byte work.
 from __future__ import annotations
 
 import asyncio
-import random
 from dataclasses import dataclass
 from typing import Any
-
-import dnslib
 
 from pkdns import log
 from pkdns.answer.seam import PkarrHandler, ask
 from pkdns.clock import Clock
-from pkdns.config import Config, HostPort
+from pkdns.config import Config
 from pkdns.dns import wire
-from pkdns.dns.cache import EXPIRES, STALE_UNTIL, Entry, WireCache, render
+from pkdns.dns.cache import EXPIRES, Entry, WireCache, render
 from pkdns.dns.door import Door, Job, Port
 from pkdns.dns.fetch import Fetches
 from pkdns.dns.forwarder import Forwarder
+from pkdns.dns.icann import STREAM_MAX, IcannPath
 from pkdns.dns.querypolicy import edns_size, error, reply_limit
 from pkdns.dns.rebind_icann import IcannGuard
 from pkdns.dns.tally import Tally, log_query
-from pkdns.errors import UpstreamError
 from pkdns.metrics import Metrics
 
 _log = log.get("resolver")
-STREAM_MAX = 65535
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +73,9 @@ class Resolver:
         self.door = Door(cfg, cache, self.fetches, self.tally, metrics, clock, self._later)
         self.handle = self.door.handle
         """The one entry point: :meth:`pkdns.dns.door.Door.handle`."""
+        self.icann = IcannPath(cfg, cache, self.door.fetch, forwarder, clock, metrics, self.tally)
         self._pkarr: PkarrHandler | None = None
         self.pkarr = pkarr
-        self._rng = random.SystemRandom()
         self._jobs: set[asyncio.Task[None]] = set()
 
     @property
@@ -97,7 +90,7 @@ class Resolver:
 
     def configure(self, old: Config, cfg: Config) -> None:
         """Apply the live options of ``cfg`` (reload; ``old`` is the running configuration)."""
-        self.cfg = cfg
+        self.cfg = self.icann.cfg = cfg
         self.door.configure(old, cfg)
 
     async def resolve(self, data: bytes, client: ClientInfo, max_size: int) -> bytes | None:
@@ -149,64 +142,14 @@ class Resolver:
             port.held -= 1
         port.send(reply, dest)
 
-    async def resolve_icann(self, qname: str, qtype: int) -> dnslib.DNSRecord:
-        """ICANN lookup through cache + forwarder, as a dnslib record (rcode set on failure)."""
-        packet = wire.build_query(self._rng.getrandbits(16), wire.name_wire(qname.lower()),
-                                  qtype, wire.C_IN, False, False)
-        q = wire.parse_query(packet)
-        reply = await self._icann(q, STREAM_MAX)
-        return dnslib.DNSRecord.parse(reply)
-
-    async def query_server(self, addr: HostPort, query: dnslib.DNSRecord) -> dnslib.DNSRecord:
-        """Send ``query`` to one server and return its validated reply."""
-        packet = bytes(query.pack())
-        reply = await self.forwarder.query_server(addr, packet, self.cfg.dns.upstream_timeout)
-        try:
-            return dnslib.DNSRecord.parse(reply)
-        except Exception as exc:  # dnslib raises assorted types on bad bytes
-            raise UpstreamError(f"unparseable reply from {addr[0]}: {exc}") from None
-
-    # ---------------------------------------------------------------- slow path
-
     async def _answer(self, q: wire.Query, ip: str, limit: int) -> tuple[bytes, str]:
         if self._pkarr is not None and self._pkarr.claims(q.qname):
             return await self._pkarr_answer(self._pkarr, q, ip, limit), "pkarr"
-        return await self._icann(q, limit), "icann"
-
-    def _hit(self, q: wire.Query, entry: Entry | None, limit: int, now: float) -> bytes | None:
-        """The reply from ``entry`` when it is fresh (counted as a hit), else None (a miss)."""
-        if entry is None or now >= entry[EXPIRES]:
-            self._misses[0] += 1
-            return None
-        self._hits[0] += 1
-        return render(entry, q.wire, q.qend, edns_size(q), q.do, limit, now)
-
-    async def _icann(self, q: wire.Query, limit: int) -> bytes:
-        now = self.clock.monotonic()
-        entry = self.cache.get(q.key)
-        hit = self._hit(q, entry, limit, now)
-        if hit is not None:
-            return hit
-        stale = entry if entry is not None and now < entry[STALE_UNTIL] else None
-        fetch = None if self.cache.failing(q.key, now) else self.door.fetch(q.key)
-        if fetch is not None:
-            wait = self.cfg.cache.stale_client_timeout if stale is not None else None
-            try:
-                fresh = await asyncio.wait_for(asyncio.shield(fetch.wait()), wait)
-            except TimeoutError:
-                fresh = None
-            if fresh is not None:
-                now = self.clock.monotonic()
-                return render(fresh, q.wire, q.qend, edns_size(q), q.do, limit, now)
-        if stale is not None:
-            self.metrics.stale_served.labels("icann").inc()
-            return render(stale, q.wire, q.qend, edns_size(q), q.do, limit, now,
-                          stale_ttl=self.cfg.cache.stale_answer_ttl)
-        return error(q, wire.SERVFAIL)
+        return await self.icann.answer(q, limit), "icann"
 
     async def _pkarr_answer(self, handler: PkarrHandler, q: wire.Query, ip: str,
                             limit: int) -> bytes:
-        hit = self._hit(q, self.cache.get(q.key), limit, self.clock.monotonic())
+        hit = self.icann.hit(q, self.cache.get(q.key), limit, self.clock.monotonic())
         if hit is not None:
             return hit
         info = await ask(handler, q, ip, self.door.budget)

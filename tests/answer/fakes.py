@@ -29,7 +29,7 @@ class FakeIcann:
         self.asked: list[tuple[str, int]] = []
         self.server_queries: list[tuple[tuple[str, int], str]] = []
 
-    async def resolve_icann(self, qname: str, qtype: int) -> DNSRecord:
+    async def resolve(self, qname: str, qtype: int) -> DNSRecord:
         self.asked.append((qname, qtype))
         reply = DNSRecord.question(qname, "A")
         reply.q.qtype = qtype

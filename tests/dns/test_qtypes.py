@@ -130,7 +130,7 @@ async def test_resolve_icann_every_qtype(upstream: FakeUpstream) -> None:
     """The pkarr side's CNAME-to-ICANN lookups use this path."""
     r = _resolver(upstream)
     for rdtype in TYPES:
-        rec = await r.resolve_icann("Target.Example.test", _code(rdtype))
+        rec = await r.icann.resolve("Target.Example.test", _code(rdtype))
         assert rec.header.rcode == 0 and rec.rr and rec.rr[0].rtype == _code(rdtype), rdtype
 
 

@@ -254,16 +254,3 @@ async def test_pkarr_names_never_go_upstream_and_are_cached() -> None:
     assert first is not None and first.answer[0][0].address == "10.0.0.1"
     assert second is not None and str(second.question[0].name) == name.lower() + "."
     assert pk.calls == 1
-
-
-async def test_resolve_icann_and_query_server_for_the_pkarr_side() -> None:
-    with FakeUpstream(a_record("192.0.2.44")) as up:
-        r = make(up)
-        rec = await r.resolve_icann("Target.Example.test", 1)
-        assert rec.header.rcode == 0 and str(rec.rr[0].rdata) == "192.0.2.44"
-        rec2 = await r.query_server((up.host, up.port), dnslib.DNSRecord.question("ns.sub.test"))
-        assert str(rec2.rr[0].rdata) == "192.0.2.44"
-    with FakeUpstream(silent) as down:
-        r = make(down)
-        failed = await r.resolve_icann("x.test", 1)
-        assert failed.header.rcode == dns.rcode.SERVFAIL

@@ -83,7 +83,7 @@ def test_relay_put_dated_past_year_9999_is_a_400() -> None:
 def test_reply_naming_a_pointer_into_trailing_bytes_is_refused() -> None:
     """An upstream reply whose CNAME target was compressed into bytes after its last record
     was cached cut at that record: the pointer then led past the end, and neither clients
-    nor our own resolve_icann could parse the entry. Now such a reply goes through dnslib,
+    nor our own IcannPath.resolve could parse the entry. Now such a reply goes through dnslib,
     which refuses the forward pointer (DecodeError: SERVFAIL, not cached)."""
     data = (CORPUS / "upstream_reply" / "regress-upstream_reply-pointer-into-trailing-bytes"
             ).read_bytes()

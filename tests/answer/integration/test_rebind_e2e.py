@@ -28,8 +28,8 @@ from pkdns.config import (
     HttpConfig,
     PkarrConfig,
     ZoneConfig,
-    parse,
 )
+from pkdns.configfile import parse
 from pkdns.dht.testnet import Testnet
 from pkdns.dns.reply import ReplyInfo
 from pkdns.errors import ConfigError
