@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime
+import importlib
 import json
 import signal
 import sys
@@ -29,6 +30,7 @@ from pkdns.clock import SYSTEM_CLOCK
 from pkdns.cmd.keys import add_ip_echo_flag, read_seed, with_addresses
 from pkdns.cmd.serve import add_common_dht_flags
 from pkdns.config import DhtConfig, HostPort, PkarrConfig, format_hostport
+from pkdns.dht.ids import target_of
 from pkdns.dht.lookup import Outcome
 from pkdns.dht.node import DhtNode
 from pkdns.dht.testnet import Testnet
@@ -36,13 +38,20 @@ from pkdns.errors import DecodeError, DhtError, UsageError
 from pkdns.pkarr.client import DHT, PkarrClient, Publication, Resolution
 from pkdns.pkarr.keys import PublicKey
 from pkdns.pkarr.signed_packet import SignedPacket
-from pkdns.pkarr.zone import records_to_text
-from pkdns.publish.zonebuild import read_zone_text, sign_zone
 
 LOOKUP_TIMEOUT = 5.0
 """Seconds a get (or a put's lookup) goes on after joining: new rounds while nothing is found."""
 FIRST_VALUE_GRACE = 1.0
-"""Seconds a get goes on after the first verified packet, for a newer one."""
+"""Seconds a get goes on after the first verified packet, for a newer one, unless AGREE nodes
+agree on it sooner."""
+AGREE = 2
+"""DHT nodes that must have given the newest packet (and none an older one) for a get to stop
+short of FIRST_VALUE_GRACE. Two, not the lookup's quorum of four: the daemon answers from the
+first packet plus 150 ms, and on a lossy network the third and fourth holders take most of a
+second longer to be heard."""
+ZONE_PRINTER = "pkdns.pkarr.zone"
+"""The zone printer (dnspython, ~0.1 s of imports): loaded in a thread while resolve waits on
+the network, not before it."""
 JOIN_TIMEOUT = 10.0
 """Seconds of hellos (resent with backoff) before "could not join the DHT"."""
 
@@ -110,20 +119,22 @@ def _bootstrap(args: argparse.Namespace) -> list[HostPort]:
     return list(args.bootstrap) if args.bootstrap else list(DhtConfig().bootstrap)
 
 
-async def _join(node: DhtNode, nodes: list[HostPort]) -> None:
+async def _join(node: DhtNode, nodes: list[HostPort], key: PublicKey) -> None:
     """Join the DHT through ``nodes``: one node answered.
 
     Every bootstrap host is greeted at once and resent to with backoff (a lost datagram or
     two must not end the command), and the lookup starts from the first answer and the
-    contacts it listed instead of walking to our own id first.
+    contacts it listed -- the closest to ``key``'s target it knows, which the greeting asked
+    for -- instead of walking to our own id first.
     """
-    if not await node.join(nodes, timeout=JOIN_TIMEOUT):
+    if not await node.join(nodes, timeout=JOIN_TIMEOUT, target=target_of(key.raw)):
         where = ", ".join(format_hostport(n) for n in nodes)
         raise DhtError(f"could not join the DHT: no node answered (bootstrap: {where})")
 
 
 @contextlib.asynccontextmanager
-async def _client(args: argparse.Namespace) -> AsyncIterator[tuple[PkarrClient, list[str]]]:
+async def _client(args: argparse.Namespace,
+                  key: PublicKey) -> AsyncIterator[tuple[PkarrClient, list[str]]]:
     """A pkarr client over a read-only node (it joins the DHT when first used, while the
     relays are already asked) and the ``--relay`` servers; closed on exit. Also yields a
     one-element list naming what the command waits for, for the progress line."""
@@ -138,7 +149,7 @@ async def _client(args: argparse.Namespace) -> AsyncIterator[tuple[PkarrClient, 
 
         async def ready() -> None:
             assert node is not None
-            await _join(node, nodes)
+            await _join(node, nodes, key)
             phase[0] = "joined"
 
         yield PkarrClient(node, relays, ready=ready), phase
@@ -184,6 +195,8 @@ def _progress(status: Callable[[], str], stream: TextIO | None = None) -> Any:
 def run_publish(args: argparse.Namespace) -> int:
     """Sign the zone (exit 2 on bad input first), then put it on the DHT and the relays."""
     _check_sources(args)
+    from pkdns.publish.zonebuild import read_zone_text, sign_zone
+
     keypair = read_seed(args.seedfile)
     text = with_addresses(read_zone_text(args.zonefile), args.ip_echo)  # as the daemon does
     packet = sign_zone(keypair, text, args.zonefile, SYSTEM_CLOCK.wall_us())
@@ -191,7 +204,7 @@ def run_publish(args: argparse.Namespace) -> int:
 
 
 async def _publish(args: argparse.Namespace, packet: SignedPacket) -> int:
-    async with _client(args) as (client, phase):
+    async with _client(args, packet.public_key) as (client, phase):
         joining = f"joining the DHT via {len(_bootstrap(args))} bootstrap node(s)"
         with _progress(lambda: joining if phase[0] == "joining" else
                        "storing on the closest nodes"):
@@ -252,12 +265,14 @@ def parse_key_argument(text: str) -> PublicKey:
 async def _resolve(args: argparse.Namespace, key: PublicKey) -> int:
     """Rounds of DHT lookups until a packet is found, absence is proven or LOOKUP_TIMEOUT
     passed (on a lossy network a round can end with every close node silent), the relays in
-    parallel. Once a verified packet is in, the lookup goes on for FIRST_VALUE_GRACE more for
-    a newer one, then stops: waiting for every silent node to time out would add seconds and
-    rarely a newer packet."""
-    async with _client(args) as (client, phase):
+    parallel. Once a verified packet is in, the lookup goes on until AGREE nodes gave it (and
+    none an older one) or for FIRST_VALUE_GRACE more, then stops: waiting for every silent
+    node to time out would add seconds and rarely a newer packet."""
+    printer = asyncio.get_running_loop().run_in_executor(None, importlib.import_module,
+                                                         ZONE_PRINTER)
+    async with _client(args, key) as (client, phase):
         resolving = client.resolve(key, timeout=LOOKUP_TIMEOUT, grace=FIRST_VALUE_GRACE,
-                                   rounds=None, round_min=0.0)
+                                   rounds=None, round_min=0.0, agree=AGREE)
         found = resolving.result
         joining = f"joining the DHT via {len(_bootstrap(args))} bootstrap node(s)"
         with _progress(lambda: joining if phase[0] == "joining" else
@@ -272,6 +287,7 @@ async def _resolve(args: argparse.Namespace, key: PublicKey) -> int:
         raise DhtError(f"{key.z32}: no signed packet found ({'; '.join(searched + failures)})")
     for failure in failures:
         _warn(failure)
+    await printer
     print(_render(found.best, args.json, "dht" if found.source == DHT else "relay"), end="")
     return 0
 
@@ -290,6 +306,8 @@ def _status(o: Outcome) -> str:
 
 
 def _render(packet: SignedPacket, as_json: bool, source: str) -> str:
+    from pkdns.pkarr.zone import records_to_text
+
     text = records_to_text(packet.records, packet.public_key.z32)
     when = datetime.datetime.fromtimestamp(packet.timestamp / 1e6, datetime.UTC)
     if as_json:

@@ -18,11 +18,8 @@ from typing import Any
 from pkdns.clock import SYSTEM_CLOCK
 from pkdns.config import RepublishConfig
 from pkdns.errors import UsageError
-from pkdns.pkarr import external_ip
 from pkdns.pkarr.keys import Keypair, read_seed_file, seed_file_exposure, write_seed_file
 from pkdns.pkarr.signed_packet import MAX_PACKET_BYTES, SignedPacket
-from pkdns.pkarr.zone import records_to_text, substitute_variables, variables_used
-from pkdns.publish.zonebuild import read_zone_text, sign_zone
 
 
 def register(sub: Any) -> None:
@@ -94,6 +91,8 @@ def read_seed(path: str) -> Keypair:
 
 def run_packet(args: argparse.Namespace) -> int:
     """Sign a zone file; print it; write the relay payload."""
+    from pkdns.publish.zonebuild import read_zone_text, sign_zone
+
     keypair = read_seed(args.seedfile)
     text = with_addresses(read_zone_text(args.zonefile), args.ip_echo)
     if args.timestamp is not None and not 0 <= args.timestamp < 2**63:
@@ -115,6 +114,10 @@ def add_ip_echo_flag(p: argparse.ArgumentParser) -> None:
 
 def with_addresses(text: str, urls: list[str] | None) -> str:
     """Fill in {external_ipv4}/{external_ipv6}, asking IP-echo services only when used."""
+    # the zone modules (dnspython) are imported by the commands that use them: `pkdns
+    # resolve` imports this module too, and starts faster without them
+    from pkdns.pkarr.zone import substitute_variables, variables_used
+
     want4, want6 = variables_used(text)
     if not (want4 or want6):
         return text
@@ -125,6 +128,8 @@ def with_addresses(text: str, urls: list[str] | None) -> str:
 
 
 def _discover(urls: Any, family: int, defaults: RepublishConfig) -> str:
+    from pkdns.pkarr import external_ip
+
     external_ip.preload()
     return asyncio.run(external_ip.discover(tuple(urls), family, defaults.ip_echo_timeout))
 
@@ -143,6 +148,8 @@ def _describe(packet: SignedPacket, out: str | None) -> str:
     ]
     if out:
         lines.append(f"; relay payload written to {out}")
+    from pkdns.pkarr.zone import records_to_text
+
     body = records_to_text(packet.records, packet.public_key.z32)
     return "\n".join(lines) + "\n" + body
 

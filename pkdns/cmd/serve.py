@@ -14,7 +14,6 @@ from pkdns import config as cfgmod
 from pkdns import configfile
 from pkdns.config import Config
 from pkdns.errors import UsageError
-from pkdns.publish.zonebuild import check_zone
 
 
 def _hostport(text: str) -> cfgmod.HostPort:
@@ -113,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
     """Validate, then run the daemon until SIGTERM/SIGINT (``--check``: validate and exit)."""
     cfg = build_config(args)
     if args.check:
+        from pkdns.publish.zonebuild import check_zone
+
         for zone in cfg.zones:
             check_zone(zone)
         source = args.config or "defaults (no --config given, no file read)"

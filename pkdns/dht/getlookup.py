@@ -137,5 +137,21 @@ class GetMutableLookup(IterativeLookup):
     def finish(self) -> MutableItem | None:
         return self._release()
 
+    def settled(self, quorum: int = QUORUM) -> bool:
+        """Is :attr:`best` established, so a one-shot caller may stop here? Yes once
+        ``quorum`` nodes gave it, none gave an older one and nothing newer is held back. The
+        rest of the lookup waits on the slow and the silent (on a lossy network most of its
+        time) and would change the answer only if a newer packet sat on nodes not yet heard
+        from (a put reaches its 20 nodes at once, so those that hold the old one rather than
+        the new one are the few it missed)."""
+        if self.best is None or self._pending is not None:
+            return False
+        holders = 0
+        for item in self.held.values():
+            if item.seq < self.best.seq:
+                return False
+            holders += item == self.best
+        return holders >= quorum
+
 
 __all__ = ["GetMutableLookup"]

@@ -38,6 +38,10 @@ class GetQuery:
         """The most recent verified item seen so far."""
         return self._lookup.best
 
+    def settled(self, quorum: int) -> bool:
+        """``quorum`` nodes agree on :attr:`best` (:meth:`GetMutableLookup.settled`)."""
+        return self._lookup.settled(quorum)
+
     def __aiter__(self) -> GetQuery:
         if self._task is None:
             self._task = asyncio.create_task(self._run())

@@ -4,10 +4,11 @@ A cold node knows only its bootstrap addresses (and, in the daemon, the contacts
 state dir). Asking each once, as a plain lookup does, fails whenever the one query or its
 reply is lost: on a link that drops 30 % of datagrams half of all round trips fail, and a CLI
 with one bootstrap host then died after one request timeout ("could not join the DHT"). So
-the join sends ``find_node`` for our own id to all of them in parallel and resends to each on
-a backoff schedule (0, 0.25, 0.75, 1.75, 3.75 s, ... at most 2 s apart) until the first one
-answers or the deadline passes. Every attempt stays open until the deadline, so a late reply
-to an early attempt still counts (a slow node is not a lost one).
+the join sends ``find_node`` for our own id (and, for a one-shot command, for the key it will
+look up) to all of them in parallel and resends to each (at 0.1 s, then every 0.25 s for the
+first second, then backing off to at most 2 s apart) until the first one answers or the
+deadline passes. Every attempt stays open until the deadline, so a late reply to an early
+attempt still counts (a slow node is not a lost one).
 
 Pure parts (:func:`resend_offsets`) take no clock; :func:`first_answer` is the small asyncio
 piece the node drives with its own ``request``.
@@ -26,10 +27,21 @@ from pkdns.dht.transport import Reply
 RESEND_FIRST = 0.25
 """First resend after this many seconds; loopback and LAN round trips are far shorter, the
 internet's median is ~0.15 s."""
+HELLO_STEADY = 1.0
+"""Hellos are resent every RESEND_FIRST seconds for this long before backing off: a join
+waits on them (a cold command prints nothing until one answered), and at 30 % loss each way
+one round trip in two fails, so a doubling schedule (0, 0.25, 0.75, 1.75, 3.75 s) left a
+join with one bootstrap host waiting 1.75 s or more one time in eight (libtorrent re-adds its
+bootstrap nodes every 0.25 s)."""
+HELLO_EARLY = 0.1
+"""One extra copy of each hello this soon after the first, before the steady resends: a
+one-shot command waits on the first answer, and the copy costs one datagram per host."""
 RESEND_MAX = 2.0
 """Resends never get further apart than this (mainline's own request timeout)."""
-RETRANSMIT = 0.5
-"""A query unanswered this long is sent again (then at 1.5 s, ... within the request timeout)."""
+RETRANSMIT = 0.25
+"""A query unanswered this long is sent again (then at 0.75 s, 1.75 s within the request
+timeout), or 4 x the smoothed round trip when that is longer: on the internet (150 ms) that is
+0.6 s; on a LAN or loopback lab a lost datagram costs a quarter second, not half a second."""
 SAVED_HELLOS = 16
 """Saved contacts greeted along with the bootstrap hosts (the closest to our id first)."""
 
@@ -43,14 +55,24 @@ Seeds = list[tuple[bytes | None, Address]]
 
 
 def resend_offsets(timeout: float, first: float = RESEND_FIRST,
-                   most: float = RESEND_MAX) -> list[float]:
-    """When to (re)send within ``timeout`` seconds: 0, then gaps doubling from ``first``."""
+                   most: float = RESEND_MAX, steady: float = 0.0) -> list[float]:
+    """When to (re)send within ``timeout`` seconds: 0, then every ``first`` seconds until
+    ``steady``, then gaps doubling up to ``most``."""
     out, at, gap = [0.0], 0.0, first
     while at + gap < timeout:
         at += gap
         out.append(at)
-        gap = min(gap * 2, most)
+        if at >= steady:
+            gap = min(gap * 2, most)
     return out
+
+
+def hello_offsets(timeout: float, first: float = RESEND_FIRST) -> list[float]:
+    """When a hello is (re)sent: 0, an early copy, then every ``first`` seconds for the
+    first second (:data:`HELLO_STEADY`), then backing off."""
+    steady = resend_offsets(timeout, first, steady=HELLO_STEADY)
+    early = [HELLO_EARLY] if HELLO_EARLY < min(timeout, first) else []
+    return steady[:1] + early + steady[1:]
 
 
 async def first_answer(attempt: Attempt, timeout: float,
@@ -140,11 +162,12 @@ class Greeter:
         self._ask, self._on_answer = ask, on_answer
         self.hints: dict[Address, bytes] = {}
 
-    async def hello(self, addr: Address, timeout: float) -> Response | None:
-        """find_node for our id to ``addr``, resent with backoff until it answers."""
-        query = Query(tid=b"", method="find_node", id=self.own_id, target=self.own_id,
+    async def hello(self, addr: Address, timeout: float,
+                    target: bytes | None = None) -> Response | None:
+        """find_node for ``target`` (our id by default) to ``addr``, resent until it answers."""
+        query = Query(tid=b"", method="find_node", id=self.own_id, target=target or self.own_id,
                       read_only=self.read_only)
-        offsets = resend_offsets(timeout, self.resend_first) if self.resend_first > 0 else [0.0]
+        offsets = hello_offsets(timeout, self.resend_first) if self.resend_first > 0 else [0.0]
         reply = await first_answer(lambda wait: self._ask(addr, query, wait), timeout, offsets)
         if reply is not None:
             self._on_answer(reply.id, addr)
@@ -157,17 +180,23 @@ class Greeter:
                 self.hints[n.addr] = n.id
 
     async def greet(self, addrs: list[Address], timeout: float,
-                    tasks: set[asyncio.Task[None]]) -> bool:
+                    tasks: set[asyncio.Task[None]], target: bytes | None = None) -> bool:
         """Hello to all ``addrs`` at once; True as soon as one answered, False when none
         did within ``timeout``. The hellos still running go on in the background (added to
-        ``tasks``, which the node cancels on close) and add whoever answers later."""
+        ``tasks``, which the node cancels on close) and add whoever answers later.
+
+        With a ``target``, each host is asked for the contacts closest to it and, in a second
+        hello, for those closest to our id: when the first lot is dead (a host's table keeps
+        dead nodes until it pings them), the second lot is somewhere else to ask from, each
+        with its own view of the target's neighbourhood."""
         first: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
-        async def one(addr: Address) -> None:
-            if await self.hello(addr, timeout) is not None and not first.done():
+        async def one(addr: Address, toward: bytes | None) -> None:
+            if await self.hello(addr, timeout, toward) is not None and not first.done():
                 first.set_result(True)
 
-        started = [asyncio.create_task(one(a)) for a in addrs]
+        towards = [target, None] if target is not None else [None]
+        started = [asyncio.create_task(one(a, t)) for a in addrs for t in towards]
         for task in started:
             tasks.add(task)
             task.add_done_callback(tasks.discard)

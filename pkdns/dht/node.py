@@ -58,6 +58,8 @@ from pkdns.errors import DhtError, PkdnsError
 __all__ = ["DhtNode", "GetQuery", "MutableItem", "Outcome", "PutResult", "ResolveHost"]
 
 CLIENT_VERSION = b"PD\x00\x01"
+MIN_SIZE_CONTACTS = 8
+"""Restored contacts from which the table's network-size estimate is trusted."""
 PUT_FANOUT = 20
 """Put to the closest 20 nodes that gave a token (mainline's K)."""
 
@@ -105,6 +107,12 @@ class DhtNode:
         self._checks: set[asyncio.Task[None]] = set()
         self.joined = asyncio.Event()
         """Set once a bootstrap round left the routing table non-empty."""
+        self._size_known = False
+        """Does the table hold our own neighbourhood (walked to our id, or restored), so that
+        its :meth:`RoutingTable.estimated_size` means something? A node that only joined (the
+        CLI) holds the bootstrap host and the nodes near the targets it looked up: from those
+        the network looks a few dozen nodes large, every key's neighbourhood looks like a
+        Sybil cluster, and each value is held back until the lookup ends."""
         self.health = DhtHealth(now)
         """Asked/answered counters and the reachable verdict (status page, /metrics)."""
         self._asker = Asker(lambda: self.protocol, clock, self.health, SendPacer(pace_limit),
@@ -221,12 +229,17 @@ class DhtNode:
         return [a for a in dict.fromkeys(a for addrs in found for a in addrs)
                 if a != self._address]
 
-    async def join(self, nodes: Sequence[tuple[str, int]], *, timeout: float = 10.0) -> bool:
+    async def join(self, nodes: Sequence[tuple[str, int]], *, timeout: float = 10.0,
+                   target: bytes | None = None) -> bool:
         """Greet every bootstrap address and up to 16 saved contacts at once, resending to
-        each with backoff (join.py); True as soon as one answered, False if none did."""
+        each with backoff (join.py); True as soon as one answered, False if none did.
+
+        A one-shot command that will look up one key greets with ``find_node`` for that
+        key's ``target``: the contacts the bootstrap hosts list are then the closest to it
+        they know (on a small network, often its holders), a hop or two less to walk."""
         saved = [e.addr for e in self.table.closest(self.id, SAVED_HELLOS)]
         addrs = list(dict.fromkeys(await self._resolve_all(nodes) + saved))
-        return await self._greeter.greet(addrs, timeout, self._checks)
+        return await self._greeter.greet(addrs, timeout, self._checks, target)
 
     async def bootstrap(self, nodes: Sequence[tuple[str, int]], *, timeout: float = 10.0) -> int:
         """Join through ``nodes`` (host names allowed) and the saved contacts, then walk
@@ -243,6 +256,7 @@ class DhtNode:
                 break
         if len(self.table) > 0:
             self.joined.set()
+            self._size_known = True
         return len(self.table)
 
     # -- upkeep (BEP 5 table maintenance; decisions in upkeep.py) -------------------------
@@ -303,7 +317,7 @@ class DhtNode:
         """Start a BEP 44 get; iterate the result for verified items as they arrive."""
         lookup = GetMutableLookup(public_key, [], self._clock.monotonic(), seq_floor=seq_floor,
                                   timeout=timeout, own_id=self.id, max_queried=self.max_queried,
-                                  rtt=self.rtt, network_size=self.table.estimated_size())
+                                  rtt=self.rtt, network_size=self.estimated_network_size())
         lookup.add_seeds(self._seeds(lookup.target))
         return GetQuery(self._drive, lookup)
 
@@ -324,7 +338,8 @@ class DhtNode:
         return len(self.table)
 
     def estimated_network_size(self) -> int:
-        return self.table.estimated_size()
+        """The table's estimate of Mainline's size; 0 (unknown) until :attr:`_size_known`."""
+        return self.table.estimated_size() if self._size_known else 0
 
     def reachable(self) -> bool:
         """False while the DHT stays silent to us (UDP blocked?): :mod:`pkdns.dht.health`."""
@@ -339,7 +354,9 @@ class DhtNode:
                                                        key=lambda e: (e.fails, -e.last_seen))]
 
     def import_nodes(self, nodes: Iterable[tuple[bytes, str, int]]) -> None:
-        self.table.import_nodes(nodes, self._clock.monotonic())
+        """Saved contacts: a daemon's table from before the restart (walked to our id)."""
+        kept = self.table.import_nodes(nodes, self._clock.monotonic())
+        self._size_known = self._size_known or kept >= MIN_SIZE_CONTACTS
 
     async def close(self) -> None:
         tasks = [*self._checks, *([self._upkeep_task] if self._upkeep_task else [])]

@@ -102,15 +102,17 @@ class PkarrClient:
 
     def resolve(self, key: PublicKey, *, timeout: float, grace: float | None = None,
                 rounds: int | None = MAX_ROUNDS, round_min: float = ROUND_MIN,
-                use_dht: bool = True) -> Resolving:
+                use_dht: bool = True, agree: int | None = None) -> Resolving:
         """Start resolving ``key``; iterate the result for newer packets as they arrive.
 
         ``timeout``: the DHT rounds' deadline. ``grace``: once a packet is in, ask the DHT
         for this much longer, then stop (None: until the rounds end). ``rounds``: None for
         rounds until the deadline. ``use_dht=False``: only the relays (pkarr NetworkOnly
         over relays is not a thing; the relay API's NetworkOnly passes no relays instead).
+        ``agree``: stop before the grace is over once this many DHT nodes gave the packet in
+        hand and none an older one (a one-shot command; :meth:`GetMutableLookup.settled`).
         """
-        return Resolving(self, key, timeout, grace, rounds, round_min, use_dht)
+        return Resolving(self, key, timeout, grace, rounds, round_min, use_dht, agree)
 
     async def resolve_most_recent(self, key: PublicKey, *, timeout: float,
                                   grace: float | None = None) -> Resolution:

@@ -45,6 +45,9 @@ _log = log.get("pkarr_client")
 ROUND_MIN = 0.2
 """Another DHT round only after a round that lasted this long (it asked nodes that stayed
 silent) and with this much of the deadline left."""
+SETTLE_POLL = 0.02
+"""How often a resolve with a packet in hand (and ``agree`` set) checks whether the DHT's nodes
+agree on it."""
 MAX_ROUNDS = 3
 DHT = "dht"
 """``Resolution.source`` of a packet the DHT gave (a relay's is its URL)."""
@@ -59,6 +62,10 @@ class MutableStream(Protocol):
     def outcome(self) -> Outcome: ...
 
     async def cancel(self) -> None: ...
+
+    def settled(self, quorum: int) -> bool:
+        """``quorum`` nodes gave the newest item and none an older one (nothing held back)."""
+        ...
 
 
 class Dht(Protocol):
@@ -140,9 +147,11 @@ class Resolving:
     :attr:`result` holds the outcome once the iteration ended (or :meth:`cancel` ran)."""
 
     def __init__(self, sources: Sources, key: PublicKey, timeout: float, grace: float | None,
-                 rounds: int | None, round_min: float, use_dht: bool) -> None:
+                 rounds: int | None, round_min: float, use_dht: bool,
+                 agree: int | None = None) -> None:
         self.result = Resolution(key, has_dht=sources.dht is not None)
         self._client, self._timeout, self._grace = sources, timeout, grace
+        self._agree = agree
         self._rounds, self._round_min, self._use_dht = rounds, round_min, use_dht
         self._queue: asyncio.Queue[SignedPacket | None] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -253,12 +262,25 @@ class Resolving:
         r.rounds.append(stream)
         loop = asyncio.get_running_loop()
         items = aiter(stream)
+        # the next item is awaited in a task that outlives a poll's timeout (cancelling an
+        # async generator's anext would end the generator)
+        pending: asyncio.Future[Any] | None = None
         try:
             while True:
                 wait = None if self._cutoff is None else max(0.0, self._cutoff - loop.time())
+                if wait is not None and self._agree is not None:
+                    wait = min(wait, SETTLE_POLL)
+                if pending is None:
+                    pending = asyncio.ensure_future(anext(items))
+                done, _ = await asyncio.wait({pending}, timeout=wait)
+                if not done:
+                    if self._settled(stream) or loop.time() >= (self._cutoff or 0.0):
+                        break
+                    continue
+                next_item, pending = pending, None
                 try:
-                    item = await asyncio.wait_for(anext(items), wait)
-                except (StopAsyncIteration, TimeoutError):
+                    item = next_item.result()
+                except StopAsyncIteration:
                     break
                 self._offer(item.k, item.seq, item.v, item.sig)
             r.dht_absent = r.dht_absent or absence_proven(stream.outcome)
@@ -266,8 +288,16 @@ class Resolving:
             _log.warning("dht_lookup_failed", key=r.key.z32, error=repr(exc))
             return False
         finally:
+            if pending is not None:
+                pending.cancel()
+                await asyncio.gather(pending, return_exceptions=True)
             await stream.cancel()
         return not r.dht_absent and not stream.outcome.converged and self._cutoff is None
+
+    def _settled(self, stream: MutableStream) -> bool:
+        """With ``agree``: enough of the DHT's nodes agree on its newest packet that the rest
+        of the grace would only wait on stragglers."""
+        return self._agree is not None and stream.settled(self._agree)
 
     def _offer(self, k: bytes, seq: int, v: bytes, sig: bytes) -> None:
         try:

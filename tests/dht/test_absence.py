@@ -169,6 +169,9 @@ class _Stream:
     async def cancel(self) -> None:
         return None
 
+    def settled(self, quorum: int) -> bool:
+        return self.lookup.settled(quorum)
+
 
 @dataclasses.dataclass
 class _NetDht:

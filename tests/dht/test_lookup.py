@@ -136,3 +136,35 @@ def _refuse_puts(addr: Address, inner: Callable[[Query, Address, float], Reply]
             return addr, krpc.encode(ErrorMessage(q.tid, 302, "old"))
         return inner(q, src, now)
     return handler
+
+
+def test_settled_once_a_quorum_agrees_and_nobody_holds_older(fake_clock: FakeClock) -> None:
+    """A one-shot client stops when QUORUM nodes gave the newest packet and nobody an older
+    one; until then (or with an older one about) it goes on."""
+    net = _net(fake_clock, 80)
+    old, new = sign_item(SEED, 10, b"old"), sign_item(SEED, 20, b"new")
+    holders = sorted(net.honest.values(), key=lambda n: distance(n.id, new.target))[:20]
+    for n in holders:
+        n.store.put(new.k, new.seq, new.v, new.sig)
+    get = GetMutableLookup(new.k, _seeds(net), fake_clock.monotonic(), own_id=OWN)
+    assert not get.settled()
+    assert net.run(get, OWN) == [new]
+    assert get.settled()
+    # three agree: not yet
+    three = GetMutableLookup(new.k, [], fake_clock.monotonic(), own_id=OWN)
+    for n in holders[:3]:
+        three.add_seeds([(n.id, n.addr)])
+    now = fake_clock.monotonic()
+    for c in three.next_requests(now):
+        reply = net.exchange(c.addr, Query(tid=b"t", method="get", id=OWN, target=new.target))
+        assert isinstance(reply, krpc.Response)
+        three.on_response(c.addr, reply, now)
+    assert three.best == new and not three.settled()
+    # a node that still holds the older packet: not settled whoever agrees
+    net2 = _net(fake_clock, 80)
+    closest = sorted(net2.honest.values(), key=lambda n: distance(n.id, new.target))[:20]
+    closest[0].store.put(old.k, old.seq, old.v, old.sig)
+    for n in closest[1:]:
+        n.store.put(new.k, new.seq, new.v, new.sig)
+    mixed = GetMutableLookup(new.k, _seeds(net2), fake_clock.monotonic(), own_id=OWN)
+    assert net2.run(mixed, OWN)[-1] == new and not mixed.settled()

@@ -236,3 +236,19 @@ async def test_queriers_are_good_only_after_answering(testnet: Testnet) -> None:
             s.close()
         await joiner.close()
         await server.close()
+
+
+async def test_network_size_is_unknown_until_the_node_walked_to_its_own_id(
+        testnet: Testnet, client: DhtNode) -> None:
+    # A CLI node only joins: its table holds the bootstrap host, from which the network
+    # "looks" a few nodes large -- every key's neighbourhood would pass for a Sybil cluster
+    # and each value be held back until the lookup ends. Unknown (0) turns that test off.
+    assert await client.join(testnet.bootstrap, timeout=3.0)
+    assert len(client.table) >= 1
+    assert client.estimated_network_size() == 0
+    assert client.get_mutable(b"k" * 32, timeout=0.1).lookup.network_size == 0
+    await client.bootstrap(testnet.bootstrap)
+    assert client.estimated_network_size() > 0
+    restored = DhtNode(node_id=client.id)
+    restored.import_nodes(client.export_nodes())
+    assert restored.estimated_network_size() == client.estimated_network_size()

@@ -126,6 +126,19 @@ async def test_grace_stops_the_dht_soon_after_the_first_packet() -> None:
     assert dht.streams[0].cancelled
 
 
+async def test_a_one_shot_stops_once_the_dht_nodes_agree() -> None:
+    """``agree``: with the packet in hand and two nodes agreeing on it, the rest of the grace
+    (the command line's 1 s) is not waited out; without agreement it is."""
+    loop = asyncio.get_running_loop()
+    for agreeing, least, most in ((2, 0.0, 0.3), (1, 0.45, 1.0)):
+        dht = FakeDht(lambda k, n=agreeing: Script(items=[(0.0, item_of(pkt()))], hang=True,
+                                                   agreeing=n))
+        began = loop.time()
+        result = await PkarrClient(dht, clock=CLOCK).resolve(
+            KEY, timeout=2.0, grace=0.5, agree=2).collect()
+        assert result.best is not None and least <= loop.time() - began < most, agreeing
+
+
 async def test_an_unreachable_dht_is_skipped_only_when_relays_can_answer() -> None:
     p = pkt()
     dht = FakeDht(lambda k: Script(items=[(0.0, item_of(p))]))

@@ -257,7 +257,7 @@ async def scenario(cfg: LabConfig, tmp: Path, rng: random.Random) -> dict[str, A
     dns_c, dht_c = free_port(), free_port()
     fw = Firewall(f"pkdns_lab_{rng.randrange(1 << 30)}", [dns_a, dns_c])
     daemons: list[asyncio.subprocess.Process] = []
-    writer = DhtNode(mode="server", request_rate_limit=0, request_timeout=1.0)
+    writer = DhtNode(mode="server", request_rate_limit=0, request_timeout=1.0, pace_limit=0)
     try:
         async with children() as kids:
             swarm = await start_swarm(cfg, kids, tmp)

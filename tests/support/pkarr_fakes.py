@@ -35,6 +35,8 @@ class Script:
     hang: bool = False
     deadline_hit: bool = False
     absent: bool = False
+    agreeing: int = 0
+    """Nodes that gave the newest item once every item was yielded (``settled``)."""
 
 
 class FakeStream:
@@ -42,6 +44,7 @@ class FakeStream:
         self.script = script
         self.outcome = Outcome()
         self.cancelled = False
+        self.yielded = 0
 
     def __aiter__(self) -> AsyncIterator[MutableItem]:
         return self._run()
@@ -49,6 +52,7 @@ class FakeStream:
     async def _run(self) -> AsyncIterator[MutableItem]:
         for delay, item in self.script.items:
             await asyncio.sleep(delay)
+            self.yielded += 1
             yield item
         if self.script.hang:
             await asyncio.Event().wait()
@@ -61,6 +65,9 @@ class FakeStream:
 
     async def cancel(self) -> None:
         self.cancelled = True
+
+    def settled(self, quorum: int) -> bool:
+        return self.yielded == len(self.script.items) > 0 and self.script.agreeing >= quorum
 
 
 class FakeDht:
