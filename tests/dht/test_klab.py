@@ -35,6 +35,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 def test_lab_builds_the_faulty_network(lab: dict[str, Any]) -> None:
     assert lab["put"]["stored_min"] >= 4  # stored while the network was clean
+    assert min(lab["put"]["sybil_keys_stored"]) >= 4  # honest holders exist for Sybil keys
     setup = lab["setup"]
     assert setup["nodes"] == {"bt": 8, "lt": 3, "honest": 2, "broken": 2}
     assert setup["dead"]["bt"] + setup["dead"]["lt"] + setup["dead"]["pkdns"] >= 3

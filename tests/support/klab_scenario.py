@@ -137,7 +137,8 @@ async def put_all(writer: DhtNode, keys: list[Key]) -> dict[str, Any]:
     for i in range(0, len(keys), 8):
         await asyncio.gather(*(put(k) for k in keys[i:i + 8]))
     return {"keys": len(keys), "stored_min": min(stored),
-            "stored_median": sorted(stored)[len(stored) // 2]}
+            "stored_median": sorted(stored)[len(stored) // 2], "stored": stored,
+            "paced": writer.paced}
 
 
 async def cold_lookup(impl: str, key: Key, boot: str, timeout: float) -> dict[str, Any]:
@@ -235,6 +236,19 @@ async def wait_dns(port: int, timeout: float = 30.0) -> float:
     raise RuntimeError(f"no DNS answer on port {port}")
 
 
+async def dht_messages(http_port: int) -> dict[str, float]:
+    """The daemon's ``pkdns_dht_messages`` counters by kind (sent, paced, received, ...)."""
+    out: dict[str, float] = {}
+    with contextlib.suppress(Exception):
+        text = await asyncio.to_thread(http_get, f"http://127.0.0.1:{http_port}/metrics")
+        for line in text.splitlines():
+            if line.startswith("pkdns_dht_messages_total{"):
+                labels, value = line[len("pkdns_dht_messages_total{"):].split("} ")
+                kind = dict(kv.split("=") for kv in labels.split(","))["kind"].strip('"')
+                out[kind] = out.get(kind, 0) + float(value)
+    return out
+
+
 def http_get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 (loopback, our daemon)
         return str(r.read().decode())
@@ -257,6 +271,9 @@ async def scenario(cfg: LabConfig, tmp: Path, rng: random.Random) -> dict[str, A
     dns_c, dht_c = free_port(), free_port()
     fw = Firewall(f"pkdns_lab_{rng.randrange(1 << 30)}", [dns_a, dns_c])
     daemons: list[asyncio.subprocess.Process] = []
+    # The lab's own instrument, not under test: unpaced. Paced (40 queries per node per 10 s,
+    # as a daemon must be on Mainline), putting 105 keys on a 70-node swarm left the second
+    # half of them on no node at all (every client then "missed" them, Sybil keys included).
     writer = DhtNode(mode="server", request_rate_limit=0, request_timeout=1.0, pace_limit=0)
     try:
         async with children() as kids:
@@ -275,6 +292,7 @@ async def scenario(cfg: LabConfig, tmp: Path, rng: random.Random) -> dict[str, A
             daemons.append(await start_daemon(tmp, "warm", boot, dns_a, dht_a, http_a))
             warm_since = time.monotonic()
             res["put"] = await put_all(writer, keys)
+            res["put"]["sybil_keys_stored"] = res["put"]["stored"][cfg.keys:]
             res["setup"] = {"nodes": {k: len(v) for k, v in swarm.info.items()
                                       if isinstance(v, list) and v and isinstance(v[0], list)},
                             "nat": {"bt": len(nat_bt), "lt": len(nat_lt)}}
@@ -319,7 +337,10 @@ async def scenario(cfg: LabConfig, tmp: Path, rng: random.Random) -> dict[str, A
                 res["sybil"]["cluster_queries"] = stats["stats"]
 
             fw.loss(cfg.warm_loss)
+            before = await dht_messages(http_a)
             res["warm"] = await warm_phase(cfg, dns_a, keys[:cfg.warm_queries], sybil)
+            after = await dht_messages(http_a)
+            res["warm"]["messages"] = {k: after.get(k, 0) - before.get(k, 0) for k in after}
             with contextlib.suppress(Exception):
                 res["warm"]["status"] = json.loads(http_get(f"http://127.0.0.1:{http_a}/api/status"))
 
