@@ -80,6 +80,8 @@ def _extensions() -> list[Any]:
         return []                   # no building: nothing to probe, nothing to remove
     exts: list[Any] = []
     why = "PKDNS_PURE is set" if os.environ.get("PKDNS_PURE") else _can_compile()
+    if why is not None and not os.environ.get("PKDNS_PURE"):
+        why = f"no working C compiler or Python headers ({why})"
     if why is not None:
         _note(f"{why}: installing the hot path as plain Python")
     else:
