@@ -1,22 +1,32 @@
 """Start-up time to the first answer with a warm state dir (target: <= 1 s).
 
     .venv/bin/python bench/startup.py [--packets 10000] [--nodes 1000] [--rounds 5] [--write]
+    .venv/bin/python bench/startup.py --relay [--rounds 5]   # issue 12's relay fallback
 
 The state dir holds ``--packets`` signed packets (the default ``state.max_packets``) and
 ``--nodes`` DHT contacts, as a long-running daemon leaves it. The DHT and the upstream are dead
 loopback addresses, so the answer can only come from the restored state. Measured from
 ``exec`` of ``pkdns serve`` to the first NOERROR answer for a saved key (a UDP query every
 5 ms); also the time to the ``state_loaded`` and ``listening`` log events.
+
+``--relay``: an empty state dir, the DHT silent (as when UDP to it is blocked), one pkarr relay
+configured (a stub on loopback serving one key's packet) and the HTTP face on, as in the
+kernel lab's relay phase: seconds from ``exec`` to DNS listening and to the first answer from
+the relay (issue 12 target: <= 1 s after start-up).
 """
 
 from __future__ import annotations
 
 import argparse
+import http.server
 import os
 import socket
 import statistics
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -67,13 +77,90 @@ def one_round(state: Path, key: str | None, tmp: Path, i: int) -> dict[str, floa
             "restored": _stamp(restored[0]) - wall0 if restored else float("nan")}
 
 
+@contextmanager
+def stub_relay(payload: bytes) -> Iterator[str]:
+    """A pkarr relay on loopback answering every GET with ``payload`` (the relay body)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/pkarr.org.relays.v1+octet-stream")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def relay_round(tmp: Path, relay: str, key: str, i: int) -> dict[str, float]:
+    """One start with the DHT silent and ``relay`` configured: exec -> listening, first answer."""
+    conf = tmp / f"relay-{i}.toml"
+    conf.write_text(f'[pkarr]\nrelays = ["{relay}"]\n')
+    port, http_port = opsbench.free_port(), opsbench.free_port()
+    log = tmp / f"relay-{i}.log"
+    wall0, t0 = time.time(), time.monotonic()
+    with opsbench.daemon(tmp / f"relay-state-{i}", port, "--config", str(conf), "--http",
+                         f"127.0.0.1:{http_port}", "--upstream", "127.0.0.1:1",
+                         log=log) as proc:
+        t1 = _first_answer(port, key, t0 + 30)
+        cpu = _cpu_seconds(proc.pid)
+    listening = opsbench.events(log, "listening")[0]
+    return {"answer": t1 - t0, "listening": _stamp(listening) - wall0, "cpu": cpu}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` so far: start-up's cost whatever else the machine runs
+    (single-threaded start-up: on an idle machine, about its wall-clock time)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def relay_main(args: argparse.Namespace) -> None:
+    kp = opsbench.Keypair.from_seed(b"\x07" * 32)
+    packet = opsbench.SignedPacket.sign(kp, [opsbench.rr("@ 300 IN A 192.0.2.12")],
+                                        int(time.time() * 1e6))
+    runs = []
+    with tempfile.TemporaryDirectory() as d, stub_relay(packet.relay_payload()) as relay:
+        for i in range(args.rounds):
+            runs.append(relay_round(Path(d), relay, kp.public_key.z32, i))
+            r = runs[-1]
+            print(f"relay: DNS listening {r['listening']:.3f} s, first answer "
+                  f"{r['answer']:.3f} s after exec ({r['cpu']:.2f} s of CPU)")
+
+    def col(name: str) -> str:
+        xs = sorted(r[name] for r in runs)
+        return f"{xs[0]:.3f} / {statistics.median(xs):.3f} / {xs[-1]:.3f}"
+
+    print(f"\n{args.rounds} rounds on {opsbench.machine()}, load average "
+          f"{os.getloadavg()[0]:.1f}; seconds from exec (min / median / max)\n"
+          f"| relay fallback, DHT silent | seconds |\n|---|---|\n"
+          f"| DNS listening | {col('listening')} |\n"
+          f"| first answer (from the relay) | {col('answer')} |\n"
+          f"| CPU time of the daemon at its first answer | {col('cpu')} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--packets", type=int, default=10000)
     ap.add_argument("--nodes", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
+    ap.add_argument("--relay", action="store_true",
+                    help="the relay fallback: DHT silent, one relay, first answer")
     args = ap.parse_args()
+    if args.relay:
+        relay_main(args)
+        return
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         t = time.monotonic()

@@ -35,12 +35,12 @@ from pkdns.lifecycle import Operations
 from pkdns.metrics import Metrics, by_label
 from pkdns.sdnotify import ActivatedSockets
 from pkdns.server import sockets
-from pkdns.server.face import HttpFace
 from pkdns.server.tcp import TcpServer
 from pkdns.server.udp import UdpServer
 
 if TYPE_CHECKING:
     from pkdns.gateway.server import GatewayService
+    from pkdns.server.face import HttpFace
 
 _log = log.get("app")
 _BIND_TRIES = 20
@@ -186,6 +186,8 @@ class Daemon:
         self.add(self.pkarr)
         self.http: HttpFace | None = None     # DoH, relay API, /metrics, status page
         if cfg.http.enabled:
+            from pkdns.server.face import HttpFace  # aiohttp.web: only with the HTTP face
+
             self.http = HttpFace(
                 cfg, clock, self.metrics, self.resolver, clock.monotonic(),
                 dns_listeners=lambda: [format_hostport(a) for a in self.dns.bound],

@@ -52,7 +52,7 @@ class Operations:
         self.keeper.dht, self.keeper.packets = pkarr.node, pkarr.source
         self.keeper.auto_restore = False      # the rest of the packets once listening
         daemon.add(self.keeper, before=pkarr)
-        self.builder = ZoneBuilder(cfg.republish)
+        self.builder = ZoneBuilder(cfg.republish, preload=bool(cfg.zones))
         self.republisher = Republisher(
             cfg.republish, cfg.zones, publish=self._publish, build=self.builder,
             clock=daemon.clock, cache=pkarr.source, metrics=daemon.metrics,

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from dnslib import QTYPE, RCODE
 
@@ -33,7 +34,9 @@ from pkdns.errors import DhtError, PkdnsError
 from pkdns.metrics import Metrics
 from pkdns.pkarr.client import PkarrClient
 from pkdns.pkarr.keys import read_seed_file
-from pkdns.pkarr.relay_client import RelayClient
+
+if TYPE_CHECKING:
+    from pkdns.pkarr.relay_client import RelayClient
 
 _log = log.get("pkarr")
 _LOCALHOST = ("localhost", "localhost.")
@@ -69,7 +72,7 @@ class PkarrService:
                             max_stored_bytes=d.max_stored_bytes,
                             request_rate_limit=d.request_rate_limit,
                             resolve_host=self.resolve_host)
-        self.relays = [RelayClient(url) for url in cfg.pkarr.relays]
+        self.relays = _relays(cfg.pkarr.relays)
         self.client = PkarrClient(self.node, self.relays, clock=clock)
         self.source = PkarrSource(self.client, cfg.pkarr, clock, metrics=metrics,
                                   forwarders=cfg.dns.forwarders)
@@ -139,6 +142,18 @@ class PkarrService:
         await self.source.close()
         await asyncio.gather(*(r.close() for r in self.relays))
         await self.node.close()
+
+
+
+
+def _relays(urls: Sequence[str]) -> list[RelayClient]:
+    """A client per configured relay; aiohttp (a noticeable part of start-up) is imported only
+    when there is one."""
+    if not urls:
+        return []
+    from pkdns.pkarr.relay_client import RelayClient
+
+    return [RelayClient(url) for url in urls]
 
 
 __all__ = ["PkarrService", "own_keys"]

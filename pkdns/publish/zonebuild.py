@@ -24,7 +24,6 @@ from pkdns.errors import UsageError
 from pkdns.pkarr import external_ip
 from pkdns.pkarr.keys import Keypair, read_seed_file
 from pkdns.pkarr.signed_packet import SignedPacket
-from pkdns.pkarr.zone import parse_zone, substitute_variables, variables_used
 
 Discover = Callable[[Sequence[str], int, float], Awaitable[str]]
 Addresses = tuple[str | None, str | None]
@@ -46,6 +45,8 @@ def read_zone_text(path: str) -> str:
 
 
 def sign_zone(keypair: Keypair, text: str, zonefile: str, timestamp: int) -> SignedPacket:
+    from pkdns.pkarr.zone import parse_zone  # dnspython's zone parser: only with zones
+
     """Parse ``text`` (variables already filled in) and sign it; errors name ``zonefile``."""
     records = parse_zone(text, keypair.public_key, filename=zonefile)
     try:
@@ -57,16 +58,22 @@ def sign_zone(keypair: Keypair, text: str, zonefile: str, timestamp: int) -> Sig
 class ZoneBuilder:
     """``await builder(zone, timestamp)`` -> the signed packet (the republisher's ``build``)."""
 
-    def __init__(self, cfg: RepublishConfig, discover: Discover | None = None) -> None:
+    def __init__(self, cfg: RepublishConfig, discover: Discover | None = None,
+                 preload: bool = True) -> None:
+        """``preload``: import the IP-echo client (aiohttp) now, from plain code, not at the
+        first discovery inside the loop (a daemon without zones passes False: it would only
+        slow its start-up)."""
         self.cfg = cfg
-        if discover is None:
-            external_ip.preload()       # here, not at the first discovery inside the loop
+        if discover is None and preload:
+            external_ip.preload()
         self._discover: Discover = discover or external_ip.discover
         self._signed: dict[str, Addresses] = {}   # zone file -> addresses it was signed with
 
     async def __call__(self, zone: ZoneConfig, timestamp: int) -> SignedPacket:
         keypair, text = await asyncio.to_thread(self._read, zone)
         addresses = await self._addresses(text)
+        from pkdns.pkarr.zone import substitute_variables
+
         packet = sign_zone(keypair, substitute_variables(text, *addresses), zone.zone, timestamp)
         self._signed[zone.zone] = addresses
         return packet
@@ -83,6 +90,8 @@ class ZoneBuilder:
         if signed is None:
             return None
         text = await asyncio.to_thread(read_zone_text, zone.zone)
+        from pkdns.pkarr.zone import variables_used
+
         if not any(variables_used(text)):
             return None
         return await self._addresses(text) != signed
@@ -93,6 +102,8 @@ class ZoneBuilder:
 
     async def _addresses(self, text: str) -> Addresses:
         """This host's addresses for the variables ``text`` uses (None for unused ones)."""
+        from pkdns.pkarr.zone import variables_used
+
         want4, want6 = variables_used(text)
         v4 = await self._discover(self.cfg.ip_echo_v4, socket.AF_INET,
                                   self.cfg.ip_echo_timeout) if want4 else None
@@ -107,5 +118,7 @@ def check_zone(zone: ZoneConfig) -> None:
     Raises:
         UsageError: naming the seed file, or ``ZONEFILE:LINE: ...`` for zone errors.
     """
+    from pkdns.pkarr.zone import substitute_variables
+
     keypair, text = ZoneBuilder._read(zone)
     sign_zone(keypair, substitute_variables(text, *CHECK_ADDRESSES), zone.zone, 0)
