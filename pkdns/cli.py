@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
@@ -100,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(args)
     except PkdnsError as exc:
         if verbose:
+            import traceback  # only with -v
+
             traceback.print_exc()
         print(f"pkdns: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -107,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # the last resort: one line, never a traceback without -v
         if verbose:
+            import traceback  # only with -v
+
             traceback.print_exc()
         print(f"pkdns: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

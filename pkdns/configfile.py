@@ -11,7 +11,6 @@ import dataclasses
 import ipaddress
 import math
 import re
-import tomllib
 import typing
 from pathlib import Path
 from typing import Any
@@ -184,6 +183,8 @@ _TOP_LEVEL: dict[str, Any] = {"state_dir": str, "testnet": bool}
 
 def parse(text: str, path: str = "<config>") -> Config:
     """Parse TOML text into a validated :class:`Config`."""
+    import tomllib  # only with a config file: every command imports this module
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

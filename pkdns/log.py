@@ -16,9 +16,10 @@ import logging
 import sys
 from collections import deque
 from collections.abc import MutableMapping
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import structlog
+if TYPE_CHECKING:
+    import structlog
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
           "error": logging.ERROR}
@@ -56,6 +57,8 @@ RECENT = RecentProblems()
 
 
 def _shared_processors() -> list[Any]:
+    import structlog
+
     return [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -65,6 +68,8 @@ def _shared_processors() -> list[Any]:
 
 
 def _renderer(fmt: str, stream: TextIO) -> Any:
+    import structlog
+
     if fmt == "json":
         return structlog.processors.JSONRenderer()
     return structlog.dev.ConsoleRenderer(colors=stream.isatty())
@@ -85,6 +90,8 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         fmt: ``json``, ``console`` or ``auto``.
         stream: where lines go (stdout by default).
     """
+    import structlog
+
     global _current_level
     out = stream or sys.stdout
     fmt = resolve_format(fmt, out)
@@ -107,6 +114,8 @@ class _Handler(logging.StreamHandler[TextIO]):
 
 def _configure_stdlib(fmt: str, out: TextIO) -> None:
     """Route stdlib logging (warnings and up) through the same renderer."""
+    import structlog
+
     handler = _Handler(out)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[structlog.stdlib.add_logger_name, *_shared_processors()],
@@ -124,6 +133,25 @@ def is_enabled(level: str) -> bool:
     return LEVELS.get(level, logging.INFO) >= _current_level
 
 
+class _Logger:
+    """structlog's logger for a component, looked up at its first use: modules get their
+    logger when imported, and a command that never logs (``pkdns resolve``) then never
+    imports structlog (a noticeable part of a cold command's start-up)."""
+
+    __slots__ = ("_name", "_bound")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._bound: structlog.typing.BindableLogger | None = None
+
+    def __getattr__(self, method: str) -> Any:
+        if self._bound is None:
+            import structlog
+
+            self._bound = structlog.get_logger(component=self._name)
+        return getattr(self._bound, method)
+
+
 def get(name: str) -> Any:
     """A logger bound to a component name."""
-    return structlog.get_logger(component=name)
+    return _Logger(name)

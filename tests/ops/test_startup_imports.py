@@ -46,3 +46,22 @@ def test_the_default_daemon_imports_no_gateway_and_no_zone_parser(tmp_path: Path
 def test_a_daemon_without_http_or_relays_imports_no_aiohttp(tmp_path: Path) -> None:
     loaded = _modules_after_building(tmp_path, "bare")
     assert [m for m in NEVER + WEB if m in loaded] == []
+
+
+RESOLVE = """
+import json, sys
+from pkdns.cli import build_parser
+build_parser()   # every command's module, as `pkdns resolve` loads them
+print(json.dumps(sorted(sys.modules)))
+"""
+COLD = ["structlog", "tomllib", "dns.message", "aiohttp", "pkdns.pkarr.zone"]
+"""Not before a cold ``pkdns resolve`` starts its lookup: it logs nothing when all goes well,
+reads no config file, prints its zone text at the end (loaded in a thread meanwhile)."""
+
+
+def test_a_cold_command_starts_its_lookup_without_heavy_imports() -> None:
+    out = subprocess.run([sys.executable, "-c", RESOLVE], capture_output=True, text=True,
+                         timeout=60, check=True)
+    loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert "pkdns.cmd.dhtcmd" in loaded and "pkdns.dht.node" in loaded
+    assert [m for m in COLD if m in loaded] == []
