@@ -22,6 +22,12 @@ from pkdns.dht.ids import ID_BITS
 
 DENSITY = 8
 MIN_CLUSTER = 8
+UNKNOWN_SIZE = 4_000_000
+"""N assumed when the routing table cannot tell (a one-shot command that only joined): large
+enough that an honest neighbourhood never looks packed unless Mainline has more than
+DENSITY x this many nodes (it has 10-25 M), small enough that ids chosen next to a key (sharing
+25+ bits with it) still do. Turning the test off instead let a cluster's older packet win
+cold lookups (kernel lab: 4 of 20)."""
 QUORUM = 4
 """Holders of the best packet among the closest k below which a lookup asks k more nodes."""
 
@@ -32,9 +38,9 @@ def cluster_size(dists: Sequence[int], network_size: int) -> int:
     First the largest m >= MIN_CLUSTER with d_m < (m / DENSITY) x 2^160 / N: the m closest are
     too many for their radius. Honest nodes just outside a cluster pass that test too (the
     cluster's members count toward their m), so the cluster ends at the widest gap (in bits of
-    distance) between consecutive nodes from MIN_CLUSTER to m. 0 when N is unknown."""
+    distance) between consecutive nodes from MIN_CLUSTER to m. N unknown (0): UNKNOWN_SIZE."""
     if network_size <= 0:
-        return 0
+        network_size = UNKNOWN_SIZE
     unit = (1 << ID_BITS) // network_size
     dense = 0
     for i, d in enumerate(dists, start=1):

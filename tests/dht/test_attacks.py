@@ -309,17 +309,24 @@ def _plant_cluster(net: FakeNet, target: bytes, item: MutableItem | None,
     return addrs
 
 
-def test_sybil_cluster_with_an_older_packet_does_not_win(fake_clock: FakeClock) -> None:
+@pytest.mark.parametrize("network_size", [120, 0])
+def test_sybil_cluster_with_an_older_packet_does_not_win(fake_clock: FakeClock,
+                                                         network_size: int) -> None:
+    """Also when the network's size is unknown (0: a one-shot command that only joined);
+    before, that turned the cluster test off and the older packet won."""
     net = FakeNet(fake_clock)
     net.add_many(120)
     net.connect_all()
     old, new = sign_item(SEED, 10, b"old"), sign_item(SEED, 20, b"new")
-    _plant_cluster(net, new.target, old)
+    cluster = _plant_cluster(net, new.target, old)
     honest = sorted(net.honest.values(), key=lambda n: distance(n.id, new.target))
     for node in honest[:6]:
         node.store.put(new.k, new.seq, new.v, new.sig)
-    seeds = [(None, a) for a in list(net.honest)[:3]]
-    get = GetMutableLookup(new.k, seeds, fake_clock.monotonic(), own_id=OWN, network_size=120)
+    # the cluster is asked first (its members are the closest the seeds name): it answers
+    # before any honest holder can
+    seeds = [(None, a) for a in cluster[:1] + list(net.honest)[:3]]
+    get = GetMutableLookup(new.k, seeds, fake_clock.monotonic(), own_id=OWN,
+                           network_size=network_size)
     assert net.run(get, OWN) == [new]  # the old packet was held back, never yielded
     assert sum(item == old for item in get.held.values()) == 8  # all the cluster answered
 

@@ -242,7 +242,8 @@ async def test_network_size_is_unknown_until_the_node_walked_to_its_own_id(
         testnet: Testnet, client: DhtNode) -> None:
     # A CLI node only joins: its table holds the bootstrap host, from which the network
     # "looks" a few nodes large -- every key's neighbourhood would pass for a Sybil cluster
-    # and each value be held back until the lookup ends. Unknown (0) turns that test off.
+    # and each value be held back until the lookup ends. Unknown (0): the Sybil test assumes
+    # a Mainline-sized network (pkdns.dht.sybil.UNKNOWN_SIZE).
     assert await client.join(testnet.bootstrap, timeout=3.0)
     assert len(client.table) >= 1
     assert client.estimated_network_size() == 0

@@ -344,4 +344,6 @@ def test_cluster_size_tells_a_planted_cluster_from_chance() -> None:
     planted = sorted(rng.getrandbits(96) for _ in range(16))
     assert cluster_size(sorted(planted + honest[:24]), n) == 16  # ends where the cluster does
     assert cluster_size(sorted(planted[:4] + honest[:36]), n) == 0  # too few to tell
-    assert cluster_size(sorted(planted + honest[:24]), 0) == 0  # N unknown: no judgement
+    # N unknown (a command that only joined): honest ids stay quiet, packed ones do not
+    assert cluster_size(honest[:40], 0) == 0
+    assert cluster_size(sorted(planted + honest[:24]), 0) == 16
