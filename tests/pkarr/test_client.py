@@ -13,6 +13,7 @@ from pkdns.errors import DhtError
 from pkdns.pkarr.client import DHT, PkarrClient, dht_published, to_item
 from pkdns.pkarr.keys import Keypair, PublicKey
 from pkdns.pkarr.relay_client import RelayClientError
+from pkdns.pkarr.resolving import MAX_ROUNDS
 from pkdns.pkarr.signed_packet import SignedPacket
 from tests.support.clock import FakeClock
 from tests.support.pkarr_factory import keypair, packet
@@ -108,21 +109,19 @@ async def test_rounds_follow_a_silent_round_until_a_packet_or_the_deadline() -> 
     await PkarrClient(quick, clock=CLOCK).resolve_most_recent(KEY, timeout=1.0)
     assert len(quick.calls) == 1
     # the command line's rounds: until the deadline, however short each one
-    every = FakeDht(lambda k: Script(responded=0, queried=8, end_after=0.05))
-    resolving = PkarrClient(every, clock=CLOCK).resolve(KEY, timeout=0.4, rounds=None,
+    every = FakeDht(lambda k: Script(responded=0, queried=8))
+    resolving = PkarrClient(every, clock=CLOCK).resolve(KEY, timeout=0.3, rounds=None,
                                                         round_min=0.0)
     await resolving.collect()
-    assert 4 <= len(every.calls) <= 8
+    assert len(every.calls) > MAX_ROUNDS
 
 
 async def test_grace_stops_the_dht_soon_after_the_first_packet() -> None:
     first, late = pkt(0), pkt(1)
     dht = FakeDht(lambda k: Script(items=[(0.0, item_of(first)), (0.5, item_of(late))]))
-    loop = asyncio.get_running_loop()
-    began = loop.time()
     result = await PkarrClient(dht, clock=CLOCK).resolve_most_recent(KEY, timeout=2.0,
                                                                        grace=0.05)
-    assert result.best == first and loop.time() - began < 0.4
+    assert result.best == first            # the newer packet 0.5 s later was not waited for
     assert dht.streams[0].cancelled
 
 
