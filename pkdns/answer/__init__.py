@@ -2,7 +2,9 @@
 answer synthesized from it.
 
 ``names`` says which world a query name belongs to; ``source`` holds verified packets
-(``packets``) and looks cold keys up on the DHT and the relays; ``answerer`` turns a packet
-into the reply (``synth``, pure) and follows CNAME and NS chains; ``seam`` is the one call the
-resolver makes into this package; ``service`` builds the whole side for the daemon.
+(``packets``, pure) and looks cold keys up through the pkarr client (:mod:`pkdns.pkarr.client`)
+within the node's lookup budget (``budget``, pure; ``gate`` runs its timer); ``answerer`` turns
+a packet into the reply (``synth``, pure) and follows CNAME and NS chains across keys and ICANN
+(``chain``); ``seam`` is the one call the resolver makes into this package; ``service`` builds
+the whole side for the daemon.
 """

@@ -42,12 +42,12 @@ answer in ``pkdns_rebind_emptied_total{source="pkarr"}``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from dnslib import QTYPE, RCODE, DNSRecord
 
 from pkdns import log
+from pkdns.answer.chain import Chain, present, referral, subquery
 from pkdns.answer.names import BadKey, Icann, PkarrName, classify, is_pkarr, normalize
 from pkdns.answer.packets import PacketSource, SourceResult, Status
 from pkdns.answer.synth import (
@@ -58,7 +58,6 @@ from pkdns.answer.synth import (
     SynthOptions,
     Zone,
     negative,
-    present_rr,
     reply_to,
     soa_for,
     synthesize,
@@ -91,43 +90,6 @@ class IcannClient(Protocol):
         ...
 
 
-@dataclass(slots=True)
-class _Chain:
-    """One client query being answered: the reply so far, the hop budget, names seen."""
-
-    reply: DNSRecord
-    qtype: int
-    budget: int
-    seen: set[str] = field(default_factory=set)
-    guard: bool = False          # filter blocked addresses (rebinding) on this chain
-
-    def spend(self, name: str) -> bool:
-        """Take one hop for ``name``; False on a loop or an exhausted budget."""
-        key = normalize(name)
-        if key in self.seen or self.budget <= 0:
-            return False
-        self.seen.add(key)
-        self.budget -= 1
-        return True
-
-    def extend(self, resp: DNSRecord) -> None:
-        for rr in resp.rr:
-            self.reply.add_answer(rr)
-
-    def finish(self, resp: DNSRecord, *, authoritative: bool) -> DNSRecord:
-        self.extend(resp)
-        self.reply.auth = list(resp.auth)
-        self.reply.ar = list(resp.ar)
-        self.reply.header.rcode = resp.header.rcode
-        self.reply.header.aa = int(authoritative and bool(self.reply.header.aa))
-        return self.reply
-
-    def fail(self, rcode: int) -> DNSRecord:
-        self.reply.header.rcode = rcode
-        self.reply.header.aa = 0
-        return self.reply
-
-
 class PkarrAnswerer:
     """Implements the resolver's ``PkarrHandler`` protocol."""
 
@@ -158,7 +120,7 @@ class PkarrAnswerer:
     async def answer(self, query: DNSRecord, client_ip: str) -> DNSRecord:
         """The full response; never raises."""
         name = classify(str(query.q.qname), self.cfg.tld_suffix)
-        chain = _Chain(reply_to(query, aa=True), query.q.qtype, self.cfg.max_recursion_depth,
+        chain = Chain(reply_to(query, aa=True), query.q.qtype, self.cfg.max_recursion_depth,
                        guard=self.guards(name))
         try:
             reply = await self._resolve(query, chain, client_ip)
@@ -188,7 +150,7 @@ class PkarrAnswerer:
                 not any(rr.rtype == QTYPE.SOA for rr in reply.auth):
             reply.add_auth(soa_for(name, 0, max(ttl, 1)))
 
-    async def _resolve(self, query: DNSRecord, chain: _Chain, client_ip: str) -> DNSRecord:
+    async def _resolve(self, query: DNSRecord, chain: Chain, client_ip: str) -> DNSRecord:
         """Follow the chain from ``query`` (the client's, or an NS address lookup)."""
         rd = bool(query.header.rd)
         while chain.spend(str(query.q.qname)):
@@ -204,7 +166,7 @@ class PkarrAnswerer:
                     return chain.finish(resp, authoritative=False)
                 chain.extend(resp)
                 chain.reply.header.aa = 0
-                query = _subquery(target, chain.qtype)
+                query = subquery(target, chain.qtype)
                 continue
             lookup = await self.source.get(name.key, client_ip)
             if lookup.status is not Status.FOUND or lookup.packet is None:
@@ -223,7 +185,7 @@ class PkarrAnswerer:
                 return chain.finish(out.response, authoritative=not referral)
             if isinstance(out, FollowCname):
                 chain.extend(out.response)
-                query = _subquery(out.target, chain.qtype)
+                query = subquery(out.target, chain.qtype)
                 continue
             resp, target = await self._delegate(out, name, chain, client_ip)
             if target is None:
@@ -231,12 +193,12 @@ class PkarrAnswerer:
                     chain.fail(RCODE.SERVFAIL)
             chain.extend(resp)
             chain.reply.header.aa = 0
-            query = _subquery(target, chain.qtype)
+            query = subquery(target, chain.qtype)
         _log.info("pkarr_recursion_stopped", qname=str(query.q.qname), loop=chain.budget > 0)
         return chain.fail(RCODE.SERVFAIL)
 
     def _no_packet(self, query: DNSRecord, name: PkarrName, lookup: SourceResult,
-                   chain: _Chain) -> DNSRecord:
+                   chain: Chain) -> DNSRecord:
         if lookup.status is Status.NOT_FOUND:
             resp = negative(query, name, RCODE.NXDOMAIN, 0, lookup.negative_ttl or 1)
             return chain.finish(resp, authoritative=True)
@@ -244,7 +206,7 @@ class PkarrAnswerer:
 
     async def _icann(self, qname: str, qtype: int) -> DNSRecord:
         if self.icann is None:
-            resp = _subquery(qname, qtype).reply()
+            resp = subquery(qname, qtype).reply()
             resp.header.rcode = RCODE.SERVFAIL
             return resp
         return await self.icann.resolve(qname, qtype)
@@ -261,7 +223,7 @@ class PkarrAnswerer:
 
     # --- NS delegation ------------------------------------------------------------------
 
-    async def _delegate(self, deleg: Delegation, name: PkarrName, chain: _Chain,
+    async def _delegate(self, deleg: Delegation, name: PkarrName, chain: Chain,
                         client_ip: str) -> tuple[DNSRecord | None, str | None]:
         """Ask the delegated servers, following further referrals.
 
@@ -274,7 +236,7 @@ class PkarrAnswerer:
             resp = await self._ask_servers(servers, qname, chain, client_ip)
             if resp is None:
                 return None, None
-            resp = _present(resp, name.suffix)
+            resp = present(resp, name.suffix)
             at_name = [rr for rr in resp.rr if normalize(str(rr.rname)) ==
                        normalize(with_suffix(qname, name.suffix))]
             if any(rr.rtype == chain.qtype or chain.qtype == QTYPE.ANY for rr in at_name):
@@ -285,13 +247,13 @@ class PkarrAnswerer:
                 if not any(normalize(str(rr.rname)) == normalize(target) for rr in resp.rr):
                     return resp, target
                 return resp, None
-            referral = _referral(resp, name.suffix)
-            if resp.rr or resp.header.aa or not referral:
+            deeper = referral(resp, name.suffix)
+            if resp.rr or resp.header.aa or not deeper:
                 return resp, None
-            servers = referral
+            servers = deeper
         return None, None
 
-    async def _ask_servers(self, servers: tuple[NameServer, ...], qname: str, chain: _Chain,
+    async def _ask_servers(self, servers: tuple[NameServer, ...], qname: str, chain: Chain,
                            client_ip: str) -> DNSRecord | None:
         if self.icann is None:
             return None
@@ -300,7 +262,7 @@ class PkarrAnswerer:
             if chain.guard:
                 addresses = self._askable(ns.name, addresses)
             for addr in addresses[:_MAX_ADDRESSES]:
-                query = _subquery(qname, chain.qtype)
+                query = subquery(qname, chain.qtype)
                 query.header.rd = 0  # we ask an authoritative server
                 try:
                     resp = await self.icann.query_server((addr, self.ns_port), query)
@@ -320,52 +282,16 @@ class PkarrAnswerer:
                 self.metrics.rebind_filtered.labels("pkarr").inc(len(addresses) - len(ok))
         return ok
 
-    async def _addresses(self, ns_name: str, chain: _Chain, client_ip: str) -> tuple[str, ...]:
+    async def _addresses(self, ns_name: str, chain: Chain, client_ip: str) -> tuple[str, ...]:
         """A and AAAA of a name server without glue, resolved like any name (same budget)."""
         found: list[str] = []
         for qtype in (QTYPE.A, QTYPE.AAAA):
-            sub = _Chain(reply_to(_subquery(ns_name, qtype), aa=True), qtype, chain.budget,
+            sub = Chain(reply_to(subquery(ns_name, qtype), aa=True), qtype, chain.budget,
                          set(chain.seen), chain.guard)
-            resp = await self._resolve(_subquery(ns_name, qtype), sub, client_ip)
+            resp = await self._resolve(subquery(ns_name, qtype), sub, client_ip)
             chain.budget = min(chain.budget, sub.budget)
             found += [str(rr.rdata) for rr in resp.rr if rr.rtype == qtype]
         return tuple(found)
-
-
-def _subquery(qname: str, qtype: int) -> DNSRecord:
-    query = DNSRecord.question(qname, "A")
-    query.q.qtype = qtype
-    return query
-
-
-def _present(resp: DNSRecord, suffix: str) -> DNSRecord:
-    """The delegated server's reply with the suffix put back in every name."""
-    if not suffix:
-        return resp
-    out = reply_to(resp, aa=bool(resp.header.aa))
-    out.header.rcode = resp.header.rcode
-    for section, add in ((resp.rr, out.add_answer), (resp.auth, out.add_auth),
-                         (resp.ar, out.add_ar)):
-        for rr in section:
-            if rr.rtype != QTYPE.OPT:
-                add(present_rr(rr, suffix, rr.ttl))
-    return out
-
-
-def _referral(resp: DNSRecord, suffix: str) -> tuple[NameServer, ...]:
-    """NS records in authority with their glue from additional (a referral deeper down)."""
-    glue: dict[str, list[str]] = {}
-    for rr in resp.ar:
-        if rr.rtype in (QTYPE.A, QTYPE.AAAA):
-            glue.setdefault(normalize(str(rr.rname)), []).append(str(rr.rdata))
-    servers = []
-    for rr in resp.auth:
-        if rr.rtype == QTYPE.NS:
-            target = normalize(str(rr.rdata.label))
-            internal = target[: -len(suffix) - 1] if suffix and target.endswith("." + suffix) \
-                else target
-            servers.append(NameServer(internal, tuple(glue.get(target, ()))))
-    return tuple(servers)
 
 
 __all__ = ["IcannClient", "PkarrAnswerer"]
