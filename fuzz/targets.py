@@ -344,7 +344,7 @@ def config_file(data: bytes) -> None:
         assert str(exc).startswith("fuzz.toml"), exc
         return
     validate(cfg, "fuzz.toml")
-    reload.effective(Config(), cfg)
+    reload.effective(Config(), cfg, frozenset({"dns.*", "zones"}))   # some live, some not
 
 
 TARGETS: dict[str, Callable[[bytes], None]] = {

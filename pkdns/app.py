@@ -1,11 +1,14 @@
-"""Composition root: builds the parts from a Config, starts and stops them in order.
+"""Composition root: builds every part from a Config, starts and stops them in order.
 
-A :class:`Daemon` owns an ordered list of components (anything with ``name``, ``async start()``
-and ``async stop()``). ``start`` runs them in order and ``stop`` in reverse, so put a part
-before the ones that use it: e.g. the DHT node and the pkarr handler before the DNS listeners,
-which should be last (they let clients in). To add a part, build it in :meth:`Daemon.__init__`
-(or from outside, before :meth:`Daemon.start`) and call :meth:`Daemon.add`; the pkarr side is
-attached with ``daemon.resolver.pkarr = handler``.
+:meth:`Daemon.__init__` is the one place the parts are built, each from the ones it needs
+(metrics, answer cache, forwarder, resolver and its ICANN path, pkarr service, DNS listeners,
+HTTP face, gateway; with a :class:`~pkdns.lifecycle.Service`, the state keeper, republisher
+and :class:`~pkdns.lifecycle.Operations` too), handed its collaborators in its constructor.
+A :class:`Daemon` owns an ordered list of components (anything with ``name``, ``async
+start()`` and ``async stop()``): ``start`` runs them in order and ``stop`` in reverse, a part
+before the ones that use it, the DNS listeners last (they let clients in). ``Daemon.parts``
+lists the parts that apply options on reload (:class:`pkdns.reload.Live`): a new part that
+reads a live option declares it there and applies it in its ``reconfigure``.
 
 Shutdown (SIGTERM/SIGINT): listeners stop taking queries, in-flight ones get up to
 ``dns.query_deadline`` to finish, then everything stops in reverse order and the process exits 0.
@@ -26,14 +29,18 @@ import uvloop
 from pkdns import log
 from pkdns.answer.service import PkarrService
 from pkdns.clock import SYSTEM_CLOCK, Clock
-from pkdns.config import Config, DnsConfig, HostPort, format_hostport
+from pkdns.config import Config, DnsConfig, HostPort, LogConfig, format_hostport
 from pkdns.dns.cache import WireCache
 from pkdns.dns.forwarder import Forwarder
 from pkdns.dns.resolver import Resolver
 from pkdns.errors import PkdnsError
-from pkdns.lifecycle import Operations
+from pkdns.lifecycle import Operations, Service, dht_publisher
 from pkdns.metrics import Metrics, by_label
-from pkdns.sdnotify import ActivatedSockets
+from pkdns.persist import StateKeeper
+from pkdns.publish.republisher import Republisher
+from pkdns.publish.zonebuild import ZoneBuilder
+from pkdns.reload import Live
+from pkdns.sdnotify import ActivatedSockets, Notifier, listen_fds
 from pkdns.server import sockets
 from pkdns.server.tcp import TcpServer
 from pkdns.server.udp import UdpServer
@@ -61,13 +68,22 @@ class DnsListeners:
 
     name = "dns"
 
-    def __init__(self, resolver: Resolver, cfg: DnsConfig) -> None:
+    def __init__(self, resolver: Resolver, cfg: DnsConfig,
+                 activated: ActivatedSockets | None = None) -> None:
         self.resolver = resolver
         self.cfg = cfg
         self.udp: list[UdpServer] = []
         self.tcp: list[TcpServer] = []
         self.bound: list[HostPort] = []
-        self.activated: ActivatedSockets | None = None   # systemd socket activation
+        self.activated = activated      # sockets systemd passed (socket activation)
+
+    live = ("dns.query_deadline",)
+    """Options applied on reload (:class:`pkdns.reload.Live`): the drain's grace period."""
+
+    def reconfigure(self, old: Config, cfg: Config) -> None:
+        self.cfg = cfg.dns
+        for tcp in self.tcp:
+            tcp.cfg = cfg.dns
 
     async def start(self) -> None:
         if self.activated:
@@ -166,10 +182,25 @@ class _Gauges:
             self.task.cancel()
 
 
-class Daemon:
-    """Every part of pkdns, wired together (see the module docstring)."""
+class LogSettings:
+    """The log level and format as a part that applies them on reload."""
 
-    def __init__(self, cfg: Config, clock: Clock = SYSTEM_CLOCK) -> None:
+    live = ("log.level", "log.format")
+
+    def __init__(self, cfg: LogConfig) -> None:
+        self.cfg = cfg          # configured by main() before anything is built
+
+    def reconfigure(self, old: Config, cfg: Config) -> None:
+        if cfg.log != self.cfg:
+            log.configure(cfg.log.level, cfg.log.format)
+        self.cfg = cfg.log
+
+
+class Daemon:
+    """Every part of pkdns, built in dependency order (see the module docstring)."""
+
+    def __init__(self, cfg: Config, clock: Clock = SYSTEM_CLOCK,
+                 service: Service | None = None) -> None:
         self.cfg, self.clock = cfg, clock
         self.metrics = Metrics()
         self.cache = WireCache(cfg.cache)
@@ -177,13 +208,13 @@ class Daemon:
                                    use_0x20=cfg.dns.upstream_0x20,
                                    nearmiss_max=cfg.dns.upstream_nearmiss_max)
         self.resolver = Resolver(cfg, self.cache, self.forwarder, clock, self.metrics)
-        self.dns = DnsListeners(self.resolver, cfg.dns)
-        self.components: list[Component] = [_Gauges(self.cache, self.metrics), self.dns]
-        self._started: list[Component] = []
-        self._stop = asyncio.Event()
         self.pkarr = PkarrService(cfg, self.resolver.icann, clock, self.metrics)
         self.resolver.pkarr = self.pkarr.handler
-        self.add(self.pkarr)
+        activated = listen_fds(service.env) if service is not None else None
+        self.dns = DnsListeners(self.resolver, cfg.dns, activated)
+        self.parts: list[Live] = [LogSettings(cfg.log), self.cache, self.forwarder,
+                                  self.resolver, self.resolver.icann, self.pkarr, self.dns]
+        """Everything that applies options on reload (:meth:`reconfigure`)."""
         self.http: HttpFace | None = None     # DoH, relay API, /metrics, status page
         if cfg.http.enabled:
             from pkdns.server.face import HttpFace  # aiohttp.web: only with the HTTP face
@@ -191,18 +222,53 @@ class Daemon:
             self.http = HttpFace(
                 cfg, clock, self.metrics, self.resolver, clock.monotonic(),
                 dns_listeners=lambda: [format_hostport(a) for a in self.dns.bound],
-                cache_stats=lambda: {"entries": len(self.cache), "bytes": self.cache.bytes_used})
-            self.http.source, self.http.dht = self.pkarr.source, self.pkarr.node
+                cache_stats=lambda: {"entries": len(self.cache), "bytes": self.cache.bytes_used},
+                source=self.pkarr.source, dht=self.pkarr.node)
             self.http.dashboard.add_section("upstreams", self.upstream_rows)
-            self.add(self.http)
         self.gateway: GatewayService | None = None     # HTTPS for .key names (off by default)
         if cfg.gateway.enabled:
             from pkdns.gateway.server import GatewayService
 
             self.gateway = GatewayService(cfg, self.pkarr.source, self.pkarr.handler, clock)
             self.pkarr.handler.route = self.gateway.route
-            self.add(self.gateway)
-        self.ops: Operations | None = None   # state, republisher, systemd, SIGHUP (main())
+        self.ops: Operations | None = None   # state, republisher, systemd, SIGHUP
+        keeper = republisher = None
+        if service is not None:
+            keeper, republisher = self._service_parts(cfg, clock)
+            self.ops = Operations(self, service, Notifier(service.env),
+                                  activated or ActivatedSockets(), keeper, republisher)
+            if self.http is not None:
+                self.http.dashboard.add_section("zones", self.ops.zone_rows)
+        order: list[Component | None] = [_Gauges(self.cache, self.metrics), keeper, self.pkarr,
+                                         self.http, self.gateway, republisher, self.dns]
+        self.components: list[Component] = [c for c in order if c is not None]
+        """Started in this order, stopped in reverse: a part before the ones that use it,
+        the DNS listeners last (they let clients in)."""
+        self._started: list[Component] = []
+        self._stop = asyncio.Event()
+
+    def _service_parts(self, cfg: Config, clock: Clock) -> tuple[StateKeeper, Republisher]:
+        """The state keeper and the republisher of a service (lifecycle.py). The keeper reads
+        the saved plan the republisher starts from and saves the plan it keeps: that one link
+        is made here, once both exist."""
+        keeper = StateKeeper(cfg.state_dir, cfg.state, clock, dht=self.pkarr.node,
+                             packets=self.pkarr.source, auto_restore=False)  # rest: once ready
+        builder = ZoneBuilder(cfg.republish, preload=bool(cfg.zones))
+        republisher = Republisher(
+            cfg.republish, cfg.zones, publish=dht_publisher(self.pkarr.client), build=builder,
+            clock=clock, cache=self.pkarr.source, metrics=self.metrics,
+            saved=keeper.saved_schedule(), ready=self.pkarr.bootstrapped.wait,
+            changed=builder.changed)
+        keeper.schedule = republisher
+        self.parts += [builder, republisher]
+        return keeper, republisher
+
+    def reconfigure(self, old: Config, cfg: Config) -> None:
+        """Reload: every part applies its live options from ``cfg`` (``old``: the running
+        configuration; ``cfg`` keeps the restart-only options at their running values)."""
+        for part in self.parts:
+            part.reconfigure(old, cfg)
+        self.cfg = cfg
 
     def upstream_rows(self) -> list[dict[str, Any]]:
         """Each upstream's health for the dashboard: up or down (it answered nothing to its
@@ -276,8 +342,7 @@ def main(cfg: Config, reload_config: Callable[[], Config] | None = None) -> int:
     """
     log.configure(cfg.log.level, cfg.log.format)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        daemon = Daemon(cfg)
-        Operations(daemon, reload_config)     # attaches itself (daemon.ops)
+        daemon = Daemon(cfg, service=Service(reload_config))
         tune_gc()
         return runner.run(daemon.run())
 

@@ -48,7 +48,7 @@ from pkdns.demo_icann import NAMES, StandInIcann
 from pkdns.dht.testnet import HOST, Testnet
 from pkdns.dns import wire
 from pkdns.errors import DhtError, PkdnsError
-from pkdns.lifecycle import Operations
+from pkdns.lifecycle import Service
 from pkdns.pkarr.client import PkarrClient
 from pkdns.pkarr.keys import Keypair
 from pkdns.pkarr.signed_packet import SignedPacket
@@ -269,9 +269,8 @@ async def run(cfg: Config, reload_config: Callable[[], Config] | None = None,
                 return demo_config(fresh, net.bootstrap, state_dir, listen, http_listen,
                                    packet.public_key.z32, icann.address)
 
-            daemon = Daemon(adapt(cfg))
             reread = (lambda: adapt(reload_config())) if reload_config is not None else None
-            Operations(daemon, reread)          # attaches itself (daemon.ops)
+            daemon = Daemon(adapt(cfg), service=Service(reread))
             daemon.components.append(Banner(daemon, packet.public_key.z32, net,
                                             icann=icann.address))
             return await daemon.run()

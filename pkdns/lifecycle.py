@@ -1,36 +1,36 @@
-"""Running as a service: state, republishing, systemd and SIGHUP, attached to a :class:`Daemon`.
+"""Running as a service: systemd hooks, SIGHUP, and the service parts of the daemon.
 
-``Operations(daemon, reload_config)`` adds two components to the daemon, in this order:
+:class:`pkdns.app.Daemon` built with a :class:`Service` (``pkdns serve``, the demo) also has,
+built in the composition root with everything else:
 
 * the :class:`~pkdns.persist.StateKeeper` *before* the pkarr service, so saved DHT contacts
   are in the routing table before the node bootstraps, and saved packets are in the packet
   cache before the first query; it is stopped after the pkarr service, saving last;
-* the :class:`~pkdns.publish.republisher.Republisher` before the DNS listeners.
+* the :class:`~pkdns.publish.republisher.Republisher` before the DNS listeners;
+* :class:`Operations`, which gives ``Daemon.run`` three hooks: :meth:`Operations.ready`
+  (sd_notify ``READY=1`` once listening, plus watchdog pings when ``WatchdogSec=`` is set),
+  :meth:`Operations.stopping` (``STOPPING=1``) and :meth:`Operations.request_reload` (SIGHUP).
 
-and gives ``Daemon.run`` three hooks: :meth:`ready` (sd_notify ``READY=1`` once listening, plus
-watchdog pings when ``WatchdogSec=`` is set), :meth:`stopping` (``STOPPING=1``) and
-:meth:`request_reload` (SIGHUP). It sets ``daemon.ops`` to itself and hands the sockets
-systemd passed (socket activation, :attr:`activated`) to the DNS listeners, so callers only
-construct it.
+A reload re-reads the configuration and hands the new one to every part that declares live
+options (:class:`pkdns.reload.Live`); each applies its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pkdns import log, reload
-from pkdns.answer.service import own_keys
 from pkdns.config import Config, format_hostport
-from pkdns.dns.acl import Acl
 from pkdns.errors import DhtError, PkdnsError
 from pkdns.persist import StateKeeper
+from pkdns.pkarr.client import PkarrClient
 from pkdns.pkarr.signed_packet import SignedPacket
 from pkdns.publish.republisher import Republisher
-from pkdns.publish.zonebuild import ZoneBuilder
-from pkdns.sdnotify import ActivatedSockets, Notifier, listen_fds
+from pkdns.sdnotify import ActivatedSockets, Notifier
 
 if TYPE_CHECKING:
     from pkdns.app import Daemon
@@ -38,30 +38,40 @@ if TYPE_CHECKING:
 _log = log.get("app")
 
 
+@dataclass(frozen=True, slots=True)
+class Service:
+    """What running as a service adds to a daemon: how to re-read the configuration on SIGHUP
+    (the config file with the command-line flags applied again), and the environment systemd
+    passes (sockets, notify socket, watchdog; ``os.environ`` when None)."""
+
+    reload_config: Callable[[], Config] | None = None
+    env: MutableMapping[str, str] | None = None
+
+
+def dht_publisher(client: PkarrClient) -> Callable[[SignedPacket], Awaitable[int]]:
+    """The republisher's ``publish``: our zones go on the DHT only (relays are where the
+    daemon reads, not writes); the number of nodes that stored it, or :class:`DhtError`."""
+
+    async def publish(packet: SignedPacket) -> int:
+        answer = (await client.publish(packet, use_relays=False)).dht
+        if answer is None:
+            raise DhtError("the daemon has no DHT node")
+        if answer.stored == 0 and answer.code is not None:
+            raise DhtError(f"every node refused it ({answer.error})")
+        return answer.stored
+
+    return publish
+
+
 class Operations:
     """Lifecycle services for one daemon (see the module docstring)."""
 
-    def __init__(self, daemon: Daemon, reload_config: Callable[[], Config] | None = None,
-                 env: MutableMapping[str, str] | None = None) -> None:
-        self.daemon, self._reload_config = daemon, reload_config
-        cfg, pkarr = daemon.cfg, daemon.pkarr
-        self.notifier = Notifier(env)
-        self.activated: ActivatedSockets = listen_fds(env)
-        daemon.ops, daemon.dns.activated = self, self.activated   # SIGHUP; socket activation
-        self.keeper = StateKeeper(cfg.state_dir, cfg.state, daemon.clock)
-        self.keeper.dht, self.keeper.packets = pkarr.node, pkarr.source
-        self.keeper.auto_restore = False      # the rest of the packets once listening
-        daemon.add(self.keeper, before=pkarr)
-        self.builder = ZoneBuilder(cfg.republish, preload=bool(cfg.zones))
-        self.republisher = Republisher(
-            cfg.republish, cfg.zones, publish=self._publish, build=self.builder,
-            clock=daemon.clock, cache=pkarr.source, metrics=daemon.metrics,
-            saved=self.keeper.saved_schedule(), ready=pkarr.bootstrapped.wait,
-            changed=self.builder.changed)
-        self.keeper.schedule = self.republisher
-        daemon.add(self.republisher)
-        if daemon.http is not None:
-            daemon.http.dashboard.add_section("zones", self.zone_rows)
+    def __init__(self, daemon: Daemon, service: Service, notifier: Notifier,
+                 activated: ActivatedSockets, keeper: StateKeeper,
+                 republisher: Republisher) -> None:
+        self.daemon, self._reload_config = daemon, service.reload_config
+        self.notifier, self.activated = notifier, activated
+        self.keeper, self.republisher = keeper, republisher
         self._reload: asyncio.Task[None] | None = None
         self._again = False
         self._watchdog: asyncio.Task[None] | None = None
@@ -74,15 +84,6 @@ class Operations:
                  "last_ago": round(wall - job.last_at) if job.last_at else None,
                  "next_in": round(job.next_at - wall), "failures": job.failures}
                 for job in self.republisher.plan.zones.values()]
-
-    async def _publish(self, packet: SignedPacket) -> int:
-        """Our zones go on the DHT only (relays are where the daemon reads, not writes)."""
-        answer = (await self.daemon.pkarr.client.publish(packet, use_relays=False)).dht
-        if answer is None:
-            raise DhtError("the daemon has no DHT node")
-        if answer.stored == 0 and answer.code is not None:
-            raise DhtError(f"every node refused it ({answer.error})")
-        return answer.stored
 
     # --- systemd -------------------------------------------------------------------------
 
@@ -137,32 +138,14 @@ class Operations:
             _log.error("reload_failed", error=str(exc))
             self.notifier.ready(f"reload failed: {exc}")
             return False
-        plan = reload.plan(old, new)
-        cfg = reload.effective(old, new)
-        self._apply(old, cfg)
+        live = reload.options(self.daemon.parts)
+        plan = reload.plan(old, new, live)
+        self.daemon.reconfigure(old, reload.effective(old, new, live))
         if plan.restart:
             _log.warning("reload_needs_restart", options=list(plan.restart))
-        _log.info("reloaded", changed=list(plan.live), zones=len(cfg.zones))
+        _log.info("reloaded", changed=list(plan.live), zones=len(self.daemon.cfg.zones))
         self.notifier.ready(self.status_line())
         return True
-
-    def _apply(self, old: Config, cfg: Config) -> None:
-        d = self.daemon
-        d.cfg = cfg
-        if cfg.log != old.log:
-            log.configure(cfg.log.level, cfg.log.format)
-        d.resolver.configure(old, cfg)
-        if cfg.dns.forwarders != old.dns.forwarders:
-            d.pkarr.source.gate.forwarders = Acl(cfg.dns.forwarders)
-        d.forwarder.upstreams = cfg.dns.upstream
-        if cfg.cache.serve_stale != old.cache.serve_stale:
-            d.cache.set_serve_stale(cfg.cache.serve_stale)
-        d.forwarder.attempt_timeout = cfg.dns.upstream_timeout
-        d.forwarder.use_0x20 = cfg.dns.upstream_0x20
-        d.forwarder.nearmiss_max = cfg.dns.upstream_nearmiss_max
-        self.republisher.plan.cfg = self.builder.cfg = cfg.republish
-        self.republisher.reload(cfg.zones)
-        d.pkarr.handler.set_own_keys(own_keys(cfg.zones))   # exempt from the rebinding filter
 
     async def close(self) -> None:
         """Cancel background tasks (a reload in progress, watchdog pings)."""

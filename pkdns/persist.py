@@ -61,18 +61,19 @@ class StateKeeper:
 
     name = "state"
 
-    def __init__(self, state_dir: str, cfg: StateConfig, clock: Clock) -> None:
+    def __init__(self, state_dir: str, cfg: StateConfig, clock: Clock, *,
+                 dht: NodeTable | None = None, packets: PacketSource | None = None,
+                 auto_restore: bool = True) -> None:
         self.cfg, self.clock = cfg, clock
         self.store = StateStore(state_dir, self._wall())
-        self.dht: NodeTable | None = None
-        self.packets: PacketSource | None = None
+        self.dht, self.packets = dht, packets
         self.schedule: Schedule | None = None
         self.restored: Restored | None = None
         self._task: asyncio.Task[None] | None = None
         self._rest: asyncio.Task[None] | None = None
         self._pending: list[SavedPacket] = []
         self._loaded = self._invalid = 0
-        self.auto_restore = True   # False: the owner calls restore_in_background() when ready
+        self.auto_restore = auto_restore   # False: the owner calls restore_in_background()
 
     def _wall(self) -> float:
         return self.clock.wall_us() / 1e6

@@ -14,21 +14,32 @@ dnsmasq 2.90 and unbound 1.17.1).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pkdns.config import Config
 
-LIVE = frozenset({
-    "log.level", "log.format",
-    "dns.upstream", "dns.upstream_timeout", "dns.query_deadline", "dns.max_inflight",
-    "dns.upstream_0x20", "dns.upstream_nearmiss_max",
-    "dns.allow", "dns.rate_limit", "dns.rate_limit_burst", "dns.forwarders",
-    "dns.any_minimal",
-    "cache.serve_stale", "cache.stale_answer_ttl", "cache.stale_client_timeout",
-    "republish.*", "zones",
-})
-"""Dotted option names (``section.*`` for a whole section) applied without a restart."""
+
+class Live(Protocol):
+    """A part of the daemon that applies options without a restart.
+
+    ``live`` declares the dotted option names it applies (``section.*`` for a whole section);
+    :meth:`reconfigure` applies them, given the running (``old``) and the new configuration.
+    The union of the parts' declarations is what a reload applies (:func:`options`), so the
+    list of live options and the code applying them cannot drift apart;
+    ``tests/ops/test_reload.py`` checks every declared option against a daemon built afresh.
+    """
+
+    @property
+    def live(self) -> tuple[str, ...]: ...
+
+    def reconfigure(self, old: Config, cfg: Config) -> None: ...
+
+
+def options(parts: Iterable[Live]) -> frozenset[str]:
+    """Every option the ``parts`` apply live."""
+    return frozenset(name for part in parts for name in part.live)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,21 +66,21 @@ def _flatten(cfg: Config) -> dict[str, Any]:
     return out
 
 
-def _is_live(name: str) -> bool:
-    return name in LIVE or f"{name.partition('.')[0]}.*" in LIVE
+def _is_live(name: str, live: frozenset[str]) -> bool:
+    return name in live or f"{name.partition('.')[0]}.*" in live
 
 
-def plan(old: Config, new: Config) -> ReloadPlan:
-    """Split the changed options into live ones and ones that need a restart."""
+def plan(old: Config, new: Config, live: frozenset[str]) -> ReloadPlan:
+    """Split the changed options into ``live`` ones and ones that need a restart."""
     a, b = _flatten(old), _flatten(new)
     changed = sorted(k for k in a if a[k] != b[k])
-    return ReloadPlan(tuple(k for k in changed if _is_live(k)),
-                      tuple(k for k in changed if not _is_live(k)))
+    return ReloadPlan(tuple(k for k in changed if _is_live(k, live)),
+                      tuple(k for k in changed if not _is_live(k, live)))
 
 
-def effective(old: Config, new: Config) -> Config:
+def effective(old: Config, new: Config, live: frozenset[str]) -> Config:
     """``new`` with every restart-only option kept at its running (old) value."""
-    p = plan(old, new)
+    p = plan(old, new, live)
     out = new
     for name in p.restart:
         section, _, key = name.partition(".")

@@ -30,6 +30,7 @@ from pkdns.clock import Clock
 from pkdns.config import Config, ZoneConfig
 from pkdns.dht.krpc import Address
 from pkdns.dht.node import DhtNode
+from pkdns.dns.acl import Acl
 from pkdns.errors import DhtError, PkdnsError
 from pkdns.metrics import Metrics
 from pkdns.pkarr.client import PkarrClient
@@ -82,6 +83,17 @@ class PkarrService:
         self.metrics = metrics
         self._counted: dict[tuple[str, str], int] = {}
         metrics.on_render(self.count_messages)
+
+    live = ("dns.forwarders", "zones")
+    """Options applied on reload (:class:`pkdns.reload.Live`)."""
+
+    def reconfigure(self, old: Config, cfg: Config) -> None:
+        """The lookup gate's shared addresses (not one client each) and our own keys (exempt
+        from the rebinding filter) follow the new configuration."""
+        self.cfg = cfg
+        if cfg.dns.forwarders != old.dns.forwarders:
+            self.source.gate.forwarders = Acl(cfg.dns.forwarders)
+        self.handler.set_own_keys(own_keys(cfg.zones))
 
     def count_messages(self) -> None:
         """Move the node's KRPC datagram counters into ``pkdns_dht_messages`` (before every

@@ -32,7 +32,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Final
 
-from pkdns.config import CacheConfig
+from pkdns.config import CacheConfig, Config
 from pkdns.dns import wire
 from pkdns.dns.reply import ReplyInfo, inspect_reply
 
@@ -168,10 +168,14 @@ class WireCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def set_serve_stale(self, on: bool) -> None:
-        """``cache.serve_stale`` changed on reload: entries stored from now on keep (or do not
-        keep) their ``stale_max_age`` window; entries already stored keep theirs."""
-        self._stale_for = self.cfg.stale_max_age if on else 0
+    live = ("cache.serve_stale",)
+    """Options applied on reload (:class:`pkdns.reload.Live`); the rest size the cache."""
+
+    def reconfigure(self, old: Config, cfg: Config) -> None:
+        """``cache.serve_stale`` changed: entries stored from now on keep (or do not keep)
+        their ``stale_max_age`` window; entries already stored keep theirs."""
+        self.cfg = cfg.cache
+        self._stale_for = self.cfg.stale_max_age if self.cfg.serve_stale else 0
 
     @property
     def bytes_used(self) -> int:

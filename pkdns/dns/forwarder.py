@@ -27,7 +27,7 @@ from functools import partial
 
 from pkdns import log
 from pkdns.clock import SYSTEM_CLOCK, Clock
-from pkdns.config import HostPort, format_hostport
+from pkdns.config import Config, HostPort, format_hostport
 from pkdns.dns import wire
 from pkdns.dns.exchange import (
     Action,
@@ -71,6 +71,16 @@ class Forwarder:
         self.sent = 0                   # datagrams sent upstream
         self._spoof_logged: dict[HostPort, tuple[float, int]] = {}
         self._poller: SocketPoller | None = None
+
+    live = ("dns.upstream", "dns.upstream_timeout", "dns.upstream_0x20",
+            "dns.upstream_nearmiss_max")
+    """Options applied on reload (:class:`pkdns.reload.Live`)."""
+
+    def reconfigure(self, old: Config, cfg: Config) -> None:
+        """Exchanges started from now on use the new upstreams and attempt rules."""
+        dns = cfg.dns
+        self.upstreams, self.attempt_timeout = dns.upstream, dns.upstream_timeout
+        self.use_0x20, self.nearmiss_max = dns.upstream_0x20, dns.upstream_nearmiss_max
 
     @property
     def upstreams(self) -> tuple[HostPort, ...]:

@@ -41,16 +41,22 @@ class IcannPath:
     """The ICANN side of the resolver (see the module docstring).
 
     ``fetch(key)`` is the shared upstream fetch for a cache key, or None when too many are in
-    flight (the resolver's, with its deadline and in-flight limit). ``cfg`` is replaced on
-    reload like the resolver's.
+    flight (the resolver's, with its deadline and in-flight limit).
     """
+
+    live = ("cache.stale_answer_ttl", "cache.stale_client_timeout", "dns.upstream_timeout")
+    """Options applied on reload (:class:`pkdns.reload.Live`)."""
 
     def __init__(self, cfg: Config, cache: WireCache, fetch: Callable[[bytes], Fetch | None],
                  forwarder: Forwarder, clock: Clock, metrics: Metrics, tally: Tally) -> None:
-        self.cfg, self.cache, self.fetch, self.forwarder = cfg, cache, fetch, forwarder
+        self.cache, self.fetch, self.forwarder = cache, fetch, forwarder
+        self.dns, self.caching = cfg.dns, cfg.cache      # the sections it reads
         self.clock, self.metrics = clock, metrics
         self._hits, self._misses = tally.hits, tally.misses
         self._rng = random.SystemRandom()
+
+    def reconfigure(self, old: Config, cfg: Config) -> None:
+        self.dns, self.caching = cfg.dns, cfg.cache
 
     def hit(self, q: wire.Query, entry: Entry | None, limit: int, now: float) -> bytes | None:
         """The reply from ``entry`` when it is fresh (counted as a hit), else None (a miss)."""
@@ -70,7 +76,7 @@ class IcannPath:
         stale = entry if entry is not None and now < entry[STALE_UNTIL] else None
         fetch = None if self.cache.failing(q.key, now) else self.fetch(q.key)
         if fetch is not None:
-            wait = self.cfg.cache.stale_client_timeout if stale is not None else None
+            wait = self.caching.stale_client_timeout if stale is not None else None
             try:
                 fresh = await asyncio.wait_for(asyncio.shield(fetch.wait()), wait)
             except TimeoutError:
@@ -81,7 +87,7 @@ class IcannPath:
         if stale is not None:
             self.metrics.stale_served.labels("icann").inc()
             return render(stale, q.wire, q.qend, edns_size(q), q.do, limit, now,
-                          stale_ttl=self.cfg.cache.stale_answer_ttl)
+                          stale_ttl=self.caching.stale_answer_ttl)
         return error(q, wire.SERVFAIL)
 
     async def resolve(self, qname: str, qtype: int) -> dnslib.DNSRecord:
@@ -96,7 +102,7 @@ class IcannPath:
         """Send ``query`` to one server (NS delegation) and return its validated reply;
         :class:`UpstreamError` on a timeout or a bad reply."""
         packet = bytes(query.pack())
-        reply = await self.forwarder.query_server(addr, packet, self.cfg.dns.upstream_timeout)
+        reply = await self.forwarder.query_server(addr, packet, self.dns.upstream_timeout)
         try:
             return dnslib.DNSRecord.parse(reply)
         except Exception as exc:  # dnslib raises assorted types on bad bytes

@@ -63,7 +63,7 @@ class Resolver:
 
     def __init__(self, cfg: Config, cache: WireCache, forwarder: Forwarder, clock: Clock,
                  metrics: Metrics, pkarr: PkarrHandler | None = None) -> None:
-        self.cfg, self.cache, self.forwarder = cfg, cache, forwarder
+        self.cache, self.forwarder = cache, forwarder
         self.clock, self.metrics = clock, metrics
         self.fetches = Fetches(cache, forwarder, metrics, clock)
         if cfg.dns.rebind_protection:        # filters on insert: hits never pay for it
@@ -88,9 +88,13 @@ class Resolver:
         self._pkarr = handler
         self.door.claims = handler.claims if handler is not None else None
 
-    def configure(self, old: Config, cfg: Config) -> None:
+    live = ("log.level", "dns.allow", "dns.rate_limit", "dns.rate_limit_burst",
+            "dns.forwarders", "dns.any_minimal", "dns.query_deadline", "dns.max_inflight")
+    """Options the door applies on reload (:class:`pkdns.reload.Live`); the ICANN path
+    (:attr:`icann`) applies its own."""
+
+    def reconfigure(self, old: Config, cfg: Config) -> None:
         """Apply the live options of ``cfg`` (reload; ``old`` is the running configuration)."""
-        self.cfg = self.icann.cfg = cfg
         self.door.configure(old, cfg)
 
     async def resolve(self, data: bytes, client: ClientInfo, max_size: int) -> bytes | None:

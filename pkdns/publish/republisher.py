@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pkdns import log
 from pkdns.answer.packets import PacketSource
 from pkdns.clock import Clock
-from pkdns.config import RepublishConfig, ZoneConfig
+from pkdns.config import Config, RepublishConfig, ZoneConfig
 from pkdns.errors import PkdnsError
 from pkdns.metrics import Metrics
 from pkdns.pkarr.signed_packet import SignedPacket
@@ -77,8 +77,16 @@ class Republisher:
                 await self._task
             self._task = None
 
+    live = ("republish.*", "zones")
+    """Options applied on reload (:class:`pkdns.reload.Live`)."""
+
+    def reconfigure(self, old: Config, cfg: Config) -> None:
+        """SIGHUP: the new ``[republish]`` rules, and the zones (each republished now)."""
+        self.plan.set_config(cfg.republish, self._wall())
+        self.reload(cfg.zones)
+
     def reload(self, zones: Sequence[ZoneConfig]) -> None:
-        """SIGHUP: take the new zone list and publish every zone now."""
+        """Take the new zone list and publish every zone now."""
         self.plan.set_zones(zones, self._wall())
         self._wake.set()
 

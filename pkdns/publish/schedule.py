@@ -100,6 +100,12 @@ class RepublishPlan:
                 last_put = entry.next_at - cfg.republish_after
                 self._popular[key] = _Popular(last_put, 0, entry.last_result)
 
+    def set_config(self, cfg: RepublishConfig, now: float) -> None:
+        """A reload's ``[republish]``: a new hourly budget starts full, as at start."""
+        if cfg.popular_budget_per_hour != self.cfg.popular_budget_per_hour:
+            self.budget = Budget(cfg.popular_budget_per_hour, at=now)
+        self.cfg = cfg
+
     # --- zones ---------------------------------------------------------------------------
 
     def set_zones(self, zones: Sequence[ZoneConfig], now: float) -> None:

@@ -19,7 +19,7 @@ import socket
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from pkdns.config import RepublishConfig, ZoneConfig
+from pkdns.config import Config, RepublishConfig, ZoneConfig
 from pkdns.errors import UsageError
 from pkdns.pkarr import external_ip
 from pkdns.pkarr.keys import Keypair, read_seed_file
@@ -68,6 +68,12 @@ class ZoneBuilder:
             external_ip.preload()
         self._discover: Discover = discover or external_ip.discover
         self._signed: dict[str, Addresses] = {}   # zone file -> addresses it was signed with
+
+    live = ("republish.*",)
+    """Options applied on reload (:class:`pkdns.reload.Live`): the IP echo services."""
+
+    def reconfigure(self, old: Config, cfg: Config) -> None:
+        self.cfg = cfg.republish
 
     async def __call__(self, zone: ZoneConfig, timestamp: int) -> SignedPacket:
         keypair, text = await asyncio.to_thread(self._read, zone)

@@ -107,10 +107,10 @@ class HttpFace:
 
     def __init__(self, cfg: Config, clock: Clock, metrics: Metrics, dns: DnsEntry | None,
                  started: float, dns_listeners: Callable[[], Sequence[str]] = tuple,
-                 cache_stats: Callable[[], dict[str, Any]] | None = None) -> None:
+                 cache_stats: Callable[[], dict[str, Any]] | None = None,
+                 source: PacketSource | None = None, dht: Node | None = None) -> None:
         self.cfg, self.clock, self.metrics, self.dns = cfg, clock, metrics, dns
-        self.source: PacketSource | None = None
-        self.dht: Node | None = None
+        self.source, self.dht = source, dht
         self.status = DaemonStatus(clock, started, cfg.dht.mode, cache_stats=cache_stats)
         self.dashboard = Dashboard(metrics, clock, self._snapshot)
         self._dns_listeners = dns_listeners

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import weakref
 from dataclasses import replace
 from typing import Any
 
@@ -27,6 +28,7 @@ from tests.support.clock import FakeClock
 from tests.support.upstream import FakeUpstream, a_record
 
 CLIENT = ("127.0.0.1", 40000)
+CONFIGS: weakref.WeakKeyDictionary[UdpServer, Config] = weakref.WeakKeyDictionary()
 
 
 class Recorder:
@@ -59,13 +61,15 @@ def setup(clock: FakeClock, upstream: tuple[str, int] = ("127.0.0.1", 9),
     server = UdpServer(resolver, 1232)
     rec = Recorder()
     server.connection_made(rec)  # type: ignore[arg-type]
+    CONFIGS[server] = cfg
     return server, rec
 
 
 def reconfigure(server: UdpServer, **dns: Any) -> None:
     """Apply changed ``dns`` options to the running resolver, as a SIGHUP reload does."""
-    old = server.resolver.cfg
-    server.resolver.configure(old, replace(old, dns=replace(old.dns, **dns)))
+    old = CONFIGS[server]
+    CONFIGS[server] = new = replace(old, dns=replace(old.dns, **dns))
+    server.resolver.reconfigure(old, new)
 
 
 def query(name: str = "www.example.test", qid: int = 1, **kw: Any) -> bytes:

@@ -21,12 +21,12 @@ import json, sys
 from pkdns import config as c
 from pkdns.cli import build_parser
 from pkdns.app import Daemon
-from pkdns.lifecycle import Operations
+from pkdns.lifecycle import Service
 build_parser()   # `pkdns serve` registers every command's flags
 cfg = c.Config(state_dir=sys.argv[1])
 if sys.argv[2] == "bare":
     cfg = c.replace(cfg, http=c.replace(cfg.http, enabled=False))
-Operations(Daemon(cfg), env={})
+Daemon(cfg, service=Service(env={}))
 print(json.dumps(sorted(sys.modules)))
 """
 

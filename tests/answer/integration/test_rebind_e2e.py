@@ -33,7 +33,7 @@ from pkdns.configfile import parse
 from pkdns.dht.testnet import Testnet
 from pkdns.dns.reply import ReplyInfo
 from pkdns.errors import ConfigError
-from pkdns.lifecycle import Operations
+from pkdns.lifecycle import Service
 from pkdns.pkarr.keys import Keypair, write_seed_file
 from pkdns.pkarr.signed_packet import SignedPacket
 from pkdns.pkarr.zone import parse_zone
@@ -72,15 +72,15 @@ async def publish(net: Testnet, kp: Keypair) -> None:
 
 @contextlib.asynccontextmanager
 async def daemon(cfg: Config) -> AsyncIterator[Daemon]:
-    d = Daemon(cfg)
-    ops = Operations(d, env={})
+    d = Daemon(cfg, service=Service(env={}))
+    assert d.ops is not None
     await d.start()
     try:
         await asyncio.wait_for(d.pkarr.bootstrapped.wait(), 10)
         yield d
     finally:
         await d.stop()
-        await ops.close()
+        await d.ops.close()
 
 
 async def test_attack_addresses_not_served_own_and_allowed_keys_are(tmp_path: Path,
@@ -193,8 +193,9 @@ async def test_reload_updates_the_exempt_keys(tmp_path: Path) -> None:
     cfg = Config(state_dir=str(tmp_path / "state"))
     more = dataclasses.replace(cfg, zones=(ZoneConfig(str(tmp_path / "seed.txt"),
                                                       str(tmp_path / "own.zone")),))
-    d = Daemon(cfg)
-    ops = Operations(d, lambda: more, env={})
+    d = Daemon(cfg, service=Service(lambda: more, env={}))
+    ops = d.ops
+    assert ops is not None
     assert own.public_key.z32 not in d.pkarr.handler.exempt
     assert await ops.reload()
     assert own.public_key.z32 in d.pkarr.handler.exempt
