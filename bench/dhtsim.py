@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pkdns.dht.join import RETRANSMIT  # noqa: E402
 from tests.support.dhtsim import Config, Summary, simulate  # noqa: E402
 
 BEGIN, END = "<!-- dhtsim:now:begin -->", "<!-- dhtsim:now:end -->"
@@ -35,6 +36,8 @@ SCENARIOS: list[tuple[str, dict[str, object]]] = [
     ("loss 30 %", {"loss": 0.30}),
     ("sybil 16, older packet", {"sybils": 16}),
     ("sybil 16, no packet", {"sybils": 16, "sybil_value": "none"}),
+    ("mainline, resends", {"retransmit": RETRANSMIT}),
+    ("loss 50 %, a third gone, resends", {"loss": 0.50, "down": 0.33, "retransmit": RETRANSMIT}),
 ]
 
 

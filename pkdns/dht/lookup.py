@@ -71,6 +71,8 @@ class Outcome:
     invalid_values: int = 0
     krpc_errors: int = 0
     timed_out: int = 0
+    skipped: int = 0
+    """Queries pacing kept back (that node had had enough from us for now)."""
     deadline_hit: bool = False
     converged: bool = False
     """The k closest nodes the lookup learnt of all answered (:meth:`~IterativeLookup.
@@ -230,6 +232,15 @@ class IterativeLookup:
             self.rtt.lost()
             c.state = State.FAILED
             self.outcome.timed_out += 1
+
+    def on_skipped(self, addr: Address, now: float) -> None:
+        """The query was never sent (we had asked that node enough for now): the lookup
+        moves on without it, but it is no loss -- counted as one, it would widen every
+        lookup and spend more of the same budget -- and no answer for an absence proof."""
+        c = self._take(addr)
+        if c is not None:
+            c.state = State.FAILED
+            self.outcome.skipped += 1
 
     def proves_absence(self) -> bool:
         """Did this lookup show that no node holds a value for the target? Only when the k

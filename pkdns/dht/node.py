@@ -213,8 +213,8 @@ class DhtNode:
 
     async def _drive(self, lookup: IterativeLookup,
                      on_item: Callable[[MutableItem], None] | None = None) -> None:
-        await drive(lookup, self._query_for(lookup), self._ask, self._clock, self.health.found,
-                    on_item)
+        await drive(lookup, self._query_for(lookup), self._asker.try_ask, self._clock,
+                    self.health.found, on_item)
 
     async def _resolve_all(self, nodes: Iterable[tuple[str, int]]) -> list[Address]:
         """Every bootstrap host at once (a slow name must not hold up the others)."""

@@ -26,6 +26,14 @@ from pkdns.dht.transport import KrpcProtocol, Reply
 Ask = Callable[[Address, Query], Awaitable[Reply | None]]
 
 
+class Skipped:
+    """What :meth:`Asker.try_ask` returns for a query pacing kept from being sent."""
+
+
+SKIPPED = Skipped()
+TryAsk = Callable[[Address, Query], Awaitable[Reply | Skipped | None]]
+
+
 class Asker:
     """Sends queries for one node; ``on_failed``/``on_seen`` report to its routing table."""
 
@@ -64,8 +72,13 @@ class Asker:
 
     async def ask(self, addr: Address, query: Query) -> Reply | None:
         """Send one query; None on timeout (counted against the node) or when paced."""
+        reply = await self.try_ask(addr, query)
+        return None if isinstance(reply, Skipped) else reply
+
+    async def try_ask(self, addr: Address, query: Query) -> Reply | Skipped | None:
+        """:meth:`ask`, telling a query pacing kept back (:data:`SKIPPED`) from a timeout."""
         if not self.pace(addr):
-            return None
+            return SKIPPED
         # Resent while unanswered (same tid: a late reply to any copy counts): on a link that
         # loses half the datagrams one query in four comes back, three sends give 58 %.
         gap = max(self._retransmit, 4 * self.srtt)
@@ -88,7 +101,7 @@ class Asker:
         return reply
 
 
-async def drive(lookup: IterativeLookup, query: Query, ask: Ask, clock: Clock,
+async def drive(lookup: IterativeLookup, query: Query, ask: TryAsk, clock: Clock,
                 on_found: Callable[[float], None],
                 on_item: Callable[[MutableItem], None] | None = None) -> None:
     """Run ``lookup`` to its end, feeding every reply back; each verified item goes to
@@ -99,7 +112,9 @@ async def drive(lookup: IterativeLookup, query: Query, ask: Ask, clock: Clock,
     async def one(addr: Address) -> None:
         reply = await ask(addr, query)
         now = clock.monotonic()
-        if reply is None:
+        if isinstance(reply, Skipped):
+            lookup.on_skipped(addr, now)
+        elif reply is None:
             lookup.on_timeout(addr, now)
         elif isinstance(reply, ErrorMessage):
             lookup.on_error(addr, reply, now)

@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 
+from pkdns.dht.join import RETRANSMIT
 from tests.support.dhtsim import Config, simulate
 
 SMALL = Config(nodes=2000, lookups=24, seed=7)
@@ -44,3 +45,14 @@ def test_newest_wins_against_a_sybil_cluster(value: str) -> None:
     older one came first in most lookups)."""
     s = simulate(dataclasses.replace(SMALL, sybils=16, sybil_value=value))
     assert s.success >= 0.99 and s.answered_newest >= 0.99
+
+
+def test_resends_carry_lookups_through_half_the_datagrams_lost() -> None:
+    """50 % loss each way (a query and its answer get through together one time in four) and
+    a third of the nodes gone: with the node's resends the newest packet is found; sent once
+    per query, a quarter of the lookups miss it. Resends are datagrams too (counted)."""
+    lossy = dataclasses.replace(SMALL, lookups=40, loss=0.5, down=0.33)
+    once = simulate(lossy)
+    resent = simulate(dataclasses.replace(lossy, retransmit=RETRANSMIT))
+    assert resent.success >= 0.99 > 0.9 > once.success
+    assert resent.first_p50 < once.first_p50 and resent.messages > once.messages

@@ -168,3 +168,23 @@ def test_settled_once_a_quorum_agrees_and_nobody_holds_older(fake_clock: FakeClo
         n.store.put(new.k, new.seq, new.v, new.sig)
     mixed = GetMutableLookup(new.k, _seeds(net2), fake_clock.monotonic(), own_id=OWN)
     assert net2.run(mixed, OWN)[-1] == new and not mixed.settled()
+
+
+def test_a_query_pacing_kept_back_is_no_loss(fake_clock: FakeClock) -> None:
+    """Counted as a loss, a skipped query lowered the answer rate and widened every lookup
+    (more queries to the same few nodes, more of them skipped: kernel lab, 50 % loss, more
+    queries paced than sent)."""
+    net = _net(fake_clock, 40)
+    seeds = [(n.id, n.addr) for n in list(net.honest.values())[:30]]
+    now = fake_clock.monotonic()
+    skipped = IterativeLookup(SEED[:20], seeds, now, own_id=OWN)
+    lost = IterativeLookup(SEED[:20], seeds, now, own_id=OWN)
+    first = skipped.next_requests(now)
+    for c in first:
+        skipped.on_skipped(c.addr, now)
+    for c in lost.next_requests(now):
+        lost.on_timeout(c.addr, now)
+    assert skipped.outcome.skipped == len(first) and skipped.outcome.timed_out == 0
+    assert skipped.rtt.answer_rate > lost.rtt.answer_rate
+    assert len(skipped.next_requests(now)) == len(first) < len(lost.next_requests(now))
+    assert not skipped.proves_absence()  # nodes never asked answered nothing
