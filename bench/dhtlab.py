@@ -69,7 +69,8 @@ def table(res: dict[str, Any]) -> str:
         r = res["relay"]
         lines.append(f"| relay, DHT port blocked | pkdns serve | first answer "
                      f"{fmt(r['first_answer_s'])} s after spawn, {fmt(r['first_after_up_s'])} s "
-                     f"after DNS was up ({fmt(r['dns_up_s'])} s) | | | | | next keys "
+                     f"after DNS was up ({fmt(r['dns_up_s'])} s); daemon CPU "
+                     f"{fmt(r.get('cpu_at_first_answer_s'))} s | | | | | next keys "
                      f"{r['more_keys_s']} |")
     return "\n".join(lines)
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import sys
 import time
 import urllib.request
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -400,7 +402,7 @@ async def relay_phase(tmp: Path, boot: str, dns_c: int, dht_c: int, http_a: int,
     """A daemon whose DHT port is blocked, with the warm daemon as its one relay: how soon
     after start-up it answers ``keys[0]`` (one the relay holds), then a few more."""
     key = keys[0]
-    t0 = time.monotonic()
+    t0, wall0 = time.monotonic(), time.time()
     proc = await start_daemon(tmp, "relayed", boot, dns_c, dht_c, http_c,
                               [f"http://127.0.0.1:{http_a}"])
     daemons.append(proc)
@@ -411,6 +413,7 @@ async def relay_phase(tmp: Path, boot: str, dns_c: int, dht_c: int, http_a: int,
         if rcode == "NOERROR" and any(key.version(t) == "new" for t in txt):
             first = time.monotonic() - t0
             break
+    cpu = cpu_seconds(proc.pid)
     others = []
     for k in keys[1:6]:
         rcode, txt, t = await dns_query(dns_c, f"_lab.{k.z32}.")
@@ -427,8 +430,34 @@ async def relay_phase(tmp: Path, boot: str, dns_c: int, dht_c: int, http_a: int,
     metrics = ""
     with contextlib.suppress(Exception):
         metrics = await asyncio.to_thread(http_get, f"http://127.0.0.1:{http_c}/metrics")
-    return {"unreachable_shown_s": unreachable,
+    return {"start_up_s": start_up(tmp / "relayed" / "log.json", wall0),
+            "cpu_at_first_answer_s": cpu,
+            "unreachable_shown_s": unreachable,
             "metrics_unreachable": "pkdns_dht_reachable 0.0" in metrics,
             "dns_up_s": round(up, 3), "first_answer_s": None if first is None else round(first, 3),
             "first_after_up_s": None if first is None else round(first - up, 3),
             "more_keys_s": [None if t is None else round(t, 3) for t in others]}
+
+
+def start_up(log: Path, wall0: float) -> dict[str, float]:
+    """Seconds from spawn to each start-up event in a daemon's JSON log (where its start-up
+    time goes: imports before the first event, then each part's start)."""
+    seen: dict[str, float] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            event = json.loads(line)
+            if event["event"] in ("state_loaded", "dht_started", "http_listening", "listening",
+                                  "started") and event["event"] not in seen:
+                stamp = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))
+                seen[event["event"]] = round(stamp.timestamp() - wall0, 3)
+    return seen
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of ``pid`` so far (start-up's cost, whatever else the lab's
+    machine is running meanwhile); None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
