@@ -56,19 +56,22 @@ import os
 import random
 import struct
 from collections.abc import Set as AbstractSet
-from typing import Protocol
+from typing import Final, Protocol
 
 from pkdns.config import HostPort
 from pkdns.dns import wire
 from pkdns.dns.health import Health, Server
 from pkdns.dns.sockpoll import mix_case, mix_case_with
 
-_NONE_OUT: frozenset[int] = frozenset()   # shared until an upstream is taken out
-_RCODE_FAILURES = (wire.FORMERR, wire.SERVFAIL, wire.NOTIMP, wire.REFUSED)
-TCP_TIMEOUT = 2.0
+_NONE_OUT: Final[frozenset[int]] = frozenset()   # shared until an upstream is taken out
+_RCODE_FAILURES: Final = (wire.FORMERR, wire.SERVFAIL, wire.NOTIMP, wire.REFUSED)
+TCP_TIMEOUT: Final = 2.0
 """The longest a TCP retry may take (less when the deadline is nearer)."""
-# Attempt.kind: why it was sent, which decides what a failed send does.
-FIRST, AGAIN, PLAIN = 0, 1, 2   # an ordinary attempt, a fresh socket after near misses, no OPT
+# Attempt.kind: why it was sent, which decides what a failed send does (Final: compiled
+# code reads them as constants, not from the module's dict).
+FIRST: Final = 0                # an ordinary attempt
+AGAIN: Final = 1                # a fresh socket after near misses
+PLAIN: Final = 2                # without OPT, after FORMERR
 
 
 def matches(reply: bytes, qid: int, question: bytes) -> bool:
@@ -284,19 +287,20 @@ class Exchange:
         if self.done or not att.live:
             return self.actions
         if matches(data, att.qid, att.question):
-            self._close(att)
             srv = att.server
             srv.answers += 1
             if srv.silent:
                 self.pol.health.replied(srv)
+            if not data[2] & 0x02 and (data[3] & 0x0F) not in _RCODE_FAILURES:
+                self.pol.preferred = att.idx
+                self._finish(data)               # closes every socket, this one too
+                return self.actions
+            self._close(att)
             if data[2] & 0x02:
                 if not self.tcp:                 # else a TCP retry is already under way
                     self._retry_tcp(att, now)
-            elif (data[3] & 0x0F) in _RCODE_FAILURES:
-                self._failed(att.idx, att.addr, att.packet, data, now)
             else:
-                self.pol.preferred = att.idx
-                self._finish(data)
+                self._failed(att.idx, att.addr, att.packet, data, now)
         else:
             self._near_miss(att, data, now)
         return self.actions
@@ -374,7 +378,8 @@ class Exchange:
 
     def taken(self) -> None:
         """The driver carried out every action returned so far."""
-        self.actions.clear()
+        if self.actions:
+            self.actions = []          # cheaper than clear() once compiled
 
     # --------------------------------------------------------------- the rules
 

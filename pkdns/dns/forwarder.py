@@ -24,6 +24,7 @@ import random
 import struct
 from collections.abc import Callable
 from functools import partial
+from typing import Final
 
 from pkdns import log
 from pkdns.clock import SYSTEM_CLOCK, Clock
@@ -48,7 +49,7 @@ from pkdns.metrics import Metrics
 
 _log = log.get("forwarder")
 _SPOOF_LOG_EVERY = 1.0            # seconds between spoofing log lines per upstream
-_READS = 16                       # datagrams read per wake-up of one socket
+_READS: Final = 16                       # datagrams read per wake-up of one socket
 
 
 class Forwarder:
@@ -64,6 +65,7 @@ class Forwarder:
                  clock: Clock = SYSTEM_CLOCK) -> None:
         self.metrics = metrics
         self.clock = clock
+        self.now: Callable[[], float] = clock.monotonic   # called, not looked up, per event
         self.health = Health()
         self.entropy = Entropy(rng)
         self.policy = Policy(upstreams, attempt_timeout, self.health, self.entropy, self,
@@ -145,12 +147,12 @@ class Forwarder:
         last error-rcode reply when every upstream answered with one, or None.
         ``.cancel()`` on the result stops it without a call.
         """
-        now = self.clock.monotonic()
+        now = self.now()
         return self._run(Exchange(self.policy, question, do, cd, now + budget), now, on_done)
 
     async def exchange(self, question: bytes, do: bool, cd: bool, budget: float) -> bytes:
         """:meth:`start` as a coroutine; raises UpstreamError when no upstream answered."""
-        now = self.clock.monotonic()
+        now = self.now()
         reply = await self._wait(Exchange(self.policy, question, do, cd, now + budget), now)
         if reply is None:
             raise UpstreamError("no upstream answered in time")
@@ -169,7 +171,7 @@ class Forwarder:
         policy = Policy((addr,), timeout, Health(), self.entropy, self, False,
                         self.policy.nearmiss_max)
         policy.fresh_udp = policy.edns_fallback = False
-        now = self.clock.monotonic()
+        now = self.now()
         reply = await self._wait(Exchange(policy, question, False, False, now + timeout,
                                           packet), now)
         if reply is None:
@@ -243,17 +245,23 @@ class Run:
     """The driver of one :class:`~pkdns.dns.exchange.Exchange`: carries out its actions and
     feeds it the events of its sockets, its timer and its TCP retry, with the clock's ``now``.
 
-    Its one timer goes to the poller's shared :class:`~pkdns.dns.sockpoll.FifoTimers` when
-    it is a regular attempt timeout (a uvloop timer per attempt cost 7 % of a miss); a nearer
-    deadline gets a loop timer of its own.
+    The first attempt's socket is kept in the run itself (``fd``, ``att``: most exchanges
+    have no other); later ones get a :class:`_Socket` each. The one timer goes to the
+    poller's shared :class:`~pkdns.dns.sockpoll.FifoTimers` when it is a regular attempt
+    timeout (a uvloop timer per attempt cost 7 % of a miss); a nearer deadline gets a loop
+    timer of its own.
     """
 
-    __slots__ = ("fwd", "ex", "poller", "on_done", "socks", "tick", "handle", "at", "task")
+    __slots__ = ("fwd", "ex", "poller", "now", "on_done", "fd", "att", "more", "tick",
+                 "handle", "at", "task")
 
     def __init__(self, fwd: Forwarder, ex: Exchange,
                  on_done: Callable[[bytes | None], None]) -> None:
         self.fwd, self.ex, self.poller, self.on_done = fwd, ex, fwd.poller(), on_done
-        self.socks: list[_Socket] = []
+        self.now = fwd.now
+        self.fd = -1                   # the first attempt's socket (-1: closed)
+        self.att: Attempt | None = None
+        self.more: list[_Socket] | None = None
         self.tick = 0                  # the timer's token in poller.timers (0: none)
         self.handle: asyncio.TimerHandle | None = None
         self.at = 0.0                  # when the timer is due (clock time)
@@ -283,21 +291,56 @@ class Run:
         self.go(self.ex.cancel(), 0.0)
 
     def _send(self, att: Attempt, now: float) -> None:
-        sock = _Socket(self, att)
         try:
-            sock.fd = self.poller.open(att.addr, att.packet, sock.readable)
+            if self.att is None:
+                self.fd = self.poller.open(att.addr, att.packet, self.readable)
+                self.att = att
+            else:
+                sock = _Socket(self, att)
+                sock.fd = self.poller.open(att.addr, att.packet, sock.readable)
+                if self.more is None:
+                    self.more = [sock]
+                else:
+                    self.more.append(sock)
         except OSError as exc:
             self.ex.unsent(att, f"network: {exc.strerror}", now)   # appends to our list
             return
         self.fwd.sent += 1
-        self.socks.append(sock)
+
+    def readable(self) -> None:
+        """The poller's callback for the first attempt's socket."""
+        if self.att is not None:
+            self.read(self.fd, self.att)
+
+    def read(self, fd: int, att: Attempt) -> None:
+        """Feed what ``att``'s socket has to the exchange (a few datagrams at most)."""
+        ex = self.ex
+        for _ in range(_READS):
+            try:
+                data = recv(fd)
+            except OSError as exc:
+                now = self.now()
+                self.go(ex.broken(att, isinstance(exc, ConnectionRefusedError),
+                                  f"network: {exc.strerror}", now), now)
+                return
+            if data is None:                  # nothing (more) to read
+                return
+            now = self.now()
+            self.go(ex.received(att, data, now), now)
+            if not att.live:
+                return
 
     def _release(self, att: Attempt) -> None:
-        for sock in self.socks:
-            if sock.att is att:
-                self.poller.release(sock.fd)
-                self.socks.remove(sock)
-                return
+        if att is self.att:
+            self.poller.release(self.fd)
+            self.fd = -1                      # self.att stays: later attempts are "more"
+            return
+        if self.more is not None:
+            for sock in self.more:
+                if sock.att is att:
+                    self.poller.release(sock.fd)
+                    self.more.remove(sock)
+                    return
 
     def _arm(self, at: float, regular: bool, now: float) -> None:
         self._disarm()
@@ -328,7 +371,7 @@ class Run:
 
     def _fired(self) -> None:
         # a loop timer may fire a little early on the clock (uvloop counts whole ms)
-        now = max(self.fwd.clock.monotonic(), self.at)
+        now = max(self.now(), self.at)
         self.go(self.ex.timer(now), now)
 
     def _tcp(self, tcp: Tcp) -> None:
@@ -341,7 +384,7 @@ class Run:
         self.task = None
         if task.cancelled() or self.ex.done:
             return
-        now = self.fwd.clock.monotonic()
+        now = self.now()
         exc = task.exception()
         if exc is not None:
             self.go(self.ex.tcp_done(tcp, None, str(exc), now), now)
@@ -354,9 +397,13 @@ class Run:
         if self.task is not None:
             self.task.cancel()
             self.task = None
-        for sock in self.socks:
-            self.poller.release(sock.fd)
-        self.socks.clear()
+        if self.fd >= 0:
+            self.poller.release(self.fd)
+            self.fd = -1
+        if self.more is not None:
+            for sock in self.more:
+                self.poller.release(sock.fd)
+            self.more = None
         on_done, self.on_done = self.on_done, _ignore   # reported once; and whoever still
         try:                                           # holds us keeps nothing of the asker
             on_done(reply)
@@ -365,7 +412,7 @@ class Run:
 
 
 class _Socket:
-    """One attempt's socket (descriptor ``fd``), read when the poller says it is readable."""
+    """A later attempt's socket (descriptor ``fd``; the first one's is in the :class:`Run`)."""
 
     __slots__ = ("run", "att", "fd")
 
@@ -374,21 +421,7 @@ class _Socket:
 
     def readable(self) -> None:
         """The poller's callback (a bound method: cheaper than a partial per attempt)."""
-        run, att = self.run, self.att
-        for _ in range(_READS):
-            try:
-                data = recv(self.fd)
-            except OSError as exc:
-                now = run.fwd.clock.monotonic()
-                run.go(run.ex.broken(att, isinstance(exc, ConnectionRefusedError),
-                                     f"network: {exc.strerror}", now), now)
-                return
-            if data is None:                  # nothing (more) to read
-                return
-            now = run.fwd.clock.monotonic()
-            run.go(run.ex.received(att, data, now), now)
-            if not att.live:
-                return
+        self.run.read(self.fd, self.att)
 
 
 def _settle(fut: asyncio.Future[bytes | None], reply: bytes | None) -> None:
