@@ -189,6 +189,7 @@ class DhtConfig:
     max_stored_items: int = 10000
     max_stored_bytes: int = 16 * 1024 * 1024
     request_rate_limit: float = 20.0      # incoming KRPC queries per second per IP
+    pace_limit: int = 40                  # our queries to one node per 10 s (0: unpaced)
 
 
 @dataclass(frozen=True, slots=True)

@@ -279,6 +279,7 @@ ZERO_MEANS = {
     "dns.rate_limit": "no limit", "pkarr.dht_rate_limit": "no limit",
     "dns.upstream_nearmiss_max": "no limit",
     "dht.request_rate_limit": "no limit", "http.relay_rate_limit": "no limit",
+    "dht.pace_limit": "unpaced",
     "dht.port": "any free port", "cache.min_ttl": "no lower clamp",
     "cache.stale_max_age": "never past expiry", "pkarr.stale_max_age": "never past expiry",
     "pkarr.first_answer_window": "answer with the first packet",

@@ -413,3 +413,17 @@ def test_relative_paths_in_the_file_follow_the_file(tmp_path: Path,
     absolute = tmp_path / "abs.toml"
     absolute.write_text("state_dir = '/var/lib/pkdns'\n")
     assert configfile.load(absolute).state_dir == "/var/lib/pkdns"
+
+
+def test_the_pace_limit_reaches_the_dht_node() -> None:
+    """``dht.pace_limit`` defaults to the node's own (libtorrent's ban threshold minus room for
+    replies) and is what the daemon's node paces by; 0 turns pacing off."""
+    from pkdns.app import Daemon
+    from pkdns.dht.pacing import PACE_LIMIT
+
+    assert config.DhtConfig().pace_limit == PACE_LIMIT
+    for limit in (2, 0):
+        cfg = config.Config(dht=config.DhtConfig(pace_limit=limit))
+        asker = Daemon(cfg).pkarr.node._asker
+        allowed = [asker.pace(("192.0.2.1", 6881)) for _ in range(5)]
+        assert allowed == ([True, True, False, False, False] if limit else [True] * 5)

@@ -72,7 +72,7 @@ class PkarrService:
                             max_stored_items=d.max_stored_items,
                             max_stored_bytes=d.max_stored_bytes,
                             request_rate_limit=d.request_rate_limit,
-                            resolve_host=self.resolve_host)
+                            pace_limit=d.pace_limit, resolve_host=self.resolve_host)
         self.relays = _relays(cfg.pkarr.relays)
         self.client = PkarrClient(self.node, self.relays, clock=clock)
         self.source = PkarrSource(self.client, cfg.pkarr, clock, metrics=metrics,

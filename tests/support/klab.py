@@ -76,6 +76,7 @@ class LabConfig:
     sybil_holds_old: bool = True  # False: the Sybils hold nothing
     relay: bool = True
     one_shot_timeout: float = 15.0
+    warm_toml: str = ""          # extra config for the warm daemon (default: none, as shipped)
     seed: int = 12
 
     @classmethod

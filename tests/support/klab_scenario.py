@@ -210,7 +210,8 @@ async def dns_query(port: int, name: str, budget: float = 3.0,
 
 
 async def start_daemon(tmp: Path, name: str, boot: str, dns_port: int, dht_port: int,
-                       http_port: int | None, relays: list[str] = ()) -> asyncio.subprocess.Process:  # type: ignore[assignment]
+                       http_port: int | None, relays: list[str] = (),  # type: ignore[assignment]
+                       toml: str = "") -> asyncio.subprocess.Process:
     home = tmp / name
     home.mkdir()
     cmd = [PY, "-m", "pkdns", "serve", "--listen", f"127.0.0.1:{dns_port}", "--upstream",
@@ -219,7 +220,9 @@ async def start_daemon(tmp: Path, name: str, boot: str, dns_port: int, dht_port:
     cmd += [x for b in boot.split(",") for x in ("--bootstrap", b)]
     cmd += ["--http", f"127.0.0.1:{http_port}"] if http_port else ["--no-http"]
     if relays:
-        (home / "pkdns.toml").write_text(f"[pkarr]\nrelays = {json.dumps(relays)}\n")
+        toml += f"\n[pkarr]\nrelays = {json.dumps(relays)}\n"
+    if toml:
+        (home / "pkdns.toml").write_text(toml)
         cmd += ["--config", str(home / "pkdns.toml")]
     log = open(home / "log.json", "wb")  # noqa: SIM115 (closed with the process)
     return await asyncio.create_subprocess_exec(*cmd, stdout=log, stderr=log,
@@ -291,7 +294,8 @@ async def scenario(cfg: LabConfig, tmp: Path, rng: random.Random) -> dict[str, A
             now_us = int(time.time() * 1_000_000)
             keys = [make_key(i, rng, now_us) for i in range(cfg.keys + cfg.sybil_keys)]
             sybil = keys[cfg.keys:]
-            daemons.append(await start_daemon(tmp, "warm", boot, dns_a, dht_a, http_a))
+            daemons.append(await start_daemon(tmp, "warm", boot, dns_a, dht_a, http_a,
+                                              toml=cfg.warm_toml))
             warm_since = time.monotonic()
             res["put"] = await put_all(writer, keys)
             res["put"]["sybil_keys_stored"] = res["put"]["stored"][cfg.keys:]
