@@ -26,6 +26,10 @@ from pkdns.dht.transport import KrpcProtocol, Reply
 Ask = Callable[[Address, Query], Awaitable[Reply | None]]
 
 
+RESEND_SHARE = 0.75
+"""Resends may go out while a destination has had fewer than this share of its pacing budget."""
+
+
 class Skipped:
     """What :meth:`Asker.try_ask` returns for a query pacing kept from being sent."""
 
@@ -60,6 +64,14 @@ class Asker:
         self.paced += not allowed
         return allowed
 
+    def may_resend(self, addr: Address) -> bool:
+        """May a copy of an unanswered query go out again? While the node has had fewer than
+        RESEND_SHARE of its budget: resends never take a node's last first sends (those find
+        new nodes), but on a lossy link a copy to a close node is worth a first send to a far
+        one (kernel lab, 50 % loss: resends held to a quarter of the budget left most of it
+        to first sends, and the lookups missed keys an unpaced daemon found)."""
+        return self.pace(addr, self._pacer.limit - int(self._pacer.limit * RESEND_SHARE))
+
     async def paced_request(self, addr: Address, query: Query, wait: float) -> Reply | None:
         """One datagram out when pacing allows, counted for the health verdict (join's)."""
         if not self.pace(addr):
@@ -87,8 +99,7 @@ class Asker:
         sent = self._clock.monotonic()
         self._health.sent(sent)
         reply = await self._protocol().request(
-            addr, query, self.request_timeout, resend,
-            lambda: self.pace(addr, self._pacer.limit * 3 // 4))  # never a busy node's last
+            addr, query, self.request_timeout, resend, lambda: self.may_resend(addr))
         if reply is not None:
             self._health.replied(self._clock.monotonic())
         now = self._clock.monotonic()

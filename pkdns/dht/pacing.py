@@ -56,7 +56,7 @@ class SendPacer:
 
     def allow(self, destination: str, now: float, reserve: int = 0) -> bool:
         """Record a send to ``destination`` and return True, or False if it would exceed
-        (or leave fewer than ``reserve`` sends: a retransmission keeps half the budget for
+        (or leave fewer than ``reserve`` sends: a retransmission leaves some of the budget to
         first sends)."""
         if self.limit <= 0:
             return True

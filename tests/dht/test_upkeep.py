@@ -281,3 +281,16 @@ async def test_read_only_put_carries_ro_and_no_server_adds_us(fake_clock: FakeCl
     assert {q.method for _, q in proto.sent} >= {"find_node", "get", "put"}
     assert all(q.read_only for _, q in proto.sent)
     assert not any(e.id == node.id for n in net.honest.values() for e in n.table.entries())
+
+
+def test_resends_may_use_three_quarters_of_a_destinations_budget(fake_clock: FakeClock) -> None:
+    """First sends get the whole budget (40 per 10 s); resends stop at 30, so a busy node's
+    last sends find new nodes. Before, resends stopped at 10: at 50 % loss most copies to
+    close nodes were never sent."""
+    node = DhtNode(clock=fake_clock, pace_limit=40)
+    addr = ("192.0.2.7", 6881)
+    for _ in range(25):
+        assert node._asker.pace(addr)
+    resends = sum(1 for _ in range(40) if node._asker.may_resend(addr))
+    assert resends == 5                                    # up to 30 in the window
+    assert sum(1 for _ in range(40) if node._asker.pace(addr)) == 10   # first sends: to 40
