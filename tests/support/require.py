@@ -35,7 +35,7 @@ def stop(reason: str) -> NoReturn:
     if strict():
         pytest.fail(f"{reason} (PKDNS_REQUIRE_ALL/CI is set, so this test must run; "
                     "scripts/test-all.sh installs it)", pytrace=False)
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=True)   # also from a module's top level
 
 
 def require_tool(name: str, path: str | None = None) -> str:
