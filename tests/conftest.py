@@ -1,4 +1,5 @@
-"""Shared fixtures: fake clock, test vectors, and helpers for processes and ports."""
+"""Shared fixtures: fake clock, test vectors, a DHT testnet, and the HTTP rigs of
+tests/support/http_rig.py (tests/server and tests/pkarr use them)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 from pkdns.dht.testnet import Testnet
 from tests.support.clock import FakeClock
+from tests.support.http_rig import doh_url, fake_dns, relay, status_site  # noqa: F401  (fixtures)
 
 DATA = Path(__file__).parent / "data"
 

@@ -1,6 +1,6 @@
 """The pkarr client against real DHT nodes (a loopback testnet of our own nodes): publish,
 resolve from another node, what the nodes' refusals mean (a stale packet is a conflict, BEP 44
-error 302) and a proven absence. (Against real relays: tests/http/test_relay_client.py; against
+error 302) and a proven absence. (Against real relays: tests/pkarr/test_relay_client.py; against
 foreign DHT swarms, through ``pkdns publish``/``resolve``: tests/dht/test_cli.py.)"""
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.http.conftest import StatusRig
-from tests.http.curl import curl
+from tests.support.curl import curl
+from tests.support.http_rig import StatusRig
 from tests.support.pkarr_factory import TS, keypair, packet
 
 KP = keypair(12)

@@ -9,8 +9,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.http.conftest import StatusRig
-from tests.http.curl import curl
+from tests.support.curl import curl
+from tests.support.http_rig import StatusRig
 from tests.support.pkarr_factory import TS, keypair, packet
 from tests.support.require import require_tool
 

@@ -1,4 +1,5 @@
-"""Fixtures: a real pkdns HTTP server on 127.0.0.1 (port 0) in front of fakes."""
+"""Fixtures (imported by tests/conftest.py): a real pkdns HTTP server on 127.0.0.1 (port 0)
+in front of fakes."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from pkdns.metrics import Metrics
 from pkdns.server.http import HttpServer, build_app
 from pkdns.server.relay_api import RelayApi
 from pkdns.server.status import DaemonStatus, StatusPage
-from tests.http.fakes import FakeDns, FakePublisher, FakeStore, SwitchLimiter
 from tests.support.clock import FakeClock
+from tests.support.http_fakes import FakeDns, FakePublisher, FakeStore, SwitchLimiter
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from pkdns.pkarr.client import Published
 from pkdns.pkarr.signed_packet import SignedPacket
 from pkdns.server.relay_api import PAYLOAD_TYPE, Fetched
 from tests.conftest import load_vector
-from tests.http.conftest import RelayRig
-from tests.http.curl import curl
 from tests.support.clock import FakeClock
+from tests.support.curl import curl
+from tests.support.http_rig import RelayRig
 from tests.support.pkarr_factory import TS, keypair, packet
 
 KP = keypair(3)

@@ -13,7 +13,7 @@ import pytest
 
 from pkdns.app import Daemon
 from pkdns.config import Config, DhtConfig, DnsConfig, HttpConfig, PkarrConfig
-from tests.http.curl import curl
+from tests.support.curl import curl
 from tests.support.pkarr_factory import keypair
 from tests.support.require import require_tool
 

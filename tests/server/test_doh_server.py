@@ -10,8 +10,8 @@ import pytest
 
 from pkdns.server import doh
 from tests.conftest import load_vector
-from tests.http.curl import curl
-from tests.http.fakes import FakeDns
+from tests.support.curl import curl
+from tests.support.http_fakes import FakeDns
 
 CT = {"Content-Type": doh.CONTENT_TYPE, "Accept": doh.CONTENT_TYPE}
 

@@ -12,11 +12,11 @@ import pytest
 
 from pkdns.clock import SYSTEM_CLOCK
 from pkdns.pkarr.keys import Keypair
-from tests.http.conftest import RelayRig
 from tests.support.clock import FakeClock
+from tests.support.http_rig import RelayRig
 from tests.support.require import require_tool
 
-SCRIPT = Path(__file__).parents[1] / "interop" / "relay_clients.mjs"
+SCRIPT = Path(__file__).parents[2] / "interop" / "relay_clients.mjs"
 pytestmark = pytest.mark.interop
 SEED = "11" * 32
 HS_SEED = "22" * 32

@@ -13,7 +13,7 @@ from pkdns.pkarr import relay_client as rc
 from pkdns.pkarr.client import PkarrClient, Published
 from pkdns.pkarr.relay_client import RelayClient, RelayClientError
 from pkdns.server.relay_api import Fetched
-from tests.http.conftest import RelayRig
+from tests.support.http_rig import RelayRig
 from tests.support.pkarr_factory import TS, keypair, packet
 
 KP = keypair(5)

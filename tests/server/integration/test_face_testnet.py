@@ -24,7 +24,7 @@ from tests.support.pkarr_factory import keypair, packet
 from tests.support.require import require_tool
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 KP = keypair(21)
 
 
