@@ -19,8 +19,8 @@ from pkdns.dht.node import DhtNode
 from pkdns.dht.testnet import Testnet
 from pkdns.pkarr.client import to_item
 from pkdns.pkarr.signed_packet import SignedPacket
-from tests.ops.daemonproc import pkdns
 from tests.support import pkarr_factory as pf
+from tests.support.daemonproc import pkdns
 from tests.support.knot import free_port
 from tests.support.upstream import FakeUpstream, Reply, a_record, answer
 
