@@ -1,7 +1,7 @@
 """The pkarr client against real DHT nodes (a loopback testnet of our own nodes): publish,
 resolve from another node, what the nodes' refusals mean (a stale packet is a conflict, BEP 44
 error 302) and a proven absence. (Against real relays: tests/pkarr/test_relay_client.py; against
-foreign DHT swarms, through ``pkdns publish``/``resolve``: tests/dht/test_cli.py.)"""
+foreign DHT swarms, through ``pkdns publish``/``resolve``: tests/cmd/integration/test_cli.py.)"""
 
 from __future__ import annotations
 
