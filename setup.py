@@ -34,6 +34,7 @@ HOT_MODULES = [
     "pkdns/dns/acl.py",
     "pkdns/dns/cache.py",
     "pkdns/dns/door.py",
+    "pkdns/dns/driver.py",
     "pkdns/dns/exchange.py",
     "pkdns/dns/fetch.py",
     "pkdns/dns/forwarder.py",
@@ -43,6 +44,7 @@ HOT_MODULES = [
     "pkdns/dns/reply.py",
     "pkdns/dns/sockpoll.py",
     "pkdns/dns/tally.py",
+    "pkdns/dns/upstreams.py",
     "pkdns/dns/wire.py",
 ]
 

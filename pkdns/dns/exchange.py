@@ -1,15 +1,15 @@
 """One upstream exchange as a pure state machine: ``now`` and events in, actions out.
 
 Like :mod:`pkdns.dht.lookup` (and aioquic's ``QuicConnection``), :class:`Exchange` never sends,
-reads or waits. Its driver (:mod:`pkdns.dns.forwarder`) feeds it events -- :meth:`~Exchange.start`,
-a datagram on attempt N (:meth:`~Exchange.received`), a socket error or failed send
+reads or waits. Its driver (:mod:`pkdns.dns.driver`) feeds it events -- :meth:`~Exchange.start`,
+a datagram on an attempt's socket (:meth:`~Exchange.received`), a socket error or failed send
 (:meth:`~Exchange.broken`, :meth:`~Exchange.unsent`), the timer (:meth:`~Exchange.timer`), the
 TCP retry's result (:meth:`~Exchange.tcp_done`) -- each with ``now``, and carries out the
 actions returned: send an :class:`Attempt` on a fresh socket, :class:`Close` one, arm the
 :class:`Timer`, retry over :class:`Tcp`, :class:`Done`. Health (:mod:`pkdns.dns.health`), the
-query ID and 0x20 case source (:class:`Entropy`) and the counters (:class:`Report`) are
-injected through :class:`Policy`. So every rule below is tested by calling these methods with
-a made-up ``now`` (tests/dns/test_exchange.py), with no socket and no sleep.
+query ID and 0x20 case source and the counters are injected through
+:class:`~pkdns.dns.upstreams.Policy`. So every rule below is tested by calling these methods
+with a made-up ``now`` (tests/dns/test_exchange.py), with no socket and no sleep.
 
 The rules:
 
@@ -20,11 +20,11 @@ The rules:
   (``unwanted_reply``) and ignored while the attempt keeps waiting: forged datagrams never mark
   an upstream down (PowerDNS advisory 2023-02).
 * **Retransmit and failover.** Upstreams are tried in order from the last one that answered
-  (:meth:`Policy.pick`). Every ``attempt_timeout`` with no reply a new attempt (fresh port and
-  ID, next upstream) starts, while earlier sockets keep listening until the deadline, so a slow
-  upstream's late reply is still taken (Unbound ``discard-timeout`` semantics). ICMP port
-  unreachable (ECONNREFUSED on the connected socket) or a send that fails takes that upstream
-  out for this exchange at once and moves on.
+  (:meth:`~pkdns.dns.upstreams.Policy.pick`). Every ``attempt_timeout`` with no reply a new
+  attempt (fresh port and ID, next upstream) starts, while earlier sockets keep listening until
+  the deadline, so a slow upstream's late reply is still taken (Unbound ``discard-timeout``
+  semantics). ICMP port unreachable (ECONNREFUSED on the connected socket) or a send that
+  fails takes that upstream out for this exchange at once and moves on.
 * **Error rcodes.** SERVFAIL, REFUSED, NOTIMP or FORMERR take that upstream out for this
   exchange and move on; when every upstream answered that way, the last such reply is the
   result. A FORMERR to a query with our OPT is asked once more of the same upstream without it
@@ -52,16 +52,14 @@ The rules:
 
 from __future__ import annotations
 
-import os
-import random
 import struct
 from collections.abc import Set as AbstractSet
-from typing import Final, Protocol
+from typing import Final
 
 from pkdns.config import HostPort
 from pkdns.dns import wire
-from pkdns.dns.health import Health, Server
-from pkdns.dns.sockpoll import mix_case, mix_case_with
+from pkdns.dns.health import Server
+from pkdns.dns.upstreams import Policy
 
 _NONE_OUT: Final[frozenset[int]] = frozenset()   # shared until an upstream is taken out
 _RCODE_FAILURES: Final = (wire.FORMERR, wire.SERVFAIL, wire.NOTIMP, wire.REFUSED)
@@ -91,90 +89,6 @@ def matches(reply: bytes, qid: int, question: bytes) -> bool:
     echoed = reply[12:end]      # a slice: compiled, cheaper than a bytes.startswith call
     return echoed == question or (echoed[-4:] == question[-4:]
                                   and echoed[:-4].lower() == question[:-4])
-
-
-class Entropy:
-    """Query IDs (RFC 5452 §9.1) and 0x20 case from the system CSPRNG; from ``rng`` when one
-    is given (tests: reproducible IDs and case)."""
-
-    def __init__(self, rng: random.Random | None = None) -> None:
-        self.rng = rng
-        self._ids = b""
-        self._id_at = 0                 # IDs left in _ids: its first _id_at bytes
-
-    def qid(self) -> int:
-        """A fresh query ID; the kernel's bytes are read 2 KiB at a time."""
-        if self.rng is not None:
-            return self.rng.getrandbits(16)
-        i = self._id_at
-        if i <= 0:
-            self._ids, i = os.urandom(2048), 2048
-        self._id_at = i - 2
-        return (self._ids[i - 2] << 8) | self._ids[i - 1]
-
-    def case(self, question: bytes) -> bytes:
-        """``question`` with its letters in random case (:func:`sockpoll.mix_case`)."""
-        if self.rng is None:
-            return mix_case(question)
-        return mix_case_with(question, self.rng.getrandbits(8 * len(question)))
-
-
-class Report(Protocol):
-    """Where an exchange counts what went wrong (metrics and the log; the forwarder)."""
-
-    def fail(self, addr: HostPort, reason: str) -> None:
-        """One failed attempt at ``addr`` (or an unwanted datagram from it)."""
-        ...
-
-    def spoof_suspected(self, addr: HostPort, question: bytes, why: str, misses: int,
-                        now: float) -> None:
-        """An attempt at ``addr`` was dropped as spoofed (``why``: "nearmiss", "case")."""
-        ...
-
-
-class Policy:
-    """What the exchanges of one forwarder share: the upstreams with their health, the
-    settings, where IDs and case come from, and which upstream answered last (``preferred``).
-
-    ``fresh_udp``: after near misses, ask once more on a fresh UDP socket before TCP (off for a
-    caller's own packet, whose ID is the caller's). ``edns_fallback``: FORMERR to our OPT
-    gets a retry without it (off for a caller's own packet, which we do not rebuild).
-    """
-
-    __slots__ = ("upstreams", "servers", "health", "attempt_timeout", "nearmiss_max",
-                 "entropy", "use_0x20", "report", "preferred", "fresh_udp", "edns_fallback")
-
-    def __init__(self, upstreams: tuple[HostPort, ...], attempt_timeout: float, health: Health,
-                 entropy: Entropy, report: Report, use_0x20: bool = True,
-                 nearmiss_max: int = 1) -> None:
-        self.upstreams = upstreams
-        self.health = health
-        self.servers = [health.server(addr) for addr in upstreams]
-        self.attempt_timeout = attempt_timeout
-        self.nearmiss_max = nearmiss_max    # 0: no limit
-        self.entropy, self.report, self.use_0x20 = entropy, report, use_0x20
-        self.preferred = 0
-        self.fresh_udp = True
-        self.edns_fallback = True
-
-    def set_upstreams(self, upstreams: tuple[HostPort, ...]) -> None:
-        """A reload's new list (health is kept for the addresses still in it)."""
-        if upstreams != self.upstreams:
-            self.upstreams = upstreams
-            self.servers = [self.health.server(addr) for addr in upstreams]
-
-    def pick(self, tries: int, out: AbstractSet[int], question: bytes, now: float) -> int:
-        """The upstream for attempt number ``tries`` at ``question``: round the list from the
-        preferred one, skipping those in ``out`` and those down (unless ``question`` may
-        probe, :meth:`Health.may_use`); -1 if none is left."""
-        n = len(self.upstreams)
-        health = self.health
-        for k in range(n):
-            idx = (self.preferred + tries + k) % n
-            if idx not in out and (not health.down
-                                   or health.may_use(self.upstreams[idx], question, now)):
-                return idx
-        return -1
 
 
 class Attempt:

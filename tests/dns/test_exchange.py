@@ -17,13 +17,12 @@ from pkdns.dns.exchange import (
     Attempt,
     Close,
     Done,
-    Entropy,
     Exchange,
-    Policy,
     Tcp,
     Timer,
 )
 from pkdns.dns.health import DOWN_AFTER, PROBE_MAX, Health
+from pkdns.dns.upstreams import Entropy, Policy
 from tests.support.upstream import answer
 
 A, B = ("192.0.2.1", 53), ("192.0.2.2", 53)
