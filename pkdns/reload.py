@@ -28,7 +28,7 @@ class Live(Protocol):
     :meth:`reconfigure` applies them, given the running (``old``) and the new configuration.
     The union of the parts' declarations is what a reload applies (:func:`options`), so the
     list of live options and the code applying them cannot drift apart;
-    ``tests/ops/test_reload.py`` checks every declared option against a daemon built afresh.
+    ``tests/test_reload.py`` checks every declared option against a daemon built afresh.
     """
 
     @property

@@ -26,7 +26,7 @@ from pkdns.dns.exchange import matches
 from pkdns.dns.forwarder import Forwarder
 from pkdns.dns.resolver import ClientInfo, Resolver
 from pkdns.metrics import Metrics
-from tests.dns.blackbox import dig
+from tests.support.blackbox import dig
 from tests.support.daemon import Daemon, run_daemon
 from tests.support.knot import Knot, knot_server
 from tests.support.upstream import FakeUpstream, Reply, answer

@@ -8,7 +8,7 @@ import pytest
 from aiohttp import ClientSession, web
 
 from pkdns.server.http import HttpServer
-from tests.dns.test_dualstack import _free_port
+from tests.server.integration.test_dualstack import _free_port
 
 
 @pytest.mark.parametrize("order", [("0.0.0.0", "::"), ("::", "0.0.0.0")])

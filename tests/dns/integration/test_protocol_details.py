@@ -14,7 +14,7 @@ import dns.message
 import dns.rcode
 import pytest
 
-from tests.dns.blackbox import dig, udp
+from tests.support.blackbox import dig, udp
 from tests.support.daemon import Daemon, run_daemon
 from tests.support.upstream import FakeUpstream, Reply, answer, rrset
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import dns.message
 import pytest
 
-from tests.dns.blackbox import dig
+from tests.support.blackbox import dig
 from tests.support.daemon import run_daemon
 from tests.support.require import require_tool
 from tests.support.upstream import FakeUpstream, Handler, Reply, answer

@@ -13,7 +13,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from tests.dns.blackbox import ZONE, dig, query
+from tests.support.blackbox import ZONE, dig, query
 from tests.support.daemon import Daemon, run_daemon
 from tests.support.knot import Knot, knot_server
 

@@ -14,8 +14,8 @@ import dns.query
 import dns.rcode
 import pytest
 
-from tests.dns.blackbox import closed_within, framed, query, read_framed, tcp_connect, udp
 from tests.dns.test_wire import TAIL, header
+from tests.support.blackbox import closed_within, framed, query, read_framed, tcp_connect, udp
 from tests.support.daemon import Daemon, run_daemon
 from tests.support.upstream import FakeUpstream, answer
 

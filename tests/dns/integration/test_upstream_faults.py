@@ -11,7 +11,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from tests.dns.blackbox import query
+from tests.support.blackbox import query
 from tests.support.daemon import Daemon, run_daemon
 from tests.support.knot import free_port
 from tests.support.upstream import FakeUpstream, answer

@@ -15,7 +15,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from tests.dns.blackbox import closed_within, query, tcp_connect
+from tests.support.blackbox import closed_within, query, tcp_connect
 from tests.support.daemon import PKDNS, Daemon, run_daemon
 from tests.support.require import require_tool, stop
 from tests.support.upstream import FakeUpstream, a_record
