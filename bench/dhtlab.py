@@ -18,7 +18,7 @@ then a third of the nodes is killed. Then, with every implementation in the same
 * warm: DNS TXT queries to the daemon at 50 % loss (a stub's retries every 1 s, 3 s budget);
 * relay: a daemon whose DHT port is blocked, the warm daemon's relay API as its one relay.
 
-The mechanics are in ``tests/support/klab*.py`` (``tests/dht/test_klab.py`` runs a small
+The mechanics are in ``tests/support/klab*.py`` (``tests/dht/integration/test_klab.py`` runs a small
 version in the suite).
 """
 

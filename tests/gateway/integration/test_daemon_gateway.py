@@ -22,7 +22,7 @@ from tests.support import pkarr_factory as pf
 from tests.support.daemon import PKDNS
 from tests.support.require import require_tool
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from tests.support.pkarr_factory import keypair, packet
 
 pytestmark = pytest.mark.interop
 
-INTEROP = Path(__file__).resolve().parents[1] / "interop"
+INTEROP = Path(__file__).resolve().parents[2] / "interop"
 SCRIPT = INTEROP / "pkarr_ref.mjs"
 
 RECORDS = [
