@@ -46,9 +46,5 @@ class UpstreamError(PkdnsError):
     """The ICANN upstream did not give a usable answer."""
 
 
-class Spoofed(UpstreamError):
-    """An upstream attempt was dropped: too many near-miss replies (forgeries) on its port."""
-
-
 class DhtError(PkdnsError):
     """The DHT could not be reached or used."""
