@@ -4,7 +4,9 @@ The research notes the project started from (threat lists, lab reports, style an
 are not in the repository, so a comment that says "see reliability.md U3" or "quirk 8" tells a
 newcomer nothing. A comment gives the reason itself, and where the fact comes from when that is
 public: an RFC or BEP section, an upstream project's file, or a measurement in bench/RESULTS.md.
-This test keeps such citations from coming back.
+This test keeps such citations from coming back, and checks that every path in the repository
+a file names (``tests/server/test_tcp.py``, ``pkdns/dns/wire.py``) still exists, so moving a
+module or a test cannot leave its citations pointing nowhere.
 """
 
 from __future__ import annotations
@@ -37,6 +39,14 @@ DOCUMENTS = re.compile(
 LABEL = re.compile(r"(?<![\w.$/-])[ADFGMPRTU][1-9]\d?(?:[–-][ADFGMPRTU]?\d{1,2})?(?![\w.])")
 """A threat-list label such as U3, D7, F4, T10 or D3–D5 (checked in comments and docstrings
 of Python files only; the lists numbered from 1, so ``T0`` is a name, not a label)."""
+
+
+PATH = re.compile(r"(?<![\w./-])(?:pkdns|tests|bench|docs|scripts|fuzz|systemd)/[\w./-]+"
+                  r"\.(?:py|mjs|json|js|md|sh|toml|c|service|socket)\b")
+"""A path inside this repository, as files cite one (``/etc/pkdns/...`` is not one)."""
+
+FOREIGN = {"tests/pytests/test_conn_mgmt.py"}
+"""Paths in other projects' repositories that a comment cites (Knot Resolver's tests)."""
 
 
 def _files() -> list[Path]:
@@ -109,6 +119,20 @@ def test_a_citation_is_found(sample: str) -> None:
 def test_a_label_in_prose_is_found(sample: str, found: bool) -> None:
     hits = [text for _, text in _prose(sample) if LABEL.search(text)]
     assert bool(hits) is found, hits
+
+
+def test_a_cited_path_is_found() -> None:
+    text = "(tests/dns/test_wire.py), `bench/RESULTS.md`; not /etc/pkdns/config.toml"
+    assert PATH.findall(text) == ["tests/dns/test_wire.py", "bench/RESULTS.md"]
+
+
+def test_every_path_a_file_names_exists() -> None:
+    readers = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
+               *sorted((ROOT / "scripts").glob("*.sh"))]
+    missing = sorted({f"{path.relative_to(ROOT)}: {cited}" for path in _files() + readers
+                      for cited in PATH.findall(path.read_text(encoding="utf-8", errors="replace"))
+                      if cited not in FOREIGN and not (ROOT / cited).exists()})
+    assert not missing, "paths that no longer exist (moved or renamed?):\n" + "\n".join(missing)
 
 
 def test_no_comment_cites_a_document_outside_the_repository() -> None:

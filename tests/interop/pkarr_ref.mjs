@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Reference sign/verify with npm `pkarr@1.3.0` (the original JS implementation: dns-packet
-// for DNS, libsodium for Ed25519). Driven by tests/pkarr/test_interop_pkarr_js.py.
+// for DNS, libsodium for Ed25519). Driven by tests/pkarr/integration/test_interop_pkarr_js.py.
 //
 //   node pkarr_ref.mjs sign   --seed HEX --seq N [--packet HEX]
 //        -> {"public_key", "z32", "seq", "v", "sig", "relay_bytes", "answers"}   (hex fields)
