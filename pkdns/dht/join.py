@@ -17,12 +17,15 @@ piece the node drives with its own ``request``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Iterable
+import socket
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
+from pkdns import log
 from pkdns.dht.ids import distance
 from pkdns.dht.krpc import Address, NodeInfo, Query, Response
 from pkdns.dht.transport import Reply
+from pkdns.errors import PkdnsError
 
 RESEND_FIRST = 0.25
 """First resend after this many seconds; loopback and LAN round trips are far shorter, the
@@ -213,3 +216,32 @@ class Greeter:
         extra = sorted(((i, a) for a, i in self.hints.items() if a not in have),
                        key=lambda h: distance(h[0], target))
         return known + [(i, a) for i, a in extra[:n - len(known)]]
+
+
+# -- bootstrap host names ----------------------------------------------------------------------
+ResolveHost = Callable[[str, int], Awaitable[list[Address]]]
+"""A bootstrap host name and port to addresses (the daemon resolves through its upstreams)."""
+_log = log.get("pkdns.dht")
+
+
+async def system_resolve(host: str, port: int) -> list[Address]:
+    """Default ``resolve_host``: asyncio getaddrinfo, IPv4 only (the DHT socket is IPv4)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host, port, family=socket.AF_INET, type=socket.SOCK_DGRAM)
+    return [(str(i[4][0]), int(i[4][1])) for i in infos]
+
+
+async def resolve_all(resolve: ResolveHost | None, nodes: Iterable[tuple[str, int]],
+                      own: Address | None) -> list[Address]:
+    """Every bootstrap host at once (a slow name must not hold up the others); up to 4
+    addresses each, without ``own`` (our own socket); a name that fails is logged, skipped.
+    ``resolve`` None: :func:`system_resolve`."""
+    async def one(host: str, port: int) -> list[Address]:
+        try:
+            return (await (resolve or system_resolve)(host, port))[:4]
+        except (OSError, UnicodeError, PkdnsError) as exc:
+            _log.warning("dht_bootstrap_unresolved", host=host, error=str(exc))
+            return []
+
+    found = await asyncio.gather(*(one(h, p) for h, p in nodes))
+    return [a for a in dict.fromkeys(a for addrs in found for a in addrs) if a != own]

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
 from pkdns import log
@@ -41,7 +41,7 @@ from pkdns.dht.getquery import GetQuery
 from pkdns.dht.health import DhtHealth
 from pkdns.dht.ids import make_node_id
 from pkdns.dht.item import MutableItem
-from pkdns.dht.join import RESEND_FIRST, RETRANSMIT, SAVED_HELLOS, Greeter
+from pkdns.dht.join import RESEND_FIRST, RETRANSMIT, SAVED_HELLOS, Greeter, ResolveHost, resolve_all
 from pkdns.dht.krpc import Address, ErrorMessage, Query
 from pkdns.dht.lookup import IterativeLookup, Outcome, PutMutable, PutResult
 from pkdns.dht.outbound import Asker, drive, put_all
@@ -53,7 +53,7 @@ from pkdns.dht.storage import ItemStore
 from pkdns.dht.tokens import TokenManager
 from pkdns.dht.transport import KrpcProtocol, Reply
 from pkdns.dht.upkeep import MIN_NODES, Upkeep
-from pkdns.errors import DhtError, PkdnsError
+from pkdns.errors import DhtError
 
 __all__ = ["DhtNode", "GetQuery", "MutableItem", "Outcome", "PutResult", "ResolveHost"]
 
@@ -63,15 +63,7 @@ MIN_SIZE_CONTACTS = 8
 PUT_FANOUT = 20
 """Put to the closest 20 nodes that gave a token (mainline's K)."""
 
-ResolveHost = Callable[[str, int], Awaitable[list[Address]]]
 _log = log.get("pkdns.dht")
-
-
-async def system_resolve(host: str, port: int) -> list[Address]:
-    """Default ``resolve_host``: asyncio getaddrinfo, IPv4 only (the DHT socket is IPv4)."""
-    infos = await asyncio.get_running_loop().getaddrinfo(
-        host, port, family=socket.AF_INET, type=socket.SOCK_DGRAM)
-    return [(str(i[4][0]), int(i[4][1])) for i in infos]
 
 
 class DhtNode:
@@ -93,7 +85,7 @@ class DhtNode:
         self._clock = clock
         self._rng = rng or random.SystemRandom()
         self.id = node_id or make_node_id(self._rng, external_ip)
-        self._resolve = resolve_host or system_resolve
+        self._resolve = resolve_host
         now = clock.monotonic()
         self.table = RoutingTable(self.id, now=now)
         self.store = ItemStore(max_stored_items, max_stored_bytes)
@@ -181,10 +173,6 @@ class DhtNode:
         """Queries not sent because that destination had had enough from us (SendPacer)."""
         return self._asker.paced
 
-    @property
-    def srtt(self) -> float:
-        return self._asker.srtt
-
     async def _ask(self, addr: Address, query: Query) -> Reply | None:
         return await self._asker.ask(addr, query)
 
@@ -216,19 +204,6 @@ class DhtNode:
         await drive(lookup, self._query_for(lookup), self._asker.try_ask, self._clock,
                     self.health.found, on_item)
 
-    async def _resolve_all(self, nodes: Iterable[tuple[str, int]]) -> list[Address]:
-        """Every bootstrap host at once (a slow name must not hold up the others)."""
-        async def one(host: str, port: int) -> list[Address]:
-            try:
-                return (await self._resolve(host, port))[:4]
-            except (OSError, UnicodeError, PkdnsError) as exc:
-                _log.warning("dht_bootstrap_unresolved", host=host, error=str(exc))
-                return []
-
-        found = await asyncio.gather(*(one(h, p) for h, p in nodes))
-        return [a for a in dict.fromkeys(a for addrs in found for a in addrs)
-                if a != self._address]
-
     async def join(self, nodes: Sequence[tuple[str, int]], *, timeout: float = 10.0,
                    target: bytes | None = None) -> bool:
         """Greet every bootstrap address and up to 16 saved contacts at once, resending to
@@ -238,7 +213,7 @@ class DhtNode:
         key's ``target``: the contacts the bootstrap hosts list are then the closest to it
         they know (on a small network, often its holders), a hop or two less to walk."""
         saved = [e.addr for e in self.table.closest(self.id, SAVED_HELLOS)]
-        addrs = list(dict.fromkeys(await self._resolve_all(nodes) + saved))
+        addrs = list(dict.fromkeys(await resolve_all(self._resolve, nodes, self._address) + saved))
         return await self._greeter.greet(addrs, timeout, self._checks, target)
 
     async def bootstrap(self, nodes: Sequence[tuple[str, int]], *, timeout: float = 10.0) -> int:
