@@ -3,7 +3,9 @@
 :meth:`Daemon.__init__` is the one place the parts are built, each from the ones it needs
 (metrics, answer cache, forwarder, resolver and its ICANN path, pkarr service, DNS listeners,
 HTTP face, gateway; with a :class:`~pkdns.lifecycle.Service`, the state keeper, republisher
-and :class:`~pkdns.lifecycle.Operations` too), handed its collaborators in its constructor.
+and :class:`~pkdns.lifecycle.Operations` too), handed its collaborators in its constructor,
+but for three links set just after (``resolver.pkarr``, the gateway's ``route`` on the pkarr
+handler, ``keeper.schedule``): each pair needs the other, so one side is given after both exist.
 A :class:`Daemon` owns an ordered list of components (anything with ``name``, ``async
 start()`` and ``async stop()``): ``start`` runs them in order and ``stop`` in reverse, a part
 before the ones that use it, the DNS listeners last (they let clients in). ``Daemon.parts``

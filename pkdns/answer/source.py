@@ -9,7 +9,8 @@
   answered once a packet arrived AND pkarr.first_answer_window passed (a newer one may still come)
   or the lookup finished; the lookup keeps running afterwards to update the cache;
 - nothing found -> NOT_FOUND (cached pkarr.negative_ttl) only if the DHT proved absence
-  (:mod:`pkdns.pkarr.evidence`: enough close nodes answered without it), else UNAVAILABLE
+  (:mod:`pkdns.pkarr.evidence`: the k closest nodes the lookup learnt of all answered
+  without it), else UNAVAILABLE
   (SERVFAIL, never NXDOMAIN: pkdns 0.7 answered DHT timeouts with NXDOMAIN, cached 60 s);
   a relay 404 is no such proof, so it counts only in a source without a DHT.
 

@@ -109,9 +109,11 @@ class Resolver:
 
         port = Port(client.transport, max_size, send, self._start)
         reply = self.handle(data, client.ip, port, None)
-        if reply is not None or not port.held:
+        if reply is not None:
             return reply
-        return await answer
+        if answer.done():   # the miss ended inside handle (no upstream could be tried)
+            return answer.result()
+        return await answer if port.held else None
 
     def _start(self, job: Job) -> bool:
         task = asyncio.get_running_loop().create_task(job)

@@ -154,7 +154,11 @@ class PkarrClient:
                 await self.ready()
             except PkdnsError as exc:
                 return str(exc)
-        result = await self.dht.put_mutable(to_item(packet), timeout=timeout)
+        try:
+            result = await self.dht.put_mutable(to_item(packet), timeout=timeout)
+        except Exception as exc:  # a broken DHT is its own answer; the relays' still count
+            _log.warning("dht_put_failed", error=repr(exc))
+            return f"DHT put failed: {exc}"
         return dht_published(result)
 
 

@@ -38,9 +38,9 @@ def from_the_future(packet: SignedPacket, wall_us: int) -> bool:
 def absence_proven(outcome: LookupOutcome) -> bool:
     """Did this DHT lookup show that no node holds the item?
 
-    The lookup decides (``IterativeLookup.proves_absence``): only when the k closest nodes
-    it learnt of all answered without a value. Counters cannot tell: a lookup gives up on
-    silent close nodes and fills its window with farther ones that answer, so on a lossy
+    The lookup decides (``Outcome.absent``, set by ``IterativeLookup.done``): only when the
+    k closest nodes it learnt of all answered without a value. Counters cannot tell: a lookup
+    gives up on silent close nodes and fills its window with farther ones that answer, so on a lossy
     network "enough nodes answered" says nothing about the closest ones (measured in the
     kernel lab at 50 % loss with a third of the nodes dead, a counter rule answered
     NXDOMAIN for 47 of 100 keys that were stored). A lookup that timed out while the

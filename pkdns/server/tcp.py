@@ -218,7 +218,7 @@ class TcpConnection(asyncio.Protocol):
 
     def _resume(self) -> None:
         """Frame what was buffered while paused, then read again (a callback of its own, so
-        an answer delivered from inside ``forward`` never re-enters :meth:`_frames`)."""
+        an answer delivered from inside the door's ``handle`` never re-enters :meth:`_frames`)."""
         if (not self.paused or self.transport is None or self.blocked
                 or self.port.held >= PIPELINE_MAX // 2):
             return

@@ -122,6 +122,15 @@ async def test_silent_upstream_servfail_by_deadline_and_failure_remembered() -> 
         assert len(up.queries()) == sent
 
 
+async def test_a_miss_that_fails_at_once_is_servfail_for_an_awaiting_caller() -> None:
+    """With no upstream to try, the fetch ends inside the door's call; the SERVFAIL it sent
+    then must still reach a caller that awaits the reply (DoH), not be lost as a drop."""
+    r = make()
+    for transport in ("doh", "doh"):
+        reply = await ask(r, transport=transport)
+        assert reply is not None and reply.rcode() == dns.rcode.SERVFAIL
+
+
 async def test_upstream_servfail_passed_through_not_cached() -> None:
     with FakeUpstream(rcode_only(dns.rcode.SERVFAIL)) as up:
         r = make(up)

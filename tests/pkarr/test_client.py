@@ -191,6 +191,21 @@ async def test_publish_goes_to_the_dht_and_every_relay() -> None:
     assert only_dht.relays == () and relay.puts == [p]
 
 
+async def test_a_dht_put_that_raises_is_the_dhts_answer_and_the_relays_still_count() -> None:
+    p = pkt()
+    dht = FakeDht(lambda k: Script())
+    relay = relay_with(None)
+
+    async def broken(item: MutableItem, *, timeout: float = 5.0) -> PutResult:
+        raise DhtError("DHT node not started")
+
+    dht.put_mutable = broken  # type: ignore[method-assign]
+    publication = await PkarrClient(dht, [relay], clock=CLOCK).publish(p)
+    assert publication.dht is None
+    assert publication.dht_error == "DHT put failed: DHT node not started"
+    assert relay.puts == [p] and publication.stored
+
+
 @pytest.mark.parametrize(("result", "stored", "conflict", "error"), [
     (PutResult(stored=3, asked=5), 3, False, None),
     (PutResult(asked=0), 0, False, "no DHT nodes to ask"),
