@@ -71,11 +71,6 @@ class RelayClient:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         return self._session
 
-    async def fetch(self, key: PublicKey) -> SignedPacket | None:
-        """The key's packet, or None; raises :class:`RelayClientError` when the relay fails.
-        (Asking several relays and the DHT is :class:`pkdns.pkarr.client.PkarrClient`'s.)"""
-        return (await self.get(key)).packet
-
     async def get(self, key: PublicKey, policy: str | None = None,
                   newer_than: SignedPacket | None = None) -> RelayResponse:
         """GET the key's packet; with ``newer_than``, only a strictly more recent one."""

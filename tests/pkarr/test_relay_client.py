@@ -24,9 +24,9 @@ NEW = packet(KP, ["@ 300 IN A 192.0.2.2"], TS + 2_000_000)
 async def test_get_and_put_against_pkdns_relay(relay: RelayRig) -> None:
     client = RelayClient(relay.url + "/")
     try:
-        assert await client.fetch(KP.public_key) is None
+        assert (await client.get(KP.public_key)).packet is None
         assert await client.put(OLD) == 7
-        assert await client.fetch(KP.public_key) == OLD
+        assert (await client.get(KP.public_key)).packet == OLD
         assert (await client.get(KP.public_key, newer_than=OLD)).status == 304
         assert (await client.get(KP.public_key, newer_than=OLD)).packet is None
         with pytest.raises(RelayClientError) as err:
@@ -53,7 +53,7 @@ async def test_policies_and_error_statuses(relay: RelayRig) -> None:
         assert (await client.get(KP.public_key)).invalid_seq == 99
         relay.store.network[raw] = Fetched(None, responded=False)
         with pytest.raises(RelayClientError) as err:
-            await client.fetch(KP.public_key)
+            await client.get(KP.public_key)
         assert err.value.status == 503
         relay.publisher.result = Published(0, error="timeout")
         with pytest.raises(RelayClientError, match="HTTP 500: no DHT node stored"):
@@ -145,7 +145,7 @@ async def test_bad_relay_answers_raise(scripted: tuple[str, list[web.Request], l
     client = RelayClient(url)
     try:
         with pytest.raises(RelayClientError, match=message):
-            await client.fetch(KP.public_key)
+            await client.get(KP.public_key)
     finally:
         await client.close()
 
@@ -157,7 +157,7 @@ async def test_unreachable_relay_next_to_a_live_one(relay: RelayRig) -> None:
     live = RelayClient(relay.url)
     try:
         with pytest.raises(RelayClientError):
-            await dead.fetch(KP.public_key)
+            await dead.get(KP.public_key)
         client = PkarrClient(None, [live, dead])       # the pkarr client over real relays
         publication = await client.publish(NEW)
         assert publication.relays[0] == (live.url, Published(7))
