@@ -38,6 +38,7 @@ import pytest
 from pkdns.pkarr.keys import Keypair
 from tests.e2e.demoproc import Demo, run_demo
 from tests.e2e.netns import Netns, netns, run_group, unavailable
+from tests.support.daemon import stop_process
 from tests.support.require import require, require_tool
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -99,12 +100,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                           prefix=ns.prefix()) as demo:
                 yield World(ns, demo, token, tmp)
         finally:
-            pages.send_signal(signal.SIGTERM)
-            try:
-                pages.wait(10)
-            except subprocess.TimeoutExpired:
-                pages.kill()
-                pages.wait()
+            stop_process(pages, signal.SIGTERM, 10)
             if pages.stdout is not None:
                 pages.stdout.close()
 

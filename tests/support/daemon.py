@@ -47,7 +47,7 @@ def json_lines(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def stop_process(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> int:
+def stop_process(proc: subprocess.Popen[Any], sig: int, timeout: float) -> int:
     """Send ``sig``, wait up to ``timeout``, then SIGKILL; the exit code."""
     if proc.poll() is None:
         proc.send_signal(sig)

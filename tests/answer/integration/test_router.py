@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ import pytest
 
 from pkdns.dht.testnet import Testnet
 from pkdns.pkarr.signed_packet import SignedPacket
-from tests.support.daemon import run_daemon
+from tests.support.daemon import run_daemon, stop_process
 from tests.support.knot import free_port
 from tests.support.pkarr_factory import keypair, packet
 from tests.support.pkarr_fakes import item_of
@@ -77,12 +78,7 @@ def dnsmasq(tmp: Path, pkdns_port: int) -> Iterator[int]:
         assert proc.poll() is None, f"dnsmasq exited with {proc.returncode}"
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, signal.SIGTERM, 5)
 
 
 async def lan_clients(router: int, names: list[str]) -> list[dns.message.Message]:

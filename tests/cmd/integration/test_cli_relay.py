@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from pkdns.cli import main
+from tests.support.daemon import stop_process
 from tests.support.knot import free_port
 
 pytestmark = pytest.mark.slow
@@ -29,12 +30,7 @@ def _testnet() -> subprocess.Popen[str]:
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_process(proc, signal.SIGTERM, 10)
     if proc.stdout is not None:
         proc.stdout.close()
 
