@@ -96,6 +96,11 @@ class GetMutableLookup(IterativeLookup):
     def _has_value(self) -> bool:
         return self.outcome.values > 0 or self._holds_floor
 
+    def answered(self) -> bool:
+        """A verified item went out (one only a suspected cluster gave is held back, so it
+        does not count: the lookup still needs the nodes beyond it)."""
+        return self.best is not None
+
     def _value(self, c: Candidate, resp: Response) -> MutableItem | None:
         if resp.v is None and resp.sig is None:
             self._holds_floor |= resp.seq is not None  # BEP 44: seq alone, v not newer

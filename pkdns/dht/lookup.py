@@ -271,6 +271,11 @@ class IterativeLookup:
     def _has_value(self) -> bool:
         return False
 
+    def answered(self) -> bool:
+        """Has the caller its answer already (the rest of the walk only looks for a newer
+        one)? A find_node walk's answer is its end, so no."""
+        return False
+
     def closest_responded(self, n: int | None = None) -> list[Candidate]:
         got = [c for c in self._cands.values() if c.state is State.RESPONDED]
         got.sort(key=self._key)

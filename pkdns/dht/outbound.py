@@ -28,6 +28,12 @@ Ask = Callable[[Address, Query], Awaitable[Reply | None]]
 
 RESEND_SHARE = 0.75
 """Resends may go out while a destination has had fewer than this share of its pacing budget."""
+ANSWERED_SHARE = 0.25
+"""A lookup that already has its answer (it goes on only for a newer packet) may send while a
+destination has had fewer than this share of its budget (its resends: this share of
+RESEND_SHARE). The rest is kept for lookups still without one: in a small swarm every lookup
+asks the same few dozen nodes, and continuations running out their deadline had spent the
+budget that the next keys' first answers needed (kernel lab, 100 keys at 50 % loss)."""
 
 
 class Skipped:
@@ -35,7 +41,13 @@ class Skipped:
 
 
 SKIPPED = Skipped()
-TryAsk = Callable[[Address, Query], Awaitable[Reply | Skipped | None]]
+Answered = Callable[[], bool]
+"""Has the lookup a query is for already found its answer? (asked at every send and resend)"""
+TryAsk = Callable[[Address, Query, Answered], Awaitable[Reply | Skipped | None]]
+
+
+def _unanswered() -> bool:
+    return False
 
 
 class Asker:
@@ -64,13 +76,22 @@ class Asker:
         self.paced += not allowed
         return allowed
 
-    def may_resend(self, addr: Address) -> bool:
+    def _reserve(self, share: float) -> int:
+        """The part of a destination's budget kept from a send that may use only ``share``."""
+        return self._pacer.limit - int(self._pacer.limit * share)
+
+    def may_send(self, addr: Address, answered: bool = False) -> bool:
+        """May a first copy go out? A lookup that has its answer gets ANSWERED_SHARE."""
+        return self.pace(addr, self._reserve(ANSWERED_SHARE) if answered else 0)
+
+    def may_resend(self, addr: Address, answered: bool = False) -> bool:
         """May a copy of an unanswered query go out again? While the node has had fewer than
         RESEND_SHARE of its budget: resends never take a node's last first sends (those find
         new nodes), but on a lossy link a copy to a close node is worth a first send to a far
         one (kernel lab, 50 % loss: resends held to a quarter of the budget left most of it
         to first sends, and the lookups missed keys an unpaced daemon found)."""
-        return self.pace(addr, self._pacer.limit - int(self._pacer.limit * RESEND_SHARE))
+        share = RESEND_SHARE * (ANSWERED_SHARE if answered else 1.0)
+        return self.pace(addr, self._reserve(share))
 
     async def paced_request(self, addr: Address, query: Query, wait: float) -> Reply | None:
         """One datagram out when pacing allows, counted for the health verdict (join's)."""
@@ -87,9 +108,11 @@ class Asker:
         reply = await self.try_ask(addr, query)
         return None if isinstance(reply, Skipped) else reply
 
-    async def try_ask(self, addr: Address, query: Query) -> Reply | Skipped | None:
-        """:meth:`ask`, telling a query pacing kept back (:data:`SKIPPED`) from a timeout."""
-        if not self.pace(addr):
+    async def try_ask(self, addr: Address, query: Query,
+                      answered: Answered = _unanswered) -> Reply | Skipped | None:
+        """:meth:`ask`, telling a query pacing kept back (:data:`SKIPPED`) from a timeout;
+        ``answered()`` (asked at each copy) lowers its priority (:data:`ANSWERED_SHARE`)."""
+        if not self.may_send(addr, answered()):
             return SKIPPED
         # Resent while unanswered (same tid: a late reply to any copy counts): on a link that
         # loses half the datagrams one query in four comes back, three sends give 58 %.
@@ -99,7 +122,8 @@ class Asker:
         sent = self._clock.monotonic()
         self._health.sent(sent)
         reply = await self._protocol().request(
-            addr, query, self.request_timeout, resend, lambda: self.may_resend(addr))
+            addr, query, self.request_timeout, resend,
+            lambda: self.may_resend(addr, answered()))
         if reply is not None:
             self._health.replied(self._clock.monotonic())
         now = self._clock.monotonic()
@@ -121,7 +145,7 @@ async def drive(lookup: IterativeLookup, query: Query, ask: TryAsk, clock: Clock
     tasks: set[asyncio.Task[None]] = set()
 
     async def one(addr: Address) -> None:
-        reply = await ask(addr, query)
+        reply = await ask(addr, query, lookup.answered)
         now = clock.monotonic()
         if isinstance(reply, Skipped):
             lookup.on_skipped(addr, now)

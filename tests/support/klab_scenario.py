@@ -195,12 +195,14 @@ def tally(rows: list[dict[str, Any]], impls: tuple[str, ...]) -> dict[str, Any]:
 async def dns_query(port: int, name: str, budget: float = 3.0,
                     per_try: float = 1.0) -> tuple[str, list[str], float]:
     """A stub's query: retry every ``per_try`` s until ``budget``; (rcode or 'timeout', TXT
-    strings, seconds)."""
+    strings, seconds). A datagram from elsewhere (a swarm node writing to a port it once knew,
+    now the stub's) is ignored, as a stub resolver does."""
     t0 = time.monotonic()
     q = dns.message.make_query(name, "TXT")
     while (left := budget - (time.monotonic() - t0)) > 0:
         try:
-            r = await dns.asyncquery.udp(q, "127.0.0.1", port=port, timeout=min(per_try, left))
+            r = await dns.asyncquery.udp(q, "127.0.0.1", port=port, timeout=min(per_try, left),
+                                         ignore_unexpected=True)
         except (TimeoutError, dns.exception.Timeout):
             continue
         txt = [b"".join(rd.strings).decode() for rrset in r.answer for rd in rrset
