@@ -26,6 +26,10 @@ from pkdns.errors import PkdnsError
 # Module per command group, in the order the help lists them.
 _COMMAND_MODULES = ("serve", "keys", "dhtcmd", "gatewaycmd")
 COMMANDS = ("serve", "keygen", "pubkey", "packet", "publish", "resolve", "testnet", "tlsa", "ca")
+_MODULE_OF = {"serve": "serve", "keygen": "keys", "pubkey": "keys", "packet": "keys",
+              "publish": "dhtcmd", "resolve": "dhtcmd", "testnet": "dhtcmd",
+              "tlsa": "gatewaycmd", "ca": "gatewaycmd"}
+"""The module that registers each command: a named command loads only its own."""
 
 
 class CliParser(argparse.ArgumentParser):
@@ -45,15 +49,21 @@ class CliParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {text} (see {self.prog} --help)\n")
 
 
-def build_parser() -> CliParser:
-    """The full parser, with every subcommand registered."""
+def build_parser(command: str | None = None) -> CliParser:
+    """The full parser, with every subcommand registered; with ``command``, only the
+    subcommands of its module (what a run of that command parses with).
+
+    A cold ``pkdns resolve`` would otherwise import the daemon's configuration and the
+    gateway's commands just to list them, a tenth of its start-up; ``--help`` and an unknown
+    command get the full parser.
+    """
     parser = CliParser(
         prog="pkdns",
         description="DNS resolver for pkarr public-key domains (Mainline DHT) and ICANN names.",
     )
     parser.add_argument("--version", action="version", version=f"pkdns {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CliParser)
-    for name in _COMMAND_MODULES:
+    for name in _COMMAND_MODULES if command is None else (_MODULE_OF[command],):
         module = importlib.import_module(f"pkdns.cmd.{name}")
         module.register(sub)
     parser.commands = dict(sub.choices)
@@ -92,7 +102,8 @@ def _with_default_command(argv: Sequence[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     args_list = _with_default_command(sys.argv[1:] if argv is None else argv)
-    args = parse_command_line(build_parser(), args_list)
+    command = args_list[0] if args_list and args_list[0] in _MODULE_OF else None
+    args = parse_command_line(build_parser(command), args_list)
     func: Callable[[argparse.Namespace], int] = args.func
     verbose = bool(getattr(args, "verbose", False))
     try:

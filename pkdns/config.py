@@ -6,19 +6,24 @@ asserts the example parses to exactly these defaults). Unknown keys and bad valu
 :mod:`pkdns.configfile`, which imports this module: ``configfile.parse``/``load``/``validate``).
 
 Addresses are ``host:port`` strings (``[v6]:port`` for IPv6); they are parsed to
-``(host, port)`` tuples here so the rest of the code never splits strings.
+``(host, port)`` tuples (by :mod:`pkdns.hostport`, re-exported here) so the rest of the code
+never splits strings.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
-import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-HostPort = tuple[str, int]
+from pkdns.hostport import (
+    DNS_PORT,
+    HostPort,
+    format_hostport,
+    parse_hostport,
+    parse_ip_hostport,
+)
 
 DEFAULT_BOOTSTRAP = (
     "router.bittorrent.com:6881",
@@ -35,72 +40,6 @@ DEFAULT_IP_ECHO_V4 = (
     "https://ipv4.icanhazip.com", "https://v4.ident.me", "https://api.ipify.org",
 )
 DEFAULT_IP_ECHO_V6 = ("https://ipv6.icanhazip.com", "https://v6.ident.me", "https://api6.ipify.org")
-
-
-DNS_PORT = 53
-
-
-def parse_hostport(text: str, default_port: int | None = None) -> HostPort:
-    """``1.2.3.4:53``, ``[::1]:53``, ``name:53`` (or bare host with ``default_port``).
-
-    Errors say what was probably meant: a port alone (``5353``), an IPv6 address with a port
-    but without brackets (``::1:53``, which is itself a valid address), a missing port.
-    """
-    text = text.strip()
-    m = re.fullmatch(r"\[([0-9a-fA-F:.%\w]+)\](?::(\d+))?|([^:\[\]]+)(?::(\d+))?", text)
-    if not m:
-        raise ValueError(_hostport_hint(text))
-    host = m.group(1) or m.group(3)
-    port_s = m.group(2) or m.group(4)
-    if port_s is None and host.isdigit():
-        raise ValueError(f"{text!r} is a port alone: give HOST:PORT, e.g. 127.0.0.1:{text}")
-    if port_s is None:
-        if default_port is None:
-            raise ValueError(f"missing port in {text!r}: give HOST:PORT")
-        port = default_port
-    else:
-        port = int(port_s)
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port out of range in {text!r}")
-    return (host, port)
-
-
-def _hostport_hint(text: str) -> str:
-    """The message for text that is not ``HOST[:PORT]``, with the bracket form when it helps."""
-    if text.count(":") >= 2 and "[" not in text:
-        head, _, tail = text.rpartition(":")
-        if tail.isdigit() and _is_ip_text(head):
-            return (f"not HOST:PORT: {text!r}; an IPv6 address with a port is written in "
-                    f"brackets: [{head}]:{tail}")
-    if _is_ip_text(text):
-        return f"not HOST:PORT: {text!r}; an IPv6 address is written in brackets: [{text}]:53"
-    return f"not HOST:PORT: {text!r}"
-
-
-def _is_ip_text(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def parse_ip_hostport(text: str, default_port: int | None = None) -> HostPort:
-    """:func:`parse_hostport` for addresses we bind or send to: the host must be an IP literal.
-
-    A host name there would need a resolver lookup at bind time or, for upstreams, a blocking
-    ``getaddrinfo`` per forwarded query, through the very resolver pkdns may be replacing.
-    """
-    host, port = parse_hostport(text, default_port)
-    if not _is_ip_text(host):
-        raise ValueError(f"{host!r} is not an IP address (host names are not allowed here)")
-    return (host, port)
-
-
-def format_hostport(addr: HostPort) -> str:
-    """Inverse of :func:`parse_hostport`."""
-    host, port = addr
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +235,7 @@ def replace(cfg: D, **changes: Any) -> D:
 
 
 __all__ = [
-    "CacheConfig", "Config", "DhtConfig", "DnsConfig", "GatewayConfig", "HostPort", "HttpConfig",
-    "LogConfig", "PkarrConfig", "RepublishConfig", "StateConfig", "ZoneConfig", "format_hostport",
-    "parse_hostport", "parse_ip_hostport", "replace",
+    "DNS_PORT", "CacheConfig", "Config", "DhtConfig", "DnsConfig", "GatewayConfig", "HostPort",
+    "HttpConfig", "LogConfig", "PkarrConfig", "RepublishConfig", "StateConfig", "ZoneConfig",
+    "format_hostport", "parse_hostport", "parse_ip_hostport", "replace",
 ]

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import contextlib
 import datetime
-import importlib
 import json
 import signal
 import sys
@@ -25,19 +24,20 @@ import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
-from pkdns.answer.names import BadKey, PkarrName, classify
+from pkdns.answer.names import BadKey, Icann, PkarrName, classify
 from pkdns.clock import SYSTEM_CLOCK
 from pkdns.cmd.keys import add_ip_echo_flag, read_seed, with_addresses
 from pkdns.cmd.serve import add_common_dht_flags
-from pkdns.config import DhtConfig, HostPort, PkarrConfig, format_hostport
 from pkdns.dht.ids import target_of
 from pkdns.dht.lookup import Outcome
 from pkdns.dht.node import DhtNode
 from pkdns.dht.testnet import Testnet
 from pkdns.errors import DecodeError, DhtError, UsageError
+from pkdns.hostport import HostPort, format_hostport
 from pkdns.pkarr.client import DHT, PkarrClient, Publication, Resolution
 from pkdns.pkarr.keys import PublicKey
 from pkdns.pkarr.signed_packet import SignedPacket
+from pkdns.pkarr.zonetext import records_to_text
 
 LOOKUP_TIMEOUT = 5.0
 """Seconds a get (or a put's lookup) goes on after joining: new rounds while nothing is found."""
@@ -49,9 +49,6 @@ AGREE = 2
 short of FIRST_VALUE_GRACE. Two, not the lookup's quorum of four: the daemon answers from the
 first packet plus 150 ms, and on a lossy network the third and fourth holders take most of a
 second longer to be heard."""
-ZONE_PRINTER = "pkdns.pkarr.zone"
-"""The zone printer (dnspython, ~0.1 s of imports): loaded in a thread while resolve waits on
-the network, not before it."""
 JOIN_TIMEOUT = 10.0
 """Seconds of hellos (resent with backoff) before "could not join the DHT"."""
 
@@ -116,7 +113,11 @@ def _warn(message: str) -> None:
 
 
 def _bootstrap(args: argparse.Namespace) -> list[HostPort]:
-    return list(args.bootstrap) if args.bootstrap else list(DhtConfig().bootstrap)
+    if args.bootstrap:
+        return list(args.bootstrap)
+    from pkdns.config import DhtConfig  # the public routers (~20 ms of imports otherwise)
+
+    return list(DhtConfig().bootstrap)
 
 
 async def _join(node: DhtNode, nodes: list[HostPort], key: PublicKey) -> None:
@@ -250,7 +251,11 @@ def parse_key_argument(text: str) -> PublicKey:
         UsageError: no key there; the message names the label that should have been one.
     """
     host = urllib.parse.urlsplit(text).hostname if "://" in text else None
-    name = classify(host or text.strip(), PkarrConfig().tld_suffix)
+    name = classify(host or text.strip(), "")  # a key as the last label: no suffix matters
+    if isinstance(name, Icann):
+        from pkdns.config import PkarrConfig  # only for <key>.<suffix> (~20 ms of imports)
+
+        name = classify(host or text.strip(), PkarrConfig().tld_suffix)
     if isinstance(name, PkarrName):
         return name.key
     try:
@@ -268,8 +273,6 @@ async def _resolve(args: argparse.Namespace, key: PublicKey) -> int:
     parallel. Once a verified packet is in, the lookup goes on until AGREE nodes gave it (and
     none an older one) or for FIRST_VALUE_GRACE more, then stops: waiting for every silent
     node to time out would add seconds and rarely a newer packet."""
-    printer = asyncio.get_running_loop().run_in_executor(None, importlib.import_module,
-                                                         ZONE_PRINTER)
     async with _client(args, key) as (client, phase):
         resolving = client.resolve(key, timeout=LOOKUP_TIMEOUT, grace=FIRST_VALUE_GRACE,
                                    rounds=None, round_min=0.0, agree=AGREE)
@@ -287,7 +290,6 @@ async def _resolve(args: argparse.Namespace, key: PublicKey) -> int:
         raise DhtError(f"{key.z32}: no signed packet found ({'; '.join(searched + failures)})")
     for failure in failures:
         _warn(failure)
-    await printer
     print(_render(found.best, args.json, "dht" if found.source == DHT else "relay"), end="")
     return 0
 
@@ -306,8 +308,6 @@ def _status(o: Outcome) -> str:
 
 
 def _render(packet: SignedPacket, as_json: bool, source: str) -> str:
-    from pkdns.pkarr.zone import records_to_text
-
     text = records_to_text(packet.records, packet.public_key.z32)
     when = datetime.datetime.fromtimestamp(packet.timestamp / 1e6, datetime.UTC)
     if as_json:

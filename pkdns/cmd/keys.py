@@ -13,13 +13,15 @@ import datetime
 import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pkdns.clock import SYSTEM_CLOCK
-from pkdns.config import RepublishConfig
 from pkdns.errors import UsageError
 from pkdns.pkarr.keys import Keypair, read_seed_file, seed_file_exposure, write_seed_file
 from pkdns.pkarr.signed_packet import MAX_PACKET_BYTES, SignedPacket
+
+if TYPE_CHECKING:
+    from pkdns.config import RepublishConfig
 
 
 def register(sub: Any) -> None:
@@ -114,8 +116,9 @@ def add_ip_echo_flag(p: argparse.ArgumentParser) -> None:
 
 def with_addresses(text: str, urls: list[str] | None) -> str:
     """Fill in {external_ipv4}/{external_ipv6}, asking IP-echo services only when used."""
-    # the zone modules (dnspython) are imported by the commands that use them: `pkdns
-    # resolve` imports this module too, and starts faster without them
+    # the zone modules (dnspython) and the config dataclasses are imported by the commands
+    # that use them: `pkdns resolve` imports this module too, and starts faster without them
+    from pkdns.config import RepublishConfig
     from pkdns.pkarr.zone import substitute_variables, variables_used
 
     want4, want6 = variables_used(text)

@@ -8,32 +8,33 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pkdns import config as cfgmod
-from pkdns import configfile
-from pkdns.config import Config
 from pkdns.errors import UsageError
+from pkdns.hostport import DNS_PORT, HostPort, parse_hostport, parse_ip_hostport
+
+if TYPE_CHECKING:
+    from pkdns.config import Config
 
 
-def _hostport(text: str) -> cfgmod.HostPort:
+def _hostport(text: str) -> HostPort:
     try:
-        return cfgmod.parse_hostport(text)
+        return parse_hostport(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _ip_hostport(text: str, default_port: int | None = None) -> cfgmod.HostPort:
+def _ip_hostport(text: str, default_port: int | None = None) -> HostPort:
     """The same rule as the file's ``dns.listen``/``dns.upstream``/``http.listen``: IP only."""
     try:
-        return cfgmod.parse_ip_hostport(text, default_port)
+        return parse_ip_hostport(text, default_port)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"bad address {text!r}: {exc}") from None
 
 
-def _dns_hostport(text: str) -> cfgmod.HostPort:
+def _dns_hostport(text: str) -> HostPort:
     """``--listen`` / ``--upstream``: an IP literal; the port may be left out (53)."""
-    return _ip_hostport(text, cfgmod.DNS_PORT)
+    return _ip_hostport(text, DNS_PORT)
 
 
 def add_common_dht_flags(p: argparse.ArgumentParser) -> None:
@@ -84,7 +85,12 @@ def register(sub: Any) -> None:
 
 def build_config(args: argparse.Namespace) -> Config:
     """Config file (if any) with command-line flags applied on top."""
-    cfg = configfile.load(args.config) if args.config else Config()
+    # imported here: the dataclasses and the TOML reader cost publish/resolve ~35 ms of
+    # start-up, and they share only the flags above with serve
+    from pkdns import config as cfgmod
+    from pkdns import configfile
+
+    cfg = configfile.load(args.config) if args.config else cfgmod.Config()
     dns = cfgmod.replace(cfg.dns, listen=_tuple(args.listen), upstream=_tuple(args.upstream))
     http = cfg.http
     if args.no_http:

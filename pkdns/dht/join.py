@@ -225,7 +225,17 @@ _log = log.get("pkdns.dht")
 
 
 async def system_resolve(host: str, port: int) -> list[Address]:
-    """Default ``resolve_host``: asyncio getaddrinfo, IPv4 only (the DHT socket is IPv4)."""
+    """Default ``resolve_host``: asyncio getaddrinfo, IPv4 only (the DHT socket is IPv4).
+
+    A dotted-quad address is its own answer: getaddrinfo would run in a thread that a
+    one-shot command otherwise never starts (and, for the str, load the IDNA codec).
+    """
+    try:
+        socket.inet_pton(socket.AF_INET, host)
+    except (OSError, ValueError):  # a name (or garbage: getaddrinfo says what is wrong)
+        pass
+    else:
+        return [(host, port)]
     infos = await asyncio.get_running_loop().getaddrinfo(
         host, port, family=socket.AF_INET, type=socket.SOCK_DGRAM)
     return [(str(i[4][0]), int(i[4][1])) for i in infos]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pkdns.cli import COMMANDS
+from pkdns.cli import COMMANDS, build_parser
 
 PKDNS = str(Path(sys.executable).with_name("pkdns"))
 
@@ -107,3 +107,15 @@ def test_check_without_config_says_no_file_was_read() -> None:
     proc = _run("serve", "--check")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "defaults (no --config given, no file read): configuration OK"
+
+
+def test_a_named_command_parses_with_its_own_module_only() -> None:
+    """``pkdns resolve`` registers dhtcmd's commands, not serve's or the gateway's; every
+    command is in the map, and its own parser is the one the full parser has."""
+    full = build_parser()
+    assert sorted(full.commands) == sorted(COMMANDS)
+    for command in COMMANDS:
+        parser = build_parser(command)
+        assert command in parser.commands
+        assert parser.commands[command].format_help() == full.commands[command].format_help()
+    assert sorted(build_parser("resolve").commands) == ["publish", "resolve", "testnet"]

@@ -9,7 +9,7 @@ import time
 from typing import Any, cast
 
 from pkdns.dht import krpc
-from pkdns.dht.join import Greeter, first_answer, hello_offsets, resend_offsets
+from pkdns.dht.join import Greeter, first_answer, hello_offsets, resend_offsets, system_resolve
 from pkdns.dht.krpc import Address, ErrorMessage, NodeInfo, Query, Response
 from pkdns.dht.node import DhtNode
 
@@ -143,3 +143,21 @@ async def test_a_lost_query_is_retransmitted_within_the_request_timeout() -> Non
     finally:
         await node.close()
         transport.close()
+
+
+async def test_an_address_literal_is_not_looked_up(monkeypatch: Any) -> None:
+    """A bootstrap address needs no getaddrinfo: a one-shot command starts no resolver thread
+    for it. A name still goes to getaddrinfo (a fake here, the test never leaves the host)."""
+    asked: list[str] = []
+
+    async def getaddrinfo(host: str, port: int, **kw: Any) -> list[Any]:
+        asked.append(host)
+        return [(2, 2, 17, "", ("192.0.2.7", port))]
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", getaddrinfo)
+    assert await system_resolve("127.0.0.1", 6881) == [("127.0.0.1", 6881)]
+    assert await system_resolve("10.1.2.3", 1) == [("10.1.2.3", 1)]
+    assert asked == []
+    assert await system_resolve("router.example", 6881) == [("192.0.2.7", 6881)]
+    assert await system_resolve("1.2.3", 6881) == [("192.0.2.7", 6881)]  # inet_aton's, not ours
+    assert asked == ["router.example", "1.2.3"]
