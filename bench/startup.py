@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/startup.py [--packets 10000] [--nodes 1000] [--rounds 5] [--write]
     .venv/bin/python bench/startup.py --relay [--rounds 5]   # issue 12's relay fallback
+    .venv/bin/python bench/startup.py --resolve [--rounds 20] [--before COMMIT]
 
 The state dir holds ``--packets`` signed packets (the default ``state.max_packets``) and
 ``--nodes`` DHT contacts, as a long-running daemon leaves it. The DHT and the upstream are dead
@@ -13,6 +14,9 @@ loopback addresses, so the answer can only come from the restored state. Measure
 configured (a stub on loopback serving one key's packet) and the HTTP face on, as in the
 kernel lab's relay phase: seconds from ``exec`` to DNS listening and to the first answer from
 the relay (issue 12 target: <= 1 s after start-up).
+
+``--resolve``: a cold ``pkdns resolve`` from spawn to answer next to libtorrent's one-shot
+client, on a clean loopback testnet (``bench/cold_resolve.py`` says what each row is).
 """
 
 from __future__ import annotations
@@ -157,7 +161,16 @@ def main() -> None:
     ap.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
     ap.add_argument("--relay", action="store_true",
                     help="the relay fallback: DHT silent, one relay, first answer")
+    ap.add_argument("--resolve", action="store_true",
+                    help="cold pkdns resolve vs libtorrent's client, spawn to answer")
+    ap.add_argument("--before", metavar="COMMIT",
+                    help="--resolve: also time this commit's pkdns resolve")
     args = ap.parse_args()
+    if args.resolve:
+        import cold_resolve
+
+        print(cold_resolve.run(args.rounds, args.before))
+        return
     if args.relay:
         relay_main(args)
         return
