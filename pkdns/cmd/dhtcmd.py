@@ -116,7 +116,6 @@ def _bootstrap(args: argparse.Namespace) -> list[HostPort]:
     if args.bootstrap:
         return list(args.bootstrap)
     from pkdns.config import DhtConfig  # the public routers (~20 ms of imports otherwise)
-
     return list(DhtConfig().bootstrap)
 
 
@@ -163,8 +162,7 @@ async def _client(args: argparse.Namespace,
 def _relays(urls: list[str]) -> list[RelayClient]:
     if not urls:
         return []
-    # imported here: aiohttp costs a cold command ~0.3-1 s of start-up when no relay is used
-    from pkdns.pkarr.relay_client import RelayClient
+    from pkdns.pkarr.relay_client import RelayClient  # aiohttp: 0.3-1 s of a cold start
 
     return [RelayClient(url) for url in urls]
 
@@ -281,16 +279,21 @@ async def _resolve(args: argparse.Namespace, key: PublicKey) -> int:
         with _progress(lambda: joining if phase[0] == "joining" else
                        _status(found.rounds[-1].outcome if found.rounds else Outcome())):
             found = await resolving.collect()
-    failures = [f"DHT: {found.dht_error}"] if found.dht_error else []
-    failures += found.errors
+        return _report(found, key, len(args.relay), args.json)   # before the node closes
+
+
+def _report(found: Resolution, key: PublicKey, relays: int, as_json: bool) -> int:
+    """Print the newest packet (exit 0), flushed before the node closes: its reader need not
+    wait for the teardown. Failed sources are warnings on stderr; nothing found: DhtError."""
+    failures = ([f"DHT: {found.dht_error}"] if found.dht_error else []) + found.errors
     if found.best is None:
         searched = [f"DHT: {_dht_status(found)}"] if found.dht_used else []
-        relays = len(args.relay)
         searched += [f"{relays - len(found.errors)} relay(s) had nothing"] if relays else []
         raise DhtError(f"{key.z32}: no signed packet found ({'; '.join(searched + failures)})")
     for failure in failures:
         _warn(failure)
-    print(_render(found.best, args.json, "dht" if found.source == DHT else "relay"), end="")
+    print(_render(found.best, as_json, "dht" if found.source == DHT else "relay"), end="",
+          flush=True)
     return 0
 
 

@@ -73,6 +73,27 @@ def test_publish_resolve_on_our_testnet(testnet_process: str, keyfiles: tuple[st
     assert result["public_key"] == keyfiles[2] and isinstance(result["timestamp"], int)
 
 
+def test_resolve_prints_before_it_closes_the_node(testnet_process: str,
+                                                  keyfiles: tuple[str, str, str],
+                                                  capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The answer is out (flushed) before the node's teardown: the kernel lab times a cold
+    resolve to its answer line, and a script reading it need not wait for the exit."""
+    seed, zone, key = keyfiles
+    assert main(["publish", seed, zone, "--bootstrap", testnet_process]) == 0
+    capsys.readouterr()
+    close = DhtNode.close
+
+    async def closing(node: DhtNode) -> None:
+        print("<node closes>")
+        await close(node)
+
+    monkeypatch.setattr(DhtNode, "close", closing)
+    assert main(["resolve", key, "--json", "--bootstrap", testnet_process]) == 0
+    answer, closed = capsys.readouterr().out.splitlines()
+    assert json.loads(answer)["public_key"] == key and closed == "<node closes>"
+
+
 def test_resolve_unknown_key_is_exit_1(testnet_process: str, keyfiles: tuple[str, str, str],
                                        capsys: pytest.CaptureFixture[str]) -> None:
     key = "pk:" + keyfiles[2]  # never published
