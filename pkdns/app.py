@@ -14,6 +14,8 @@ reads a live option declares it there and applies it in its ``reconfigure``.
 
 Shutdown (SIGTERM/SIGINT): listeners stop taking queries, in-flight ones get up to
 ``dns.query_deadline`` to finish, then everything stops in reverse order and the process exits 0.
+Each transport drains only the queries it took; the upstream fetches they share end last
+(:meth:`Daemon.stop`).
 """
 
 from __future__ import annotations
@@ -303,13 +305,16 @@ class Daemon:
             _log.debug("component_started", name=c.name)
 
     async def stop(self) -> None:
-        """Stop the started components in reverse order (each failure logged, not raised)."""
+        """Stop the started components in reverse order (each failure logged, not raised),
+        then end the upstream fetches still running: they are shared by every transport
+        (UDP, TCP, DoH, the pkarr side), so they end here, once none is left to wait."""
         while self._started:
             c = self._started.pop()
             try:
                 await c.stop()
             except Exception:
                 _log.exception("component_stop_failed", name=c.name)
+        await self.resolver.close()
 
     def request_stop(self) -> None:
         self._stop.set()

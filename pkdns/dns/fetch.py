@@ -12,6 +12,10 @@ gets SERVFAIL rather than an rcode that would blame its own query.
 
 Waiters are plain callbacks (the UDP/TCP miss path: no task and no future per query) or, for
 coroutines that need a timeout (serve-stale, the pkarr side), a future made on demand.
+
+A fetch belongs to no transport: a UDP, a TCP and a DoH query may all wait on it, so a
+listener that drains never ends one (it stops waiting); the fetches still running when every
+transport has drained are ended by :meth:`Fetches.close` (the daemon's final stop).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pkdns import log
 from pkdns.clock import Clock
 from pkdns.dns import wire
 from pkdns.dns.cache import Entry, ReplyInfo, WireCache, inspect_reply
+from pkdns.dns.driver import Run
 from pkdns.dns.forwarder import Forwarder
 from pkdns.errors import DecodeError
 from pkdns.metrics import Metrics
@@ -37,7 +42,7 @@ Guard = Callable[[bytes, ReplyInfo], ReplyInfo]
 class Fetch:
     """One key's fetch in progress; its result is the stored entry, or None on failure."""
 
-    __slots__ = ("owner", "key", "waiters", "future", "finished", "entry")
+    __slots__ = ("owner", "key", "waiters", "future", "finished", "entry", "run")
 
     def __init__(self, owner: Fetches, key: bytes) -> None:
         self.owner, self.key = owner, key
@@ -45,6 +50,7 @@ class Fetch:
         self.future: asyncio.Future[Entry | None] | None = None
         self.finished = False
         self.entry: Entry | None = None
+        self.run: Run | None = None        # the upstream exchange, to cancel it at close
 
     def add(self, waiter: Waiter) -> None:
         """Call ``waiter(entry)`` when the fetch lands (at once if it already has)."""
@@ -99,8 +105,8 @@ class Fetches:
                 return None
             fetch = self._inflight[key] = Fetch(self, key)
             flags = key[-1]
-            self.forwarder.start(key[:-1], bool(flags & 2), bool(flags & 1), budget,
-                                 fetch.landed)
+            fetch.run = self.forwarder.start(key[:-1], bool(flags & 2), bool(flags & 1),
+                                             budget, fetch.landed)
         return fetch
 
     def _landed(self, fetch: Fetch, reply: bytes | None) -> None:
@@ -126,6 +132,13 @@ class Fetches:
                            qtype=(key[-5] << 8) | key[-4], reason=reason)
         fetch.resolve(entry)
 
-    def pending(self) -> list[asyncio.Future[Entry | None]]:
-        """Futures of the fetches in progress (for a graceful drain)."""
-        return [f.wait() for f in self._inflight.values()]
+    def close(self) -> None:
+        """End every fetch still in progress (the daemon's final stop, once no transport is
+        left to answer): its upstream exchange is stopped (sockets closed, nothing cached)
+        and whoever still waits gets None, as on an upstream failure (SERVFAIL, or a stale
+        answer)."""
+        fetches, self._inflight = list(self._inflight.values()), {}
+        for fetch in fetches:
+            if fetch.run is not None:
+                fetch.run.cancel()
+            fetch.resolve(None)

@@ -37,7 +37,7 @@ from pkdns.answer.seam import PkarrHandler, ask
 from pkdns.clock import Clock
 from pkdns.config import Config
 from pkdns.dns import wire
-from pkdns.dns.cache import EXPIRES, Entry, WireCache, render
+from pkdns.dns.cache import EXPIRES, WireCache, render
 from pkdns.dns.door import Door, Job, Port
 from pkdns.dns.fetch import Fetches
 from pkdns.dns.forwarder import Forwarder
@@ -121,9 +121,16 @@ class Resolver:
         task.add_done_callback(self._jobs.discard)
         return True
 
-    def inflight(self) -> list[asyncio.Future[Entry | None]]:
-        """Upstream fetches in progress (for a graceful drain)."""
-        return self.fetches.pending()
+    async def close(self) -> None:
+        """End what the transports share, once every one of them has drained (the daemon's
+        final stop): the upstream fetches still running (whoever waits gets SERVFAIL or a
+        stale answer) and the slow-path jobs of awaited queries (DoH) still running. A
+        transport's drain never ends these: a UDP, a TCP and a DoH query may wait on one."""
+        self.fetches.close()
+        jobs = list(self._jobs)
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
 
     # ---------------------------------------------------------------- slow path
 

@@ -141,7 +141,7 @@ class HttpFace:
         extra = [page.register, self.dashboard.register]
         extra += [relay.register] if relay is not None else []
         app = build_app(self.cfg.http, self.metrics, self.dns, extra, self._refresh_gauges)
-        self.server = HttpServer(app, self.cfg.http.listen)
+        self.server = HttpServer(app, self.cfg.http.listen, grace=self.cfg.dns.query_deadline)
         self.addresses = await self.server.start()
         self.status.http_listeners = [format_hostport(a) for a in self.addresses]
         await self.dashboard.start()

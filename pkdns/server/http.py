@@ -232,11 +232,14 @@ def build_app(cfg: HttpConfig, metrics: Metrics, dns: DnsEntry | None,
 class HttpServer:
     """Runs :func:`build_app` on every ``http.listen`` address (port 0 picks a free port)."""
 
-    def __init__(self, app: web.Application, listen: Sequence[HostPort]) -> None:
+    def __init__(self, app: web.Application, listen: Sequence[HostPort],
+                 grace: float = 2.0) -> None:
         # Idle keep-alive connections are closed after 10 s (slow or idle clients must not pin
-        # connections).
+        # connections). ``grace``: how long :meth:`stop` lets requests in progress finish
+        # (the HTTP face passes ``dns.query_deadline``, within which the resolver answers
+        # every DoH query; a fixed 2 s cut off DoH queries of a longer deadline).
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                     shutdown_timeout=2.0, keepalive_timeout=10.0)
+                                     shutdown_timeout=grace, keepalive_timeout=10.0)
         self._listen = tuple(listen)
         self.addresses: list[HostPort] = []
 
@@ -260,7 +263,8 @@ class HttpServer:
         return self.addresses
 
     async def stop(self) -> None:
-        """Close the listeners and finish in-flight requests."""
+        """Close the listeners, give the requests in progress up to ``grace`` to finish (then
+        cancel them)."""
         await self._runner.cleanup()
 
 

@@ -26,7 +26,10 @@ of Knot Resolver's ``tests/pytests/test_conn_mgmt.py`` and ``test_prefix.py``):
   evicted, or the new one closed when none is idle;
 * a half-close (EOF) is answered like RFC 7766 §6.2.4 asks: every query received before it
   gets its answer, then the connection closes once the client has them all (or is reset by
-  the idle timer if it never reads them).
+  the idle timer if it never reads them);
+* a drain (shutdown) stops accepting and reading at once, then treats every connection as
+  half-closed: the queries it took are answered, and it closes with a FIN once the client
+  has them; what is left when the grace runs out is closed as above.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ class TcpServer:
         self.conns: dict[TcpConnection, None] = {}    # insertion order = age
         self.per_ip: Counter[str] = Counter()
         self.server: asyncio.Server | None = None
+        self.drained: asyncio.Future[None] | None = None   # set by drain: no connection left
 
     def protocol(self) -> TcpConnection:
         return TcpConnection(self)
@@ -82,16 +86,28 @@ class TcpServer:
             self.per_ip[conn.ip] -= 1
             if self.per_ip[conn.ip] <= 0:
                 del self.per_ip[conn.ip]
+        if not self.conns and self.drained is not None and not self.drained.done():
+            self.drained.set_result(None)
 
     async def drain(self, timeout: float) -> None:
-        """Stop accepting; let in-progress queries answer (bounded); close every connection."""
+        """Stop accepting and reading; answer the queries taken, each connection closing with
+        a FIN once its client has every answer; at ``timeout``, close the rest.
+
+        Only this listener's own queries are waited for (its connections' answers still to
+        come); an upstream fetch they wait on is shared with the other transports and is
+        never ended here (the daemon's final stop ends the ones left). No query is read
+        once the drain began, so the queries waited for are the ones in progress then: the
+        door answers each within ``dns.query_deadline``, the grace the daemon gives."""
         if self.server is not None:
             self.server.close()
-        waiting: set[asyncio.Future[Any]] = {t for c in self.conns for t in c.tasks}
-        if any(c.port.held for c in self.conns):
-            waiting.update(self.resolver.inflight())
-        if waiting:
-            await asyncio.wait(waiting, timeout=timeout)
+        if self.conns:
+            self.drained = asyncio.get_running_loop().create_future()
+            for c in list(self.conns):
+                c.drain()
+            try:
+                await asyncio.wait_for(self.drained, timeout)
+            except TimeoutError:
+                pass
         for c in list(self.conns):
             c.close()
         if self.server is not None:
@@ -118,6 +134,7 @@ class TcpConnection(asyncio.Protocol):
         self.blocked = False        # the client does not read its answers (pause_writing)
         self.eof = False
         self.finishing = False
+        self.draining = False       # the listener drains: what arrives is dropped
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)   # uvloop's is no subclass
@@ -133,7 +150,7 @@ class TcpConnection(asyncio.Protocol):
         self._arm(self.server.cfg.tcp_initial_timeout)
 
     def data_received(self, data: bytes) -> None:
-        if self.transport is None:
+        if self.transport is None or self.draining:
             return
         self.buf += data
         try:
@@ -206,7 +223,8 @@ class TcpConnection(asyncio.Protocol):
         t = self.transport
         if t is None:
             return
-        if self.eof and not self.busy() and not self.paused and not self._whole_frame():
+        if (self.eof or self.draining) and not self.busy() and not self.paused \
+                and not self._whole_frame():
             self._finish()
         elif self.paused and self.port.held < PIPELINE_MAX // 2:
             self.loop.call_soon(self._resume)
@@ -293,6 +311,21 @@ class TcpConnection(asyncio.Protocol):
             self.timer.cancel()
         for t in self.tasks:
             t.cancel()
+
+    def drain(self) -> None:
+        """The listener drains: take no more queries (what arrives is read and dropped, so
+        the close is a FIN and not the reset that unread bytes would cause), answer the ones
+        in progress, then close once the client has them all, as after a half-close."""
+        t = self.transport
+        if t is None:
+            return
+        self.draining = True
+        self.buf.clear()
+        if self.paused and not self.blocked and not self.eof:
+            t.resume_reading()
+        self.paused = False
+        if not self.busy():
+            self._finish()
 
     def eof_received(self) -> Any:
         """Half-close: finish answering what was asked, then close (RFC 7766 §6.2.4).

@@ -162,16 +162,37 @@ class UdpServer(asyncio.DatagramProtocol):
         _log.debug("udp_error", error=str(exc))
 
     async def drain(self, timeout: float) -> None:
-        """Stop taking queries; let the ones in progress answer (bounded), then close."""
+        """Stop taking queries; give the ones taken up to ``timeout`` to be answered, then
+        close.
+
+        Only this listener's own work is waited for and ended: ``port.held`` counts its
+        answers still to come (its slow-path tasks and its waiters on upstream fetches). A
+        fetch is shared with the other transports (a TCP or DoH query for the same name
+        waits on it too), so it is never cancelled here: when the deadline passes, this
+        listener cancels its own tasks and stops listening, and what a fetch still delivers
+        to it is dropped (the socket is closed). The fetches left are ended by the daemon's
+        final stop (:meth:`Resolver.close <pkdns.dns.resolver.Resolver.close>`)."""
         self.closing = True
         self.memo.clear()
-        waiting = set(self.tasks) | set(self.resolver.inflight())
-        if waiting:
-            _, pending = await asyncio.wait(waiting, timeout=timeout)
-            for t in pending:
-                t.cancel()
+        if self.port.held:
+            idle: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.port.send = partial(self._reply_draining, idle)   # the hot path stays as is
+            try:
+                await asyncio.wait_for(idle, timeout)
+            except TimeoutError:
+                pass
+        tasks = list(self.tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self.transport is not None:
             self.transport.close()
+
+    def _reply_draining(self, idle: asyncio.Future[None], reply: bytes, addr: Any) -> None:
+        """:meth:`_reply` while draining: also tell :meth:`drain` when the last is out."""
+        self._reply(reply, addr)
+        if not self.port.held and not idle.done():
+            idle.set_result(None)
 
 
 def _grow_rcvbuf(sock: Any) -> None:
