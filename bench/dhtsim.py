@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pkdns.dht.join import RETRANSMIT  # noqa: E402
+from pkdns.dht.resend import RETRANSMIT  # noqa: E402
 from tests.support.dhtsim import Config, Summary, simulate  # noqa: E402
 
 BEGIN, END = "<!-- dhtsim:now:begin -->", "<!-- dhtsim:now:end -->"
@@ -42,9 +42,10 @@ SCENARIOS: list[tuple[str, dict[str, object]]] = [
 
 
 def verdict(name: str, s: Summary) -> str:
-    """Which targets this scenario meets (latency and cost are judged on "mainline")."""
+    """Which targets this scenario meets (latency and cost are judged on the two Mainline
+    rows: "mainline, resends" is what the node runs)."""
     checks = [s.success >= 0.99]
-    if name == "mainline":
+    if name.startswith("mainline"):
         checks += [s.first_p50 <= s.first_budget, s.messages <= s.message_budget]
     return "yes" if all(checks) else "**no**"
 

@@ -41,10 +41,6 @@ HELLO_EARLY = 0.1
 one-shot command waits on the first answer, and the copy costs one datagram per host."""
 RESEND_MAX = 2.0
 """Resends never get further apart than this (mainline's own request timeout)."""
-RETRANSMIT = 0.25
-"""A query unanswered this long is sent again (then at 0.75 s, 1.75 s within the request
-timeout), or 4 x the smoothed round trip when that is longer: on the internet (150 ms) that is
-0.6 s; on a LAN or loopback lab a lost datagram costs a quarter second, not half a second."""
 SAVED_HELLOS = 16
 """Saved contacts greeted along with the bootstrap hosts (the closest to our id first)."""
 

@@ -41,11 +41,12 @@ from pkdns.dht.getquery import GetQuery
 from pkdns.dht.health import DhtHealth
 from pkdns.dht.ids import make_node_id
 from pkdns.dht.item import MutableItem
-from pkdns.dht.join import RESEND_FIRST, RETRANSMIT, SAVED_HELLOS, Greeter, ResolveHost, resolve_all
+from pkdns.dht.join import RESEND_FIRST, SAVED_HELLOS, Greeter, ResolveHost, resolve_all
 from pkdns.dht.krpc import Address, ErrorMessage, Query
 from pkdns.dht.lookup import IterativeLookup, Outcome, PutMutable, PutResult
 from pkdns.dht.outbound import Asker, drive, put_all
 from pkdns.dht.pacing import PACE_LIMIT, PerIpLimiter, SendPacer
+from pkdns.dht.resend import RETRANSMIT
 from pkdns.dht.responder import Responder
 from pkdns.dht.routing import PingFirst, RoutingTable
 from pkdns.dht.rtt import RttEstimator
@@ -109,7 +110,8 @@ class DhtNode:
         """Asked/answered counters and the reachable verdict (status page, /metrics)."""
         self._asker = Asker(lambda: self.protocol, clock, self.health, SendPacer(pace_limit),
                             request_timeout, retransmit,
-                            lambda a: self.table.failed(*a), self._seen)
+                            lambda a: self.table.failed(*a), self._seen,
+                            lambda a: self.rtt.node(a) is not None)
         self._greeter = Greeter(self.id, self.read_only, self._asker.paced_request,
                                 lambda i, a: self._seen(i, a, self._clock.monotonic()),
                                 join_resend)

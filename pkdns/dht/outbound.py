@@ -16,10 +16,10 @@ from collections.abc import Awaitable, Callable
 from pkdns.clock import Clock
 from pkdns.dht.health import DhtHealth
 from pkdns.dht.item import MutableItem
-from pkdns.dht.join import resend_offsets
 from pkdns.dht.krpc import Address, ErrorMessage, Query
 from pkdns.dht.lookup import IterativeLookup, PutMutable
 from pkdns.dht.pacing import SendPacer
+from pkdns.dht.resend import Resends
 from pkdns.dht.routing import ip_key
 from pkdns.dht.transport import KrpcProtocol, Reply
 
@@ -56,19 +56,20 @@ class Asker:
     def __init__(self, protocol: Callable[[], KrpcProtocol], clock: Clock, health: DhtHealth,
                  pacer: SendPacer, request_timeout: float, retransmit: float,
                  on_failed: Callable[[Address], None],
-                 on_seen: Callable[[bytes, Address, float], None]) -> None:
+                 on_seen: Callable[[bytes, Address, float], None],
+                 known: Callable[[Address], bool] = lambda addr: False) -> None:
         self._protocol = protocol
         self._clock = clock
         self._health = health
         self._pacer = pacer
         self.request_timeout = request_timeout
-        self._retransmit = retransmit
+        self.resends = Resends(retransmit, request_timeout)
+        """When unanswered queries are sent again (:mod:`pkdns.dht.resend`)."""
+        self._known = known
+        """Has ``addr`` answered us before? (its silence is then more likely loss)"""
         self._on_failed, self._on_seen = on_failed, on_seen
         self.paced = 0
         """Queries not sent because that destination had had enough from us (SendPacer)."""
-        self.srtt = retransmit / 4
-        """Smoothed round trip of first sends (RFC 6298 style, gain 1/8): a retransmission
-        waits at least 4 x srtt, so a loaded host's slow replies are not taken for losses."""
 
     def pace(self, addr: Address, reserve: int = 0) -> bool:
         """May we send to ``addr`` now? (SendPacer; a skip is no fault of the node.)"""
@@ -114,24 +115,21 @@ class Asker:
         ``answered()`` (asked at each copy) lowers its priority (:data:`ANSWERED_SHARE`)."""
         if not self.may_send(addr, answered()):
             return SKIPPED
-        # Resent while unanswered (same tid: a late reply to any copy counts): on a link that
-        # loses half the datagrams one query in four comes back, three sends give 58 %.
-        gap = max(self._retransmit, 4 * self.srtt)
-        resend = (resend_offsets(self.request_timeout, gap, self.request_timeout)[1:]
-                  if self._retransmit > 0 else [])
+        known = self._known(addr)
+        gap = self.resends.gap()
         sent = self._clock.monotonic()
         self._health.sent(sent)
         reply = await self._protocol().request(
-            addr, query, self.request_timeout, resend,
+            addr, query, self.request_timeout, self.resends.offsets(known),
             lambda: self.may_resend(addr, answered()))
-        if reply is not None:
-            self._health.replied(self._clock.monotonic())
         now = self._clock.monotonic()
-        if reply is not None and now - sent < gap:  # surely the first copy's (Karn)
-            self.srtt += (now - sent - self.srtt) / 8
         if reply is None:
+            self.resends.unanswered(known)
             self._on_failed(addr)
-        elif not isinstance(reply, ErrorMessage):
+            return None
+        self._health.replied(now)
+        self.resends.answered(known, now - sent, gap)
+        if not isinstance(reply, ErrorMessage):
             self._on_seen(reply.id, addr, now)
         return reply
 

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pkdns.dht.getlookup import GetMutableLookup
 from pkdns.dht.ids import ID_BITS, distance, target_of
 from pkdns.dht.item import MutableItem, sign_item
-from pkdns.dht.join import resend_offsets
 from pkdns.dht.krpc import Address, NodeInfo, Response
+from pkdns.dht.resend import Resends
 from pkdns.dht.routing import RoutingTable
 from pkdns.dht.rtt import RttEstimator
 
@@ -53,9 +53,9 @@ class Config:
     holder_churn: float = 0.20
     request_timeout: float = 2.0
     retransmit: float = 0.0
-    """> 0: a query unanswered after max(this, 4 x smoothed round trip) is sent again within
-    the request timeout, as the node's Asker does (RETRANSMIT); 0: every query goes out once
-    (the figures before resends were simulated). Messages count every datagram."""
+    """> 0: unanswered queries are sent again as the node's Asker sends them (RETRANSMIT,
+    :class:`pkdns.dht.resend.Resends`); 0: every query goes out once (the figures before
+    resends were simulated). Messages count every datagram."""
     lookup_timeout: float = 5.0
     answer_window: float = 0.15
     sybils: int = 0
@@ -113,7 +113,7 @@ class Network:
         self.own_id = self._random_id()
         self.client = self._table_for(self.own_id)
         self.rtt = RttEstimator()
-        self.srtt = cfg.retransmit / 4
+        self.resends = Resends(cfg.retransmit, cfg.request_timeout)
 
     def _random_id(self) -> bytes:
         return self.rng.getrandbits(ID_BITS).to_bytes(20, "big")
@@ -207,23 +207,24 @@ class Network:
             table.add(p.id, p.addr[0], p.addr[1], self.now)
         return table
 
-    def _exchange(self, peer: Peer | None) -> tuple[float | None, int]:
+    def _exchange(self, addr: Address) -> tuple[float | None, int]:
         """When the reply arrives (seconds after the first send; None: lost every time or
-        nobody there) and how many datagrams went out, resends included."""
-        timeout = self.cfg.request_timeout
-        gap = max(self.cfg.retransmit, 4 * self.srtt)
-        sends = resend_offsets(timeout, gap, timeout) if self.cfg.retransmit > 0 else [0.0]
-        if peer is None or not peer.responsive or not peer.up:
-            return None, len(sends)
-        for n, at in enumerate(sends, start=1):  # the first copy to get through answers
-            if self.rng.random() < self.cfg.loss or self.rng.random() < self.cfg.loss:
-                continue
-            rtt = peer.rtt * math.exp(self.rng.gauss(0.0, 0.15))
-            if at + rtt >= timeout:
-                return None, len(sends)
-            if n == 1:
-                self.srtt += (rtt - self.srtt) / 8
-            return at + rtt, sum(1 for o in sends if o < at + rtt)  # the answer stops them
+        nobody there) and how many datagrams went out, resends included (the node's own
+        :class:`~pkdns.dht.resend.Resends` decides the copies and learns from the outcome)."""
+        peer = self.peers.get(addr)
+        known = self.rtt.node(addr) is not None
+        gap = self.resends.gap()
+        sends = [0.0] + self.resends.offsets(known)
+        if peer is not None and peer.responsive and peer.up:
+            for at in sends:  # the first copy to get through answers
+                if self.rng.random() < self.cfg.loss or self.rng.random() < self.cfg.loss:
+                    continue
+                rtt = peer.rtt * math.exp(self.rng.gauss(0.0, 0.15))
+                if at + rtt >= self.cfg.request_timeout:
+                    break
+                self.resends.answered(known, at + rtt, gap)
+                return at + rtt, sum(1 for o in sends if o < at + rtt)  # the answer stops them
+        self.resends.unanswered(known)
         return None, len(sends)
 
     def lookup(self, item: MutableItem) -> Result:
@@ -242,7 +243,7 @@ class Network:
         sent = n = 0
         while True:
             for c in lookup.next_requests(self.now):
-                delay, datagrams = self._exchange(self.peers.get(c.addr))
+                delay, datagrams = self._exchange(c.addr)
                 sent += datagrams
                 at = self.now + (delay if delay is not None else self.cfg.request_timeout)
                 heapq.heappush(events, (at, n := n + 1, c.addr, delay is not None))
