@@ -32,6 +32,7 @@ from setuptools.command.build_ext import build_ext
 
 HOT_MODULES = [
     "pkdns/dns/acl.py",
+    "pkdns/dns/actions.py",
     "pkdns/dns/cache.py",
     "pkdns/dns/door.py",
     "pkdns/dns/driver.py",

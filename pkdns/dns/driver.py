@@ -1,7 +1,7 @@
 """The I/O and time around :mod:`pkdns.dns.exchange`: sockets, timers, TCP, the clock.
 
 The exchange decides; :class:`Run` carries out what it returns -- one fresh connected UDP
-socket per :class:`~pkdns.dns.exchange.Attempt` through the
+socket per :class:`~pkdns.dns.actions.Attempt` through the
 :class:`~pkdns.dns.sockpoll.SocketPoller` (and the C module behind it), one timer, a TCP
 connection for a retry, the asker's callback when it is Done -- and feeds it the events of
 those, with ``now`` from the injected clock.
@@ -21,7 +21,8 @@ from typing import Final
 
 from pkdns import log
 from pkdns.config import HostPort
-from pkdns.dns.exchange import Action, Attempt, Close, Done, Exchange, Tcp, Timer, matches
+from pkdns.dns.actions import Action, Attempt, Close, Done, Tcp, Timer, matches
+from pkdns.dns.exchange import Exchange
 from pkdns.dns.sockpoll import SocketPoller, recv
 from pkdns.dns.upstreams import Report
 from pkdns.errors import UpstreamError

@@ -11,16 +11,8 @@ import dns.message
 
 from pkdns.config import HostPort
 from pkdns.dns import wire
-from pkdns.dns.exchange import (
-    TCP_TIMEOUT,
-    Action,
-    Attempt,
-    Close,
-    Done,
-    Exchange,
-    Tcp,
-    Timer,
-)
+from pkdns.dns.actions import Action, Attempt, Close, Done, Tcp, Timer
+from pkdns.dns.exchange import TCP_TIMEOUT, Exchange
 from pkdns.dns.health import DOWN_AFTER, PROBE_MAX, Health
 from pkdns.dns.upstreams import Entropy, Policy
 from tests.support.upstream import answer

@@ -20,9 +20,9 @@ import pytest
 from pkdns.clock import SYSTEM_CLOCK
 from pkdns.config import CacheConfig, Config, DnsConfig
 from pkdns.dns import wire
+from pkdns.dns.actions import matches
 from pkdns.dns.cache import WireCache
 from pkdns.dns.door import Port
-from pkdns.dns.exchange import matches
 from pkdns.dns.forwarder import Forwarder
 from pkdns.dns.resolver import ClientInfo, Resolver
 from pkdns.metrics import Metrics
