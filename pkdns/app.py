@@ -7,14 +7,16 @@ and :class:`~pkdns.lifecycle.Operations` too), handed its collaborators in its c
 but for three links set just after (``resolver.pkarr``, the gateway's ``route`` on the pkarr
 handler, ``keeper.schedule``): each pair needs the other, so one side is given after both exist.
 A :class:`Daemon` owns an ordered list of components (anything with ``name``, ``async
-start()`` and ``async stop()``): ``start`` runs them in order and ``stop`` in reverse, a part
-before the ones that use it, the DNS listeners last (they let clients in). ``Daemon.parts``
+start()`` and ``async stop()``): ``start`` runs them in order, a part before the ones that use
+it, the DNS listeners last (they let clients in); ``stop`` stops the transports first, together
+(DNS listeners, HTTP face, gateway), then the rest in reverse order. ``Daemon.parts``
 lists the parts that apply options on reload (:class:`pkdns.reload.Live`): a new part that
 reads a live option declares it there and applies it in its ``reconfigure``.
 
-Shutdown (SIGTERM/SIGINT): listeners stop taking queries, in-flight ones get up to
-``dns.query_deadline`` to finish, then everything stops in reverse order and the process exits 0.
-Each transport drains only the queries it took; the upstream fetches they share end last
+Shutdown (SIGTERM/SIGINT): every transport stops taking queries at once and gives the ones it
+took up to ``dns.query_deadline`` to finish (in parallel: a DoH client is not served while the
+DNS listeners drain), then the other parts stop in reverse order and the process exits 0. Each
+transport drains only the queries it took; the upstream fetches they share end last
 (:meth:`Daemon.stop`).
 """
 
@@ -305,16 +307,22 @@ class Daemon:
             _log.debug("component_started", name=c.name)
 
     async def stop(self) -> None:
-        """Stop the started components in reverse order (each failure logged, not raised),
-        then end the upstream fetches still running: they are shared by every transport
-        (UDP, TCP, DoH, the pkarr side), so they end here, once none is left to wait."""
+        """Stop the started components (each failure logged, not raised): the transports
+        together, each draining the queries it took, then the others in reverse order; last,
+        end the upstream fetches still running: they are shared by every transport (UDP,
+        TCP, DoH, the pkarr side), so they end here, once none is left to wait on them."""
+        transports = [c for c in self._started if c in (self.dns, self.http, self.gateway)]
+        self._started = [c for c in self._started if c not in transports]
+        await asyncio.gather(*(self._stop_one(c) for c in transports))
         while self._started:
-            c = self._started.pop()
-            try:
-                await c.stop()
-            except Exception:
-                _log.exception("component_stop_failed", name=c.name)
+            await self._stop_one(self._started.pop())
         await self.resolver.close()
+
+    async def _stop_one(self, c: Component) -> None:
+        try:
+            await c.stop()
+        except Exception:
+            _log.exception("component_stop_failed", name=c.name)
 
     def request_stop(self) -> None:
         self._stop.set()

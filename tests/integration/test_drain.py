@@ -1,8 +1,9 @@
 """The installed daemon stopped by SIGTERM while queries wait on a slow upstream: UDP, TCP and
 DoH queries that share one upstream fetch are all answered, a reload that shortened
 ``dns.query_deadline`` (so the DNS listeners' grace runs out first) does not cut a DoH query
-off the fetch it shares, and a DoH query gets the whole ``dns.query_deadline``. Every stop
-exits 0 with no error in the log (no cancelled task, no traceback)."""
+off the fetch it shares, a DoH query gets the whole ``dns.query_deadline``, and every
+transport stops taking queries at once. Every stop exits 0 with no error in the log (no
+cancelled task, no traceback)."""
 
 from __future__ import annotations
 
@@ -56,13 +57,24 @@ def config(path: Path, upstream: str, deadline: float = 3.0) -> Path:
 
 async def doh(d: Proc, name: str) -> dns.message.Message:
     event = await d.wait_for("http_listening")
-    url = f"http://{event['addresses'][0]}/dns-query"
+    return await doh_at(f"http://{event['addresses'][0]}/dns-query", name)
+
+
+async def doh_at(url: str, name: str) -> dns.message.Message:
     q = dns.message.make_query(name, "A")
     async with aiohttp.ClientSession() as s, s.post(
             url, data=q.to_wire(), headers={"Content-Type": CONTENT_TYPE},
             timeout=aiohttp.ClientTimeout(total=8)) as r:
         assert r.status == 200
         return dns.message.from_wire(await r.read())
+
+
+def slow_upstream(seconds: float) -> Callable[[bytes, str], Reply]:
+    """Every question answered with FRESH after ``seconds`` (UDP, not blocking)."""
+    def handle(data: bytes, _t: str) -> Reply:
+        name = dns.message.from_wire(data).question[0].name
+        return Delayed(answer(data, f"{name} 300 IN A {FRESH}"), seconds)
+    return handle
 
 
 def address(reply: dns.message.Message) -> str:
@@ -123,11 +135,7 @@ async def test_sigterm_gives_a_doh_query_the_whole_query_deadline(tmp_path: Path
     """With ``dns.query_deadline = 5``, a DoH miss whose upstream answers 4.6 s later is
     answered, although no UDP or TCP query keeps the daemon draining that long (the HTTP face
     used to give requests in progress a fixed 2 s, twice: cut off at 4 s)."""
-    def slow(data: bytes, _t: str) -> Reply:
-        name = dns.message.from_wire(data).question[0].name
-        return Delayed(answer(data, f"{name} 300 IN A {FRESH}"), 4.6)
-
-    with FakeUpstream(slow) as up:
+    with FakeUpstream(slow_upstream(4.6)) as up:
         conf = config(tmp_path / "pkdns.toml", up.addr, deadline=5.0)
         async with pkdns(tmp_path, "--config", str(conf), "--state-dir",
                          str(tmp_path / "state")) as d:
@@ -136,4 +144,25 @@ async def test_sigterm_gives_a_doh_query_the_whole_query_deadline(tmp_path: Path
             assert up.queries()
             d.signal(signal.SIGTERM)
             assert address(await asked) == FRESH
+            assert_clean_stop(d, await d.stop())
+
+
+async def test_sigterm_stops_every_transport_taking_queries_at_once(tmp_path: Path) -> None:
+    """While the UDP listener drains a query in flight, the HTTP face takes no new DoH query
+    either (connection refused: the client can turn to another server at once); it used to
+    serve DoH until the DNS listeners had drained."""
+    with FakeUpstream(slow_upstream(1.5)) as up:
+        conf = config(tmp_path / "pkdns.toml", up.addr)
+        async with pkdns(tmp_path, "--config", str(conf), "--state-dir",
+                         str(tmp_path / "state")) as d:
+            event = await d.wait_for("http_listening")
+            url = f"http://{event['addresses'][0]}/dns-query"
+            in_flight = asyncio.create_task(d.query("udp.test"))
+            await asyncio.sleep(0.2)
+            d.signal(signal.SIGTERM)
+            await d.wait_for("stopping")
+            await asyncio.sleep(0.2)
+            with pytest.raises(aiohttp.ClientConnectorError):
+                await doh_at(url, "late.test")
+            assert address(await in_flight) == FRESH
             assert_clean_stop(d, await d.stop())
