@@ -50,6 +50,10 @@ class Metrics:
         self.dht_answered_ratio = Gauge(
             "pkdns_dht_answered_ratio", "KRPC queries answered / asked over the last minute",
             registry=r)
+        self.dht_loss = Gauge(
+            "pkdns_dht_round_trip_loss", "Share of queries to nodes that answered before left "
+            "unanswered within the resend gap (moving average; from 0.35 every node's queries "
+            "are resent)", registry=r)
         self.dht_last_found_age = Gauge(
             "pkdns_dht_last_found_age_seconds", "Seconds since a DHT lookup last returned a "
             "verified packet (-1: never)", registry=r)

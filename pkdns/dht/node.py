@@ -323,7 +323,9 @@ class DhtNode:
         return self.health.reachable(self._clock.monotonic())
 
     def health_snapshot(self) -> dict[str, object]:
-        return self.health.snapshot(self._clock.monotonic()).as_dict()
+        """The health verdict and counters, plus how lossy the link looks (resend.py)."""
+        return {**self.health.snapshot(self._clock.monotonic()).as_dict(),
+                "round_trip_loss": round(self._asker.resends.loss, 3)}
 
     def export_nodes(self) -> list[tuple[bytes, str, int]]:
         """Contacts worth saving in the state dir (good ones first)."""

@@ -158,6 +158,8 @@ class HttpFace:
             ratio, age = health["answered_ratio"], health["last_found_age"]
             self.metrics.dht_answered_ratio.set(ratio if isinstance(ratio, float) else 0.0)
             self.metrics.dht_last_found_age.set(age if isinstance(age, float) else -1.0)
+            loss = health.get("round_trip_loss")
+            self.metrics.dht_loss.set(loss if isinstance(loss, float) else 0.0)
 
     async def stop(self) -> None:
         await self.dashboard.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +93,8 @@ async def test_publish_through_one_pkdns_resolve_through_others(testnet: Testnet
         assert 'pkdns_relay_requests_total{method="PUT",status="204"} 1.0' in text
         assert "pkdns_dht_routing_table_nodes" in text
         assert "pkdns_dht_reachable 1.0" in text and "pkdns_dht_answered_ratio" in text
+        loss = re.search(r"^pkdns_dht_round_trip_loss (\S+)$", text, re.M)
+        assert loss is not None and 0.0 <= float(loss.group(1)) < 0.35   # loopback: no loss
         await _chromium_lookup(b.url, tmp_path)
     finally:
         for client in [to_a, *clients]:
