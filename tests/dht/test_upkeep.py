@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import cast
 
 from pkdns.dht import ids
-from pkdns.dht.item import sign_item
+from pkdns.dht.item import MutableItem, sign_item
 from pkdns.dht.krpc import Address, ErrorMessage, Query, Response
 from pkdns.dht.node import DhtNode
 from pkdns.dht.outbound import Skipped
@@ -270,16 +270,22 @@ async def test_upkeep_task_joins_once_the_bootstrap_answers(testnet: Testnet) ->
     assert node._upkeep_task is not None and node._upkeep_task.done()
 
 
-async def test_read_only_put_carries_ro_and_no_server_adds_us(fake_clock: FakeClock) -> None:
-    """The read-only decision documented in node.py: put is sent with ro=1 like every other
-    query, and BEP 43 servers (ours) never put a read-only publisher in their tables."""
-    net = FakeNet(fake_clock)
+async def _published(clock: FakeClock) -> tuple[FakeNet, DhtNode, FakeProtocol, MutableItem]:
+    """A read-only node joined to 30 fake nodes that has put one item on them."""
+    net = FakeNet(clock)
     net.add_many(30)
     net.connect_all()
-    node, proto = _node(net, fake_clock)
+    node, proto = _node(net, clock)
     await node.bootstrap([("10.0.0.1", 6881)])
     item = sign_item(bytes(range(32)), 1_700_000_000_000_000, b"packet")
     assert (await node.put_mutable(item)).stored >= 8
+    return net, node, proto, item
+
+
+async def test_read_only_put_carries_ro_and_no_server_adds_us(fake_clock: FakeClock) -> None:
+    """The read-only decision documented in node.py: put is sent with ro=1 like every other
+    query, and BEP 43 servers (ours) never put a read-only publisher in their tables."""
+    net, node, proto, item = await _published(fake_clock)
     assert {q.method for _, q in proto.sent} >= {"find_node", "get", "put"}
     assert all(q.read_only for _, q in proto.sent)
     assert not any(e.id == node.id for n in net.honest.values() for e in n.table.entries())
@@ -320,13 +326,7 @@ def test_a_lookup_that_has_its_answer_gets_a_quarter_of_each_budget(
 async def test_a_get_tells_the_asker_once_it_has_its_answer(fake_clock: FakeClock) -> None:
     """The driver asks ``lookup.answered`` at every send: false until a verified item went
     out, true after (so the rest of the walk runs at the lower priority)."""
-    net = FakeNet(fake_clock)
-    net.add_many(30)
-    net.connect_all()
-    node, _ = _node(net, fake_clock)
-    await node.bootstrap([("10.0.0.1", 6881)])
-    item = sign_item(bytes(range(32)), 1_700_000_000_000_000, b"packet")
-    assert (await node.put_mutable(item)).stored >= 8
+    _, node, _, item = await _published(fake_clock)
     seen: list[bool] = []
     real = node._asker.try_ask
 
