@@ -31,9 +31,12 @@ class GetMutableLookup(IterativeLookup):
     Most recent wins, so the lookup guards against being shown only an old packet
     (:mod:`pkdns.dht.sybil`): candidates packed around the target more densely than
     ``network_size`` allows do not count toward k, and an item only they gave is held back
-    until the k closest nodes beyond them answered (or the lookup ends: :meth:`finish`). When values
-    disagree (a close node holds an older one) or fewer than QUORUM of the closest hold the
-    best, k more nodes are asked.
+    (:attr:`held_back`) until the k closest nodes beyond them answered -- the lookup must
+    know k there, the members name only each other -- or the lookup ends (:meth:`finish`).
+    A lookup that runs out of nodes to ask before it knew k beyond the cluster keeps it held
+    back: its caller can look again from a table that learnt meanwhile. When values disagree
+    (a close node holds an older one) or fewer than QUORUM of the closest hold the best, k
+    more nodes are asked.
     """
 
     method: ClassVar[Method] = "get"
@@ -64,11 +67,21 @@ class GetMutableLookup(IterativeLookup):
                                      self.network_size))
         self._edge = alive[m - 1].dist if m else -1
         beyond = alive[m:m + self.k]
-        self._heard_beyond = bool(beyond) and all(c.state is State.RESPONDED for c in beyond)
+        self._heard_beyond = (bool(beyond) and all(c.state is State.RESPONDED for c in beyond)
+                              and self._pending is not None and self._knows_beyond())
         width = self.k + m
         if self.best is not None and self._thin_or_conflicting(alive[:width]):
             width += self.k
         return width
+
+    def _knows_beyond(self) -> bool:
+        """Does the lookup know k nodes beyond the cluster (answered, silent or not asked
+        yet)? Until then the few beyond it that answered say little: a one-shot lookup that
+        starts from the cluster (the closest contacts a bootstrap host lists) may know one,
+        and the cluster's members name only each other."""
+        known = sorted(c.dist for c in self._cands.values() if c.dist >= 0)
+        m = min(self.k, cluster_size(known[:2 * self.k], self.network_size))
+        return m == 0 or len(known) >= m + self.k
 
     def _thin_or_conflicting(self, closest: list[Candidate]) -> bool:
         assert self.best is not None
@@ -139,8 +152,21 @@ class GetMutableLookup(IterativeLookup):
         item, self._pending = self._pending, None
         return None if item is None else self._accept(item)
 
+    @property
+    def held_back(self) -> MutableItem | None:
+        """The newest item only a suspected cluster gave, not yet released (a lookup that
+        ran out of nodes to ask before its deadline keeps it: :meth:`finish`)."""
+        return self._pending
+
     def finish(self) -> MutableItem | None:
-        return self._release()
+        """A packet only the cluster gave is better than none once the lookup is out of time
+        or has asked around k nodes beyond the cluster: released. A lookup that ran out of
+        nodes to ask knowing fewer keeps it :attr:`held_back` -- in the kernel lab cold
+        lookups that started from the cluster and lost their one other contact ended half a
+        second in, and the cluster's older packet won where a second look finds the newest."""
+        if self.outcome.deadline_hit or self._knows_beyond():
+            return self._release()
+        return None
 
     def settled(self, quorum: int = QUORUM) -> bool:
         """Is :attr:`best` established, so a one-shot caller may stop here? Yes once

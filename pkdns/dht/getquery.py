@@ -42,6 +42,12 @@ class GetQuery:
         """``quorum`` nodes agree on :attr:`best` (:meth:`GetMutableLookup.settled`)."""
         return self._lookup.settled(quorum)
 
+    @property
+    def held_back(self) -> MutableItem | None:
+        """An item only a suspected Sybil cluster gave, not released by the lookup
+        (:attr:`GetMutableLookup.held_back`)."""
+        return self._lookup.held_back
+
     def __aiter__(self) -> GetQuery:
         if self._task is None:
             self._task = asyncio.create_task(self._run())

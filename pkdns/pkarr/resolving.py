@@ -13,6 +13,10 @@
   silent, and the next one (from a table that learnt meanwhile) often succeeds; rounds stop
   once a packet came, absence was proven, or the deadline passed; the relays are asked in
   parallel;
+- a packet only a suspected Sybil cluster gave (the lookup holds it back,
+  :mod:`pkdns.dht.sybil`) is taken only once the rounds are over -- LOOKS_PAST_A_CLUSTER
+  rounds found nothing newer, or the deadline passed -- so a newer packet on the honest nodes
+  beyond the cluster still wins;
 - absence: proven by a DHT lookup (:func:`pkdns.pkarr.evidence.absence_proven`); a relay 404
   proves it only for a client without a DHT (a relay knows only what was put through it or
   what its own lookup found);
@@ -49,6 +53,10 @@ SETTLE_POLL = 0.02
 """How often a resolve with a packet in hand (and ``agree`` set) checks whether the DHT's nodes
 agree on it."""
 MAX_ROUNDS = 3
+LOOKS_PAST_A_CLUSTER = 2
+"""Rounds that ended with only a suspected Sybil cluster's packet after which a resolve takes
+it: the second starts from a table that learnt during the first (a one-shot command's first
+round often starts from the cluster itself, the closest contacts a bootstrap host lists)."""
 DHT = "dht"
 """``Resolution.source`` of a packet the DHT gave (a relay's is its URL)."""
 
@@ -65,6 +73,12 @@ class MutableStream(Protocol):
 
     def settled(self, quorum: int) -> bool:
         """``quorum`` nodes gave the newest item and none an older one (nothing held back)."""
+        ...
+
+    @property
+    def held_back(self) -> MutableItem | None:
+        """An item only a suspected Sybil cluster gave, which the lookup did not release
+        (:attr:`pkdns.dht.getlookup.GetMutableLookup.held_back`), or None."""
         ...
 
 
@@ -233,17 +247,31 @@ class Resolving:
                 r.dht_error = str(exc)
                 return
         r.dht_used = True
+        await self._rounds_until(dht, asyncio.get_running_loop().time() + self._timeout)
+        # A packet only a Sybil cluster gave, kept back while another round could find a
+        # newer one: the last resort once the rounds are over (the most recent still wins).
+        held = [s.held_back for s in r.rounds if s.held_back is not None]
+        if held:
+            last = max(held, key=lambda i: int(i.seq))
+            self._offer(last.k, last.seq, last.v, last.sig)
+
+    async def _rounds_until(self, dht: Dht, deadline: float) -> None:
+        r = self.result
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout
-        done = 0
+        done = looks = 0
         while self._rounds is None or done < self._rounds:
             began = loop.time()
             done += 1
             if not await self._round(dht, deadline - began):
                 return
-            # a round that ended at once had no one to ask: another would not either
+            held = r.rounds[-1].held_back is not None
+            looks += held
+            if looks >= LOOKS_PAST_A_CLUSTER:
+                return
+            # a round that ended at once had no one to ask: another would not either (unless
+            # it heard only a cluster: the next starts from everyone that answered meanwhile)
             left = deadline - loop.time()
-            if (r.best is not None or loop.time() - began < self._round_min
+            if (r.best is not None or (loop.time() - began < self._round_min and not held)
                     or left < max(self._round_min, 0.1)):
                 return
 
@@ -292,7 +320,11 @@ class Resolving:
                 pending.cancel()
                 await asyncio.gather(pending, return_exceptions=True)
             await stream.cancel()
-        return not r.dht_absent and not stream.outcome.converged and self._cutoff is None
+        # converged: another round would learn nothing new -- unless this one heard only a
+        # Sybil cluster's packet (whose members name only each other): the next starts from
+        # a table that learnt from everyone who answered
+        again = not stream.outcome.converged or stream.held_back is not None
+        return not r.dht_absent and again and self._cutoff is None
 
     def _settled(self, stream: MutableStream) -> bool:
         """With ``agree``: enough of the DHT's nodes agree on its newest packet that the rest

@@ -172,6 +172,10 @@ class _Stream:
     def settled(self, quorum: int) -> bool:
         return self.lookup.settled(quorum)
 
+    @property
+    def held_back(self) -> MutableItem | None:
+        return self.lookup.held_back
+
 
 @dataclasses.dataclass
 class _NetDht:

@@ -18,7 +18,7 @@ from pkdns.dht import krpc
 from pkdns.dht.getlookup import GetMutableLookup
 from pkdns.dht.ids import make_node_id
 from pkdns.dht.item import MutableItem
-from pkdns.dht.krpc import Address, ErrorMessage, Query, Response
+from pkdns.dht.krpc import Address, ErrorMessage, NodeInfo, Query, Response
 from pkdns.dht.lookup import IterativeLookup, PutMutable, PutResult
 from pkdns.dht.responder import Responder
 from pkdns.dht.routing import RoutingTable
@@ -54,6 +54,8 @@ class FakeNet:
     rng: random.Random = field(default_factory=lambda: random.Random(7))
     request_timeout: float = 2.0
     handlers: dict[Address, Handler] = field(default_factory=dict)
+    delays: dict[Address, float] = field(default_factory=dict)
+    """Seconds a reply from that address takes (others come back at once)."""
     honest: dict[Address, PureNode] = field(default_factory=dict)
     delivered: int = 0
     dropped_replies: int = 0
@@ -108,11 +110,26 @@ class FakeNet:
         """Drive ``lookup`` to completion; returns the items it streamed, in order."""
         items: list[MutableItem] = []
         waiting: list[tuple[float, Address]] = []
+        arriving: list[tuple[float, Address, krpc.Message]] = []
         seq = lookup.seq_floor if isinstance(lookup, GetMutableLookup) else None
         base = Query(tid=b"", method=lookup.method, id=own_id, target=lookup.target, seq=seq,
                      read_only=read_only)
+
+        def feed(addr: Address, reply: krpc.Message | None, now: float) -> None:
+            if isinstance(reply, Response):
+                item = lookup.on_response(addr, reply, now)
+                if item is not None:
+                    items.append(item)
+            elif isinstance(reply, ErrorMessage):
+                lookup.on_error(addr, reply, now)
+            else:
+                waiting.append((now + self.request_timeout, addr))
+
         for step in range(10_000):
             now = self.clock.monotonic()
+            for t, addr, msg in [a for a in arriving if a[0] <= now]:
+                arriving.remove((t, addr, msg))
+                feed(addr, msg, now)
             for t, addr in [w for w in waiting if w[0] <= now]:
                 waiting.remove((t, addr))
                 lookup.on_timeout(addr, now)
@@ -122,19 +139,16 @@ class FakeNet:
             for c in sent:
                 q = dataclasses.replace(base, tid=step.to_bytes(2, "big"))
                 reply = self.exchange(c.addr, q)
-                if isinstance(reply, Response):
-                    item = lookup.on_response(c.addr, reply, now)
-                    if item is not None:
-                        items.append(item)
-                elif isinstance(reply, ErrorMessage):
-                    lookup.on_error(c.addr, reply, now)
+                if reply is not None and self.delays.get(c.addr):
+                    arriving.append((now + self.delays[c.addr], c.addr, reply))
                 else:
-                    waiting.append((now + self.request_timeout, c.addr))
+                    feed(c.addr, reply, now)
             if lookup.done(now):
                 break
             if sent:
                 continue
-            wake = min([lookup.next_wakeup(now), *(t for t, _ in waiting)])
+            wake = min([lookup.next_wakeup(now), *(t for t, _ in waiting),
+                        *(t for t, _, _ in arriving)])
             if wake > now:
                 self.clock.advance(wake - now)
         held = lookup.finish()
@@ -159,3 +173,32 @@ class FakeNet:
             else:
                 put.on_timeout(addr, now)
         return put.finish()
+
+
+def plant_cluster(net: FakeNet, target: bytes, item: MutableItem | None, n: int = 8,
+                  seed: int = 4) -> list[NodeInfo]:
+    """``n`` Sybils far nearer ``target`` than chance allows (sharing 64 bits with it), each
+    naming the 8 others closest to it and holding ``item``; every honest table learns them
+    (they are the closest it knows, so honest replies name them too). Closest first."""
+    rng = random.Random(seed)
+    t = int.from_bytes(target, "big")
+    ids = sorted(((t ^ rng.getrandbits(96)).to_bytes(20, "big") for _ in range(n)),
+                 key=lambda i: int.from_bytes(i, "big") ^ t)
+    addrs = [(f"172.20.{i}.1", 6881) for i in range(n)]
+    members = [NodeInfo(i, *a) for i, a in zip(ids, addrs, strict=True)]
+
+    def handler(me: NodeInfo) -> Handler:
+        others = tuple(m for m in members if m is not me)[:8]
+        extra = {} if item is None else {"k": item.k, "v": item.v, "sig": item.sig,
+                                         "seq": item.seq}
+
+        def answer(q: Query, src: Address, now: float) -> Reply:
+            return me.addr, krpc.encode(Response(q.tid, me.id, nodes=others, token=b"t",
+                                                 **extra))  # type: ignore[arg-type]
+        return answer
+
+    for m in members:
+        net.handlers[m.addr] = handler(m)
+        for node in net.honest.values():
+            node.table.add(m.id, *m.addr, 0.0)
+    return members

@@ -45,6 +45,7 @@ class FakeStream:
         self.outcome = Outcome()
         self.cancelled = False
         self.yielded = 0
+        self.held_back: MutableItem | None = None
 
     def __aiter__(self) -> AsyncIterator[MutableItem]:
         return self._run()
