@@ -306,7 +306,7 @@ class DhtNode:
         lookup = query.lookup
         remaining = max(0.5, timeout - (self._clock.monotonic() - start))
         put = PutMutable(item, lookup.put_targets(PUT_FANOUT), lookup.held,
-                         self._clock.monotonic(), remaining)
+                         self._clock.monotonic(), remaining, lookup.outcome.converged)
         await put_all(put, item, self.id, self.read_only, self._ask, self._clock)
         return put.finish()
 
@@ -336,6 +336,11 @@ class DhtNode:
         """Saved contacts: a daemon's table from before the restart (walked to our id)."""
         kept = self.table.import_nodes(nodes, self._clock.monotonic())
         self._size_known = self._size_known or kept >= MIN_SIZE_CONTACTS
+
+    async def settle(self) -> None:
+        """Wait until the background checks (join hellos, verification pings) are over."""
+        while self._checks:
+            await asyncio.gather(*self._checks, return_exceptions=True)
 
     async def close(self) -> None:
         tasks = [*self._checks, *([self._upkeep_task] if self._upkeep_task else [])]

@@ -22,19 +22,24 @@ class PutResult:
     asked: int = 0
     timed_out: int = 0
     errors: dict[tuple[int, str], int] = field(default_factory=dict)
+    converged: bool = False
+    """The token lookup heard the k closest nodes it learnt of, so the put went to the
+    closest. False: it stored on whoever answered in time, maybe far from the key, where a
+    lookup that hears the closest ones never asks (and, rightly, proves absence)."""
 
 
 class PutMutable:
     """Second phase of a BEP 44 put: send ``put`` to the closest nodes that gave a token."""
 
     def __init__(self, item: MutableItem, targets: list[tuple[Address, bytes]],
-                 held: dict[Address, MutableItem], now: float, timeout: float) -> None:
+                 held: dict[Address, MutableItem], now: float, timeout: float,
+                 converged: bool = False) -> None:
         self.item = item
         self.deadline = now + timeout
         self._pending = {addr: token for addr, token in targets}
         self._unsent = list(targets)
         self._held = held
-        self.result = PutResult(asked=len(targets))
+        self.result = PutResult(asked=len(targets), converged=converged)
 
     def next_requests(self, now: float) -> list[tuple[Address, bytes]]:
         out, self._unsent = self._unsent, []

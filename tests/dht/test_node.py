@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from pkdns.dht import krpc
+from pkdns.dht.ids import distance
 from pkdns.dht.item import sign_item
 from pkdns.dht.krpc import Query, Response
 from pkdns.dht.node import DhtNode
@@ -76,6 +77,22 @@ async def test_put_and_get_on_testnet(testnet: Testnet, client: DhtNode) -> None
     finally:
         await reader.close()
     assert client.estimated_network_size() > 0
+
+
+async def test_a_put_tells_whether_it_reached_the_closest(testnet: Testnet,
+                                                          client: DhtNode) -> None:
+    """With the nodes closest to the key silent, the put still stores on farther ones, but
+    says it did not reach the closest (a publisher retries; a test must not count it)."""
+    assert await client.bootstrap(testnet.bootstrap) >= 5
+    item = sign_item(SEED, 1_700_000_000_000_000, b"packet bytes")
+    result = await client.put_mutable(item, timeout=3.0)
+    assert result.converged and result.stored == result.asked >= 8
+    nearest = sorted(testnet.nodes[4:], key=lambda n: distance(n.id, item.target))[:3]
+    for node in nearest:                     # silent from now on (bootstrap nodes kept)
+        await node.close()
+    newer = sign_item(SEED, item.seq + 1, b"newer packet")
+    result = await client.put_mutable(newer, timeout=3.0)
+    assert result.stored >= 1 and not result.converged
 
 
 async def test_export_import_nodes(testnet: Testnet, client: DhtNode) -> None:

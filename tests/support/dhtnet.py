@@ -161,7 +161,7 @@ class FakeNet:
         get = GetMutableLookup(item.k, seeds, now, seq_floor=item.seq - 1, own_id=own_id)
         self.run(get, own_id)
         now = self.clock.monotonic()
-        put = PutMutable(item, get.put_targets(fanout), get.held, now, 5.0)
+        put = PutMutable(item, get.put_targets(fanout), get.held, now, 5.0, get.outcome.converged)
         for i, (addr, token) in enumerate(put.next_requests(now)):
             q = Query(tid=i.to_bytes(2, "big"), method="put", id=own_id, token=token, k=item.k,
                       v=item.v, sig=item.sig, seq=item.seq)
