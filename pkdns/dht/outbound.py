@@ -11,6 +11,7 @@ aioquic's ``transmit()``); :func:`put_all` sends a BEP 44 ``put`` to each chosen
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 from pkdns.clock import Clock
@@ -170,10 +171,11 @@ async def drive(lookup: IterativeLookup, query: Query, ask: TryAsk, clock: Clock
                 break
             wake.clear()
             delay = max(0.0, lookup.next_wakeup(now) - now)
-            try:
-                await asyncio.wait_for(wake.wait(), delay + 0.001)
-            except TimeoutError:
-                pass
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation
+            # that comes as a reply sets ``wake``, and a lookup cut short ran on to its end
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay + 0.001):
+                    await wake.wait()
         if on_item is not None and (held := lookup.finish()) is not None:
             on_item(held)  # an item the lookup held back until it had heard enough
     finally:
