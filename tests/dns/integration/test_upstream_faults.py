@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,10 @@ from tests.support.upstream import FakeUpstream, answer
 pytestmark = pytest.mark.slow
 
 MODE: dict[str, str] = {}
+STALE_SERVED = threading.Event()
+"""Set by the test once its client has had the stale answer: the "late" upstream answers only
+then, so its reply lands after the stale one (1.8 s) whatever the load, with the rest of the
+query deadline (3 s) to spare."""
 
 
 def scripted(data: bytes, transport: str) -> bytes | None:
@@ -28,7 +33,7 @@ def scripted(data: bytes, transport: str) -> bytes | None:
         return None
     if mode == "late":
         MODE[name] = "ok"           # only the first query is late (the thread is blocked):
-        time.sleep(2.3)             # after stale (1.8 s), before the deadline (2.9 s)
+        STALE_SERVED.wait(10)       # after stale (1.8 s), before the deadline (3 s)
         return answer(data, f"{name} 1 IN A 192.0.2.2")     # told apart from a later fetch
     if mode == "garbage":
         return data[:2] + b"\x81\x80\x00\x01\x00\x09junk"
@@ -100,10 +105,14 @@ def test_late_answer_is_cached_for_the_next_client(tmp_path: Path) -> None:
 def _late_answer_cached(daemon: Daemon) -> None:
     timed(daemon, "late.example.test")
     MODE["late.example.test."] = "late"
-    time.sleep(1.2)
-    r, _ = timed(daemon, "late.example.test")
-    assert r.answer[0].ttl == 30                # stale while it waits (the reply: at 2.3 s)
-    for _ in range(15):     # the late reply lands ~0.5 s from now (later on a loaded machine);
+    STALE_SERVED.clear()
+    time.sleep(1.2)                             # past the answer's TTL (1 s)
+    try:
+        r, _ = timed(daemon, "late.example.test")
+        assert r.answer[0].ttl == 30            # stale while it waits for the upstream
+    finally:
+        STALE_SERVED.set()                      # now the upstream answers
+    for _ in range(15):     # the late reply lands in a moment (later on a loaded machine);
         time.sleep(0.2)     # a query meanwhile waits for it (or for stale, at 1.8 s)
         r, _ = timed(daemon, "late.example.test")
         if r.answer[0].ttl != 30:
