@@ -107,7 +107,11 @@ async def test_notify_reload_keeps_cache_and_sigterm_drains(tmp_path: Path,
             d.signal(signal.SIGHUP)
             await d.wait_for("reloaded", count=2)
             in_flight = asyncio.create_task(d.query("slow.test"))
-            await asyncio.sleep(0.2)
+            for _ in range(200):                                # until the daemon is asking
+                if up_slow.seen:                                # (its upstream answers 0.8 s
+                    break                                       # later)
+                await asyncio.sleep(0.02)
+            assert up_slow.seen, "the query never reached the upstream"
             d.signal(signal.SIGTERM)                            # drain: the answer still comes
             assert _ip(await in_flight) == "192.0.2.3"
             assert await d.stop() == 0
@@ -133,14 +137,15 @@ async def test_restart_answers_a_known_key_with_the_dht_gone(tmp_path: Path) -> 
                 assert await first.stop() == 0
         finally:
             await net.close()                                   # the DHT is gone
-        conf = _config(tmp_path / "two.toml", up.addr, bootstrap=boot.split(", ")[0])
+        # A DHT lookup would now run 30 s, past the client's 5 s: an answer at all means the
+        # saved packet answered at once, not a lookup (no wall-clock bound to overrun).
+        conf = _config(tmp_path / "two.toml", up.addr, bootstrap=boot.split(", ")[0],
+                       extra="[pkarr]\nlookup_timeout = 30.0\n")
         async with pkdns(tmp_path, "--config", str(conf), "--state-dir",
                          str(tmp_path / "state")) as second:
             loaded = await second.wait_for("state_loaded")
             assert loaded["packets"] == 1 and loaded["nodes"] >= 1
-            start = time.monotonic()
             reply = await second.query(kp.public_key.z32)
-            assert time.monotonic() - start < 1.0
             assert reply.rcode() == dns.rcode.NOERROR and _ip(reply) == "192.0.2.41"
             reply = await second.query(f"{kp.public_key.z32}.key")
             assert _ip(reply) == "192.0.2.41"
