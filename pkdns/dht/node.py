@@ -202,9 +202,17 @@ class DhtNode:
             addr = self.table.pinged(*addr, answered, self._clock.monotonic())
 
     async def _drive(self, lookup: IterativeLookup,
-                     on_item: Callable[[MutableItem], None] | None = None) -> None:
+                     on_item: Callable[[MutableItem], None] | None = None,
+                     keep: set[asyncio.Task[None]] | None = None) -> None:
         await drive(lookup, self._query_for(lookup), self._asker.try_ask, self._clock,
-                    self.health.found, on_item)
+                    self.health.found, on_item, keep)
+
+    async def _walk(self, target: bytes, timeout: float = 5.0) -> None:
+        """A find_node walk for the table; queries still out at its end go on (in _checks), as
+        a node that answers after the walk gave up on it (under load, most do) still joins."""
+        await self._drive(IterativeLookup(target, self._seeds(target), self._clock.monotonic(),
+                                          timeout=timeout, own_id=self.id, rtt=self.rtt,
+                                          max_queried=self.max_queried), keep=self._checks)
 
     async def join(self, nodes: Sequence[tuple[str, int]], *, timeout: float = 10.0,
                    target: bytes | None = None) -> bool:
@@ -225,10 +233,7 @@ class DhtNode:
         while (left := deadline - self._clock.monotonic()) > 0.05:
             if not await self.join(nodes, timeout=left):
                 break
-            await self._drive(IterativeLookup(
-                self.id, self._seeds(self.id), self._clock.monotonic(),
-                timeout=max(0.05, deadline - self._clock.monotonic()), own_id=self.id,
-                max_queried=self.max_queried, rtt=self.rtt))
+            await self._walk(self.id, max(0.05, deadline - self._clock.monotonic()))
             if len(self.table) > 0:
                 break
         if len(self.table) > 0:
@@ -261,9 +266,7 @@ class DhtNode:
             await self._bootstrap_round(bootstrap)
         await asyncio.gather(*(self.ping(e.addr) for e in plan.ping))
         for index, target in plan.refresh:
-            await self._drive(IterativeLookup(
-                target, self._seeds(target), self._clock.monotonic(), own_id=self.id,
-                max_queried=self.max_queried, rtt=self.rtt))
+            await self._walk(target)
             self.table.refreshed(index, self._clock.monotonic())
         return self.upkeep.next_wakeup(self.table, self._clock.monotonic())
 

@@ -137,9 +137,12 @@ class Asker:
 
 async def drive(lookup: IterativeLookup, query: Query, ask: TryAsk, clock: Clock,
                 on_found: Callable[[float], None],
-                on_item: Callable[[MutableItem], None] | None = None) -> None:
+                on_item: Callable[[MutableItem], None] | None = None,
+                keep: set[asyncio.Task[None]] | None = None) -> None:
     """Run ``lookup`` to its end, feeding every reply back; each verified item goes to
-    ``on_item`` as it arrives (``on_found`` counts it for the health verdict)."""
+    ``on_item`` as it arrives (``on_found`` counts it for the health verdict). The queries
+    still out at the end are cancelled, or with ``keep`` go on there until answered or timed
+    out (what an answer does beyond the lookup, the asker does: a walk's adds the node)."""
     wake = asyncio.Event()
     tasks: set[asyncio.Task[None]] = set()
 
@@ -179,9 +182,14 @@ async def drive(lookup: IterativeLookup, query: Query, ask: TryAsk, clock: Clock
         if on_item is not None and (held := lookup.finish()) is not None:
             on_item(held)  # an item the lookup held back until it had heard enough
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if keep is not None:
+            for task in tasks:
+                keep.add(task)
+                task.add_done_callback(keep.discard)
+        else:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def put_all(put: PutMutable, item: MutableItem, own_id: bytes, read_only: bool,

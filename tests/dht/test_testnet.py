@@ -54,3 +54,24 @@ async def test_settle_waits_for_the_hellos_still_resending() -> None:
         silent.close()
         await node.close()
         await net.close()
+
+
+async def test_a_walk_keeps_the_nodes_that_answer_after_it_gave_up_on_them() -> None:
+    """A loaded machine: every node but the bootstrap one answers 1.3 s late, past the walk's
+    give-up time (1 s with no round trips measured) but inside the request timeout. The walk
+    ends with the bootstrap node alone; its queries go on, and the late answers still join."""
+    net = await Testnet.start(8)
+    loop = asyncio.get_running_loop()
+    for node in net.nodes[1:]:
+        send = node.protocol.send
+        setattr(node.protocol, "send",  # noqa: B010
+                lambda msg, addr, send=send: loop.call_later(1.3, send, msg, addr))
+    client = DhtNode(mode="client", request_timeout=3.0)
+    try:
+        await client.start("127.0.0.1", 0)
+        assert await client.bootstrap([net.nodes[0].address], timeout=10.0) < 8
+        await asyncio.wait_for(client.settle(), 10)
+        assert len(client.table) == 8
+    finally:
+        await client.close()
+        await net.close()
