@@ -174,21 +174,14 @@ class GetMutableLookup(IterativeLookup):
         rest of the lookup waits on the slow and the silent (on a lossy network most of its
         time) and would change the answer only if a newer packet sat on nodes not yet heard
         from (a put reaches its 20 nodes at once, so those that hold the old one rather than
-        the new one are the few it missed). A suspected Sybil cluster's word counts for
-        nothing either way: its members are not among the ``quorum``, and the older packet
-        they gave (or hold back) does not keep an answer from the nodes beyond them from
-        being settled -- it did, for a second on every lookup of such a key."""
-        best = self.best
-        if best is None or (self._pending is not None and self._pending.newer_than(best)):
+        the new one are the few it missed)."""
+        if self.best is None or self._pending is not None:
             return False
-        edge = self._cluster_edge()
         holders = 0
-        for addr, item in self.held.items():
-            if 0 <= self._cands[addr].dist <= edge:
-                continue
-            if item.seq < best.seq:
+        for item in self.held.values():
+            if item.seq < self.best.seq:
                 return False
-            holders += item == best
+            holders += item == self.best
         return holders >= quorum
 
 
