@@ -55,6 +55,8 @@ class GetMutableLookup(IterativeLookup):
         self.held: dict[Address, MutableItem] = {}
         self._edge = -1
         """Distance of the farthest member of a suspected cluster (-1: none)."""
+        self._seen_edge = -1
+        """The farthest cluster edge :meth:`_cluster_edge` found so far."""
         self._heard_beyond = False
         """Have the k closest nodes beyond the cluster all answered?"""
         self._pending: MutableItem | None = None
@@ -136,11 +138,14 @@ class GetMutableLookup(IterativeLookup):
 
     def _cluster_edge(self) -> int:
         """The cluster's edge from every candidate known now (the reply being handled may
-        have just named the rest of the cluster)."""
+        have just named the rest of the cluster), never nearer than it was: a member whose
+        packets were lost is still there, and a lookup that knew 9 members and lost 2 took
+        the next member's older packet for the answer (7 no longer made a cluster)."""
         known = sorted(c.dist for c in self._cands.values()
                        if c.state is not State.FAILED and c.dist >= 0)[:2 * self.k]
         m = cluster_size(known, self.network_size)
-        return known[m - 1] if m else -1
+        self._seen_edge = max(self._seen_edge, known[m - 1] if m else -1)
+        return self._seen_edge
 
     def _accept(self, item: MutableItem) -> MutableItem | None:
         if not item.newer_than(self.best):

@@ -121,6 +121,27 @@ def test_one_honest_node_beyond_the_cluster_does_not_release_its_packet(lab: Lab
     assert items == [] and lookup.held_back == OLD_ITEM
 
 
+def test_members_that_time_out_still_count_toward_the_cluster(lab: Lab) -> None:
+    """The lookup knows 9 members (the 8 a host listed, each naming the 8 closest others);
+    two of them time out (their packets lost), then another answers. Before, the 7 left
+    no longer made a cluster (at least 8), and that member's older packet was accepted as
+    the answer: silence does not move anyone's id."""
+    lookup = GetMutableLookup(NEW_ITEM.k, lab.joined_next_to_the_cluster(),
+                              lab.net.clock.monotonic(), own_id=OWN)
+    now = lab.net.clock.monotonic()
+    asked = {c.addr for c in lookup.next_requests(now)}
+    first, *rest = [m.addr for m in lab.cluster[:8] if m.addr in asked]
+    reply = lab.net.exchange(first, Query(tid=b"", method="get", id=OWN, target=NEW_ITEM.target))
+    assert isinstance(reply, Response) and lookup.on_response(first, reply, now) is None
+    for addr in rest[:2]:
+        lookup.on_timeout(addr, now + 2.0)
+    late = rest[2]
+    reply = lab.net.exchange(late, Query(tid=b"", method="get", id=OWN, target=NEW_ITEM.target))
+    assert isinstance(reply, Response)
+    assert lookup.on_response(late, reply, now + 2.1) is None and lookup.best is None
+    assert lookup.held_back == OLD_ITEM
+
+
 def test_out_of_time_the_lookup_releases_the_cluster_packet(lab: Lab) -> None:
     lab.net.delays[lab.honest[-1].addr] = 0.4  # still awaited at the deadline
     lookup, items = _get(lab, lab.joined_next_to_the_cluster(), timeout=0.3)
