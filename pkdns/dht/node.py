@@ -341,7 +341,7 @@ class DhtNode:
         self._size_known = self._size_known or kept >= MIN_SIZE_CONTACTS
 
     async def settle(self) -> None:
-        """Wait until the background checks (join hellos, verification pings) are over."""
+        """Wait until the background checks (hellos, verification pings, walk queries) end."""
         while self._checks:
             await asyncio.gather(*self._checks, return_exceptions=True)
 
