@@ -12,17 +12,12 @@ no incoming query is answered, not even ``ping``. libtorrent (``node.cpp`` ``inc
 honours ``ro`` only for its ``heard_about`` call; after any ``put`` (or ``announce_peer``) with
 a valid token it calls ``node_seen`` whatever ``ro`` said, so a read-only publisher lands in its
 routing table and it then waits on us (its hard 15 s RPC timeout, ``rpc_manager.cpp``). We
-considered the two other fixes and rejected both:
-
-* answering ``ping`` in read-only mode breaks BEP 43 ("no longer responds to 'query'
-  messages"), and it is worse for libtorrent: the ping keeps us in its table, while its
-  lookups send us ``get``/``find_node``, which we still ignore -- each costs it a timeout;
-* sending ``put`` without ``ro`` does not change what libtorrent does (it ignores ``ro`` on
-  put) and tells every other implementation to add a node that will not answer.
-
-Staying silent lets libtorrent fail us on its next query or ping and replace us (its
-``node_failed``); that is the least harm a read-only publisher can do. An operator who
-publishes a lot from one long-running daemon should run ``mode = "server"``.
+rejected both other fixes: answering ``ping`` breaks BEP 43 ("no longer responds to 'query'
+messages") and keeps us in libtorrent's table while its ``get``/``find_node`` to us still time
+out; a ``put`` without ``ro`` changes nothing in libtorrent and tells every other
+implementation to add a node that will not answer. Silent, we are failed on libtorrent's next
+query or ping and replaced (``node_failed``): the least harm a read-only publisher can do. A
+long-running daemon that publishes a lot should run ``mode = "server"``.
 """
 
 from __future__ import annotations
