@@ -8,22 +8,19 @@ that were stored (NXDOMAIN for 47, then 18, of 100 stored keys).
 
 from __future__ import annotations
 
-import dataclasses
 import random
-from collections.abc import AsyncIterator
 
 from pkdns.answer.source import Status
 from pkdns.config import PkarrConfig
 from pkdns.dht import krpc
 from pkdns.dht.getlookup import GetMutableLookup
 from pkdns.dht.ids import distance, make_node_id, target_of
-from pkdns.dht.item import MutableItem, sign_item
+from pkdns.dht.item import sign_item
 from pkdns.dht.krpc import Address, ErrorMessage, Query
-from pkdns.dht.lookup import Outcome, PutResult
 from pkdns.pkarr.keys import PublicKey
 from tests.answer.fakes import source_over
 from tests.support.clock import FakeClock
-from tests.support.dhtnet import FakeNet, Handler, PureNode, Reply
+from tests.support.dhtnet import FakeNet, Handler, NetDht, PureNode, Reply
 from tests.support.pkarr_factory import keypair
 
 OWN = make_node_id(random.Random(99))
@@ -149,54 +146,14 @@ def test_at_50_percent_loss_a_stored_key_is_never_proven_absent(fake_clock: Fake
 
 
 # -- through the packet source: NXDOMAIN (NOT_FOUND) vs SERVFAIL (UNAVAILABLE) ---------------
-class _Stream:
-    """``DhtNode.get_mutable``'s stream, run on the in-memory network."""
-
-    def __init__(self, net: FakeNet, lookup: GetMutableLookup) -> None:
-        self.net, self.lookup = net, lookup
-
-    async def _items(self) -> AsyncIterator[MutableItem]:
-        for item in self.net.run(self.lookup, OWN):
-            yield item
-
-    def __aiter__(self) -> AsyncIterator[MutableItem]:
-        return self._items()
-
-    @property
-    def outcome(self) -> Outcome:
-        return self.lookup.outcome
-
-    async def cancel(self) -> None:
-        return None
-
-    def settled(self, quorum: int) -> bool:
-        return self.lookup.settled(quorum)
-
-    @property
-    def held_back(self) -> MutableItem | None:
-        return self.lookup.held_back
-
-
-@dataclasses.dataclass
-class _NetDht:
-    net: FakeNet
-
-    def reachable(self) -> bool:
-        return True
-
-    async def put_mutable(self, item: MutableItem, *, timeout: float = 5.0) -> PutResult:
-        raise NotImplementedError("lookups only")
-
-    def get_mutable(self, public_key: bytes, seq_floor: int | None = None, *,
-                    timeout: float = 5.0) -> _Stream:
-        return _Stream(self.net, GetMutableLookup(
-            public_key, _seeds(self.net), self.net.clock.monotonic(), seq_floor=seq_floor,
-            timeout=timeout, own_id=OWN))
+class _NetDht(NetDht):
+    def seeds(self) -> list[tuple[bytes | None, Address]]:
+        return _seeds(self.net)
 
 
 async def _status(net: FakeNet, key: PublicKey) -> Status:
     cfg = PkarrConfig(lookup_timeout=1.0, dht_rate_limit=0)
-    source = source_over(_NetDht(net), cfg, net.clock)
+    source = source_over(_NetDht(net, OWN), cfg, net.clock)
     return (await source.get(key, "ip")).status
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -24,11 +24,10 @@ from pkdns.dht.getlookup import GetMutableLookup
 from pkdns.dht.ids import distance, make_node_id
 from pkdns.dht.item import MutableItem
 from pkdns.dht.krpc import Address, NodeInfo, Query, Response
-from pkdns.dht.lookup import Outcome, PutResult
 from pkdns.pkarr.client import PkarrClient, to_item
 from tests.answer.fakes import source_over
 from tests.support.clock import FakeClock
-from tests.support.dhtnet import FakeNet, PureNode, Reply, plant_cluster
+from tests.support.dhtnet import FakeNet, NetDht, PureNode, Reply, plant_cluster
 from tests.support.pkarr_factory import TS, keypair, packet
 
 OWN = make_node_id(random.Random(98))
@@ -159,56 +158,17 @@ def test_slow_lossy_holders_beyond_the_cluster_win_in_one_lookup(lab: Lab) -> No
 
 
 # -- over a resolve's rounds ----------------------------------------------------------------
-class _Stream:
-    """``DhtNode.get_mutable``'s stream, run on the in-memory network."""
-
-    def __init__(self, net: FakeNet, lookup: GetMutableLookup) -> None:
-        self.net, self.lookup = net, lookup
-
-    async def _items(self) -> AsyncIterator[MutableItem]:
-        for item in self.net.run(self.lookup, OWN):
-            yield item
-
-    def __aiter__(self) -> AsyncIterator[MutableItem]:
-        return self._items()
-
-    @property
-    def outcome(self) -> Outcome:
-        return self.lookup.outcome
-
-    @property
-    def held_back(self) -> MutableItem | None:
-        return self.lookup.held_back
-
-    async def cancel(self) -> None:
-        return None
-
-    def settled(self, quorum: int) -> bool:
-        return self.lookup.settled(quorum)
-
-
-@dataclasses.dataclass
-class _Dht:
+class _Dht(NetDht):
     """A node whose first lookup starts next to the cluster and whose later ones start from
     ``later()`` (its table once the first lookup's answers and the join's hellos are in)."""
 
-    lab: Lab
-    later: Callable[[], Seeds]
-    lookups: int = 0
+    def __init__(self, lab: Lab, later: Callable[[], Seeds]) -> None:
+        super().__init__(lab.net, OWN)
+        self.lab, self.later, self.lookups = lab, later, 0
 
-    def reachable(self) -> bool:
-        return True
-
-    async def put_mutable(self, item: MutableItem, *, timeout: float = 5.0) -> PutResult:
-        raise NotImplementedError("lookups only")
-
-    def get_mutable(self, public_key: bytes, seq_floor: int | None = None, *,
-                    timeout: float = 5.0) -> _Stream:
+    def seeds(self) -> Seeds:
         self.lookups += 1
-        seeds = self.lab.joined_next_to_the_cluster() if self.lookups == 1 else self.later()
-        net = self.lab.net
-        return _Stream(net, GetMutableLookup(public_key, seeds, net.clock.monotonic(),
-                                             seq_floor=seq_floor, timeout=timeout, own_id=OWN))
+        return self.lab.joined_next_to_the_cluster() if self.lookups == 1 else self.later()
 
 
 @pytest.mark.parametrize("host_answers", [False, True])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from pkdns.dht import krpc
@@ -19,7 +19,7 @@ from pkdns.dht.getlookup import GetMutableLookup
 from pkdns.dht.ids import make_node_id
 from pkdns.dht.item import MutableItem
 from pkdns.dht.krpc import Address, ErrorMessage, NodeInfo, Query, Response
-from pkdns.dht.lookup import IterativeLookup, PutMutable, PutResult
+from pkdns.dht.lookup import IterativeLookup, Outcome, PutMutable, PutResult
 from pkdns.dht.responder import Responder
 from pkdns.dht.routing import RoutingTable
 from pkdns.dht.storage import ItemStore
@@ -202,3 +202,56 @@ def plant_cluster(net: FakeNet, target: bytes, item: MutableItem | None, n: int 
         for node in net.honest.values():
             node.table.add(m.id, *m.addr, 0.0)
     return members
+
+
+class NetStream:
+    """``DhtNode.get_mutable``'s stream (:class:`~pkdns.pkarr.resolving.MutableStream`), run on
+    the in-memory network: what the pkarr client and the packet source see of a lookup."""
+
+    def __init__(self, net: FakeNet, lookup: GetMutableLookup) -> None:
+        assert lookup.own_id is not None, "the lookup says whose it is (FakeNet.run)"
+        self.net, self.lookup, self.own_id = net, lookup, lookup.own_id
+
+    async def _items(self) -> AsyncIterator[MutableItem]:
+        for item in self.net.run(self.lookup, self.own_id):
+            yield item
+
+    def __aiter__(self) -> AsyncIterator[MutableItem]:
+        return self._items()
+
+    @property
+    def outcome(self) -> Outcome:
+        return self.lookup.outcome
+
+    @property
+    def held_back(self) -> MutableItem | None:
+        return self.lookup.held_back
+
+    async def cancel(self) -> None:
+        return None
+
+    def settled(self, quorum: int) -> bool:
+        return self.lookup.settled(quorum)
+
+
+class NetDht:
+    """The part of ``DhtNode`` the pkarr client uses (:class:`~pkdns.pkarr.resolving.Dht`),
+    over the in-memory network: lookups only, each starting from :meth:`seeds`."""
+
+    def __init__(self, net: FakeNet, own_id: bytes) -> None:
+        self.net, self.own_id = net, own_id
+
+    def seeds(self) -> list[tuple[bytes | None, Address]]:
+        raise NotImplementedError
+
+    def reachable(self) -> bool:
+        return True
+
+    async def put_mutable(self, item: MutableItem, *, timeout: float = 5.0) -> PutResult:
+        raise NotImplementedError("lookups only")
+
+    def get_mutable(self, public_key: bytes, seq_floor: int | None = None, *,
+                    timeout: float = 5.0) -> NetStream:
+        return NetStream(self.net, GetMutableLookup(
+            public_key, self.seeds(), self.net.clock.monotonic(), seq_floor=seq_floor,
+            timeout=timeout, own_id=self.own_id))
