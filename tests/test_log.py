@@ -8,10 +8,8 @@ import os
 import pty
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import dns.message
 import dns.query
@@ -20,7 +18,7 @@ import pytest
 import structlog
 
 from pkdns import log
-from tests.support.daemon import Daemon, run_daemon
+from tests.support.daemon import run_daemon
 from tests.support.upstream import FakeUpstream, a_record
 
 
@@ -54,16 +52,6 @@ def test_level_filter() -> None:
     assert not log.is_enabled("info") and log.is_enabled("error")
 
 
-def _query_events(d: Daemon, qname: str, timeout: float = 5.0,
-                  count: int = 1) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [e for e in d.events() if e.get("event") == "query" and e.get("qname") == qname]
-        if len(found) >= count or time.monotonic() > deadline:
-            return found
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("verbose", [True, False])
 def test_daemon_logs_each_query_at_debug(tmp_path: Path, verbose: bool) -> None:
     """The daemon's own per-query line (``pkdns serve -v``): a miss, then the cache hit.
@@ -77,7 +65,7 @@ def test_daemon_logs_each_query_at_debug(tmp_path: Path, verbose: bool) -> None:
         assert reply.rcode() == dns.rcode.NOERROR and up.queries("udp")   # a real miss
         again = dns.query.udp(q, d.host, port=d.port, timeout=5)
         assert again.rcode() == dns.rcode.NOERROR and len(up.queries("udp")) == 1   # a hit
-        events = _query_events(d, "logged.example", timeout=5.0 if verbose else 0.5, count=2)
+        events = d.query_events("logged.example", count=2, timeout=5.0 if verbose else 0.5)
     if not verbose:
         assert events == []
         return

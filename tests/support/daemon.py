@@ -33,6 +33,17 @@ class Daemon:
         """Every JSON log line so far."""
         return json_lines(self.log_path)
 
+    def query_events(self, qname: str, count: int = 1,
+                     timeout: float = 5.0) -> list[dict[str, Any]]:
+        """The query log's lines for ``qname``, once ``count`` are in or ``timeout`` passed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [e for e in self.events()
+                     if e.get("event") == "query" and e.get("qname") == qname]
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
+
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM and wait; the exit code."""
         return stop_process(self.proc, signal.SIGTERM, timeout)

@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any
 
 import dns.message
 import dns.query
@@ -16,15 +14,6 @@ from tests.support.daemon import Daemon, run_daemon
 from tests.support.upstream import FakeUpstream, a_record
 
 pytestmark = pytest.mark.slow
-
-
-def _lines(d: Daemon, qname: str, count: int, timeout: float) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [e for e in d.events() if e.get("event") == "query" and e.get("qname") == qname]
-        if len(found) >= count or time.monotonic() > deadline:
-            return found
-        time.sleep(0.05)
 
 
 def _ask_five_times(d: Daemon, name: str) -> None:
@@ -43,7 +32,7 @@ def test_every_query_logged_at_debug_hits_included(tmp_path: Path) -> None:
             run_daemon(tmp_path, upstreams=(up.addr,), config="[dns]\nrate_limit = 0.0\n",
                        verbose=True) as d:
         _ask_five_times(d, "hits.example.test")
-        lines = _lines(d, "hits.example.test", 5, 5.0)
+        lines = d.query_events("hits.example.test", 5, 5.0)
         assert len(up.queries()) == 1
     assert [(e["transport"], e["cache"]) for e in lines] == [
         ("udp", "miss"), ("udp", "hit"), ("udp", "hit"), ("tcp", "hit"), ("udp", "hit")]
@@ -56,5 +45,5 @@ def test_no_query_lines_without_debug(tmp_path: Path) -> None:
     with FakeUpstream(a_record("192.0.2.5")) as up, \
             run_daemon(tmp_path, upstreams=(up.addr,), config="[dns]\nrate_limit = 0.0\n") as d:
         _ask_five_times(d, "quiet.example.test")
-        assert _lines(d, "quiet.example.test", 1, 0.5) == []
+        assert d.query_events("quiet.example.test", 1, 0.5) == []
         assert not [e for e in d.events() if e.get("level") == "debug"]
