@@ -307,7 +307,8 @@ def _dht_status(found: Resolution) -> str:
 
 
 def _status(o: Outcome) -> str:
-    return f"{o.queried} nodes asked, {o.responded} answered, {o.values} values"
+    shunned = f", {o.shunned_clusters} off-target clusters passed by" if o.shunned_clusters else ""
+    return f"{o.queried} nodes asked, {o.responded} answered, {o.values} values{shunned}"
 
 
 def _render(packet: SignedPacket, as_json: bool, source: str) -> str:

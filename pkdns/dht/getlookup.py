@@ -47,10 +47,9 @@ class GetMutableLookup(IterativeLookup):
                  max_queried: int = MAX_QUERIED, rtt: RttEstimator | None = None,
                  network_size: int = 0) -> None:
         super().__init__(target_of(public_key), seeds, now, timeout=timeout, own_id=own_id, k=k,
-                         alpha=alpha, max_queried=max_queried, rtt=rtt)
+                         alpha=alpha, max_queried=max_queried, rtt=rtt, network_size=network_size)
         self.public_key = public_key
         self.seq_floor = seq_floor
-        self.network_size = network_size
         self.best: MutableItem | None = None
         self.held: dict[Address, MutableItem] = {}
         self._edge = -1
@@ -81,7 +80,7 @@ class GetMutableLookup(IterativeLookup):
         yet)? Until then the few beyond it that answered say little: a one-shot lookup that
         starts from the cluster (the closest contacts a bootstrap host lists) may know one,
         and the cluster's members name only each other."""
-        known = sorted(c.dist for c in self._cands.values() if c.dist >= 0)
+        known = sorted(c.dist for c in self._cands.values() if c.dist >= 0 and not c.shunned)
         m = min(self.k, cluster_size(known[:2 * self.k], self.network_size))
         return m == 0 or len(known) >= m + self.k
 
@@ -141,8 +140,8 @@ class GetMutableLookup(IterativeLookup):
         have just named the rest of the cluster), never nearer than it was: a member whose
         packets were lost is still there, and a lookup that knew 9 members and lost 2 took
         the next member's older packet for the answer (7 no longer made a cluster)."""
-        known = sorted(c.dist for c in self._cands.values()
-                       if c.state is not State.FAILED and c.dist >= 0)[:2 * self.k]
+        known = sorted(c.dist for c in self._cands.values() if c.state is not State.FAILED
+                       and c.dist >= 0 and not c.shunned)[:2 * self.k]
         m = cluster_size(known, self.network_size)
         self._seen_edge = max(self._seen_edge, known[m - 1] if m else -1)
         return self._seen_edge

@@ -11,6 +11,8 @@ by one, and past its give-up time it no longer holds a place among the closest k
 unresponsive nodes stall neither the search nor its end (times from :mod:`pkdns.dht.rtt`). An
 answer that comes late still counts. Bounded by ``max_queried`` and a deadline; at most one
 candidate per IP and per /24 and at most K contacts taken per reply (Sybil and poisoning limits).
+A reply that names a cluster packed away from the target (:func:`pkdns.dht.sybil.
+off_target_cluster`) marks every candidate in it shunned: never asked, no place among the closest.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pkdns.dht.krpc import Address, ErrorMessage, Method, Response
 from pkdns.dht.put import PutMutable, PutResult
 from pkdns.dht.routing import ip_key, is_valid_contact, subnet_key
 from pkdns.dht.rtt import RttEstimator
+from pkdns.dht.sybil import in_prefix, off_target_cluster
 
 ALPHA = 4
 K_CLOSEST = 20
@@ -59,6 +62,8 @@ class Candidate:
     token: bytes | None = None
     refused: bool = False
     """It answered with a KRPC error: alive, but serves no item (BEP 44 unsupported, broken)."""
+    shunned: bool = False
+    """A member of a cluster planted away from the target: it names only the cluster."""
 
 
 @dataclass(slots=True)
@@ -72,6 +77,8 @@ class Outcome:
     krpc_errors: int = 0
     timed_out: int = 0
     skipped: int = 0
+    shunned_clusters: int = 0
+    """Clusters planted away from the target that replies named (their members not asked)."""
     """Queries pacing kept back (that node had had enough from us for now)."""
     deadline_hit: bool = False
     converged: bool = False
@@ -90,8 +97,10 @@ class IterativeLookup:
     def __init__(self, target: bytes, seeds: Iterable[tuple[bytes | None, Address]],
                  now: float, *, timeout: float = 5.0, own_id: bytes | None = None,
                  k: int = K_CLOSEST, alpha: int = ALPHA, max_queried: int = MAX_QUERIED,
-                 rtt: RttEstimator | None = None) -> None:
+                 rtt: RttEstimator | None = None, network_size: int = 0) -> None:
         self.target = target
+        self.network_size = network_size
+        self._shunned: list[tuple[int, int]] = []
         self.deadline = now + timeout
         self.own_id = own_id
         self.k, self.alpha, self.max_queried = k, alpha, max_queried
@@ -123,12 +132,26 @@ class IterativeLookup:
                 return
         self._ips.add(ipk)
         self._subnets.add(subnet)
-        self._cands[addr] = Candidate(addr, node_id,
-                                      -1 if node_id is None else distance(node_id, self.target))
+        c = Candidate(addr, node_id, -1 if node_id is None else distance(node_id, self.target))
+        c.shunned = node_id is not None and any(in_prefix(node_id, p) for p in self._shunned)
+        self._cands[addr] = c
+
+    def _shun(self, named: list[bytes]) -> None:
+        """Mark the cluster ``named`` by one reply, if it is one planted away from the target,
+        and every candidate inside it (the replier too) shunned."""
+        prefix = off_target_cluster(named, self.target, self.network_size)
+        if prefix is None or prefix in self._shunned:
+            return
+        self._shunned.append(prefix)
+        self.outcome.shunned_clusters += 1
+        for c in self._cands.values():
+            c.shunned |= c.id is not None and in_prefix(c.id, prefix)
 
     def _counts(self, c: Candidate, now: float) -> bool:
         """Does ``c`` hold a place among the closest: not failed, and if asked, not past its
         give-up time (:mod:`pkdns.dht.rtt`; a late answer brings it back)."""
+        if c.shunned:
+            return False
         if c.state is State.INFLIGHT:
             return c.sent_at + self.rtt.give_up(c.addr) > now  # as next_wakeup computes it
         return c.state is not State.FAILED
@@ -211,6 +234,7 @@ class IterativeLookup:
         usable.sort(key=lambda n: distance(n.id, self.target))
         for n in usable[:self.k]:
             self._add(n.id, n.addr)
+        self._shun([n.id for n in usable[:self.k]])
         return self._value(c, resp)
 
     def _value(self, c: Candidate, resp: Response) -> MutableItem | None:
@@ -256,12 +280,15 @@ class IterativeLookup:
         that gave up on silent close nodes and filled its window with farther ones that
         answered proves nothing, the item may sit on exactly the nodes that did not answer.
         A node that answered a KRPC error is left out (alive, but it serves no item, so it
-        cannot hold one for us); seeds whose id we never learnt cannot be placed and are too.
+        cannot hold one for us); seeds whose id we never learnt cannot be placed and are too;
+        so are shunned clusters, but then k others must have answered.
         """
-        known = sorted((c for c in self._cands.values() if c.dist >= 0 and not c.refused),
-                       key=self._key)
+        known = sorted((c for c in self._cands.values()
+                        if c.dist >= 0 and not c.refused and not c.shunned), key=self._key)
         width = self._proof_width([c.dist for c in known[:2 * self.k]])
         closest = known[:width]
+        if self._shunned and len(closest) < self.k:
+            return False  # a cluster hid the rest: the few it left prove nothing
         return bool(closest) and all(c.state is State.RESPONDED for c in closest)
 
     def _proof_width(self, dists: list[int]) -> int:
@@ -277,7 +304,7 @@ class IterativeLookup:
         return False
 
     def closest_responded(self, n: int | None = None) -> list[Candidate]:
-        got = [c for c in self._cands.values() if c.state is State.RESPONDED]
+        got = [c for c in self._cands.values() if c.state is State.RESPONDED and not c.shunned]
         got.sort(key=self._key)
         return got[:n or self.k]
 

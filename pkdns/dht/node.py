@@ -205,9 +205,10 @@ class DhtNode:
     async def _walk(self, target: bytes, timeout: float = 5.0) -> None:
         """A find_node walk for the table; queries still out at its end go on (in _checks), as
         a node that answers after the walk gave up on it (under load, most do) still joins."""
-        await self._drive(IterativeLookup(target, self._seeds(target), self._clock.monotonic(),
-                                          timeout=timeout, own_id=self.id, rtt=self.rtt,
-                                          max_queried=self.max_queried), keep=self._checks)
+        await self._drive(IterativeLookup(
+            target, self._seeds(target), self._clock.monotonic(), timeout=timeout, own_id=self.id,
+            rtt=self.rtt, max_queried=self.max_queried, network_size=self.estimated_network_size(),
+        ), keep=self._checks)
 
     async def join(self, nodes: Sequence[tuple[str, int]], *, timeout: float = 10.0,
                    target: bytes | None = None) -> bool:

@@ -142,6 +142,7 @@ class Resolution:
             total.responded += o.responded
             total.values += o.values
             total.timed_out += o.timed_out
+            total.shunned_clusters += o.shunned_clusters
         return total
 
 

@@ -176,7 +176,7 @@ class FakeNet:
 
 
 def plant_cluster(net: FakeNet, target: bytes, item: MutableItem | None, n: int = 8,
-                  seed: int = 4) -> list[NodeInfo]:
+                  seed: int = 4, subnet: int = 20) -> list[NodeInfo]:
     """``n`` Sybils far nearer ``target`` than chance allows (sharing 64 bits with it), each
     naming the 8 others closest to it and holding ``item``; every honest table learns them
     (they are the closest it knows, so honest replies name them too). Closest first."""
@@ -184,7 +184,7 @@ def plant_cluster(net: FakeNet, target: bytes, item: MutableItem | None, n: int 
     t = int.from_bytes(target, "big")
     ids = sorted(((t ^ rng.getrandbits(96)).to_bytes(20, "big") for _ in range(n)),
                  key=lambda i: int.from_bytes(i, "big") ^ t)
-    addrs = [(f"172.20.{i}.1", 6881) for i in range(n)]
+    addrs = [(f"172.{subnet}.{i}.1", 6881) for i in range(n)]
     members = [NodeInfo(i, *a) for i, a in zip(ids, addrs, strict=True)]
 
     def handler(me: NodeInfo) -> Handler:

@@ -1,0 +1,136 @@
+"""Clusters planted next to other keys, nearer this key than its holders: a lookup passes
+them by instead of spending its window on them.
+
+Kernel lab (issue 12): five Sybil clusters of 16, each answering every query with only its own
+members, in a swarm of about 60 live honest nodes. Cold lookups for other keys asked up to 114
+nodes and heard 82 answers without one value: the clusters filled the closest k. On the
+in-memory network (fake clock, no sockets).
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from pkdns.dht.getlookup import GetMutableLookup
+from pkdns.dht.ids import ID_BITS, distance, make_node_id
+from pkdns.dht.item import MutableItem
+from pkdns.dht.krpc import NodeInfo
+from pkdns.dht.lookup import IterativeLookup, State
+from pkdns.dht.sybil import in_prefix, off_target_cluster
+from pkdns.pkarr.client import to_item
+from tests.support.clock import FakeClock
+from tests.support.dhtnet import FakeNet, PureNode, plant_cluster
+from tests.support.pkarr_factory import TS, keypair, packet
+
+OWN = make_node_id(random.Random(5))
+ITEM = to_item(packet(keypair(33), ["@ 300 IN TXT here"], TS))
+TARGET = ITEM.target
+RNG = random.Random(3)
+
+
+def _ids(shared: int, n: int = 8, around: bytes | None = None) -> list[bytes]:
+    """``n`` ids sharing their first ``shared`` bits (with ``around`` if given)."""
+    base = int.from_bytes(around or RNG.randbytes(20), "big")
+    low = ID_BITS - shared
+    return [(base >> low << low | RNG.getrandbits(low)).to_bytes(20, "big") for _ in range(n)]
+
+
+def _near_but_off(target: bytes, shared_with_target: int) -> bytes:
+    """An id sharing exactly ``shared_with_target`` bits with ``target``."""
+    t = int.from_bytes(target, "big")
+    flip = 1 << (ID_BITS - 1 - shared_with_target)
+    return ((t ^ flip) & ~(flip - 1) | RNG.getrandbits(ID_BITS - 1 - shared_with_target)
+            ).to_bytes(20, "big")
+
+
+# -- the test on one reply --------------------------------------------------------------------
+def test_a_reply_naming_a_tight_group_away_from_the_target_is_a_cluster() -> None:
+    ids = _ids(40, around=_near_but_off(TARGET, 6))
+    prefix = off_target_cluster(ids, TARGET, 0)
+    assert prefix is not None and prefix[1] >= 40
+    assert all(in_prefix(i, prefix) for i in ids) and not in_prefix(TARGET, prefix)
+
+
+@pytest.mark.parametrize("extra", [0, 3, 14])
+def test_the_keys_own_neighbourhood_is_not_shunned(extra: int) -> None:
+    """Nodes packed around the target itself are cluster_size's business (held back, never
+    passed by: the newest packet may sit among them), also when the ones a reply names
+    share a few more bits with each other than with the target."""
+    ids = _ids(40 + extra + 1, around=_near_but_off(TARGET, 40))
+    assert off_target_cluster(ids, TARGET, 0) is None
+
+
+@pytest.mark.parametrize("shared, size", [(0, 0), (20, 10_000_000), (7, 130), (12, 4_000)])
+def test_honest_replies_are_not_clusters(shared: int, size: int) -> None:
+    """Spread contacts, or an honest node's own neighbourhood (about log2 N shared bits, what
+    one whose bucket for the target is empty names) on a network of ``size`` (0: unknown)."""
+    assert off_target_cluster(_ids(shared), TARGET, size) is None
+
+
+def test_three_contacts_say_nothing() -> None:
+    assert off_target_cluster(_ids(60, n=3), TARGET, 0) is None
+
+
+# -- a lookup ---------------------------------------------------------------------------------
+def _net(clock: FakeClock, clusters: int, *, eclipse: bool = False
+         ) -> tuple[FakeNet, list[PureNode], list[NodeInfo]]:
+    """120 honest nodes, the 8 closest to TARGET holding ITEM; ``clusters`` clusters of 16,
+    each sharing 12 bits with TARGET (nearer it than any honest node), holding nothing and
+    naming only each other. Honest tables list them where a bucket has room; ``eclipse``:
+    before any honest node (their buckets toward TARGET then hold only Sybils)."""
+    net = FakeNet(clock)
+    net.add_many(120)
+    if not eclipse:
+        net.connect_all()
+    sybils: list[NodeInfo] = []
+    for j in range(clusters):
+        sybils += plant_cluster(net, _near_but_off(TARGET, 12), None, n=16, seed=j, subnet=30 + j)
+    net.connect_all()
+    honest = sorted(net.honest.values(), key=lambda p: distance(p.id, TARGET))
+    for node in honest[:8]:
+        node.store.put(ITEM.k, ITEM.seq, ITEM.v, ITEM.sig)
+    return net, honest, sybils
+
+
+def _get(net: FakeNet, honest: list[PureNode]) -> tuple[GetMutableLookup, list[MutableItem]]:
+    seeds = [(p.id, p.addr) for p in honest[60::15]]
+    lookup = GetMutableLookup(ITEM.k, seeds, net.clock.monotonic(), own_id=OWN)
+    return lookup, net.run(lookup, OWN)
+
+
+def _asked(lookup: IterativeLookup, nodes: list[NodeInfo]) -> int:
+    return sum(1 for n in nodes if (c := lookup._cands.get(n.addr)) and c.state is not State.NEW)
+
+
+def test_a_lookup_passes_clusters_by(fake_clock: FakeClock) -> None:
+    """It finds the holders and asks a cluster no more than alpha members (a reply that
+    names it is enough). Before, it asked every member it learnt of (9 here)."""
+    net, honest, sybils = _net(fake_clock, 3)
+    lookup, items = _get(net, honest)
+    assert items == [ITEM]
+    assert lookup.outcome.shunned_clusters >= 1
+    assert _asked(lookup, sybils) <= 4 * lookup.outcome.shunned_clusters
+    assert lookup.outcome.converged and not lookup.outcome.absent
+
+
+def test_clusters_that_hide_every_holder_prove_no_absence(fake_clock: FakeClock) -> None:
+    """Every honest table's closest contacts toward TARGET are Sybils, so no reply names a
+    holder: the lookup cannot find ITEM, and must not call it absent (NXDOMAIN) either.
+    Before, the 20 nearest (all Sybils) answered without a value: "absent"."""
+    net, honest, sybils = _net(fake_clock, 3, eclipse=True)
+    lookup, items = _get(net, honest)
+    assert items == []
+    assert not lookup.outcome.absent and not lookup.proves_absence()
+
+
+def test_a_find_node_walk_passes_them_by_too(fake_clock: FakeClock) -> None:
+    """Bootstrap walks use the same rule: the closest nodes a walk toward TARGET reports
+    (those a put would store on) are the honest ones next to it, not the clusters."""
+    net, honest, sybils = _net(fake_clock, 3)
+    lookup = IterativeLookup(TARGET, [(p.id, p.addr) for p in honest[60::15]],
+                             fake_clock.monotonic(), own_id=OWN)
+    net.run(lookup, OWN)
+    closest = {c.addr for c in lookup.closest_responded(8)}
+    assert closest == {p.addr for p in honest[:8]}
