@@ -16,9 +16,8 @@ rejected both other fixes: answering ``ping`` breaks BEP 43 ("no longer responds
 messages") and keeps us in libtorrent's table while its ``get``/``find_node`` to us still time
 out; a ``put`` without ``ro`` changes nothing in libtorrent and tells every other
 implementation to add a node that will not answer. Silent, we are failed on libtorrent's next
-query or ping and replaced (``node_failed``): the least harm a read-only publisher can do. A
-long-running daemon that publishes a lot should run ``mode = "server"``.
-"""
+query or ping and replaced (``node_failed``): the least harm a read-only publisher can do
+(a long-running daemon that publishes a lot should run ``mode = "server"``)."""
 
 from __future__ import annotations
 
