@@ -12,7 +12,8 @@ unresponsive nodes stall neither the search nor its end (times from :mod:`pkdns.
 answer that comes late still counts. Bounded by ``max_queried`` and a deadline; at most one
 candidate per IP and per /24 and at most K contacts taken per reply (Sybil and poisoning limits).
 A reply that names a cluster packed away from the target (:func:`pkdns.dht.sybil.
-off_target_cluster`) marks every candidate in it shunned: never asked, no place among the closest.
+off_target_clusters`) marks every candidate in it shunned: never asked, no place among the
+closest, not counted among the K taken from a reply.
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import ClassVar
 
-from pkdns.dht.ids import distance
+from pkdns.dht.ids import ID_BITS, distance
 from pkdns.dht.item import MutableItem
 from pkdns.dht.krpc import Address, ErrorMessage, Method, Response
 from pkdns.dht.put import PutMutable, PutResult
 from pkdns.dht.routing import ip_key, is_valid_contact, subnet_key
 from pkdns.dht.rtt import RttEstimator
-from pkdns.dht.sybil import in_prefix, off_target_cluster
+from pkdns.dht.sybil import in_prefix, off_target_clusters
 
 ALPHA = 4
 K_CLOSEST = 20
@@ -133,19 +134,22 @@ class IterativeLookup:
         self._ips.add(ipk)
         self._subnets.add(subnet)
         c = Candidate(addr, node_id, -1 if node_id is None else distance(node_id, self.target))
-        c.shunned = node_id is not None and any(in_prefix(node_id, p) for p in self._shunned)
+        c.shunned = node_id is not None and self._is_shunned(int.from_bytes(node_id, "big"))
         self._cands[addr] = c
 
     def _shun(self, named: list[bytes]) -> None:
-        """Mark the cluster ``named`` by one reply, if it is one planted away from the target,
-        and every candidate inside it (the replier too) shunned."""
-        prefix = off_target_cluster(named, self.target, self.network_size)
-        if prefix is None or prefix in self._shunned:
-            return
-        self._shunned.append(prefix)
-        self.outcome.shunned_clusters += 1
-        for c in self._cands.values():
-            c.shunned |= c.id is not None and in_prefix(c.id, prefix)
+        """Mark the clusters planted away from the target that one reply ``named``, and every
+        candidate inside them (the replier too), shunned."""
+        for prefix in off_target_clusters(named, self.target, self.network_size):
+            if self._is_shunned(prefix[0] << (ID_BITS - prefix[1]), prefix[1]):
+                continue  # a part of a cluster passed by already
+            self._shunned.append(prefix)
+            self.outcome.shunned_clusters += 1
+            for c in self._cands.values():
+                c.shunned |= c.id is not None and in_prefix(c.id, prefix)
+
+    def _is_shunned(self, node_id: int, bits: int = ID_BITS) -> bool:
+        return any(b <= bits and node_id >> (ID_BITS - b) == v for v, b in self._shunned)
 
     def _counts(self, c: Candidate, now: float) -> bool:
         """Does ``c`` hold a place among the closest: not failed, and if asked, not past its
@@ -231,10 +235,11 @@ class IterativeLookup:
         c.dist = distance(resp.id, self.target)
         self.outcome.responded += 1
         usable = [n for n in resp.nodes if is_valid_contact(n.id, n.host, n.port)]
+        self._shun([n.id for n in usable])
+        usable = [n for n in usable if not self._is_shunned(int.from_bytes(n.id, "big"))]
         usable.sort(key=lambda n: distance(n.id, self.target))
         for n in usable[:self.k]:
             self._add(n.id, n.addr)
-        self._shun([n.id for n in usable[:self.k]])
         return self._value(c, resp)
 
     def _value(self, c: Candidate, resp: Response) -> MutableItem | None:

@@ -44,28 +44,36 @@ the target share a few bits more with each other than with it too (a reply names
 them): those are :func:`cluster_size`'s to judge, their older packet held back, not ignored."""
 
 
-def off_target_cluster(ids: Sequence[bytes], target: bytes,
-                       network_size: int) -> tuple[int, int] | None:
-    """The id prefix ``(value, bits)`` of a cluster that one reply named instead of contacts
-    near ``target``, or None.
+def off_target_clusters(ids: Sequence[bytes], target: bytes,
+                        network_size: int) -> list[tuple[int, int]]:
+    """The id prefixes ``(value, bits)`` of clusters that one reply named instead of contacts
+    near ``target``.
 
     A cluster planted next to one key answers a query for any other key with its own members
-    too (they are all it knows). Asked about another key, an honest node names the contacts it
-    has closest to that key, spread over the part of the id space around it. So a reply whose
-    contacts all share a prefix that the target does not, packed :data:`SHUN_DENSITY` times
-    more tightly than N node ids allow, is a cluster's: a lookup need not ask its members,
-    they name only each other (kernel lab, five clusters of 16 in a swarm of 60: lookups for
-    other keys spent up to a hundred queries on them and found no value)."""
-    if len(ids) < MIN_NAMED:
-        return None
-    ints = sorted(int.from_bytes(i, "big") for i in ids)
-    bits = ID_BITS - (ints[0] ^ ints[-1]).bit_length()  # the prefix every one of them shares
-    with_target = ID_BITS - (ints[0] ^ int.from_bytes(target, "big")).bit_length()
-    if bits - with_target < OFF_TARGET_BITS:
-        return None  # around the target: the key's own neighbourhood, see cluster_size
-    if len(ids) << bits < SHUN_DENSITY * (network_size if network_size > 0 else UNKNOWN_SIZE):
-        return None
-    return ints[0] >> (ID_BITS - bits), bits
+    too (they are all it knows), and honest nodes whose tables it filled name its members
+    among their closest. An honest node names the contacts it has closest to the target,
+    spread over the part of the id space around it. So :data:`MIN_NAMED` or more contacts of
+    one reply that share a prefix the target does not (by :data:`OFF_TARGET_BITS` more bits),
+    packed :data:`SHUN_DENSITY` times more tightly than N node ids allow, are a cluster's: a
+    lookup need not ask its members, they name only each other (kernel lab, five clusters of
+    16 in a swarm of 60: lookups for other keys spent up to a hundred queries on them and
+    found no value)."""
+    n = network_size if network_size > 0 else UNKNOWN_SIZE
+    depth = min(ID_BITS, (SHUN_DENSITY * n // MIN_NAMED).bit_length())
+    groups: dict[int, list[int]] = {}
+    for i in ids:
+        v = int.from_bytes(i, "big")
+        groups.setdefault(v >> (ID_BITS - depth), []).append(v)
+    t = int.from_bytes(target, "big")
+    found = []
+    for members in groups.values():
+        if len(members) < MIN_NAMED:
+            continue
+        lo, hi = min(members), max(members)
+        bits = ID_BITS - (lo ^ hi).bit_length()  # the prefix every one of them shares
+        if bits - (ID_BITS - (lo ^ t).bit_length()) >= OFF_TARGET_BITS:
+            found.append((lo >> (ID_BITS - bits), bits))
+    return found
 
 
 def in_prefix(node_id: bytes, prefix: tuple[int, int]) -> bool:

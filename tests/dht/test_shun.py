@@ -13,15 +13,16 @@ import random
 
 import pytest
 
+from pkdns.dht import krpc
 from pkdns.dht.getlookup import GetMutableLookup
 from pkdns.dht.ids import ID_BITS, distance, make_node_id
 from pkdns.dht.item import MutableItem
-from pkdns.dht.krpc import NodeInfo
+from pkdns.dht.krpc import Address, NodeInfo, Query, Response
 from pkdns.dht.lookup import IterativeLookup, State
-from pkdns.dht.sybil import in_prefix, off_target_cluster
+from pkdns.dht.sybil import in_prefix, off_target_clusters
 from pkdns.pkarr.client import to_item
 from tests.support.clock import FakeClock
-from tests.support.dhtnet import FakeNet, PureNode, plant_cluster
+from tests.support.dhtnet import FakeNet, PureNode, Reply, plant_cluster
 from tests.support.pkarr_factory import TS, keypair, packet
 
 OWN = make_node_id(random.Random(5))
@@ -48,9 +49,18 @@ def _near_but_off(target: bytes, shared_with_target: int) -> bytes:
 # -- the test on one reply --------------------------------------------------------------------
 def test_a_reply_naming_a_tight_group_away_from_the_target_is_a_cluster() -> None:
     ids = _ids(40, around=_near_but_off(TARGET, 6))
-    prefix = off_target_cluster(ids, TARGET, 0)
-    assert prefix is not None and prefix[1] >= 40
+    [prefix] = off_target_clusters(ids, TARGET, 0)
+    assert prefix[1] >= 40
     assert all(in_prefix(i, prefix) for i in ids) and not in_prefix(TARGET, prefix)
+
+
+def test_clusters_among_honest_contacts_are_found_each() -> None:
+    """An honest node whose table the clusters filled names their members among its own
+    closest (bittorrent-dht names its whole table): each cluster is found, nothing else."""
+    a, b = _ids(40, n=16, around=_near_but_off(TARGET, 3)), _ids(44, n=5)
+    found = off_target_clusters([*_ids(0, n=30), *a, *b, *_ids(0, n=30)], TARGET, 200)
+    assert sorted(p[1] for p in found) >= [40, 44]
+    assert len(found) == 2 and all(any(in_prefix(i, p) for p in found) for i in a + b)
 
 
 @pytest.mark.parametrize("extra", [0, 3, 14])
@@ -59,18 +69,18 @@ def test_the_keys_own_neighbourhood_is_not_shunned(extra: int) -> None:
     passed by: the newest packet may sit among them), also when the ones a reply names
     share a few more bits with each other than with the target."""
     ids = _ids(40 + extra + 1, around=_near_but_off(TARGET, 40))
-    assert off_target_cluster(ids, TARGET, 0) is None
+    assert off_target_clusters(ids, TARGET, 0) == []
 
 
 @pytest.mark.parametrize("shared, size", [(0, 0), (20, 10_000_000), (7, 130), (12, 4_000)])
 def test_honest_replies_are_not_clusters(shared: int, size: int) -> None:
     """Spread contacts, or an honest node's own neighbourhood (about log2 N shared bits, what
     one whose bucket for the target is empty names) on a network of ``size`` (0: unknown)."""
-    assert off_target_cluster(_ids(shared), TARGET, size) is None
+    assert off_target_clusters(_ids(shared), TARGET, size) == []
 
 
 def test_three_contacts_say_nothing() -> None:
-    assert off_target_cluster(_ids(60, n=3), TARGET, 0) is None
+    assert off_target_clusters(_ids(60, n=3), TARGET, 0) == []
 
 
 # -- a lookup ---------------------------------------------------------------------------------
@@ -134,3 +144,21 @@ def test_a_find_node_walk_passes_them_by_too(fake_clock: FakeClock) -> None:
     net.run(lookup, OWN)
     closest = {c.addr for c in lookup.closest_responded(8)}
     assert closest == {p.addr for p in honest[:8]}
+
+
+def test_a_reply_that_names_its_whole_table_yields_k_honest_contacts(
+        fake_clock: FakeClock) -> None:
+    """A bittorrent-dht host names every contact it has, closest first: the 48 Sybils, then
+    the honest nodes. Only K of a reply are taken; before, they were all Sybils, which named
+    only each other, and the holders were never asked."""
+    net, honest, sybils = _net(fake_clock, 3, eclipse=True)
+    host = honest[-1]
+    table = sorted([*sybils, *(NodeInfo(p.id, *p.addr) for p in honest[:-1])],
+                   key=lambda n: distance(n.id, TARGET))
+
+    def whole_table(q: Query, src: Address, now: float) -> Reply:
+        return host.addr, krpc.encode(Response(q.tid, host.id, nodes=tuple(table), token=b"t"))
+    net.handlers[host.addr] = whole_table
+    lookup = GetMutableLookup(ITEM.k, [(host.id, host.addr)], fake_clock.monotonic(), own_id=OWN)
+    assert net.run(lookup, OWN) == [ITEM]
+    assert lookup.outcome.shunned_clusters == 3 and _asked(lookup, sybils) == 0
