@@ -10,7 +10,8 @@ stops counting against α (libtorrent's "short timeout") and widens the set of c
 by one, and past its give-up time it no longer holds a place among the closest k, so dead and
 unresponsive nodes stall neither the search nor its end (times from :mod:`pkdns.dht.rtt`). An
 answer that comes late still counts. Bounded by ``max_queried`` and a deadline; at most one
-candidate per IP and per /24 and at most K contacts taken per reply (Sybil and poisoning limits).
+candidate per IP and per /24 and at most K new contacts taken per reply (Sybil and poisoning
+limits).
 A reply that names a cluster packed away from the target (:func:`pkdns.dht.sybil.
 off_target_clusters`) marks every candidate in it shunned: never asked, no place among the
 closest, not counted among the K taken from a reply.
@@ -122,20 +123,22 @@ class IterativeLookup:
     def _key(c: Candidate) -> int:
         return c.dist
 
-    def _add(self, node_id: bytes | None, addr: Address, *, is_seed: bool = False) -> None:
+    def _add(self, node_id: bytes | None, addr: Address, *, is_seed: bool = False) -> bool:
+        """Take a new candidate (True) unless known, out of room or against the rules."""
         if addr in self._cands or len(self._cands) >= MAX_CANDIDATES:
-            return
+            return False
         ipk, subnet = ip_key(*addr), subnet_key(*addr)
         if not is_seed:
             if node_id is None or node_id == self.own_id:
-                return
+                return False
             if not is_valid_contact(node_id, *addr) or ipk in self._ips or subnet in self._subnets:
-                return
+                return False
         self._ips.add(ipk)
         self._subnets.add(subnet)
         c = Candidate(addr, node_id, -1 if node_id is None else distance(node_id, self.target))
         c.shunned = node_id is not None and self._is_shunned(int.from_bytes(node_id, "big"))
         self._cands[addr] = c
+        return True
 
     def _shun(self, named: list[bytes]) -> None:
         """Mark the clusters planted away from the target that one reply ``named``, and every
@@ -238,8 +241,11 @@ class IterativeLookup:
         self._shun([n.id for n in usable])
         usable = [n for n in usable if not self._is_shunned(int.from_bytes(n.id, "big"))]
         usable.sort(key=lambda n: distance(n.id, self.target))
-        for n in usable[:self.k]:
-            self._add(n.id, n.addr)
+        taken = 0
+        for n in usable:  # K new ones at most: known ones (a cluster named again) take no place
+            if taken >= self.k:
+                break
+            taken += self._add(n.id, n.addr)
         return self._value(c, resp)
 
     def _value(self, c: Candidate, resp: Response) -> MutableItem | None:

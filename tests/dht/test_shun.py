@@ -162,3 +162,20 @@ def test_a_reply_that_names_its_whole_table_yields_k_honest_contacts(
     lookup = GetMutableLookup(ITEM.k, [(host.id, host.addr)], fake_clock.monotonic(), own_id=OWN)
     assert net.run(lookup, OWN) == [ITEM]
     assert lookup.outcome.shunned_clusters == 3 and _asked(lookup, sybils) == 0
+
+
+def test_contacts_named_again_take_no_place_among_the_k_of_a_reply() -> None:
+    """A reply lists the key's own cluster (16, held back, not passed by) before the honest
+    nodes beyond it, as every bittorrent-dht host does (it names its whole table), and the
+    lookup knows the cluster already (a one-shot join starts next to it). Before, the cluster
+    took 16 of the 20 places and 4 honest contacts came in."""
+    rng = random.Random(8)
+    t = int.from_bytes(TARGET, "big")
+    cluster = [NodeInfo((t ^ rng.getrandbits(96)).to_bytes(20, "big"), f"172.16.{i}.1", 6881)
+               for i in range(16)]
+    honest = [NodeInfo(make_node_id(rng), f"10.1.{i}.1", 6881) for i in range(40)]
+    lookup = GetMutableLookup(ITEM.k, [(n.id, n.addr) for n in cluster], 0.0, own_id=OWN)
+    host = lookup.next_requests(0.0)[0]
+    nodes = tuple(sorted([*cluster, *honest], key=lambda n: distance(n.id, TARGET)))
+    lookup.on_response(host.addr, Response(b"t", cluster[0].id, nodes=nodes), 0.1)
+    assert sum(1 for n in honest if n.addr in lookup._cands) == 20
