@@ -143,13 +143,14 @@ class IterativeLookup:
     def _shun(self, named: list[bytes]) -> None:
         """Mark the clusters planted away from the target that one reply ``named``, and every
         candidate inside them (the replier too), shunned."""
-        for prefix in off_target_clusters(named, self.target, self.network_size):
-            if self._is_shunned(prefix[0] << (ID_BITS - prefix[1]), prefix[1]):
+        for value, bits in off_target_clusters(named, self.target, self.network_size):
+            if self._is_shunned(value << (ID_BITS - bits), bits):
                 continue  # a part of a cluster passed by already
-            self._shunned.append(prefix)
-            self.outcome.shunned_clusters += 1
+            self._shunned = [(v, b) for v, b in self._shunned  # parts of this one: merged
+                             if b < bits or v >> (b - bits) != value] + [(value, bits)]
+            self.outcome.shunned_clusters = len(self._shunned)
             for c in self._cands.values():
-                c.shunned |= c.id is not None and in_prefix(c.id, prefix)
+                c.shunned |= c.id is not None and in_prefix(c.id, (value, bits))
 
     def _is_shunned(self, node_id: int, bits: int = ID_BITS) -> bool:
         return any(b <= bits and node_id >> (ID_BITS - b) == v for v, b in self._shunned)

@@ -179,3 +179,15 @@ def test_contacts_named_again_take_no_place_among_the_k_of_a_reply() -> None:
     nodes = tuple(sorted([*cluster, *honest], key=lambda n: distance(n.id, TARGET)))
     lookup.on_response(host.addr, Response(b"t", cluster[0].id, nodes=nodes), 0.1)
     assert sum(1 for n in honest if n.addr in lookup._cands) == 20
+
+
+def test_parts_of_one_cluster_count_once() -> None:
+    """Members name different parts of their cluster (the 8 closest to their own target):
+    a wider part that covers narrower ones already passed by replaces them."""
+    lookup = GetMutableLookup(ITEM.k, [], 0.0, own_id=OWN)
+    base = _near_but_off(TARGET, 2)
+    narrow, wide = _ids(60, around=base), _ids(44, around=base)
+    lookup._shun(narrow)
+    lookup._shun(wide)
+    lookup._shun(narrow)
+    assert lookup.outcome.shunned_clusters == 1
