@@ -47,7 +47,8 @@ def fmt(v: Any) -> str:
 
 def table(res: dict[str, Any]) -> str:
     cfg = res["config"]
-    lines = ["| phase | client | found newest | older | median s | p90 s | max s | top failure |",
+    lines = ["| phase | client | found newest | older | median s | p90 s | max s "
+             "| keys both found; top failure |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for phase in ("cold", "sybil"):
         for impl in cfg["cold_impls"]:
@@ -55,9 +56,12 @@ def table(res: dict[str, Any]) -> str:
             if not r:
                 continue
             err = next(iter(r["errors"]), "")
+            if (both := r.get("common")) and both["keys"]:
+                err = (f"keys both found: {both['keys']}, median {fmt(both[impl])} s vs "
+                       f"{cfg['cold_impls'][0]} {fmt(both[cfg['cold_impls'][0]])} s; {err}")
             lines.append(f"| {phase} ({res[phase].get('loss', cfg['cold_loss'])} % loss) | {impl} "
                          f"| {r['newest']}/{r['lookups']} | {r['older']} | {fmt(r['median_s'])} "
-                         f"| {fmt(r['p90_s'])} | {fmt(r['max_s'])} | {err[:90]} |")
+                         f"| {fmt(r['p90_s'])} | {fmt(r['max_s'])} | {err[:140]} |")
     w = res["warm"]
     lines.append(f"| warm daemon ({w['loss']} % loss) | pkdns serve "
                  f"| {w['answered']}/{w['queries']} "

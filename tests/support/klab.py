@@ -74,6 +74,7 @@ class LabConfig:
     sybil_size: int = 16
     sybil_lookups: int = 20      # cold pkdns resolves per Sybil key
     sybil_holds_old: bool = True  # False: the Sybils hold nothing
+    announce_every: float = 5.0  # seconds between the Sybils' (and broken nodes') announcements
     relay: bool = True
     one_shot_timeout: float = 15.0
     warm_toml: str = ""          # extra config for the warm daemon (default: none, as shipped)

@@ -157,7 +157,7 @@ class Lab:
 
     async def keep_announcing(self) -> None:
         while True:
-            await asyncio.sleep(JOIN_EVERY)
+            await asyncio.sleep(self.args.announce_every)
             for node in self.fakes + [n for c in self.clusters for n in c]:
                 node.announce(self.swarm, self.rng)
 
@@ -220,6 +220,8 @@ def main() -> int:
     ap.add_argument("--errors", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--time-limit", type=float, default=1200)
+    ap.add_argument("--announce-every", type=float, default=JOIN_EVERY,
+                    help="seconds between the fake nodes' find_node rounds to the swarm")
     asyncio.run(run(ap.parse_args()))
     os._exit(0)
 

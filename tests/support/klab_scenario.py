@@ -111,7 +111,8 @@ async def start_swarm(cfg: LabConfig, kids: list[Child], tmp: Path) -> Swarm:
     peers = await Child.start("lab peers", PY, "-m", "tests.support.klab_peers", "--join",
                               peer_join, "--honest", str(cfg.honest), "--no-bep44",
                               str(cfg.no_bep44), "--errors", str(cfg.errors),
-                              "--seed", str(cfg.seed), "--time-limit", "3000")
+                              "--seed", str(cfg.seed), "--time-limit", "3000",
+                              "--announce-every", str(cfg.announce_every))
     kids.append(peers)
     p = await peers.line("ready", 90)
     info["honest"], info["broken"] = p["honest"], p["broken"]
@@ -189,7 +190,20 @@ def tally(rows: list[dict[str, Any]], impls: tuple[str, ...]) -> dict[str, Any]:
                      "older": sum(1 for r in mine if r["version"] == "old"),
                      **summary([r["t"] for r in found]),
                      "errors": dict(sorted(errors.items(), key=lambda kv: -kv[1])[:4])}
+    for impl in impls[1:]:  # medians over the keys both found (each one's own set favours
+        both = _found_by_both(rows, impls[0], impl)  # the one that found only easy keys)
+        out[impl]["common"] = {"keys": len(both),
+                               impls[0]: summary([a for a, _ in both])["median_s"],
+                               impl: summary([b for _, b in both])["median_s"]}
     return out
+
+
+def _found_by_both(rows: list[dict[str, Any]], a: str, b: str) -> list[tuple[float, float]]:
+    """(time by ``a``, time by ``b``) for each key both found the newest packet of."""
+    def times(impl: str) -> dict[int, float]:
+        return {r["key"]: r["t"] for r in rows if r["impl"] == impl and r["version"] == "new"}
+    ta, tb = times(a), times(b)
+    return [(ta[k], tb[k]) for k in ta if k in tb]
 
 
 async def dns_query(port: int, name: str, budget: float = 3.0,
@@ -340,6 +354,11 @@ async def scenario(cfg: LabConfig, tmp: Path, rng: random.Random) -> dict[str, A
                     for impl in impls:
                         srows.append(await cold_lookup(impl, key, boot, cfg.one_shot_timeout))
             res["sybil"] = tally(srows, cfg.cold_impls) if sybil else {}
+            if sybil:  # per key: a cluster that hides a key from everyone shows as one row
+                res["sybil"]["pkdns_by_key"] = {
+                    k.index: {v or "none": sum(1 for r in srows if r["impl"] == "pkdns"
+                                               and r["key"] == k.index and r["version"] == v)
+                              for v in ("new", "old", None)} for k in sybil}
             if sybil:
                 stats = await swarm.peers.command("stats", "stats")
                 res["sybil"]["cluster_queries"] = stats["stats"]
