@@ -79,9 +79,9 @@ class Outcome:
     krpc_errors: int = 0
     timed_out: int = 0
     skipped: int = 0
+    """Queries pacing kept back (that node had had enough from us for now)."""
     shunned_clusters: int = 0
     """Clusters planted away from the target that replies named (their members not asked)."""
-    """Queries pacing kept back (that node had had enough from us for now)."""
     deadline_hit: bool = False
     converged: bool = False
     """The k closest nodes the lookup learnt of all answered (:meth:`~IterativeLookup.

@@ -32,7 +32,7 @@ QUORUM = 4
 """Holders of the best packet among the closest k below which a lookup asks k more nodes."""
 SHUN_DENSITY = 1024
 """How much more tightly than chance a reply's contacts must be packed, away from the target,
-for :func:`off_target_cluster` to call them a cluster: 8 contacts sharing 30 bits on a
+for :func:`off_target_clusters` to call them a cluster: 8 contacts sharing 30 bits on a
 10 M-node Mainline, where chance puts 0.02 nodes. An honest node names its contacts closest to
 the target; even one whose bucket for it is empty names its own neighbourhood, about 20 bits."""
 MIN_NAMED = 4
