@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import ClassVar
 
-from pkdns.dht.ids import target_of
+from pkdns.dht.ids import ID_BITS, target_of
 from pkdns.dht.item import MutableItem, check_item
 from pkdns.dht.krpc import Address, Method, Response
 from pkdns.dht.lookup import ALPHA, K_CLOSEST, MAX_QUERIED, Candidate, IterativeLookup, State
 from pkdns.dht.rtt import RttEstimator
-from pkdns.dht.sybil import QUORUM, cluster_size
+from pkdns.dht.sybil import QUORUM, cluster_size, shell_targets
 from pkdns.errors import VerifyError
 
 
@@ -83,6 +83,17 @@ class GetMutableLookup(IterativeLookup):
         known = sorted(c.dist for c in self._cands.values() if c.dist >= 0 and not c.shunned)
         m = min(self.k, cluster_size(known[:2 * self.k], self.network_size))
         return m == 0 or len(known) >= m + self.k
+
+    def hidden_shells(self) -> list[bytes]:
+        """Targets around the key whose walks find the honest nodes a suspected cluster hides
+        (:func:`pkdns.dht.sybil.shell_targets`), while the lookup does not know k nodes
+        beyond it; none otherwise. The shells start below the closest node known beyond it."""
+        edge = self._cluster_edge()
+        if edge < 0 or self._knows_beyond():
+            return []
+        beyond = [c.dist for c in self._cands.values() if c.dist > edge and not c.shunned]
+        depth = ID_BITS - min(beyond).bit_length() if beyond else 0
+        return shell_targets(self.target, depth, ID_BITS - edge.bit_length())
 
     def _thin_or_conflicting(self, closest: list[Candidate]) -> bool:
         assert self.best is not None

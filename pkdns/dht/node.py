@@ -30,6 +30,7 @@ from typing import Any
 from pkdns import log
 from pkdns.clock import SYSTEM_CLOCK, Clock
 from pkdns.dht.admission import QuerierCheck
+from pkdns.dht.around import Around, Seed
 from pkdns.dht.getlookup import GetMutableLookup
 from pkdns.dht.getquery import GetQuery
 from pkdns.dht.health import DhtHealth
@@ -74,9 +75,7 @@ class DhtNode:
                  retransmit: float = RETRANSMIT) -> None:
         if mode not in ("client", "server"):
             raise ValueError(f"mode must be client or server, not {mode!r}")
-        self.mode = mode
-        self.request_timeout = request_timeout
-        self.max_queried = max_queried
+        self.mode, self.request_timeout, self.max_queried = mode, request_timeout, max_queried
         self._clock = clock
         self._rng = rng or random.SystemRandom()
         self.id = node_id or make_node_id(self._rng, external_ip)
@@ -109,6 +108,7 @@ class DhtNode:
         self._greeter = Greeter(self.id, self.read_only, self._asker.paced_request,
                                 lambda i, a: self._seen(i, a, self._clock.monotonic()),
                                 join_resend)
+        self._around = Around(self._walk, clock, self._checks)
         self._protocol: KrpcProtocol | None = None
         self._address: Address | None = None
         self.rate_limited = 0
@@ -155,9 +155,9 @@ class DhtNode:
             self._spawn(self._verify(addr))  # BEP 5: good only once it answered us
 
     # -- lookups --------------------------------------------------------------------------
-    def _seeds(self, target: bytes) -> list[tuple[bytes | None, Address]]:
-        return self._greeter.seeds([(e.id, e.addr) for e in self.table.closest(target, 32)],
-                                   target)
+    def _seeds(self, target: bytes) -> list[Seed]:
+        known: list[Seed] = [(e.id, e.addr) for e in self.table.closest(target, 32)]
+        return self._greeter.seeds(known, target) + self._around.seeds(target)
 
     def _query_for(self, lookup: IterativeLookup) -> Query:
         seq = lookup.seq_floor if isinstance(lookup, GetMutableLookup) else None
@@ -201,13 +201,14 @@ class DhtNode:
         await drive(lookup, self._query_for(lookup), self._asker.try_ask, self._clock,
                     self.health.found, on_item, keep)
 
-    async def _walk(self, target: bytes, timeout: float = 5.0) -> None:
-        """A find_node walk for the table; queries still out at its end go on (in _checks), as
-        a node that answers after the walk gave up on it (under load, most do) still joins."""
-        await self._drive(IterativeLookup(
+    async def _walk(self, target: bytes, timeout: float = 5.0) -> list[Seed]:
+        """A find_node walk for the table (around a hidden key: the 8 closest that answered);
+        late answers still join it (the queries go on in _checks: under load, most are late)."""
+        walk = IterativeLookup(
             target, self._seeds(target), self._clock.monotonic(), timeout=timeout, own_id=self.id,
-            rtt=self.rtt, max_queried=self.max_queried, network_size=self.estimated_network_size(),
-        ), keep=self._checks)
+            rtt=self.rtt, max_queried=self.max_queried, network_size=self.estimated_network_size())
+        await self._drive(walk, keep=self._checks)
+        return [(c.id, c.addr) for c in walk.closest_responded(8)]
 
     async def join(self, nodes: Sequence[tuple[str, int]], *, timeout: float = 10.0,
                    target: bytes | None = None) -> bool:
@@ -281,8 +282,7 @@ class DhtNode:
             _log.info("dht_bootstrap_tiny", nodes=size, retry_in=retry)
 
     async def ping(self, addr: Address) -> bool:
-        """BEP 5 ping; True if the node answered (its table entry is refreshed by the
-        reply, or counted as failed by the timeout)."""
+        """BEP 5 ping; True if it answered (a reply refreshes its table entry, a timeout fails)."""
         reply = await self._ask(addr, Query(tid=b"", method="ping", id=self.id,
                                             read_only=self.read_only))
         return reply is not None and not isinstance(reply, ErrorMessage)
@@ -294,7 +294,7 @@ class DhtNode:
                                   timeout=timeout, own_id=self.id, max_queried=self.max_queried,
                                   rtt=self.rtt, network_size=self.estimated_network_size())
         lookup.add_seeds(self._seeds(lookup.target))
-        return GetQuery(self._drive, lookup)
+        return GetQuery(self._around.wrap(self._drive), lookup)
 
     async def put_mutable(self, item: MutableItem, *, timeout: float = 5.0) -> PutResult:
         """Get tokens from the closest nodes, then ``put`` to the closest 20 that gave one."""

@@ -76,6 +76,26 @@ def off_target_clusters(ids: Sequence[bytes], target: bytes,
     return found
 
 
+SHELLS = 6
+"""Walks around a key that a cluster hides (:func:`shell_targets`): the k closest honest nodes
+span about three shells, and where they start is known only to a shell or two."""
+
+
+def shell_targets(target: bytes, depth: int, cluster_depth: int, n: int = SHELLS) -> list[bytes]:
+    """Targets next to ``target`` whose closest nodes are the honest ones a cluster hides.
+
+    Every node asked about a key names the 8 contacts it has closest to it, and once a cluster
+    sits next to the key (sharing ``cluster_depth`` bits with it) and has announced itself to
+    the swarm, those are the cluster's members: no reply names the honest nodes around the
+    key, the ones that hold it. Shell b -- the nodes sharing exactly b bits with the key -- is
+    what a walk toward the key with bit b flipped finds, the cluster being farther from that
+    target than anyone in the shell. ``depth`` is how many bits the closest node known outside
+    the cluster shares with the key: the shells from ``depth + 1`` on, below the cluster."""
+    t = int.from_bytes(target, "big")
+    shells = range(depth + 1, min(depth + 1 + n, cluster_depth))
+    return [(t ^ (1 << (ID_BITS - 1 - b))).to_bytes(len(target), "big") for b in shells]
+
+
 def in_prefix(node_id: bytes, prefix: tuple[int, int]) -> bool:
     """Does ``node_id`` start with ``prefix`` (value, bits)?"""
     value, bits = prefix

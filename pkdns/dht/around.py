@@ -1,0 +1,97 @@
+"""Looking around a key that a Sybil cluster hides: the asyncio side of
+:meth:`pkdns.dht.getlookup.GetMutableLookup.hidden_shells`.
+
+Kernel lab (issue 12), five clusters of 16 announcing themselves to the swarm for twenty
+minutes: every node asked about a clustered key named only the cluster's members, its 8
+closest, so one-shot lookups knew the cluster and two or three nodes far away, never the
+honest nodes around the key that hold its newest packet, and ended on the cluster's older one.
+Walks toward targets next to the key, one per shell below the cluster, find those nodes (the
+cluster is farther from each such target than anyone in its shell). They start as soon as a
+get suspects a cluster and knows fewer than k nodes beyond it, run beside the get, and what
+they find becomes its seeds -- and the next get's for that key, if this one ended first (a
+one-shot resolve looks again then).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+
+from pkdns.clock import Clock
+from pkdns.dht.getlookup import GetMutableLookup
+from pkdns.dht.item import MutableItem
+from pkdns.dht.krpc import Address
+from pkdns.dht.lookup import IterativeLookup
+
+Seed = tuple[bytes | None, Address]
+Walk = Callable[[bytes, float], Awaitable[list[Seed]]]
+"""A find_node walk toward a target for at most so many seconds: the closest that answered."""
+Drive = Callable[[IterativeLookup, Callable[[MutableItem], None] | None], Awaitable[None]]
+
+POLL = 0.05
+"""Seconds between looks at a running get for a cluster (it shows within the first replies)."""
+WALK_TIME = 2.0
+"""Seconds a walk around a key may take: long enough for a lossy link's resends."""
+KEYS_KEPT = 64
+"""Keys whose surroundings are remembered for their next get."""
+
+
+class Around:
+    """Walks around hidden keys; what they found, per key, for the next get's seeds."""
+
+    def __init__(self, walk: Walk, clock: Clock, keep: set[asyncio.Task[None]]) -> None:
+        self._walk, self._clock, self._keep = walk, clock, keep
+        self._found: OrderedDict[bytes, list[Seed]] = OrderedDict()
+        self._running: dict[bytes, asyncio.Task[None]] = {}
+
+    def seeds(self, target: bytes) -> list[Seed]:
+        """The nodes walks around ``target`` found (empty unless a cluster hid it)."""
+        return list(self._found.get(target, ()))
+
+    def wrap(self, drive: Drive) -> Drive:
+        """``drive`` with a watch beside each get (a find_node walk runs as it was)."""
+        async def run(lookup: IterativeLookup,
+                      on_item: Callable[[MutableItem], None] | None) -> None:
+            if not isinstance(lookup, GetMutableLookup):
+                return await drive(lookup, on_item)
+            watch = asyncio.create_task(self._watch(lookup))
+            try:
+                await drive(lookup, on_item)
+            finally:
+                watch.cancel()
+                await asyncio.gather(watch, return_exceptions=True)
+        return run
+
+    async def _watch(self, lookup: GetMutableLookup) -> None:
+        """Wait for the lookup to need a look around; then look (or join the look running
+        for the same key) and give the lookup what it found."""
+        while not (shells := lookup.hidden_shells()):
+            if self._clock.monotonic() >= lookup.deadline:
+                return
+            await asyncio.sleep(POLL)
+        task = self._running.get(lookup.target)
+        if task is None:
+            left = max(0.1, min(WALK_TIME, lookup.deadline - self._clock.monotonic()))
+            task = asyncio.create_task(self._look(lookup.target, shells, left))
+            self._running[lookup.target] = task
+            self._keep.add(task)  # outlives this get: the next one starts from its finds
+            task.add_done_callback(self._keep.discard)
+        await asyncio.shield(task)
+        lookup.add_seeds(self.seeds(lookup.target))
+
+    async def _look(self, target: bytes, shells: list[bytes], timeout: float) -> None:
+        try:
+            found = await asyncio.gather(*(self._walk(s, timeout) for s in shells),
+                                         return_exceptions=True)
+            seen = dict.fromkeys(seed for walk in found if isinstance(walk, list)
+                                 for seed in walk)
+            self._found[target] = list(seen)
+            self._found.move_to_end(target)
+            while len(self._found) > KEYS_KEPT:
+                self._found.popitem(last=False)
+        finally:
+            self._running.pop(target, None)
+
+
+__all__ = ["Around"]
