@@ -19,7 +19,7 @@ from pkdns.dht.ids import ID_BITS, distance, make_node_id
 from pkdns.dht.item import MutableItem
 from pkdns.dht.krpc import Address, NodeInfo, Query, Response
 from pkdns.dht.lookup import IterativeLookup, State
-from pkdns.dht.sybil import in_prefix, off_target_clusters
+from pkdns.dht.sybil import in_prefix, off_target_clusters, shell_targets
 from pkdns.pkarr.client import to_item
 from tests.support.clock import FakeClock
 from tests.support.dhtnet import FakeNet, PureNode, Reply, plant_cluster
@@ -191,3 +191,31 @@ def test_parts_of_one_cluster_count_once() -> None:
     lookup._shun(wide)
     lookup._shun(narrow)
     assert lookup.outcome.shunned_clusters == 1
+
+
+# -- looking around a hidden key ---------------------------------------------------------------
+def test_each_shell_target_is_nearer_its_shell_than_the_cluster() -> None:
+    """The walk toward shell b's target finds the nodes sharing exactly b bits with the key
+    before any of the cluster (40 bits): they are nearer that target."""
+    cluster = _ids(40, n=16, around=TARGET)
+    shells = shell_targets(TARGET, 2, 40)
+    assert len(shells) == 6
+    for b, t in zip(range(3, 9), shells, strict=True):
+        shell_node = _near_but_off(TARGET, b)
+        assert all(distance(shell_node, t) < distance(s, t) for s in cluster)
+    assert shell_targets(TARGET, 37, 40) == shell_targets(TARGET, 37, 40, n=2)  # not past it
+
+
+def test_a_lookup_asks_for_shells_only_while_a_cluster_hides_the_rest() -> None:
+    t = int.from_bytes(TARGET, "big")
+    rng = random.Random(2)
+    cluster = [NodeInfo((t ^ rng.getrandbits(96)).to_bytes(20, "big"), f"172.16.{i}.1", 6881)
+               for i in range(16)]
+    far = NodeInfo(_near_but_off(TARGET, 1), "10.9.0.1", 6881)
+    lookup = GetMutableLookup(ITEM.k, [(n.id, n.addr) for n in [*cluster, far]], 0.0,
+                              own_id=OWN)
+    assert lookup.hidden_shells() == shell_targets(TARGET, 1, 64)
+    lookup.add_seeds([(make_node_id(rng), (f"10.1.{i}.1", 6881)) for i in range(20)])
+    assert lookup.hidden_shells() == []  # k beyond it known: the walk itself gets there
+    plain = GetMutableLookup(ITEM.k, [(far.id, far.addr)], 0.0, own_id=OWN)
+    assert plain.hidden_shells() == []  # no cluster

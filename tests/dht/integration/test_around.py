@@ -1,0 +1,125 @@
+"""A key that a Sybil cluster hides from every reply: a one-shot resolve still prints its
+newest packet, found by walking around the key. Real sockets on loopback: pkdns server nodes,
+16 Sybils of the kernel lab's kind (:class:`tests.support.klab_peers.FakeNode`), honest nodes
+that know everyone, a fresh client node joining through one host, as ``pkdns resolve`` does.
+
+Kernel lab (issue 12): after twenty minutes of the lab's Sybils announcing themselves, every
+node asked about a clustered key named only the cluster (its 8 closest contacts), and cold
+resolves printed the cluster's older packet or nothing in half the lookups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pytest
+
+from pkdns.dht import krpc
+from pkdns.dht.ids import distance, target_of
+from pkdns.dht.item import MutableItem
+from pkdns.dht.krpc import Address, NodeInfo, Query, Response
+from pkdns.dht.node import DhtNode
+from pkdns.pkarr.client import PkarrClient, to_item
+from tests.support.klab_peers import FakeNode
+from tests.support.pkarr_factory import TS, keypair, packet
+
+HOST = "127.0.0.1"
+KP = keypair(44)
+NEW = packet(KP, ["@ 300 IN TXT new"], TS)
+OLD = packet(KP, ["@ 300 IN TXT old"], TS - 3600 * 1_000_000)
+TARGET = target_of(KP.public_key.raw)
+P = TypeVar("P", bound=asyncio.DatagramProtocol)
+
+
+class Omni(asyncio.DatagramProtocol):
+    """An honest node that knows everyone (as a long-running node with big buckets does) and
+    answers with the 8 closest to the target it was asked about; a holder of ``item``."""
+
+    def __init__(self, node_id: bytes, everyone: list[NodeInfo],
+                 item: MutableItem | None) -> None:
+        self.id, self.everyone, self.item = node_id, everyone, item
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        msg = krpc.decode(data)
+        if not isinstance(msg, Query) or self.transport is None or msg.target is None:
+            return
+        nodes = tuple(sorted(self.everyone, key=lambda n: distance(n.id, msg.target or b""))[:8])
+        it = self.item if msg.method == "get" and msg.target == TARGET else None
+        reply = (Response(msg.tid, self.id, nodes=nodes, token=b"t") if it is None else
+                 Response(msg.tid, self.id, nodes=nodes, token=b"t", k=it.k, v=it.v,
+                          sig=it.sig, seq=it.seq))
+        self.transport.sendto(krpc.encode(reply), addr)
+
+
+@dataclass
+class Swarm:
+    honest: list[Omni]  # closest to the key first
+    sybils: list[FakeNode]
+
+    @property
+    def far_host(self) -> Address:
+        host, port = self.honest[-1].transport.get_extra_info("sockname")[:2]  # type: ignore[union-attr]
+        return str(host), int(port)
+
+
+async def _endpoint(factory: Callable[[], P]) -> P:
+    transport, proto = await asyncio.get_running_loop().create_datagram_endpoint(
+        factory, local_addr=(HOST, 0))
+    proto.transport = transport  # type: ignore[attr-defined]
+    return proto
+
+
+@pytest.fixture
+async def swarm() -> AsyncIterator[Swarm]:
+    """40 honest nodes that know everyone, the 8 closest to the key holding NEW; 16 Sybils
+    sharing 40 bits with the key, holding OLD, naming each other: the cluster is the 8
+    closest to the key in every honest view, so no reply about the key names a holder."""
+    rng = random.Random(5)
+    old = to_item(OLD)
+    sybils = [await _endpoint(lambda: FakeNode(
+        "sybil", TARGET[:5] + rng.randbytes(15), [],
+        {"k": old.k, "seq": old.seq, "v": old.v, "sig": old.sig})) for _ in range(16)]
+    everyone = [NodeInfo(s.id, *s.address) for s in sybils]
+    for s in sybils:
+        s.contacts = sorted((n for n in everyone if n.id != s.id),
+                            key=lambda n: distance(n.id, TARGET))
+    ids = sorted((rng.randbytes(20) for _ in range(40)), key=lambda i: distance(i, TARGET))
+    honest = [await _endpoint(lambda i=i, j=j: Omni(i, everyone, to_item(NEW) if j < 8 else None))
+              for j, i in enumerate(ids)]
+    for h in honest:
+        everyone.append(NodeInfo(h.id, *h.transport.get_extra_info("sockname")[:2]))  # type: ignore[union-attr]
+    try:
+        yield Swarm(honest, sybils)
+    finally:
+        for p in [*honest, *sybils]:
+            if p.transport is not None:
+                p.transport.close()
+
+
+async def test_no_reply_about_the_key_names_a_holder(swarm: Swarm) -> None:
+    """The set-up is the lab's: asked about the key, every honest node names Sybils only."""
+    sybil_ids = {s.id for s in swarm.sybils}
+    for h in swarm.honest:
+        assert {n.id for n in sorted(h.everyone, key=lambda n: distance(n.id, TARGET))[:8]
+                } <= sybil_ids
+
+
+async def test_a_cold_resolve_prints_the_newest_packet(swarm: Swarm) -> None:
+    """As ``pkdns resolve`` runs it: join through the host farthest from the key (asking it
+    about the key), then rounds until two nodes agree. Before, it printed OLD: the lookup
+    knew the cluster and the host, and every reply named the cluster again."""
+    client = DhtNode(mode="client", request_timeout=1.0)
+    await client.start(HOST, 0)
+    try:
+        assert await client.join([swarm.far_host], timeout=5.0, target=TARGET)
+        found = await PkarrClient(client).resolve(
+            KP.public_key, timeout=5.0, grace=1.0, rounds=None, round_min=0.0,
+            agree=2).collect()
+        assert found.best is not None and found.best.timestamp == NEW.timestamp
+    finally:
+        await client.close()
