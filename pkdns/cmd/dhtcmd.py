@@ -42,8 +42,7 @@ from pkdns.pkarr.zonetext import records_to_text
 LOOKUP_TIMEOUT = 5.0
 """Seconds a get (or a put's lookup) goes on after joining: new rounds while nothing is found."""
 FIRST_VALUE_GRACE = 1.0
-"""Seconds a get goes on after the first verified packet, for a newer one, unless AGREE nodes
-agree on it sooner."""
+"""Seconds a get goes on after the first packet, for a newer one, unless AGREE agree sooner."""
 AGREE = 2
 """DHT nodes that must have given the newest packet (and none an older one) for a get to stop
 short of FIRST_VALUE_GRACE. Two, not the lookup's quorum of four: the daemon answers from the
