@@ -50,26 +50,40 @@ class Around:
         return list(self._found.get(target, ()))
 
     def wrap(self, drive: Drive) -> Drive:
-        """``drive`` with a watch beside each get (a find_node walk runs as it was)."""
+        """``drive`` with a look around beside each get (a find_node walk runs as it was).
+
+        The look starts when the running get first needs it -- or when it ended needing it:
+        on loopback a get that hears only a cluster is over in milliseconds -- and the get
+        goes on from what it found, until its deadline."""
         async def run(lookup: IterativeLookup,
                       on_item: Callable[[MutableItem], None] | None) -> None:
             if not isinstance(lookup, GetMutableLookup):
                 return await drive(lookup, on_item)
-            watch = asyncio.create_task(self._watch(lookup))
+            look: list[asyncio.Task[None]] = []
+
+            async def watch() -> None:
+                while not (shells := lookup.hidden_shells()):
+                    if self._clock.monotonic() >= lookup.deadline:
+                        return
+                    await asyncio.sleep(POLL)
+                look.append(self._start(lookup, shells))
+                await self._seed(lookup, look[0])
+
+            watcher = asyncio.create_task(watch())
             try:
                 await drive(lookup, on_item)
             finally:
-                watch.cancel()
-                await asyncio.gather(watch, return_exceptions=True)
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+            if not look and (shells := lookup.hidden_shells()):
+                look.append(self._start(lookup, shells))
+            if look and self._clock.monotonic() < lookup.deadline:
+                await self._seed(lookup, look[0])
+                await drive(lookup, on_item)
         return run
 
-    async def _watch(self, lookup: GetMutableLookup) -> None:
-        """Wait for the lookup to need a look around; then look (or join the look running
-        for the same key) and give the lookup what it found."""
-        while not (shells := lookup.hidden_shells()):
-            if self._clock.monotonic() >= lookup.deadline:
-                return
-            await asyncio.sleep(POLL)
+    def _start(self, lookup: GetMutableLookup, shells: list[bytes]) -> asyncio.Task[None]:
+        """The look around ``lookup``'s key: the one running, or a new one."""
         task = self._running.get(lookup.target)
         if task is None:
             left = max(0.1, min(WALK_TIME, lookup.deadline - self._clock.monotonic()))
@@ -77,6 +91,9 @@ class Around:
             self._running[lookup.target] = task
             self._keep.add(task)  # outlives this get: the next one starts from its finds
             task.add_done_callback(self._keep.discard)
+        return task
+
+    async def _seed(self, lookup: GetMutableLookup, task: asyncio.Task[None]) -> None:
         await asyncio.shield(task)
         lookup.add_seeds(self.seeds(lookup.target))
 

@@ -85,15 +85,24 @@ class GetMutableLookup(IterativeLookup):
         return m == 0 or len(known) >= m + self.k
 
     def hidden_shells(self) -> list[bytes]:
-        """Targets around the key whose walks find the honest nodes a suspected cluster hides
+        """Targets around the key whose walks find the honest nodes a cluster hides
         (:func:`pkdns.dht.sybil.shell_targets`), while the lookup does not know k nodes
-        beyond it; none otherwise. The shells start below the closest node known beyond it."""
+        beyond a suspected cluster around the key, or k at all once replies named only
+        clusters planted nearer it than its holders (passed by); none otherwise. The shells
+        start below the closest node known beyond the cluster and end at the nearest one."""
         edge = self._cluster_edge()
-        if edge < 0 or self._knows_beyond():
-            return []
         beyond = [c.dist for c in self._cands.values() if c.dist > edge and not c.shunned]
+        nearest = self.shunned_depth()
+        if edge >= 0:
+            if self._knows_beyond():
+                return []
+            hides = ID_BITS - edge.bit_length()
+        elif nearest is None or len(beyond) >= self.k:
+            return []
+        else:
+            hides = nearest
         depth = ID_BITS - min(beyond).bit_length() if beyond else 0
-        return shell_targets(self.target, depth, ID_BITS - edge.bit_length())
+        return shell_targets(self.target, depth, hides)
 
     def _thin_or_conflicting(self, closest: list[Candidate]) -> bool:
         assert self.best is not None

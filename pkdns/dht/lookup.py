@@ -152,6 +152,12 @@ class IterativeLookup:
             for c in self._cands.values():
                 c.shunned |= c.id is not None and in_prefix(c.id, (value, bits))
 
+    def shunned_depth(self) -> int | None:
+        """How many leading bits the nearest cluster passed by shares with the target."""
+        t = int.from_bytes(self.target, "big")
+        return min((b - (v ^ t >> (ID_BITS - b)).bit_length() for v, b in self._shunned),
+                   default=None)
+
     def _is_shunned(self, node_id: int, bits: int = ID_BITS) -> bool:
         return any(b <= bits and node_id >> (ID_BITS - b) == v for v, b in self._shunned)
 

@@ -74,16 +74,25 @@ async def _endpoint(factory: Callable[[], P]) -> P:
     return proto
 
 
-@pytest.fixture
-async def swarm() -> AsyncIterator[Swarm]:
+def _nearby() -> bytes:
+    """A point sharing exactly 8 leading bits with the key (nearer it than any of 40 honest
+    nodes is likely to be), where a cluster planted for another key sits."""
+    flip = 1 << (159 - 8)
+    return (int.from_bytes(TARGET, "big") ^ flip).to_bytes(20, "big")
+
+
+@pytest.fixture(params=["around the key", "nearby"])
+async def swarm(request: pytest.FixtureRequest) -> AsyncIterator[Swarm]:
     """40 honest nodes that know everyone, the 8 closest to the key holding NEW; 16 Sybils
-    sharing 40 bits with the key, holding OLD, naming each other: the cluster is the 8
-    closest to the key in every honest view, so no reply about the key names a holder."""
+    naming each other, the 8 closest to the key in every honest view, so no reply about the
+    key names a holder: sharing 40 bits with the key and holding OLD, or planted next to
+    another key nearby (sharing 40 bits with :func:`_nearby`) and holding nothing of ours."""
     rng = random.Random(5)
     old = to_item(OLD)
-    sybils = [await _endpoint(lambda: FakeNode(
-        "sybil", TARGET[:5] + rng.randbytes(15), [],
-        {"k": old.k, "seq": old.seq, "v": old.v, "sig": old.sig})) for _ in range(16)]
+    around = TARGET if request.param == "around the key" else _nearby()
+    item = {"k": old.k, "seq": old.seq, "v": old.v, "sig": old.sig} if around == TARGET else None
+    sybils = [await _endpoint(lambda: FakeNode("sybil", around[:5] + rng.randbytes(15), [], item))
+              for _ in range(16)]
     everyone = [NodeInfo(s.id, *s.address) for s in sybils]
     for s in sybils:
         s.contacts = sorted((n for n in everyone if n.id != s.id),
@@ -111,9 +120,11 @@ async def test_no_reply_about_the_key_names_a_holder(swarm: Swarm) -> None:
 
 async def test_a_cold_resolve_prints_the_newest_packet(swarm: Swarm) -> None:
     """As ``pkdns resolve`` runs it: join through the host farthest from the key (asking it
-    about the key), then rounds until two nodes agree. Before, it printed OLD: the lookup
-    knew the cluster and the host, and every reply named the cluster again."""
-    client = DhtNode(mode="client", request_timeout=1.0)
+    about the key), then rounds until two nodes agree. Before, it printed OLD (a cluster
+    around the key) or nothing (one nearby): the lookup knew the cluster and the host, and
+    every reply named the cluster again."""
+    far_id = bytes([TARGET[0] ^ 0x80]) + random.Random(9).randbytes(19)  # its own hello
+    client = DhtNode(mode="client", request_timeout=1.0, node_id=far_id)  # finds no holder
     await client.start(HOST, 0)
     try:
         assert await client.join([swarm.far_host], timeout=5.0, target=TARGET)
