@@ -134,3 +134,19 @@ async def test_a_cold_resolve_prints_the_newest_packet(swarm: Swarm) -> None:
         assert found.best is not None and found.best.timestamp == NEW.timestamp
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize("swarm", ["nearby"], indirect=True)
+async def test_a_get_that_has_its_packet_does_not_look_around(swarm: Swarm) -> None:
+    """The host gives the newest packet itself: the get ends with it, no walks. Before, it
+    walked on (up to 2 s) while a one-shot resolve waited for its end."""
+    swarm.honest[-1].item = to_item(NEW)
+    client = DhtNode(mode="client", request_timeout=1.0)
+    await client.start(HOST, 0)
+    try:
+        assert await client.join([swarm.far_host], timeout=5.0, target=TARGET)
+        items = await client.get_mutable(KP.public_key.raw, timeout=5.0).collect()
+        assert [i.seq for i in items] == [to_item(NEW).seq]
+        assert client._around.seeds(TARGET) == [] and not client._around._running
+    finally:
+        await client.close()
