@@ -19,6 +19,10 @@ from pkdns.dht.rtt import RttEstimator
 from pkdns.dht.sybil import QUORUM, cluster_size, shell_targets
 from pkdns.errors import VerifyError
 
+FAR_SHELLS = 2
+"""Walks toward the key's far half and quarter when clusters passed by leave a lookup with too
+few others to ask (:meth:`GetMutableLookup.hidden_shells`)."""
+
 
 class GetMutableLookup(IterativeLookup):
     """BEP 44 ``get`` for a pkarr key; yields only verified items strictly newer than before.
@@ -85,24 +89,31 @@ class GetMutableLookup(IterativeLookup):
         return m == 0 or len(known) >= m + self.k
 
     def hidden_shells(self) -> list[bytes]:
-        """Targets around the key whose walks find the honest nodes a cluster hides
-        (:func:`pkdns.dht.sybil.shell_targets`), while the lookup does not know k nodes
-        beyond a suspected cluster around the key, or k at all once replies named only
-        clusters planted nearer it than its holders (passed by); none otherwise. The shells
-        start below the closest node known beyond the cluster and end at the nearest one."""
-        edge = self._cluster_edge()
+        """Targets whose walks find the honest nodes a cluster hides
+        (:func:`pkdns.dht.sybil.shell_targets`); none while the lookup knows enough.
+
+        - A cluster suspected around the key, fewer than k known beyond it: the shells from
+          below the closest node known beyond the cluster up to the cluster.
+        - Replies named clusters planted for other keys (passed by) and fewer than k others:
+          the few referrers known name the same contacts for any target near the key (their
+          one bucket for that part of the id space, which the clusters filled), so walks go
+          toward the key's far half and quarter, for other referrers, and toward the shells
+          below the closest node known (kernel lab: a cold resolve whose bootstrap host named
+          five cluster members and three dead or broken nodes asked the same seven six times
+          and ended with nothing).
+
+        Read-only: the watch in :mod:`pkdns.dht.around` calls it between replies."""
+        edge = max(self._seen_edge, self._edge_of_known())
         beyond = [c.dist for c in self._cands.values() if c.dist > edge and not c.shunned]
-        nearest = self.shunned_depth()
+        depth = ID_BITS - min(beyond).bit_length() if beyond else 0
         if edge >= 0:
             if self._knows_beyond():
                 return []
-            hides = ID_BITS - edge.bit_length()
-        elif nearest is None or len(beyond) >= self.k:
+            return shell_targets(self.target, depth, ID_BITS - edge.bit_length())
+        if self.shunned_depth() is None or len(beyond) >= self.k:
             return []
-        else:
-            hides = nearest
-        depth = ID_BITS - min(beyond).bit_length() if beyond else 0
-        return shell_targets(self.target, depth, hides)
+        return (shell_targets(self.target, -1, FAR_SHELLS)
+                + shell_targets(self.target, depth, ID_BITS))
 
     def _thin_or_conflicting(self, closest: list[Candidate]) -> bool:
         assert self.best is not None
@@ -160,11 +171,14 @@ class GetMutableLookup(IterativeLookup):
         have just named the rest of the cluster), never nearer than it was: a member whose
         packets were lost is still there, and a lookup that knew 9 members and lost 2 took
         the next member's older packet for the answer (7 no longer made a cluster)."""
+        self._seen_edge = max(self._seen_edge, self._edge_of_known())
+        return self._seen_edge
+
+    def _edge_of_known(self) -> int:
         known = sorted(c.dist for c in self._cands.values() if c.state is not State.FAILED
                        and c.dist >= 0 and not c.shunned)[:2 * self.k]
         m = cluster_size(known, self.network_size)
-        self._seen_edge = max(self._seen_edge, known[m - 1] if m else -1)
-        return self._seen_edge
+        return known[m - 1] if m else -1
 
     def _accept(self, item: MutableItem) -> MutableItem | None:
         if not item.newer_than(self.best):

@@ -221,10 +221,12 @@ def test_a_lookup_asks_for_shells_only_while_a_cluster_hides_the_rest() -> None:
     assert plain.hidden_shells() == []  # no cluster
 
 
-def test_clusters_passed_by_hide_shells_up_to_the_nearest() -> None:
+def test_clusters_passed_by_send_walks_far_and_into_the_shells() -> None:
     """A cluster planted for another key, 8 bits from ours and nearer it than its holders:
-    every reply names it, it is passed by, and the lookup knows too few others -- the shells
-    to walk end where the cluster begins. Once k others are known, none."""
+    every reply names it, it is passed by, and the lookup knows too few others. The host
+    names the same contacts for any target near the key, so walks go to the key's far half
+    and quarter (other referrers) and into the shells below the host. Once k others are
+    known, none."""
     lookup = GetMutableLookup(ITEM.k, [(OWN, ("10.9.0.1", 6881))], 0.0, own_id=make_node_id(
         random.Random(4)))
     host = lookup.next_requests(0.0)[0]
@@ -233,7 +235,9 @@ def test_clusters_passed_by_hide_shells_up_to_the_nearest() -> None:
         NodeInfo(i, f"172.17.{n}.1", 6881) for n, i in enumerate(nearby))), 0.01)
     assert lookup.shunned_depth() == 8
     depth = ID_BITS - distance(OWN, TARGET).bit_length()
-    assert lookup.hidden_shells() == shell_targets(TARGET, depth, 8)
+    far = [(int.from_bytes(TARGET, "big") ^ 1 << ID_BITS - 1 - b).to_bytes(20, "big")
+           for b in (0, 1)]
+    assert lookup.hidden_shells() == far + shell_targets(TARGET, depth, ID_BITS)
     rng = random.Random(6)
     lookup.add_seeds([(make_node_id(rng), (f"10.1.{i}.1", 6881)) for i in range(20)])
     assert lookup.hidden_shells() == []

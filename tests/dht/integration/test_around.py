@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -150,3 +151,58 @@ async def test_a_get_that_has_its_packet_does_not_look_around(swarm: Swarm) -> N
         assert client._around.seeds(TARGET) == [] and not client._around._running
     finally:
         await client.close()
+
+
+def _sharing(bits: int, rng: random.Random) -> bytes:
+    """An id sharing exactly ``bits`` leading bits with the key."""
+    t = int.from_bytes(TARGET, "big")
+    flip = 1 << (159 - bits)
+    return ((t ^ flip) & ~(flip - 1) | rng.getrandbits(159 - bits)).to_bytes(20, "big")
+
+
+def _closed_port() -> int:
+    """A loopback UDP port nobody listens on (a dead node's)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+async def test_a_resolve_whose_host_names_only_clusters_and_the_dead_walks_elsewhere() -> None:
+    """Kernel lab: the bootstrap host's bucket for the key's half held five members of a
+    cluster planted for another key (two bits from ours) and three dead nodes near the key;
+    the resolve (its own id in the key's half too, so its second hello named them again) asked
+    those seven six times over and printed nothing. The honest nodes of the host's own half
+    know the holders: walks toward the key's far half find them."""
+    rng = random.Random(11)
+    cluster_at = _sharing(2, rng)
+    sybils = [await _endpoint(lambda: FakeNode("sybil", cluster_at[:5] + rng.randbytes(15), []))
+              for _ in range(16)]
+    members = [NodeInfo(s.id, *s.address) for s in sybils]
+    for s in sybils:
+        s.contacts = members
+    dead_nodes = [NodeInfo(_sharing(5 + i, rng), HOST, _closed_port()) for i in range(3)]
+    ids = [_sharing(1 + i % 4, rng) for i in range(12)] + [
+        bytes([TARGET[0] ^ 0x80]) + rng.randbytes(19) for _ in range(20)]
+    holds = [to_item(NEW) if j < 8 else None for j in range(len(ids))]
+    honest = [await _endpoint(lambda i=i, it=it: Omni(i, [], it))
+              for i, it in zip(sorted(ids, key=lambda i: distance(i, TARGET)), holds, strict=True)]
+    everyone = [NodeInfo(h.id, *h.transport.get_extra_info("sockname")[:2])  # type: ignore[union-attr]
+                for h in honest]
+    for h in honest:
+        h.everyone = everyone + members
+    host = honest[-1]  # in the far half: its bucket for the key's half, as the lab's was
+    host.everyone = members[:5] + dead_nodes + [n for n in everyone if n.id[0] & 0x80
+                                                != TARGET[0] & 0x80]
+    client = DhtNode(mode="client", request_timeout=1.0, node_id=_sharing(1, rng))
+    await client.start(HOST, 0)
+    try:
+        assert await client.join([Swarm(honest, sybils).far_host], timeout=5.0, target=TARGET)
+        found = await PkarrClient(client).resolve(
+            KP.public_key, timeout=5.0, grace=1.0, rounds=None, round_min=0.0,
+            agree=2).collect()
+        assert found.best is not None and found.best.timestamp == NEW.timestamp
+    finally:
+        await client.close()
+        for p in [*honest, *sybils]:
+            if p.transport is not None:
+                p.transport.close()
