@@ -150,7 +150,8 @@ class IterativeLookup:
                              if b < bits or v >> (b - bits) != value] + [(value, bits)]
             self.outcome.shunned_clusters = len(self._shunned)
             for c in self._cands.values():
-                c.shunned |= c.id is not None and in_prefix(c.id, (value, bits))
+                c.shunned |= c.id is not None and in_prefix(int.from_bytes(c.id, "big"),
+                                                            (value, bits))
 
     def shunned_depth(self) -> int | None:
         """How many leading bits the nearest cluster passed by shares with the target."""
@@ -159,7 +160,7 @@ class IterativeLookup:
                    default=None)
 
     def _is_shunned(self, node_id: int, bits: int = ID_BITS) -> bool:
-        return any(b <= bits and node_id >> (ID_BITS - b) == v for v, b in self._shunned)
+        return any(in_prefix(node_id, p, bits) for p in self._shunned)
 
     def _counts(self, c: Candidate, now: float) -> bool:
         """Does ``c`` hold a place among the closest: not failed, and if asked, not past its

@@ -96,10 +96,11 @@ def shell_targets(target: bytes, depth: int, cluster_depth: int, n: int = SHELLS
     return [(t ^ (1 << (ID_BITS - 1 - b))).to_bytes(len(target), "big") for b in shells]
 
 
-def in_prefix(node_id: bytes, prefix: tuple[int, int]) -> bool:
-    """Does ``node_id`` start with ``prefix`` (value, bits)?"""
-    value, bits = prefix
-    return int.from_bytes(node_id, "big") >> (ID_BITS - bits) == value
+def in_prefix(node_id: int, prefix: tuple[int, int], bits: int = ID_BITS) -> bool:
+    """Does ``node_id`` (an id as an int, or the first ``bits`` of one: a prefix itself) lie
+    inside ``prefix`` (value, bits)?"""
+    value, length = prefix
+    return length <= bits and node_id >> (ID_BITS - length) == value
 
 
 def cluster_size(dists: Sequence[int], network_size: int) -> int:

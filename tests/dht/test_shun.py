@@ -38,6 +38,10 @@ def _ids(shared: int, n: int = 8, around: bytes | None = None) -> list[bytes]:
     return [(base >> low << low | RNG.getrandbits(low)).to_bytes(20, "big") for _ in range(n)]
 
 
+def _int(node_id: bytes) -> int:
+    return int.from_bytes(node_id, "big")
+
+
 def _near_but_off(target: bytes, shared_with_target: int) -> bytes:
     """An id sharing exactly ``shared_with_target`` bits with ``target``."""
     t = int.from_bytes(target, "big")
@@ -51,7 +55,7 @@ def test_a_reply_naming_a_tight_group_away_from_the_target_is_a_cluster() -> Non
     ids = _ids(40, around=_near_but_off(TARGET, 6))
     [prefix] = off_target_clusters(ids, TARGET, 0)
     assert prefix[1] >= 40
-    assert all(in_prefix(i, prefix) for i in ids) and not in_prefix(TARGET, prefix)
+    assert all(in_prefix(_int(i), prefix) for i in ids) and not in_prefix(_int(TARGET), prefix)
 
 
 def test_clusters_among_honest_contacts_are_found_each() -> None:
@@ -60,7 +64,7 @@ def test_clusters_among_honest_contacts_are_found_each() -> None:
     a, b = _ids(40, n=16, around=_near_but_off(TARGET, 3)), _ids(44, n=5)
     found = off_target_clusters([*_ids(0, n=30), *a, *b, *_ids(0, n=30)], TARGET, 200)
     assert sorted(p[1] for p in found) >= [40, 44]
-    assert len(found) == 2 and all(any(in_prefix(i, p) for p in found) for i in a + b)
+    assert len(found) == 2 and all(any(in_prefix(_int(i), p) for p in found) for i in a + b)
 
 
 @pytest.mark.parametrize("extra", [0, 3, 14])
