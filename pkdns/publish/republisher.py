@@ -105,8 +105,11 @@ class Republisher:
             now = self._wall()
             delay = min(max(self.plan.next_wakeup(now) - now, 1.0), 60.0)
             self._wake.clear()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation
+            # that comes as the wake is set, and this loop would outlive the daemon's stop
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
 
     # --- one round -----------------------------------------------------------------------
 
