@@ -47,7 +47,7 @@ from pkdns.dht.routing import PingFirst, RoutingTable
 from pkdns.dht.rtt import RttEstimator
 from pkdns.dht.storage import ItemStore
 from pkdns.dht.tokens import TokenManager
-from pkdns.dht.transport import KrpcProtocol, Reply
+from pkdns.dht.transport import KrpcProtocol
 from pkdns.dht.upkeep import MIN_NODES, Upkeep
 from pkdns.errors import DhtError
 
@@ -169,9 +169,6 @@ class DhtNode:
         """Queries not sent because that destination had had enough from us (SendPacer)."""
         return self._asker.paced
 
-    async def _ask(self, addr: Address, query: Query) -> Reply | None:
-        return await self._asker.ask(addr, query)
-
     def _seen(self, node_id: bytes, addr: Address, now: float) -> None:
         """Add a contact; a full bucket with a questionable entry has it pinged first."""
         if isinstance(added := self.table.add(node_id, addr[0], addr[1], now), PingFirst):
@@ -201,12 +198,14 @@ class DhtNode:
         await drive(lookup, self._query_for(lookup), self._asker.try_ask, self._clock,
                     self.health.found, on_item, keep)
 
-    async def _walk(self, target: bytes, timeout: float = 5.0) -> list[Seed]:
-        """A find_node walk for the table (around a hidden key: the 8 closest that answered);
-        late answers still join it (the queries go on in _checks: under load, most are late)."""
+    async def _walk(self, target: bytes, timeout: float = 5.0,
+                    started: Callable[[IterativeLookup], object] = id) -> list[Seed]:
+        """A find_node walk for the table (around a hidden key: the 8 closest that answered,
+        the walk itself to ``started``); late answers join it (its queries go on in _checks)."""
         walk = IterativeLookup(
             target, self._seeds(target), self._clock.monotonic(), timeout=timeout, own_id=self.id,
             rtt=self.rtt, max_queried=self.max_queried, network_size=self.estimated_network_size())
+        started(walk)
         await self._drive(walk, keep=self._checks)
         return [(c.id, c.addr) for c in walk.closest_responded(8)]
 
@@ -283,8 +282,8 @@ class DhtNode:
 
     async def ping(self, addr: Address) -> bool:
         """BEP 5 ping; True if it answered (a reply refreshes its table entry, a timeout fails)."""
-        reply = await self._ask(addr, Query(tid=b"", method="ping", id=self.id,
-                                            read_only=self.read_only))
+        reply = await self._asker.ask(addr, Query(tid=b"", method="ping", id=self.id,
+                                                  read_only=self.read_only))
         return reply is not None and not isinstance(reply, ErrorMessage)
 
     def get_mutable(self, public_key: bytes, seq_floor: int | None = None, *,
@@ -305,7 +304,7 @@ class DhtNode:
         remaining = max(0.5, timeout - (self._clock.monotonic() - start))
         put = PutMutable(item, lookup.put_targets(PUT_FANOUT), lookup.held,
                          self._clock.monotonic(), remaining, lookup.outcome.converged)
-        await put_all(put, item, self.id, self.read_only, self._ask, self._clock)
+        await put_all(put, item, self.id, self.read_only, self._asker.ask, self._clock)
         return put.finish()
 
     # -- table ----------------------------------------------------------------------------

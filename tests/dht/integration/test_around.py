@@ -167,12 +167,22 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_a_resolve_whose_host_names_only_clusters_and_the_dead_walks_elsewhere() -> None:
+class Slow(Omni):
+    """An honest node that answers after ``delay`` seconds (a far link)."""
+
+    delay = 0.4
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        asyncio.get_running_loop().call_later(
+            self.delay, super().datagram_received, data, addr)
+
+
+@pytest.fixture
+async def starved() -> AsyncIterator[Swarm]:
     """Kernel lab: the bootstrap host's bucket for the key's half held five members of a
-    cluster planted for another key (two bits from ours) and three dead nodes near the key;
-    the resolve (its own id in the key's half too, so its second hello named them again) asked
-    those seven six times over and printed nothing. The honest nodes of the host's own half
-    know the holders: walks toward the key's far half find them."""
+    cluster planted for another key (two bits from ours) and three dead nodes near the key.
+    The honest nodes of the host's own half (``far_host``) know everyone, the holders too; the
+    one nearest the key's far point answers slowly (:class:`Slow`)."""
     rng = random.Random(11)
     cluster_at = _sharing(2, rng)
     sybils = [await _endpoint(lambda: FakeNode("sybil", cluster_at[:5] + rng.randbytes(15), []))
@@ -186,6 +196,8 @@ async def test_a_resolve_whose_host_names_only_clusters_and_the_dead_walks_elsew
     holds = [to_item(NEW) if j < 8 else None for j in range(len(ids))]
     honest = [await _endpoint(lambda i=i, it=it: Omni(i, [], it))
               for i, it in zip(sorted(ids, key=lambda i: distance(i, TARGET)), holds, strict=True)]
+    far_point = bytes([TARGET[0] ^ 0x80]) + TARGET[1:]
+    honest.insert(-1, await _endpoint(lambda: Slow(far_point[:19] + b"\x00", [], None)))
     everyone = [NodeInfo(h.id, *h.transport.get_extra_info("sockname")[:2])  # type: ignore[union-attr]
                 for h in honest]
     for h in honest:
@@ -193,16 +205,45 @@ async def test_a_resolve_whose_host_names_only_clusters_and_the_dead_walks_elsew
     host = honest[-1]  # in the far half: its bucket for the key's half, as the lab's was
     host.everyone = members[:5] + dead_nodes + [n for n in everyone if n.id[0] & 0x80
                                                 != TARGET[0] & 0x80]
-    client = DhtNode(mode="client", request_timeout=1.0, node_id=_sharing(1, rng))
+    try:
+        yield Swarm(honest, sybils)
+    finally:
+        for p in [*honest, *sybils]:
+            if p.transport is not None:
+                p.transport.close()
+
+
+async def test_a_resolve_whose_host_names_only_clusters_and_the_dead_walks_elsewhere(
+        starved: Swarm) -> None:
+    """The resolve (its own id in the key's half too, so its second hello named the same
+    eight again) asked those seven six times over and printed nothing. Walks toward the key's
+    far half find the honest nodes of the host's half, and they name the holders."""
+    client = DhtNode(mode="client", request_timeout=1.0, node_id=_sharing(1, random.Random(3)))
     await client.start(HOST, 0)
     try:
-        assert await client.join([Swarm(honest, sybils).far_host], timeout=5.0, target=TARGET)
+        assert await client.join([starved.far_host], timeout=5.0, target=TARGET)
         found = await PkarrClient(client).resolve(
             KP.public_key, timeout=5.0, grace=1.0, rounds=None, round_min=0.0,
             agree=2).collect()
         assert found.best is not None and found.best.timestamp == NEW.timestamp
     finally:
         await client.close()
-        for p in [*honest, *sybils]:
-            if p.transport is not None:
-                p.transport.close()
+
+
+async def test_what_walks_hear_reaches_the_get_before_they_end(starved: Swarm) -> None:
+    """The walk toward the far point waits on its slow node; the nodes it heard before name
+    the holders. The get has the packet while that walk still runs. Before, the get waited
+    for every walk to end (kernel lab: first values 1.4-2.5 s in, where dead nodes held the
+    walks)."""
+    client = DhtNode(mode="client", request_timeout=1.0, node_id=_sharing(1, random.Random(3)))
+    await client.start(HOST, 0)
+    looking: list[bool] = []
+    try:
+        assert await client.join([starved.far_host], timeout=5.0, target=TARGET)
+        async for item in client.get_mutable(KP.public_key.raw, timeout=5.0):
+            looking.append(TARGET in client._around._running)
+            assert item.seq == to_item(NEW).seq
+            break
+        assert looking == [True]
+    finally:
+        await client.close()
