@@ -78,6 +78,7 @@ class Around:
                         return
                     await asyncio.sleep(POLL)
                 look.append(self._start(lookup, shells))
+                lookup.looking_around = True
                 while await self._fresh(lookup, look[0], given):
                     pass
 
@@ -89,9 +90,13 @@ class Around:
                 await asyncio.gather(watcher, return_exceptions=True)
             if lookup.best is None and not look and (shells := lookup.hidden_shells()):
                 look.append(self._start(lookup, shells))
+                lookup.looking_around = True
             while (look and lookup.best is None and self._clock.monotonic() < lookup.deadline
                    and await self._fresh(lookup, look[0], given)):
                 await drive(lookup, on_item)
+            lookup.looking_around = False
+            if look and on_item is not None and (held := lookup.finish()) is not None:
+                on_item(held)  # the walks are over: what only the cluster gave, if k beyond
         return run
 
     async def _fresh(self, lookup: GetMutableLookup, task: asyncio.Task[None],

@@ -141,6 +141,32 @@ def test_members_that_time_out_still_count_toward_the_cluster(lab: Lab) -> None:
     assert lookup.held_back == OLD_ITEM
 
 
+@pytest.mark.parametrize("looking", [False, True])
+def test_while_walks_around_the_key_run_k_nodes_beyond_do_not_release_its_packet(
+        lab: Lab, looking: bool) -> None:
+    """The first nodes a walk around the key hears (far ones; each names only the cluster)
+    answer: k (20) beyond the cluster, not its k closest. Kernel lab: with them, 3 of 20 cold
+    resolves of one key released the cluster's older packet. While walks still run, it stays
+    held back; when they are over (and the lookup still knows no one else), it goes out."""
+    far = lab.honest[40:60]
+    for p in far:
+        lab.net.handlers[p.addr] = (
+            lambda q, src, now, p=p: (p.addr, krpc.encode(Response(
+                q.tid, p.id, nodes=tuple(lab.cluster[:8]), token=b"t"))))
+    lookup = GetMutableLookup(NEW_ITEM.k, lab.joined_next_to_the_cluster()[:8]
+                              + [(p.id, p.addr) for p in far], lab.net.clock.monotonic(),
+                              own_id=OWN)
+    lookup.looking_around = looking
+    items = lab.net.run(lookup, OWN)
+    assert not {c.addr for c in lookup.closest_responded(40)} & {p.addr for p in lab.holders}
+    if looking:
+        assert items == [] and lookup.held_back == OLD_ITEM
+        lookup.looking_around = False
+        assert lookup.finish() == OLD_ITEM
+    else:
+        assert items == [OLD_ITEM]
+
+
 def test_out_of_time_the_lookup_releases_the_cluster_packet(lab: Lab) -> None:
     lab.net.delays[lab.honest[-1].addr] = 0.4  # still awaited at the deadline
     lookup, items = _get(lab, lab.joined_next_to_the_cluster(), timeout=0.3)
