@@ -102,23 +102,24 @@ class GetMutableLookup(IterativeLookup):
         - Replies named clusters planted for other keys (passed by) and fewer than k others:
           the few referrers known name the same contacts for any target near the key (their
           one bucket for that part of the id space, which the clusters filled), so walks go
-          toward the key's far half and quarter, for other referrers, and toward the shells
-          below the closest node known (kernel lab: a cold resolve whose bootstrap host named
-          five cluster members and three dead or broken nodes asked the same seven six times
-          and ended with nothing).
+          toward the key's far half and quarter, for other referrers (also in the case above
+          once such clusters were named), and toward the shells below the closest node
+          known (kernel lab: a cold resolve whose bootstrap host named five cluster members
+          and three dead or broken nodes asked the same seven six times and ended with
+          nothing).
 
         Read-only: the watch in :mod:`pkdns.dht.around` calls it between replies."""
         edge = max(self._seen_edge, self._edge_of_known())
         beyond = [c.dist for c in self._cands.values() if c.dist > edge and not c.shunned]
         depth = ID_BITS - min(beyond).bit_length() if beyond else 0
+        far = shell_targets(self.target, -1, FAR_SHELLS) if self._shunned else []
         if edge >= 0:
             if self._knows_beyond():
                 return []
-            return shell_targets(self.target, depth, ID_BITS - edge.bit_length())
-        if self.shunned_depth() is None or len(beyond) >= self.k:
+            return far + shell_targets(self.target, depth, ID_BITS - edge.bit_length())
+        if not far or len(beyond) >= self.k:
             return []
-        return (shell_targets(self.target, -1, FAR_SHELLS)
-                + shell_targets(self.target, depth, ID_BITS))
+        return far + shell_targets(self.target, depth, ID_BITS)
 
     def _thin_or_conflicting(self, closest: list[Candidate]) -> bool:
         assert self.best is not None

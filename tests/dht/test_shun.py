@@ -245,3 +245,22 @@ def test_clusters_passed_by_send_walks_far_and_into_the_shells() -> None:
     rng = random.Random(6)
     lookup.add_seeds([(make_node_id(rng), (f"10.1.{i}.1", 6881)) for i in range(20)])
     assert lookup.hidden_shells() == []
+
+
+def test_a_cluster_around_the_key_and_others_passed_by_send_walks_far_too() -> None:
+    """Kernel lab (traced): the key's own cluster, two clusters for other keys in every
+    reply, the host far away: the shells below the cluster alone found no holder (the host
+    names the same contacts for them all); walks toward the far half and quarter go too."""
+    t = int.from_bytes(TARGET, "big")
+    rng = random.Random(2)
+    cluster = [(t ^ rng.getrandbits(96)).to_bytes(20, "big") for _ in range(16)]
+    host = NodeInfo(_near_but_off(TARGET, 0), "10.9.0.1", 6881)
+    lookup = GetMutableLookup(ITEM.k, [(host.id, host.addr)], 0.0, own_id=OWN)
+    [asked] = lookup.next_requests(0.0)
+    other = _ids(40, n=8, around=_near_but_off(TARGET, 2))
+    lookup.on_response(asked.addr, Response(b"t", host.id, nodes=tuple(
+        NodeInfo(i, f"172.{16 + n // 8}.{n % 8}.1", 6881)
+        for n, i in enumerate(cluster[:8] + other))), 0.01)
+    far = [(t ^ 1 << ID_BITS - 1 - b).to_bytes(20, "big") for b in (0, 1)]
+    assert lookup.shunned_depth() == 2
+    assert lookup.hidden_shells()[:2] == far and len(lookup.hidden_shells()) > 2
