@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -25,6 +25,7 @@ from pkdns.dht.item import MutableItem
 from pkdns.dht.krpc import Address, NodeInfo, Query, Response
 from pkdns.dht.node import DhtNode
 from pkdns.pkarr.client import PkarrClient, to_item
+from pkdns.pkarr.resolving import Resolution
 from tests.support.klab_peers import FakeNode
 from tests.support.pkarr_factory import TS, keypair, packet
 
@@ -75,6 +76,26 @@ async def _endpoint(factory: Callable[[], P]) -> P:
     return proto
 
 
+def _close(protocols: Sequence[Omni | FakeNode]) -> None:
+    for p in protocols:
+        if p.transport is not None:
+            p.transport.close()
+
+
+async def _cold_resolve(node_id: bytes, host: Address) -> Resolution:
+    """As ``pkdns resolve`` runs it: join through ``host`` (asking it about the key), then
+    rounds until two nodes agree."""
+    client = DhtNode(mode="client", request_timeout=1.0, node_id=node_id)
+    await client.start(HOST, 0)
+    try:
+        assert await client.join([host], timeout=5.0, target=TARGET)
+        return await PkarrClient(client).resolve(
+            KP.public_key, timeout=5.0, grace=1.0, rounds=None, round_min=0.0,
+            agree=2).collect()
+    finally:
+        await client.close()
+
+
 def _nearby() -> bytes:
     """A point sharing exactly 8 leading bits with the key (nearer it than any of 40 honest
     nodes is likely to be), where a cluster planted for another key sits."""
@@ -106,9 +127,7 @@ async def swarm(request: pytest.FixtureRequest) -> AsyncIterator[Swarm]:
     try:
         yield Swarm(honest, sybils)
     finally:
-        for p in [*honest, *sybils]:
-            if p.transport is not None:
-                p.transport.close()
+        _close([*honest, *sybils])
 
 
 async def test_no_reply_about_the_key_names_a_holder(swarm: Swarm) -> None:
@@ -125,16 +144,8 @@ async def test_a_cold_resolve_prints_the_newest_packet(swarm: Swarm) -> None:
     around the key) or nothing (one nearby): the lookup knew the cluster and the host, and
     every reply named the cluster again."""
     far_id = bytes([TARGET[0] ^ 0x80]) + random.Random(9).randbytes(19)  # its own hello
-    client = DhtNode(mode="client", request_timeout=1.0, node_id=far_id)  # finds no holder
-    await client.start(HOST, 0)
-    try:
-        assert await client.join([swarm.far_host], timeout=5.0, target=TARGET)
-        found = await PkarrClient(client).resolve(
-            KP.public_key, timeout=5.0, grace=1.0, rounds=None, round_min=0.0,
-            agree=2).collect()
-        assert found.best is not None and found.best.timestamp == NEW.timestamp
-    finally:
-        await client.close()
+    found = await _cold_resolve(far_id, swarm.far_host)  # (that hello finds no holder)
+    assert found.best is not None and found.best.timestamp == NEW.timestamp
 
 
 @pytest.mark.parametrize("swarm", ["nearby"], indirect=True)
@@ -208,9 +219,7 @@ async def starved() -> AsyncIterator[Swarm]:
     try:
         yield Swarm(honest, sybils)
     finally:
-        for p in [*honest, *sybils]:
-            if p.transport is not None:
-                p.transport.close()
+        _close([*honest, *sybils])
 
 
 async def test_a_resolve_whose_host_names_only_clusters_and_the_dead_walks_elsewhere(
@@ -218,16 +227,8 @@ async def test_a_resolve_whose_host_names_only_clusters_and_the_dead_walks_elsew
     """The resolve (its own id in the key's half too, so its second hello named the same
     eight again) asked those seven six times over and printed nothing. Walks toward the key's
     far half find the honest nodes of the host's half, and they name the holders."""
-    client = DhtNode(mode="client", request_timeout=1.0, node_id=_sharing(1, random.Random(3)))
-    await client.start(HOST, 0)
-    try:
-        assert await client.join([starved.far_host], timeout=5.0, target=TARGET)
-        found = await PkarrClient(client).resolve(
-            KP.public_key, timeout=5.0, grace=1.0, rounds=None, round_min=0.0,
-            agree=2).collect()
-        assert found.best is not None and found.best.timestamp == NEW.timestamp
-    finally:
-        await client.close()
+    found = await _cold_resolve(_sharing(1, random.Random(3)), starved.far_host)
+    assert found.best is not None and found.best.timestamp == NEW.timestamp
 
 
 async def test_what_walks_hear_reaches_the_get_before_they_end(starved: Swarm) -> None:
