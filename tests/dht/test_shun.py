@@ -225,6 +225,31 @@ def test_a_lookup_asks_for_shells_only_while_a_cluster_hides_the_rest() -> None:
     assert plain.hidden_shells() == []  # no cluster
 
 
+def test_walks_go_on_while_the_nodes_known_beyond_a_cluster_are_mostly_dead() -> None:
+    """Kernel lab (traced): a get knew the cluster and 20 nodes beyond it, but 15 of those
+    timed out or answered errors; it walked nowhere and its end released the older packet.
+    Walks count only the live; the release still counts all 20 (see finish)."""
+    t = int.from_bytes(TARGET, "big")
+    rng = random.Random(2)
+    cluster = [NodeInfo((t ^ rng.getrandbits(96)).to_bytes(20, "big"), f"172.16.{i}.1", 6881)
+               for i in range(16)]
+    beyond = [(make_node_id(rng), (f"10.1.{i}.1", 6881)) for i in range(20)]
+    lookup = GetMutableLookup(ITEM.k, [(n.id, n.addr) for n in cluster] + beyond, 0.0,
+                              own_id=OWN)
+    assert lookup.hidden_shells() == []
+    dead = {addr for _, addr in beyond[:15]}
+    now = 0.0
+    for _ in range(200):
+        asked = lookup.next_requests(now)
+        for c in asked:
+            if c.addr in dead:
+                lookup.on_timeout(c.addr, now)
+        if lookup.outcome.timed_out == len(dead):
+            break
+        now += 0.5
+    assert lookup.outcome.timed_out == len(dead) and lookup.hidden_shells() != []
+
+
 def test_clusters_passed_by_send_walks_far_and_into_the_shells() -> None:
     """A cluster planted for another key, 8 bits from ours and nearer it than its holders:
     every reply names it, it is passed by, and the lookup knows too few others. The host
