@@ -21,10 +21,11 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pkdns import log, reload
-from pkdns.config import Config, format_hostport
+from pkdns.clock import Clock
+from pkdns.config import Config, HostPort, format_hostport
 from pkdns.errors import DhtError, PkdnsError
 from pkdns.persist import StateKeeper
 from pkdns.pkarr.client import PkarrClient
@@ -32,10 +33,30 @@ from pkdns.pkarr.signed_packet import SignedPacket
 from pkdns.publish.republisher import Republisher
 from pkdns.sdnotify import ActivatedSockets, Notifier
 
-if TYPE_CHECKING:
-    from pkdns.app import Daemon
-
 _log = log.get("app")
+
+
+class Listening(Protocol):
+    """The daemon's DNS listeners, as the systemd status line shows them."""
+
+    @property
+    def bound(self) -> list[HostPort]: ...
+
+
+class Host(Protocol):
+    """What :class:`Operations` needs of the daemon it serves (:class:`pkdns.app.Daemon`,
+    which builds it: a protocol here, so this module does not import the one importing it)."""
+
+    @property
+    def cfg(self) -> Config: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def dns(self) -> Listening: ...
+    @property
+    def parts(self) -> list[reload.Live]: ...
+
+    def reconfigure(self, old: Config, cfg: Config) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +87,7 @@ def dht_publisher(client: PkarrClient) -> Callable[[SignedPacket], Awaitable[int
 class Operations:
     """Lifecycle services for one daemon (see the module docstring)."""
 
-    def __init__(self, daemon: Daemon, service: Service, notifier: Notifier,
+    def __init__(self, daemon: Host, service: Service, notifier: Notifier,
                  activated: ActivatedSockets, keeper: StateKeeper,
                  republisher: Republisher) -> None:
         self.daemon, self._reload_config = daemon, service.reload_config
