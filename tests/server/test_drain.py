@@ -20,7 +20,6 @@ import dns.message
 import dns.rcode
 import pytest
 
-from pkdns.app import DnsListeners
 from pkdns.clock import SYSTEM_CLOCK
 from pkdns.config import CacheConfig, Config, DnsConfig
 from pkdns.dns import wire
@@ -29,6 +28,7 @@ from pkdns.dns.forwarder import Forwarder
 from pkdns.dns.reply import inspect_reply
 from pkdns.dns.resolver import Resolver
 from pkdns.metrics import Metrics
+from pkdns.server.listeners import DnsListeners
 from tests.support.upstream import Delayed, FakeUpstream, Reply, answer
 
 Start = Callable[[FakeUpstream], Awaitable[DnsListeners]]
