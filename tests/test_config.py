@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pkdns import config, configfile
+from pkdns import config, configcheck, configfile
 from pkdns.cli import build_parser
 from pkdns.cmd import serve
 from pkdns.errors import ConfigError
@@ -350,24 +350,24 @@ def _floor_text(name: str, value: float) -> str:
     return f"# comment\n[{section}]\n{key} = {number!r}\n"
 
 
-@pytest.mark.parametrize("name", [*configfile.POSITIVE, *configfile.AT_LEAST,
-                                  *configfile.RANGES])
+@pytest.mark.parametrize("name", [*configcheck.POSITIVE, *configcheck.AT_LEAST,
+                                  *configcheck.RANGES])
 def test_every_floor_is_enforced_with_file_line_and_key(name: str) -> None:
-    low = configfile.AT_LEAST.get(name, configfile.RANGES.get(name, (0, 0))[0])
+    low = configcheck.AT_LEAST.get(name, configcheck.RANGES.get(name, (0, 0))[0])
     below = low - 1 if low >= 1 else 0
     with pytest.raises(ConfigError, match=rf"^/p.toml:3: {re.escape(name)}: must be "):
         configfile.parse(_floor_text(name, below), "/p.toml")
 
 
 def test_every_numeric_option_has_a_floor_or_a_meaning_for_zero() -> None:
-    tables = [set(configfile.POSITIVE), set(configfile.AT_LEAST), set(configfile.RANGES),
-              set(configfile.ZERO_MEANS)]
+    tables = [set(configcheck.POSITIVE), set(configcheck.AT_LEAST), set(configcheck.RANGES),
+              set(configcheck.ZERO_MEANS)]
     for name in _numeric_options():
         assert sum(name in t for t in tables) == 1, name
     assert set().union(*tables) == set(_numeric_options())
 
 
-@pytest.mark.parametrize("name", sorted(configfile.ZERO_MEANS))
+@pytest.mark.parametrize("name", sorted(configcheck.ZERO_MEANS))
 def test_zero_is_accepted_where_it_has_a_meaning(name: str) -> None:
     cfg = configfile.parse(_floor_text(name, 0))
     section, _, key = name.partition(".")
