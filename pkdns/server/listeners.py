@@ -61,17 +61,18 @@ class DnsListeners:
         _log.info("listening", udp=[format_hostport(a) for a in self.bound],
                   tcp=[format_hostport(a) for a in self.bound])
 
-    async def _adopt(self, sockets: ActivatedSockets) -> None:
+    async def _adopt(self, passed: ActivatedSockets) -> None:
         """Serve on sockets systemd bound for us (pkdns.socket) instead of ``dns.listen``."""
         loop = asyncio.get_running_loop()
-        for sock in sockets.udp:
+        for sock in passed.udp:
             proto = UdpServer(self.resolver, self.cfg.udp_payload_max)
             await proto.attach(sock)
             self.udp.append(proto)
             self.bound.append(sock.getsockname()[:2])
-        for sock in sockets.tcp:
+        for sock in passed.tcp:
             tcp = TcpServer(self.resolver, self.cfg)
-            tcp.server = await loop.create_server(tcp.protocol, sock=sock, backlog=1024)
+            tcp.server = await loop.create_server(tcp.protocol, sock=sock,
+                                                  backlog=sockets.BACKLOG)
             self.tcp.append(tcp)
 
     async def _bind(self, host: str, port: int) -> None:
