@@ -53,13 +53,10 @@ SETTLE_POLL = 0.02
 """How often a resolve with a packet in hand (and ``agree`` set) checks whether the DHT's nodes
 agree on it."""
 MAX_ROUNDS = 3
-LOOKS_PAST_A_CLUSTER = 3
+LOOKS_PAST_A_CLUSTER = 2
 """Rounds that ended with only a suspected Sybil cluster's packet after which a resolve takes
 it: the second starts from a table that learnt during the first (a one-shot command's first
-round often starts from the cluster itself, the closest contacts a bootstrap host lists), and
-each walks around the key again (kernel lab, traced: after two rounds whose walks found no
-holder, 3 of 20 resolves of one key printed the older packet 3.4 s into a 5 s deadline; the
-other 17, whose walks found the holders, the newest)."""
+round often starts from the cluster itself, the closest contacts a bootstrap host lists)."""
 DHT = "dht"
 """``Resolution.source`` of a packet the DHT gave (a relay's is its URL)."""
 

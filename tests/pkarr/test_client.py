@@ -116,24 +116,6 @@ async def test_rounds_follow_a_silent_round_until_a_packet_or_the_deadline() -> 
     assert len(every.calls) > MAX_ROUNDS
 
 
-async def test_a_packet_only_a_cluster_gave_waits_for_three_rounds() -> None:
-    """Kernel lab (traced): one-shot resolves of a clustered key whose first two rounds'
-    walks found no holder printed the cluster's older packet 3.4 s in, with 1.6 s of the
-    deadline left; resolves of the same key that walked again found the newest. A third
-    round looks; after it (or at the deadline) the held-back packet is the last resort."""
-    old, new = pkt(0, "192.0.2.1"), pkt(3600, "192.0.2.2")
-    rounds = [Script(queried=8, held=item_of(old)), Script(queried=8, held=item_of(old)),
-              Script(items=[(0.0, item_of(new))])]
-    dht = FakeDht(lambda k: rounds.pop(0) if rounds else Script(responded=0))
-    result = await PkarrClient(dht, clock=CLOCK).resolve(KEY, timeout=1.0, rounds=None,
-                                                         round_min=0.0).collect()
-    assert result.best == new and len(dht.calls) == 3
-    held = FakeDht(lambda k: Script(queried=8, held=item_of(old)))
-    result = await PkarrClient(held, clock=CLOCK).resolve(KEY, timeout=1.0, rounds=None,
-                                                          round_min=0.0).collect()
-    assert result.best == old and len(held.calls) == 3
-
-
 async def test_grace_stops_the_dht_soon_after_the_first_packet() -> None:
     first, late = pkt(0), pkt(1)
     dht = FakeDht(lambda k: Script(items=[(0.0, item_of(first)), (0.5, item_of(late))]))

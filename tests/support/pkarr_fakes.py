@@ -37,8 +37,6 @@ class Script:
     absent: bool = False
     agreeing: int = 0
     """Nodes that gave the newest item once every item was yielded (``settled``)."""
-    held: MutableItem | None = None
-    """What only a suspected Sybil cluster gave, held back when the stream ended."""
 
 
 class FakeStream:
@@ -65,7 +63,6 @@ class FakeStream:
                                values=len(self.script.items),
                                deadline_hit=self.script.deadline_hit,
                                absent=self.script.absent)
-        self.held_back = self.script.held
 
     async def cancel(self) -> None:
         self.cancelled = True
