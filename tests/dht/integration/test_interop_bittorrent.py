@@ -41,7 +41,9 @@ async def test_their_put_our_get(swarm: BittorrentSwarm, client: DhtNode) -> Non
     packet = os.urandom(300)
     put = await node_script_async("dht_put.js", "--bootstrap", swarm.bootstrap_arg(), "--ro",
                       "--seed", seed.hex(), "--packet", packet.hex())
-    assert put["ok"] and put["stored_on"] >= 8, put
+    # bittorrent-dht's own put, the precondition: on a busy CI machine it reached 7 nodes
+    # once (its requests time out); a few holders are enough for what is tested -- our get
+    assert put["ok"] and put["stored_on"] >= 4, put
     k = bytes.fromhex(put["public_key"])
     query = client.get_mutable(k, timeout=4.0)
     items = await query.collect()
