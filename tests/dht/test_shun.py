@@ -229,10 +229,9 @@ def test_walks_go_on_while_the_nodes_known_beyond_a_cluster_are_mostly_dead() ->
     """Kernel lab (traced): a get knew the cluster and 20 nodes beyond it, but 15 of those
     timed out or answered errors; it walked nowhere and its end released the older packet.
     Walks count only the live; the release still counts all 20 (see finish)."""
-    t = int.from_bytes(TARGET, "big")
     rng = random.Random(2)
-    cluster = [NodeInfo((t ^ rng.getrandbits(96)).to_bytes(20, "big"), f"172.16.{i}.1", 6881)
-               for i in range(16)]
+    cluster = [NodeInfo(i, f"172.16.{n}.1", 6881)
+               for n, i in enumerate(_ids(64, n=16, around=TARGET))]
     beyond = [(make_node_id(rng), (f"10.1.{i}.1", 6881)) for i in range(20)]
     lookup = GetMutableLookup(ITEM.k, [(n.id, n.addr) for n in cluster] + beyond, 0.0,
                               own_id=OWN)
@@ -277,8 +276,7 @@ def test_a_cluster_around_the_key_and_others_passed_by_send_walks_far_too() -> N
     reply, the host far away: the shells below the cluster alone found no holder (the host
     names the same contacts for them all); walks toward the far half and quarter go too."""
     t = int.from_bytes(TARGET, "big")
-    rng = random.Random(2)
-    cluster = [(t ^ rng.getrandbits(96)).to_bytes(20, "big") for _ in range(16)]
+    cluster = _ids(64, n=16, around=TARGET)
     host = NodeInfo(_near_but_off(TARGET, 0), "10.9.0.1", 6881)
     lookup = GetMutableLookup(ITEM.k, [(host.id, host.addr)], 0.0, own_id=OWN)
     [asked] = lookup.next_requests(0.0)
