@@ -11,6 +11,7 @@ from typing import Any
 
 from pkdns.config import DEFAULT_ALLOW, Config, format_hostport
 from pkdns.errors import PkdnsError
+from pkdns.hostport import is_ip_text
 from pkdns.pkarr.keys import PublicKey
 
 Problem = tuple[str | None, str, str, int]
@@ -88,9 +89,9 @@ def _checks(cfg: Config) -> list[tuple[bool, str, str]]:
          "must be 0 (only at shutdown) or >= 10"),
         (cfg.republish.ip_check_interval == 0 or cfg.republish.ip_check_interval >= 10,
          "republish.ip_check_interval", "must be 0 (only at each interval) or >= 10"),
-        (_is_ip(cfg.dht.bind), "dht.bind", f"not an IP address: {cfg.dht.bind!r}"),
+        (is_ip_text(cfg.dht.bind), "dht.bind", f"not an IP address: {cfg.dht.bind!r}"),
         (bool(cfg.dns.upstream) or cfg.testnet, "dns.upstream", "needs at least one server"),
-        *((all(_is_ip(h) for h, _ in _get(cfg, name)), name, "host names are not allowed here")
+        *((all(is_ip_text(h) for h, _ in _get(cfg, name)), name, "host names are not allowed here")
           for name in ("dns.listen", "dns.upstream", "http.listen")),
         (all(p > 0 for _, p in cfg.dns.upstream), "dns.upstream", "port 0 is not a server"),
         (re.fullmatch(r"([a-z0-9-]{1,63})?", cfg.pkarr.tld_suffix) is not None,
@@ -134,7 +135,7 @@ def _gateway_checks(cfg: Config) -> list[tuple[bool, str, str]]:
     public = [format_hostport(a) for a in (*g.listen, *g.http_listen) if _public(a[0])]
     wide = [n for n in g.allow if _wide(ipaddress.ip_network(n, strict=False))]
     return [
-        (all(_is_ip(a) for a in g.answer), "gateway.answer", "must be IP addresses"),
+        (all(is_ip_text(a) for a in g.answer), "gateway.answer", "must be IP addresses"),
         (not g.enabled or bool(g.answer) or not any(
             ipaddress.ip_address(h).is_unspecified for h, _ in g.listen), "gateway.answer",
          "must name the gateway's address when gateway.listen is 0.0.0.0 or ::"),
@@ -165,14 +166,6 @@ def _wide(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
 def _get(cfg: Config, dotted: str) -> Any:
     section, _, key = dotted.partition(".")
     return getattr(getattr(cfg, section), key)
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 __all__ = ["AT_LEAST", "POSITIVE", "RANGES", "ZERO_MEANS", "Problem", "problems"]

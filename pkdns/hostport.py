@@ -43,15 +43,16 @@ def _hostport_hint(text: str) -> str:
     """The message for text that is not ``HOST[:PORT]``, with the bracket form when it helps."""
     if text.count(":") >= 2 and "[" not in text:
         head, _, tail = text.rpartition(":")
-        if tail.isdigit() and _is_ip_text(head):
+        if tail.isdigit() and is_ip_text(head):
             return (f"not HOST:PORT: {text!r}; an IPv6 address with a port is written in "
                     f"brackets: [{head}]:{tail}")
-    if _is_ip_text(text):
+    if is_ip_text(text):
         return f"not HOST:PORT: {text!r}; an IPv6 address is written in brackets: [{text}]:53"
     return f"not HOST:PORT: {text!r}"
 
 
-def _is_ip_text(text: str) -> bool:
+def is_ip_text(text: str) -> bool:
+    """Is ``text`` an IPv4 or IPv6 literal (no brackets, no port)?"""
     try:
         ipaddress.ip_address(text)
     except ValueError:
@@ -66,7 +67,7 @@ def parse_ip_hostport(text: str, default_port: int | None = None) -> HostPort:
     ``getaddrinfo`` per forwarded query, through the very resolver pkdns may be replacing.
     """
     host, port = parse_hostport(text, default_port)
-    if not _is_ip_text(host):
+    if not is_ip_text(host):
         raise ValueError(f"{host!r} is not an IP address (host names are not allowed here)")
     return (host, port)
 
