@@ -20,8 +20,8 @@ from pkdns.dht.sybil import QUORUM, cluster_size, shell_targets
 from pkdns.errors import VerifyError
 
 FAR_SHELLS = 2
-"""Walks toward the key's far half and quarter when clusters passed by leave a lookup with too
-few others to ask (:meth:`GetMutableLookup.hidden_shells`)."""
+"""Walks toward the key's far half and quarter when clusters leave a lookup with too few others
+to ask (:meth:`GetMutableLookup.hidden_shells`)."""
 
 
 class GetMutableLookup(IterativeLookup):
@@ -104,13 +104,17 @@ class GetMutableLookup(IterativeLookup):
         - A cluster suspected around the key, fewer than k known beyond it: the shells from
           below the closest node known beyond the cluster up to the cluster.
         - Replies named clusters planted for other keys (passed by) and fewer than k others:
-          the few referrers known name the same contacts for any target near the key (their
-          one bucket for that part of the id space, which the clusters filled), so walks go
-          toward the key's far half and quarter, for other referrers (also in the case above
-          once such clusters were named), and toward the shells below the closest node
-          known (kernel lab: a cold resolve whose bootstrap host named five cluster members
-          and three dead or broken nodes asked the same seven six times and ended with
-          nothing).
+          the shells below the closest node known (kernel lab: a cold resolve whose
+          bootstrap host named five cluster members and three dead or broken nodes asked the
+          same seven six times and ended with nothing).
+
+        In both cases walks go toward the key's far half and quarter too. The few referrers
+        known name the same contacts for any target near the key -- their one bucket for
+        that part of the id space, which the clusters filled -- but their neighbours there
+        each have their own (kernel lab, traced: a cold resolve whose one contact beyond the
+        cluster was its bootstrap host walked the shells three times, found no new node and
+        printed the older packet; resolves of the same key that the host had shown other
+        nodes reached the holders).
 
         Walks go on while fewer than k nodes beyond the cluster are alive, though the
         release (:meth:`finish`) counts the dead too (kernel lab: a get that knew 20 beyond,
@@ -122,14 +126,16 @@ class GetMutableLookup(IterativeLookup):
         edge = max(self._seen_edge, self._edge_of_known())
         beyond = [c.dist for c in self._cands.values() if c.dist > edge and not c.shunned]
         depth = ID_BITS - min(beyond).bit_length() if beyond else 0
-        far = shell_targets(self.target, -1, FAR_SHELLS) if self._shunned else []
+        far = shell_targets(self.target, -1, FAR_SHELLS)
         if edge >= 0:
             if self._knows_beyond(live=True):
                 return []
-            return far + shell_targets(self.target, depth, ID_BITS - edge.bit_length())
-        if not far or len(beyond) >= self.k:
+            shells = shell_targets(self.target, depth, ID_BITS - edge.bit_length())
+        elif not self._shunned or len(beyond) >= self.k:
             return []
-        return far + shell_targets(self.target, depth, ID_BITS)
+        else:
+            shells = shell_targets(self.target, depth, ID_BITS)
+        return list(dict.fromkeys(far + shells))
 
     def _thin_or_conflicting(self, closest: list[Candidate]) -> bool:
         assert self.best is not None

@@ -218,7 +218,8 @@ def test_a_lookup_asks_for_shells_only_while_a_cluster_hides_the_rest() -> None:
     far = NodeInfo(_near_but_off(TARGET, 1), "10.9.0.1", 6881)
     lookup = GetMutableLookup(ITEM.k, [(n.id, n.addr) for n in [*cluster, far]], 0.0,
                               own_id=OWN)
-    assert lookup.hidden_shells() == shell_targets(TARGET, 1, 64)
+    far_targets = [(t ^ 1 << ID_BITS - 1 - b).to_bytes(20, "big") for b in (0, 1)]
+    assert lookup.hidden_shells() == far_targets + shell_targets(TARGET, 1, 64)
     lookup.add_seeds([(make_node_id(rng), (f"10.1.{i}.1", 6881)) for i in range(20)])
     assert lookup.hidden_shells() == []  # k beyond it known: the walk itself gets there
     plain = GetMutableLookup(ITEM.k, [(far.id, far.addr)], 0.0, own_id=OWN)
@@ -265,7 +266,8 @@ def test_clusters_passed_by_send_walks_far_and_into_the_shells() -> None:
     depth = ID_BITS - distance(OWN, TARGET).bit_length()
     far = [(int.from_bytes(TARGET, "big") ^ 1 << ID_BITS - 1 - b).to_bytes(20, "big")
            for b in (0, 1)]
-    assert lookup.hidden_shells() == far + shell_targets(TARGET, depth, ID_BITS)
+    assert depth == 0  # the far quarter is shell 1 too: walked once
+    assert lookup.hidden_shells() == far + shell_targets(TARGET, depth, ID_BITS)[1:]
     rng = random.Random(6)
     lookup.add_seeds([(make_node_id(rng), (f"10.1.{i}.1", 6881)) for i in range(20)])
     assert lookup.hidden_shells() == []

@@ -248,3 +248,42 @@ async def test_what_walks_hear_reaches_the_get_before_they_end(starved: Swarm) -
         assert looking == [True]
     finally:
         await client.close()
+
+
+@pytest.fixture
+async def eclipsed() -> AsyncIterator[Swarm]:
+    """Kernel lab (traced): the key's own cluster (sharing 40 bits with it, holding OLD) filled
+    the bootstrap host's one bucket for the key's half, so the host names only its members
+    for any target there; the honest nodes of the host's own half know everyone."""
+    rng = random.Random(13)
+    old = to_item(OLD)
+    item = {"k": old.k, "seq": old.seq, "v": old.v, "sig": old.sig}
+    sybils = [await _endpoint(lambda: FakeNode("sybil", TARGET[:5] + rng.randbytes(15), [], item))
+              for _ in range(16)]
+    members = [NodeInfo(s.id, *s.address) for s in sybils]
+    for s in sybils:
+        s.contacts = members
+    ids = sorted([_sharing(2 + i % 6, rng) for i in range(12)]
+                 + [bytes([TARGET[0] ^ 0x80]) + rng.randbytes(19) for _ in range(20)],
+                 key=lambda i: distance(i, TARGET))
+    honest = [await _endpoint(lambda i=i, j=j: Omni(i, [], to_item(NEW) if j < 8 else None))
+              for j, i in enumerate(ids)]
+    everyone = [NodeInfo(h.id, *h.transport.get_extra_info("sockname")[:2])  # type: ignore[union-attr]
+                for h in honest]
+    for h in honest:
+        h.everyone = everyone + members
+    honest[-1].everyone = members + [n for n in everyone if n.id[0] & 0x80 != TARGET[0] & 0x80]
+    try:
+        yield Swarm(honest, sybils)
+    finally:
+        _close([*honest, *sybils])
+
+
+async def test_a_resolve_whose_one_contact_names_only_the_keys_cluster_walks_far(
+        eclipsed: Swarm) -> None:
+    """The resolve knows the cluster and the host; walks into the shells below the cluster
+    ask the host, which names the cluster again, in every round. Walks toward the key's far
+    half find the host's neighbours, which know the holders. Before, it printed OLD at its
+    deadline."""
+    found = await _cold_resolve(_sharing(1, random.Random(3)), eclipsed.far_host)
+    assert found.best is not None and found.best.timestamp == NEW.timestamp
