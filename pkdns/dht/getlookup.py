@@ -137,6 +137,16 @@ class GetMutableLookup(IterativeLookup):
             shells = shell_targets(self.target, depth, ID_BITS)
         return list(dict.fromkeys(far + shells))
 
+    def referrers(self) -> int:
+        """Nodes beyond the cluster that answered without a packet: the honest referrers a
+        look around the key goes on from (:mod:`pkdns.dht.around` looks again while each
+        look adds some). Cluster members, whether or not they hold the older packet, name
+        only each other."""
+        edge = max(self._seen_edge, self._edge_of_known())
+        return sum(1 for c in self._cands.values()
+                   if c.state is State.RESPONDED and not c.shunned and c.dist > edge
+                   and c.addr not in self.held)
+
     def _thin_or_conflicting(self, closest: list[Candidate]) -> bool:
         assert self.best is not None
         holders = older = 0

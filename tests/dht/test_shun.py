@@ -289,3 +289,26 @@ def test_a_cluster_around_the_key_and_others_passed_by_send_walks_far_too() -> N
     far = [(t ^ 1 << ID_BITS - 1 - b).to_bytes(20, "big") for b in (0, 1)]
     assert lookup.shunned_depth() == 2
     assert lookup.hidden_shells()[:2] == far and len(lookup.hidden_shells()) > 2
+
+
+def test_referrers_are_the_nodes_beyond_the_cluster_that_answered_without_a_packet() -> None:
+    """What a look around the key must add for another to follow (:mod:`pkdns.dht.around`):
+    members holding the packet name only each other, a silent node names no one."""
+    cluster = [NodeInfo(i, f"172.16.{n}.1", 6881)
+               for n, i in enumerate(_ids(64, n=16, around=TARGET))]
+    far = [NodeInfo(_near_but_off(TARGET, b), f"10.9.{b}.1", 6881) for b in (1, 2, 3)]
+    lookup = GetMutableLookup(ITEM.k, [(n.id, n.addr) for n in [*cluster, *far]], 0.0,
+                              own_id=OWN)
+    ids = {n.addr: n.id for n in [*cluster, *far]}
+    now = 0.0
+    while asked := lookup.next_requests(now):
+        for c in asked:
+            if c.addr == far[2].addr:
+                lookup.on_timeout(c.addr, now)
+            elif c.addr in {n.addr for n in far}:
+                lookup.on_response(c.addr, Response(b"t", ids[c.addr], token=b"t"), now)
+            else:
+                lookup.on_response(c.addr, Response(b"t", ids[c.addr], token=b"t", k=ITEM.k,
+                                                    v=ITEM.v, sig=ITEM.sig, seq=ITEM.seq), now)
+        now += 0.01
+    assert lookup.held_back == ITEM and lookup.referrers() == 2

@@ -287,3 +287,47 @@ async def test_a_resolve_whose_one_contact_names_only_the_keys_cluster_walks_far
     deadline."""
     found = await _cold_resolve(_sharing(1, random.Random(3)), eclipsed.far_host)
     assert found.best is not None and found.best.timestamp == NEW.timestamp
+
+
+@pytest.fixture
+async def chained() -> AsyncIterator[Swarm]:
+    """The key's own cluster fills the bootstrap host's view of the key's half; the host knows
+    one honest node of its own half (A), A knows one more (B), and only B knows the holders
+    (8 nodes sharing 2-7 bits with the key). Each node names the 8 closest it knows."""
+    rng = random.Random(17)
+    old = to_item(OLD)
+    item = {"k": old.k, "seq": old.seq, "v": old.v, "sig": old.sig}
+    sybils = [await _endpoint(lambda: FakeNode("sybil", TARGET[:5] + rng.randbytes(15), [], item))
+              for _ in range(16)]
+    members = [NodeInfo(s.id, *s.address) for s in sybils]
+    for s in sybils:
+        s.contacts = members
+    holders = [await _endpoint(lambda b=b: Omni(_sharing(b, rng), [], to_item(NEW)))
+               for b in (2, 3, 4, 5, 6, 7, 3, 4)]
+    far = [await _endpoint(lambda: Omni(bytes([TARGET[0] ^ 0x80]) + rng.randbytes(19), [], None))
+           for _ in range(3)]
+    info = [NodeInfo(p.id, *p.transport.get_extra_info("sockname")[:2])  # type: ignore[union-attr]
+            for p in [*holders, *far]]
+    b, a, host = far
+    b.everyone, a.everyone = members + info[:8], members + info[8:9]
+    host.everyone = members + info[9:10]
+    try:
+        yield Swarm([*holders, b, a, host], sybils)
+    finally:
+        _close([*holders, *far, *sybils])
+
+
+async def test_a_get_looks_again_from_the_referrers_its_look_found(chained: Swarm) -> None:
+    """One get (the daemon's lookups, and each round of a resolve, are one get each). Its
+    first look's walks into the shells ask the host, which names the cluster; the walk
+    toward the far half finds A and B, which answer the get naming the cluster too. A second
+    look walks into the shells from them, and B names the holders. Before, the get ended
+    after the first look with the cluster's packet held back: nothing."""
+    client = DhtNode(mode="client", request_timeout=1.0, node_id=_sharing(1, random.Random(3)))
+    await client.start(HOST, 0)
+    try:
+        assert await client.join([chained.far_host], timeout=5.0, target=TARGET)
+        items = await client.get_mutable(KP.public_key.raw, timeout=5.0).collect()
+        assert [i.seq for i in items] == [to_item(NEW).seq]
+    finally:
+        await client.close()
