@@ -140,8 +140,8 @@ class GetMutableLookup(IterativeLookup):
     def referrers(self) -> int:
         """Nodes beyond the cluster that answered without a packet: the honest referrers a
         look around the key goes on from (:mod:`pkdns.dht.around` looks again while each
-        look adds some). Cluster members, whether or not they hold the older packet, name
-        only each other."""
+        look adds some). The cluster's members -- within its edge, or beyond it with the
+        older packet -- do not count: they name only each other."""
         edge = max(self._seen_edge, self._edge_of_known())
         return sum(1 for c in self._cands.values()
                    if c.state is State.RESPONDED and not c.shunned and c.dist > edge

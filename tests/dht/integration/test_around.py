@@ -283,8 +283,8 @@ async def test_a_resolve_whose_one_contact_names_only_the_keys_cluster_walks_far
         eclipsed: Swarm) -> None:
     """The resolve knows the cluster and the host; walks into the shells below the cluster
     ask the host, which names the cluster again, in every round. Walks toward the key's far
-    half find the host's neighbours, which know the holders. Before, it printed OLD at its
-    deadline."""
+    half find the host's neighbours, which know the holders. Before, it printed OLD after its
+    second round."""
     found = await _cold_resolve(_sharing(1, random.Random(3)), eclipsed.far_host)
     assert found.best is not None and found.best.timestamp == NEW.timestamp
 
