@@ -76,6 +76,20 @@ async def _endpoint(factory: Callable[[], P]) -> P:
     return proto
 
 
+async def _cluster(at: bytes, rng: random.Random,
+                   holds_old: bool) -> tuple[list[FakeNode], list[NodeInfo]]:
+    """16 Sybils sharing 40 bits with ``at``, naming only each other, holding OLD or nothing:
+    the nodes and their contacts."""
+    old = to_item(OLD)
+    item = {"k": old.k, "seq": old.seq, "v": old.v, "sig": old.sig} if holds_old else None
+    sybils = [await _endpoint(lambda: FakeNode("sybil", at[:5] + rng.randbytes(15), [], item))
+              for _ in range(16)]
+    members = [NodeInfo(s.id, *s.address) for s in sybils]
+    for s in sybils:
+        s.contacts = members
+    return sybils, members
+
+
 def _close(protocols: Sequence[Omni | FakeNode]) -> None:
     for p in protocols:
         if p.transport is not None:
@@ -110,12 +124,9 @@ async def swarm(request: pytest.FixtureRequest) -> AsyncIterator[Swarm]:
     key names a holder: sharing 40 bits with the key and holding OLD, or planted next to
     another key nearby (sharing 40 bits with :func:`_nearby`) and holding nothing of ours."""
     rng = random.Random(5)
-    old = to_item(OLD)
     around = TARGET if request.param == "around the key" else _nearby()
-    item = {"k": old.k, "seq": old.seq, "v": old.v, "sig": old.sig} if around == TARGET else None
-    sybils = [await _endpoint(lambda: FakeNode("sybil", around[:5] + rng.randbytes(15), [], item))
-              for _ in range(16)]
-    everyone = [NodeInfo(s.id, *s.address) for s in sybils]
+    sybils, members = await _cluster(around, rng, holds_old=around == TARGET)
+    everyone = list(members)
     for s in sybils:
         s.contacts = sorted((n for n in everyone if n.id != s.id),
                             key=lambda n: distance(n.id, TARGET))
@@ -195,12 +206,7 @@ async def starved() -> AsyncIterator[Swarm]:
     The honest nodes of the host's own half (``far_host``) know everyone, the holders too; the
     one nearest the key's far point answers slowly (:class:`Slow`)."""
     rng = random.Random(11)
-    cluster_at = _sharing(2, rng)
-    sybils = [await _endpoint(lambda: FakeNode("sybil", cluster_at[:5] + rng.randbytes(15), []))
-              for _ in range(16)]
-    members = [NodeInfo(s.id, *s.address) for s in sybils]
-    for s in sybils:
-        s.contacts = members
+    sybils, members = await _cluster(_sharing(2, rng), rng, holds_old=False)
     dead_nodes = [NodeInfo(_sharing(5 + i, rng), HOST, _closed_port()) for i in range(3)]
     ids = [_sharing(1 + i % 4, rng) for i in range(12)] + [
         bytes([TARGET[0] ^ 0x80]) + rng.randbytes(19) for _ in range(20)]
@@ -256,13 +262,7 @@ async def eclipsed() -> AsyncIterator[Swarm]:
     the bootstrap host's one bucket for the key's half, so the host names only its members
     for any target there; the honest nodes of the host's own half know everyone."""
     rng = random.Random(13)
-    old = to_item(OLD)
-    item = {"k": old.k, "seq": old.seq, "v": old.v, "sig": old.sig}
-    sybils = [await _endpoint(lambda: FakeNode("sybil", TARGET[:5] + rng.randbytes(15), [], item))
-              for _ in range(16)]
-    members = [NodeInfo(s.id, *s.address) for s in sybils]
-    for s in sybils:
-        s.contacts = members
+    sybils, members = await _cluster(TARGET, rng, holds_old=True)
     ids = sorted([_sharing(2 + i % 6, rng) for i in range(12)]
                  + [bytes([TARGET[0] ^ 0x80]) + rng.randbytes(19) for _ in range(20)],
                  key=lambda i: distance(i, TARGET))
@@ -295,13 +295,7 @@ async def chained() -> AsyncIterator[Swarm]:
     one honest node of its own half (A), A knows one more (B), and only B knows the holders
     (8 nodes sharing 2-7 bits with the key). Each node names the 8 closest it knows."""
     rng = random.Random(17)
-    old = to_item(OLD)
-    item = {"k": old.k, "seq": old.seq, "v": old.v, "sig": old.sig}
-    sybils = [await _endpoint(lambda: FakeNode("sybil", TARGET[:5] + rng.randbytes(15), [], item))
-              for _ in range(16)]
-    members = [NodeInfo(s.id, *s.address) for s in sybils]
-    for s in sybils:
-        s.contacts = members
+    sybils, members = await _cluster(TARGET, rng, holds_old=True)
     holders = [await _endpoint(lambda b=b: Omni(_sharing(b, rng), [], to_item(NEW)))
                for b in (2, 3, 4, 5, 6, 7, 3, 4)]
     far = [await _endpoint(lambda: Omni(bytes([TARGET[0] ^ 0x80]) + rng.randbytes(19), [], None))
