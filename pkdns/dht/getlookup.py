@@ -22,6 +22,9 @@ from pkdns.errors import VerifyError
 FAR_SHELLS = 2
 """Walks toward the key's far half and quarter when clusters leave a lookup with too few others
 to ask (:meth:`GetMutableLookup.hidden_shells`)."""
+NEIGHBOURHOODS = 3
+"""Walks toward the own ids of the referrers farthest from the key, while walks are needed
+(:meth:`GetMutableLookup.hidden_shells`)."""
 
 
 class GetMutableLookup(IterativeLookup):
@@ -116,6 +119,15 @@ class GetMutableLookup(IterativeLookup):
         printed the older packet; resolves of the same key that the host had shown other
         nodes reached the holders).
 
+        And toward the neighbourhoods of the :data:`NEIGHBOURHOODS` referrers farthest from
+        the key (their own ids): a referrer names the same few contacts for any target near
+        the key or near its far points, but its neighbours -- whom it keeps best, they ping
+        each other -- each have buckets of their own (kernel lab, traced: four cold resolves
+        in a row whose only live contact was the bootstrap host, its bucket for the key's
+        quarter filled by another key's cluster, 7 of the 8 nodes it named for the far half
+        dead, printed nothing; the resolve between them that reached one more live node
+        printed the newest).
+
         Walks go on while fewer than k nodes beyond the cluster are alive, though the
         release (:meth:`finish`) counts the dead too (kernel lab: a get that knew 20 beyond,
         11 of them timed out and 4 erroring, walked nowhere and released the older packet;
@@ -135,17 +147,21 @@ class GetMutableLookup(IterativeLookup):
             return []
         else:
             shells = shell_targets(self.target, depth, ID_BITS)
-        return list(dict.fromkeys(far + shells))
+        homes = [c.id for c in self._referring(edge)[:NEIGHBOURHOODS] if c.id is not None]
+        return list(dict.fromkeys(far + shells + homes))
 
     def referrers(self) -> int:
         """Nodes beyond the cluster that answered without a packet: the honest referrers a
         look around the key goes on from (:mod:`pkdns.dht.around` looks again while each
         look adds some). The cluster's members -- within its edge, or beyond it with the
         older packet -- do not count: they name only each other."""
-        edge = max(self._seen_edge, self._edge_of_known())
-        return sum(1 for c in self._cands.values()
-                   if c.state is State.RESPONDED and not c.shunned and c.dist > edge
-                   and c.addr not in self.held)
+        return len(self._referring(max(self._seen_edge, self._edge_of_known())))
+
+    def _referring(self, edge: int) -> list[Candidate]:
+        """The referrers beyond ``edge``, farthest from the key first."""
+        return sorted((c for c in self._cands.values()
+                       if c.state is State.RESPONDED and not c.shunned and c.dist > edge
+                       and c.addr not in self.held), key=lambda c: -c.dist)
 
     def _thin_or_conflicting(self, closest: list[Candidate]) -> bool:
         assert self.best is not None

@@ -254,8 +254,8 @@ def test_clusters_passed_by_send_walks_far_and_into_the_shells() -> None:
     """A cluster planted for another key, 8 bits from ours and nearer it than its holders:
     every reply names it, it is passed by, and the lookup knows too few others. The host
     names the same contacts for any target near the key, so walks go to the key's far half
-    and quarter (other referrers) and into the shells below the host. Once k others are
-    known, none."""
+    and quarter (other referrers), into the shells below the host and to the host's own id
+    (its neighbours have buckets of their own). Once k others are known, none."""
     lookup = GetMutableLookup(ITEM.k, [(OWN, ("10.9.0.1", 6881))], 0.0, own_id=make_node_id(
         random.Random(4)))
     host = lookup.next_requests(0.0)[0]
@@ -267,7 +267,7 @@ def test_clusters_passed_by_send_walks_far_and_into_the_shells() -> None:
     far = [(int.from_bytes(TARGET, "big") ^ 1 << ID_BITS - 1 - b).to_bytes(20, "big")
            for b in (0, 1)]
     assert depth == 0  # the far quarter is shell 1 too: walked once
-    assert lookup.hidden_shells() == far + shell_targets(TARGET, depth, ID_BITS)[1:]
+    assert lookup.hidden_shells() == far + shell_targets(TARGET, depth, ID_BITS)[1:] + [OWN]
     rng = random.Random(6)
     lookup.add_seeds([(make_node_id(rng), (f"10.1.{i}.1", 6881)) for i in range(20)])
     assert lookup.hidden_shells() == []
@@ -312,3 +312,25 @@ def test_referrers_are_the_nodes_beyond_the_cluster_that_answered_without_a_pack
                                                     v=ITEM.v, sig=ITEM.sig, seq=ITEM.seq), now)
         now += 0.01
     assert lookup.held_back == ITEM and lookup.referrers() == 2
+    # walks go to their neighbourhoods too, the farthest from the key first
+    assert lookup.hidden_shells()[-2:] == [far[0].id, far[1].id]
+
+
+def test_walks_go_to_the_neighbourhoods_of_the_farthest_referrers_only() -> None:
+    """Five referrers beyond the cluster: the three farthest from the key get a walk toward
+    their own ids (:data:`pkdns.dht.getlookup.NEIGHBOURHOODS`)."""
+    cluster = [NodeInfo(i, f"172.16.{n}.1", 6881)
+               for n, i in enumerate(_ids(64, n=16, around=TARGET))]
+    far = [NodeInfo(_near_but_off(TARGET, b), f"10.9.{b}.1", 6881) for b in (5, 1, 4, 2, 3)]
+    lookup = GetMutableLookup(ITEM.k, [(n.id, n.addr) for n in [*cluster, *far]], 0.0,
+                              own_id=OWN)
+    beyond = {n.addr for n in far}
+    now = 0.0
+    while asked := lookup.next_requests(now):
+        for c in asked:
+            held = {} if c.addr in beyond else {"k": ITEM.k, "v": ITEM.v, "sig": ITEM.sig,
+                                                 "seq": ITEM.seq}
+            lookup.on_response(c.addr, Response(b"t", c.id or OWN, token=b"t", **held), now)
+        now += 0.01
+    assert lookup.referrers() == 5
+    assert lookup.hidden_shells()[-3:] == [far[1].id, far[3].id, far[4].id]

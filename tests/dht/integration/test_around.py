@@ -325,3 +325,40 @@ async def test_a_get_looks_again_from_the_referrers_its_look_found(chained: Swar
         assert [i.seq for i in items] == [to_item(NEW).seq]
     finally:
         await client.close()
+
+
+@pytest.fixture
+async def stranded() -> AsyncIterator[Swarm]:
+    """Kernel lab (traced, four cold resolves in a row): the key's cluster fills the bootstrap
+    host's view of the key's half, and the nodes the host names for the key's far half are
+    dead; only the host's own neighbours (sharing 24 bits with it) are alive, and they know
+    everyone, the holders (8 nodes sharing 2-7 bits with the key) too."""
+    rng = random.Random(19)
+    sybils, members = await _cluster(TARGET, rng, holds_old=True)
+    far_point = bytes([TARGET[0] ^ 0x80]) + TARGET[1:]
+    host_id = bytes([far_point[0] ^ 0x20]) + rng.randbytes(19)
+    holders = [await _endpoint(lambda b=b: Omni(_sharing(b, rng), [], to_item(NEW)))
+               for b in (2, 3, 4, 5, 6, 7, 3, 4)]
+    near = [await _endpoint(lambda: Omni(host_id[:3] + rng.randbytes(17), [], None))
+            for _ in range(4)]
+    host = await _endpoint(lambda: Omni(host_id, [], None))
+    info = [NodeInfo(p.id, *p.transport.get_extra_info("sockname")[:2])  # type: ignore[union-attr]
+            for p in [*holders, *near]]
+    for p in [*holders, *near]:
+        p.everyone = info + members
+    dead = [NodeInfo(far_point[:2] + rng.randbytes(18), HOST, _closed_port()) for _ in range(10)]
+    host.everyone = members + dead + info[8:]
+    try:
+        yield Swarm([*holders, *near, host], sybils)
+    finally:
+        _close([*holders, *near, host, *sybils])
+
+
+async def test_a_resolve_whose_host_names_the_cluster_and_the_dead_walks_to_its_neighbours(
+        stranded: Swarm) -> None:
+    """Walks into the shells and the far quarter ask the host, which names the cluster; the
+    walk toward the far half meets only the dead. The walk toward the host's own id finds
+    its neighbours, and walks from them into the shells find the holders. Before, the
+    resolve printed OLD."""
+    found = await _cold_resolve(_sharing(1, random.Random(3)), stranded.far_host)
+    assert found.best is not None and found.best.timestamp == NEW.timestamp
