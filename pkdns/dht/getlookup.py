@@ -121,12 +121,12 @@ class GetMutableLookup(IterativeLookup):
 
         And toward the neighbourhoods of the :data:`NEIGHBOURHOODS` referrers farthest from
         the key (their own ids): a referrer names the same few contacts for any target near
-        the key or near its far points, but its neighbours -- whom it keeps best, they ping
-        each other -- each have buckets of their own (kernel lab, traced: four cold resolves
-        in a row whose only live contact was the bootstrap host, its bucket for the key's
-        quarter filled by another key's cluster, 7 of the 8 nodes it named for the far half
-        dead, printed nothing; the resolve between them that reached one more live node
-        printed the newest).
+        the key or near its far points, but its neighbours -- many: a Kademlia table holds
+        the most contacts near its own id -- each have buckets of their own (kernel lab,
+        traced: four cold resolves in a row whose only live contact was the bootstrap host,
+        its bucket for the key's quarter filled by another key's cluster, 7 of the 8 nodes
+        it named for the far half dead, printed nothing; the resolve between them that
+        reached one more live node printed the newest).
 
         Walks go on while fewer than k nodes beyond the cluster are alive, though the
         release (:meth:`finish`) counts the dead too (kernel lab: a get that knew 20 beyond,
