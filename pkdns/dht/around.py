@@ -9,9 +9,9 @@ Walks toward targets next to the key, one per shell below the cluster, find thos
 cluster is farther from each such target than anyone in its shell). They start as soon as a
 get suspects a cluster and knows fewer than k nodes beyond it, run beside the get, and what
 they find becomes its seeds -- and the next get's for that key, if this one ended first (a
-one-shot resolve looks again then). A look whose walks brought the get new referrers (nodes
-beyond the cluster that answered it) is followed by another, walking from them, until one
-brings none or the get's time is up.
+one-shot resolve looks again then). A look whose walks brought the get new referrers (live
+nodes beyond the cluster: they answered it, or the walks) is followed by another, walking
+from them and toward their neighbourhoods, until one brings none or the get's time is up.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ class Around:
             new = [s for s in self.seeds(lookup.target) if s not in given]
             if new:
                 given.update(new)
-                lookup.add_seeds(new)
+                lookup.add_heard(new)
                 return True
             if ended:
                 return False

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import ClassVar
 
-from pkdns.dht.ids import ID_BITS, target_of
+from pkdns.dht.ids import ID_BITS, distance, target_of
 from pkdns.dht.item import MutableItem, check_item
 from pkdns.dht.krpc import Address, Method, Response
 from pkdns.dht.lookup import ALPHA, K_CLOSEST, MAX_QUERIED, Candidate, IterativeLookup, State
@@ -23,7 +23,7 @@ FAR_SHELLS = 2
 """Walks toward the key's far half and quarter when clusters leave a lookup with too few others
 to ask (:meth:`GetMutableLookup.hidden_shells`)."""
 NEIGHBOURHOODS = 3
-"""Walks toward the own ids of the referrers farthest from the key, while walks are needed
+"""Walks toward the own ids of live nodes beyond the cluster, while walks are needed
 (:meth:`GetMutableLookup.hidden_shells`)."""
 
 
@@ -74,6 +74,9 @@ class GetMutableLookup(IterativeLookup):
         the cluster gave stays held back until they end (unless out of time). The first
         nodes a walk hears are not yet the k closest beyond the cluster (kernel lab: with
         them, 3 of 20 cold resolves of one clustered key released its older packet)."""
+        self._heard: set[Address] = set()
+        """Nodes that answered the walks around the key (:meth:`add_heard`): alive, though
+        this get may not have heard them (on a lossy link its query or their reply is lost)."""
 
     def _width(self, alive: list[Candidate]) -> int:
         m = min(self.k, cluster_size([max(0, c.dist) for c in alive[:2 * self.k]],
@@ -119,14 +122,16 @@ class GetMutableLookup(IterativeLookup):
         printed the older packet; resolves of the same key that the host had shown other
         nodes reached the holders).
 
-        And toward the neighbourhoods of the :data:`NEIGHBOURHOODS` referrers farthest from
-        the key (their own ids): a referrer names the same few contacts for any target near
-        the key or near its far points, but its neighbours -- many: a Kademlia table holds
-        the most contacts near its own id -- each have buckets of their own (kernel lab,
-        traced: four cold resolves in a row whose only live contact was the bootstrap host,
-        its bucket for the key's quarter filled by another key's cluster, 7 of the 8 nodes
-        it named for the far half dead, printed nothing; the resolve between them that
-        reached one more live node printed the newest).
+        And toward the neighbourhoods (their own ids) of :data:`NEIGHBOURHOODS` live nodes
+        beyond the cluster -- referrers, or nodes the walks heard (:meth:`add_heard`) -- those
+        farthest from every other walk's target: a referrer names the same few contacts for
+        any target near the key or near its far points, but its neighbours -- many: a
+        Kademlia table holds the most contacts near its own id -- each have buckets of their
+        own (kernel lab, traced: four cold resolves in a row whose only live contact was the
+        bootstrap host, its bucket for the key's quarter filled by another key's cluster, 7
+        of the 8 nodes it named for the far half dead, printed nothing; the resolve between
+        them that reached one more live node printed the newest; in a later run the host
+        answered only the walks, its replies to the get lost).
 
         Walks go on while fewer than k nodes beyond the cluster are alive, though the
         release (:meth:`finish`) counts the dead too (kernel lab: a get that knew 20 beyond,
@@ -147,21 +152,37 @@ class GetMutableLookup(IterativeLookup):
             return []
         else:
             shells = shell_targets(self.target, depth, ID_BITS)
-        homes = [c.id for c in self._referring(edge)[:NEIGHBOURHOODS] if c.id is not None]
-        return list(dict.fromkeys(far + shells + homes))
+        targets = far + shells
+        return list(dict.fromkeys(targets + self._homes(edge, [self.target, *targets])))
+
+    def add_heard(self, seeds: Iterable[tuple[bytes | None, Address]]) -> None:
+        """Seeds that answered walks around the key: asked like any seed, and alive for
+        :meth:`hidden_shells`' neighbourhoods."""
+        seeds = list(seeds)
+        self.add_seeds(seeds)
+        self._heard.update(addr for _, addr in seeds)
+
+    def _homes(self, edge: int, walked: list[bytes]) -> list[bytes]:
+        """The own ids of the referrers beyond ``edge`` farthest from every target in
+        ``walked`` (a walk toward an id near one of them would meet the same nodes)."""
+        live = self._referring(edge)
+        live.sort(key=lambda i: min(distance(i, t) for t in walked), reverse=True)
+        return live[:NEIGHBOURHOODS]
 
     def referrers(self) -> int:
-        """Nodes beyond the cluster that answered without a packet: the honest referrers a
-        look around the key goes on from (:mod:`pkdns.dht.around` looks again while each
-        look adds some). The cluster's members -- within its edge, or beyond it with the
-        older packet -- do not count: they name only each other."""
+        """Live nodes beyond the cluster without its packet -- they answered this get, or the
+        walks around the key (:meth:`add_heard`): the honest referrers a look around the key
+        goes on from (:mod:`pkdns.dht.around` looks again while each look adds some). The
+        cluster's members -- within its edge, or beyond it with the older packet -- do not
+        count: they name only each other."""
         return len(self._referring(max(self._seen_edge, self._edge_of_known())))
 
-    def _referring(self, edge: int) -> list[Candidate]:
-        """The referrers beyond ``edge``, farthest from the key first."""
-        return sorted((c for c in self._cands.values()
-                       if c.state is State.RESPONDED and not c.shunned and c.dist > edge
-                       and c.addr not in self.held), key=lambda c: -c.dist)
+    def _referring(self, edge: int) -> list[bytes]:
+        """The ids of :meth:`referrers` beyond ``edge``."""
+        return [c.id for c in self._cands.values()
+                if c.id is not None and not c.shunned and c.dist > edge
+                and c.addr not in self.held
+                and (c.state is State.RESPONDED or c.addr in self._heard)]
 
     def _thin_or_conflicting(self, closest: list[Candidate]) -> bool:
         assert self.best is not None

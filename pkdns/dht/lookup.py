@@ -14,7 +14,10 @@ candidate per IP and per /24 and at most K new contacts taken per reply (Sybil a
 limits).
 A reply that names a cluster packed away from the target (:func:`pkdns.dht.sybil.
 off_target_clusters`) marks every candidate in it shunned: never asked, no place among the
-closest, not counted among the K taken from a reply.
+closest, not counted among the K taken from a reply. The replier's own id counts among the
+named: a member names its mates, and the prefix they share may leave it out by a bit (kernel
+lab, traced: a member of another key's cluster that no reply's prefix took in passed for an
+honest referrer, and a walk went to its neighbourhood -- the cluster).
 """
 
 from __future__ import annotations
@@ -246,7 +249,7 @@ class IterativeLookup:
         c.dist = distance(resp.id, self.target)
         self.outcome.responded += 1
         usable = [n for n in resp.nodes if is_valid_contact(n.id, n.host, n.port)]
-        self._shun([n.id for n in usable])
+        self._shun([n.id for n in usable] + [resp.id])  # a member names its mates, not itself
         usable = [n for n in usable if not self._is_shunned(int.from_bytes(n.id, "big"))]
         usable.sort(key=lambda n: distance(n.id, self.target))
         taken = 0
