@@ -134,16 +134,23 @@ class Around:
         task = self._running.get(lookup.target)
         if task is None:
             left = max(0.1, min(WALK_TIME, lookup.deadline - self._clock.monotonic()))
-            task = asyncio.create_task(self._look(lookup.target, shells, left))
+            task = asyncio.create_task(self._look(lookup.target, shells, left,
+                                                  lookup.clusters()))
             self._running[lookup.target] = task
             self._keep.add(task)  # outlives this get: the next one starts from its finds
             task.add_done_callback(self._keep.discard)
         return task
 
-    async def _look(self, target: bytes, shells: list[bytes], timeout: float) -> None:
+    async def _look(self, target: bytes, shells: list[bytes], timeout: float,
+                    clusters: list[tuple[int, int]]) -> None:
+        walks = self._walks.setdefault(target, [])
+
+        def started(walk: IterativeLookup) -> None:
+            walk.avoid(clusters)  # the get's clusters, not asked again by every walk
+            walks.append(walk)
+
         try:
-            walks = self._walks.setdefault(target, [])
-            found = await asyncio.gather(*(self._walk(s, timeout, walks.append) for s in shells),
+            found = await asyncio.gather(*(self._walk(s, timeout, started) for s in shells),
                                          return_exceptions=True)
             seen = dict.fromkeys(seed for walk in found if isinstance(walk, list)
                                  for seed in walk)

@@ -155,6 +155,17 @@ class GetMutableLookup(IterativeLookup):
         targets = far + shells
         return list(dict.fromkeys(targets + self._homes(edge, [self.target, *targets])))
 
+    def clusters(self) -> list[tuple[int, int]]:
+        """The id prefixes ``(value, bits)`` of the clusters this get knows: those passed by,
+        and the one around the key (its members share the bits of the farthest with it).
+        Walks around the key pass them by (:meth:`IterativeLookup.avoid`): their members
+        name only each other."""
+        edge = max(self._seen_edge, self._edge_of_known())
+        if edge < 0:
+            return list(self._shunned)
+        bits = ID_BITS - edge.bit_length()
+        return [*self._shunned, (int.from_bytes(self.target, "big") >> (ID_BITS - bits), bits)]
+
     def add_heard(self, seeds: Iterable[tuple[bytes | None, Address]]) -> None:
         """Seeds that answered walks around the key: asked like any seed, and alive for
         :meth:`hidden_shells`' neighbourhoods."""

@@ -96,6 +96,25 @@ def test_a_member_whose_mates_share_a_bit_more_than_it_is_shunned_too() -> None:
     assert lookup._cands[asked.addr].shunned and lookup.referrers() == 0
 
 
+def test_a_walk_passes_by_the_clusters_a_get_knows() -> None:
+    """The get's clusters: one passed by (named by the host) and the one around the key. A
+    walk given them asks none of their members, though its seeds are all of them but one."""
+    around_key = _ids(64, n=16, around=TARGET)
+    elsewhere = _ids(40, n=8, around=_near_but_off(TARGET, 3))
+    host = NodeInfo(_near_but_off(TARGET, 0), "10.9.0.1", 6881)
+    get = GetMutableLookup(ITEM.k, [(host.id, host.addr)], 0.0, own_id=OWN)
+    [asked] = get.next_requests(0.0)
+    get.on_response(asked.addr, Response(b"t", host.id, nodes=tuple(
+        NodeInfo(i, f"172.{16 + n // 8}.{n % 8}.1", 6881)
+        for n, i in enumerate(around_key[:8] + elsewhere))), 0.01)
+    clusters = get.clusters()
+    assert len(clusters) == 2 and all(in_prefix(_int(i), clusters[-1]) for i in around_key)
+    seeds = [(i, (f"172.20.{n}.1", 6881)) for n, i in enumerate(around_key + elsewhere)]
+    walk = IterativeLookup(_near_but_off(TARGET, 5), [*seeds, (host.id, host.addr)], 0.0)
+    walk.avoid(clusters)
+    assert [c.addr for c in walk.next_requests(0.0)] == [host.addr]
+
+
 def test_three_contacts_say_nothing() -> None:
     assert off_target_clusters(_ids(60, n=3), TARGET, 0) == []
 
