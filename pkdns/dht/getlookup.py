@@ -16,7 +16,7 @@ from pkdns.dht.item import MutableItem, check_item
 from pkdns.dht.krpc import Address, Method, Response
 from pkdns.dht.lookup import ALPHA, K_CLOSEST, MAX_QUERIED, Candidate, IterativeLookup, State
 from pkdns.dht.rtt import RttEstimator
-from pkdns.dht.sybil import QUORUM, cluster_size, shell_targets
+from pkdns.dht.sybil import OFF_TARGET_BITS, QUORUM, cluster_size, shell_targets
 from pkdns.errors import VerifyError
 
 FAR_SHELLS = 2
@@ -157,13 +157,14 @@ class GetMutableLookup(IterativeLookup):
 
     def clusters(self) -> list[tuple[int, int]]:
         """The id prefixes ``(value, bits)`` of the clusters this get knows: those passed by,
-        and the one around the key (its members share the bits of the farthest with it).
-        Walks around the key pass them by (:meth:`IterativeLookup.avoid`): their members
-        name only each other."""
+        and the one around the key (its members share the bits of the farthest with it, at
+        least OFF_TARGET_BITS: a neighbourhood taken for a cluster on a badly estimated
+        network would cover too much of the space). Walks around the key pass them by
+        (:meth:`IterativeLookup.avoid`): their members name only each other."""
         edge = max(self._seen_edge, self._edge_of_known())
-        if edge < 0:
-            return list(self._shunned)
         bits = ID_BITS - edge.bit_length()
+        if edge < 0 or bits < OFF_TARGET_BITS:
+            return list(self._shunned)
         return [*self._shunned, (int.from_bytes(self.target, "big") >> (ID_BITS - bits), bits)]
 
     def add_heard(self, seeds: Iterable[tuple[bytes | None, Address]]) -> None:

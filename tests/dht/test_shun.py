@@ -115,6 +115,20 @@ def test_a_walk_passes_by_the_clusters_a_get_knows() -> None:
     assert [c.addr for c in walk.next_requests(0.0)] == [host.addr]
 
 
+def test_a_wide_neighbourhood_taken_for_a_cluster_is_not_avoided() -> None:
+    """16 nodes sharing 15 bits with the key pass for a cluster on a network estimated at
+    1000 nodes; walks must not pass by the key's whole neighbourhood on such an estimate:
+    only a prefix of OFF_TARGET_BITS or more bits is handed to them."""
+    near = _ids(15, n=16, around=TARGET)
+    host = NodeInfo(_near_but_off(TARGET, 0), "10.9.0.1", 6881)
+    get = GetMutableLookup(ITEM.k, [(host.id, host.addr)], 0.0, own_id=OWN, network_size=1000)
+    [asked] = get.next_requests(0.0)
+    get.on_response(asked.addr, Response(b"t", host.id, nodes=tuple(
+        NodeInfo(i, f"172.16.{n}.1", 6881) for n, i in enumerate(near))), 0.01)
+    assert get.hidden_shells() != []  # it does take them for a cluster
+    assert get.clusters() == []
+
+
 def test_three_contacts_say_nothing() -> None:
     assert off_target_clusters(_ids(60, n=3), TARGET, 0) == []
 
