@@ -370,8 +370,8 @@ async def test_a_resolve_whose_host_names_the_cluster_and_the_dead_walks_to_its_
     """Walks into the shells and the far quarter ask the host, which names the cluster; the
     walk toward the far half meets only the dead. The walk toward the host's own id finds
     its neighbours, and walks from them into the shells find the holders. Before, the
-    resolve printed OLD (at 296a286 too when the host answered only the walks: it walked
-    toward the ids of the get's own referrers only)."""
+    resolve did not print the newest packet (nor at 296a286 when the host answered only the
+    walks: it walked toward the ids of the get's own referrers only)."""
     found = await _cold_resolve(_sharing(1, random.Random(3)), stranded.far_host)
     assert found.best is not None and found.best.timestamp == NEW.timestamp
 
