@@ -140,7 +140,7 @@ class GetMutableLookup(IterativeLookup):
         neighbourhoods pass for clusters: the simulator's first values at 50 % loss).
 
         Read-only: the watch in :mod:`pkdns.dht.around` calls it between replies."""
-        edge = max(self._seen_edge, self._edge_of_known())
+        edge = self._edge_now()
         beyond = [c.dist for c in self._cands.values() if c.dist > edge and not c.shunned]
         depth = ID_BITS - min(beyond).bit_length() if beyond else 0
         far = shell_targets(self.target, -1, FAR_SHELLS)
@@ -161,7 +161,7 @@ class GetMutableLookup(IterativeLookup):
         least OFF_TARGET_BITS: a neighbourhood taken for a cluster on a badly estimated
         network would cover too much of the space). Walks around the key pass them by
         (:meth:`IterativeLookup.avoid`): their members name only each other."""
-        edge = max(self._seen_edge, self._edge_of_known())
+        edge = self._edge_now()
         bits = ID_BITS - edge.bit_length()
         if edge < 0 or bits < OFF_TARGET_BITS:
             return list(self._shunned)
@@ -187,7 +187,7 @@ class GetMutableLookup(IterativeLookup):
         goes on from (:mod:`pkdns.dht.around` looks again while each look adds some). The
         cluster's members -- within its edge, or beyond it with the older packet -- do not
         count: they name only each other."""
-        return len(self._referring(max(self._seen_edge, self._edge_of_known())))
+        return len(self._referring(self._edge_now()))
 
     def _referring(self, edge: int) -> list[bytes]:
         """The ids of :meth:`referrers` beyond ``edge``."""
@@ -252,8 +252,12 @@ class GetMutableLookup(IterativeLookup):
         have just named the rest of the cluster), never nearer than it was: a member whose
         packets were lost is still there, and a lookup that knew 9 members and lost 2 took
         the next member's older packet for the answer (7 no longer made a cluster)."""
-        self._seen_edge = max(self._seen_edge, self._edge_of_known())
+        self._seen_edge = self._edge_now()
         return self._seen_edge
+
+    def _edge_now(self) -> int:
+        """:meth:`_cluster_edge` without recording it (for the read-only questions)."""
+        return max(self._seen_edge, self._edge_of_known())
 
     def _edge_of_known(self) -> int:
         known = sorted(c.dist for c in self._cands.values() if c.state is not State.FAILED

@@ -337,6 +337,23 @@ def test_a_cluster_around_the_key_and_others_passed_by_send_walks_far_too() -> N
     assert lookup.hidden_shells()[:2] == far and len(lookup.hidden_shells()) > 2
 
 
+def _run_around_cluster(lookup: GetMutableLookup, beyond: set[Address],
+                        silent: Address | None = None) -> None:
+    """Drive ``lookup`` to its end: the nodes in ``beyond`` answer without a packet,
+    ``silent`` never answers, everyone else (the cluster) answers with ITEM."""
+    now = 0.0
+    while asked := lookup.next_requests(now):
+        for c in asked:
+            if c.addr == silent:
+                lookup.on_timeout(c.addr, now)
+            elif c.addr in beyond:
+                lookup.on_response(c.addr, Response(b"t", c.id or OWN, token=b"t"), now)
+            else:
+                lookup.on_response(c.addr, Response(b"t", c.id or OWN, token=b"t", k=ITEM.k,
+                                                    v=ITEM.v, sig=ITEM.sig, seq=ITEM.seq), now)
+        now += 0.01
+
+
 def test_referrers_are_the_nodes_beyond_the_cluster_that_answered_without_a_packet() -> None:
     """What a look around the key must add for another to follow (:mod:`pkdns.dht.around`):
     members holding the packet name only each other, a silent node names no one."""
@@ -345,18 +362,7 @@ def test_referrers_are_the_nodes_beyond_the_cluster_that_answered_without_a_pack
     far = [NodeInfo(_near_but_off(TARGET, b), f"10.9.{b}.1", 6881) for b in (1, 2, 3)]
     lookup = GetMutableLookup(ITEM.k, [(n.id, n.addr) for n in [*cluster, *far]], 0.0,
                               own_id=OWN)
-    ids = {n.addr: n.id for n in [*cluster, *far]}
-    now = 0.0
-    while asked := lookup.next_requests(now):
-        for c in asked:
-            if c.addr == far[2].addr:
-                lookup.on_timeout(c.addr, now)
-            elif c.addr in {n.addr for n in far}:
-                lookup.on_response(c.addr, Response(b"t", ids[c.addr], token=b"t"), now)
-            else:
-                lookup.on_response(c.addr, Response(b"t", ids[c.addr], token=b"t", k=ITEM.k,
-                                                    v=ITEM.v, sig=ITEM.sig, seq=ITEM.seq), now)
-        now += 0.01
+    _run_around_cluster(lookup, {n.addr for n in far[:2]}, silent=far[2].addr)
     assert lookup.held_back == ITEM and lookup.referrers() == 2
     # walks go to their neighbourhoods too (not the silent one's)
     assert set(lookup.hidden_shells()[-2:]) == {far[0].id, far[1].id}
@@ -376,14 +382,7 @@ def test_walks_go_to_the_neighbourhoods_no_other_walk_reaches() -> None:
     refs = [b2, b3, b4, by_far]
     lookup = GetMutableLookup(ITEM.k, [(n.id, n.addr) for n in [*cluster, *refs]], 0.0,
                               own_id=OWN)
-    beyond = {n.addr for n in refs}
-    now = 0.0
-    while asked := lookup.next_requests(now):
-        for c in asked:
-            held = {} if c.addr in beyond else {"k": ITEM.k, "v": ITEM.v, "sig": ITEM.sig,
-                                                 "seq": ITEM.seq}
-            lookup.on_response(c.addr, Response(b"t", c.id or OWN, token=b"t", **held), now)
-        now += 0.01
+    _run_around_cluster(lookup, {n.addr for n in refs})
     lookup.add_heard([(heard.id, heard.addr)])
     assert lookup.referrers() == 5  # the heard one answered a walk, not the get
     assert lookup.hidden_shells()[-3:] == [heard.id, b2.id, b3.id]
