@@ -220,7 +220,10 @@ async def test_queriers_are_good_only_after_answering(testnet: Testnet) -> None:
     server = DhtNode(mode="server", request_rate_limit=0, request_timeout=1.0)
     await server.start("127.0.0.1", 0)
     fakes = [_udp() for _ in range(64)]
-    joiner = DhtNode(mode="server", request_rate_limit=0, request_timeout=1.0)
+    # next to the server's id: a bucket with room (a random id fell in the far bucket, full
+    # of the testnet's nodes, one run in ~16, and was rightly never pinged)
+    joiner = DhtNode(mode="server", request_rate_limit=0, request_timeout=1.0,
+                     node_id=server.id[:4] + random.Random(14).randbytes(16))
     await joiner.start("127.0.0.1", 0)
     try:
         await server.bootstrap(testnet.bootstrap)
