@@ -45,6 +45,9 @@ SAVED_HELLOS = 16
 """Saved contacts greeted along with the bootstrap hosts (the closest to our id first)."""
 
 MAX_HINTS = 256
+HINT_FAILS = 2
+"""Unanswered queries (resends included) after which a hint is no seed: as a routing-table
+entry is bad after MAX_FAILS (BEP 5), but a hint is not in the table to count them."""
 
 Attempt = Callable[[float], Coroutine[Any, Any, Reply | None]]
 """Send one query that waits at most the given seconds for its reply."""
@@ -160,6 +163,7 @@ class Greeter:
         """0: send once (unit tests on a fake network whose silence is instant)."""
         self._ask, self._on_answer = ask, on_answer
         self.hints: dict[Address, bytes] = {}
+        self._silent: dict[Address, int] = {}
 
     async def hello(self, addr: Address, timeout: float,
                     target: bytes | None = None) -> Response | None:
@@ -175,8 +179,23 @@ class Greeter:
 
     def hint(self, nodes: Iterable[NodeInfo]) -> None:
         for n in nodes:
-            if n.id != self.own_id and len(self.hints) < MAX_HINTS:
+            if (n.id != self.own_id and len(self.hints) < MAX_HINTS
+                    and self._silent.get(n.addr, 0) < HINT_FAILS):
                 self.hints[n.addr] = n.id
+
+    def failed(self, addr: Address) -> None:
+        """A query to ``addr`` went unanswered. A hint silent HINT_FAILS times is dropped and
+        not taken again: every lookup's seeds would start with it (kernel lab, traced: the
+        bootstrap host named five dead nodes for a key's far half; all eight walks of a look
+        around the key asked them first, 8 timeouts each, and the next look's walks asked
+        them again, out of a 2 s budget)."""
+        if addr not in self.hints:
+            return
+        self._silent[addr] = n = self._silent.get(addr, 0) + 1
+        if n >= HINT_FAILS:
+            del self.hints[addr]
+        while len(self._silent) > 4 * MAX_HINTS:  # a daemon greets for months: forget the oldest
+            del self._silent[next(iter(self._silent))]
 
     async def greet(self, addrs: list[Address], timeout: float,
                     tasks: set[asyncio.Task[None]], target: bytes | None = None) -> bool:

@@ -94,16 +94,14 @@ class DhtNode:
         self.joined = asyncio.Event()
         """Set once a bootstrap round left the routing table non-empty."""
         self._size_known = False
-        """Does the table hold our own neighbourhood (walked to our id, or restored), so that
-        its :meth:`RoutingTable.estimated_size` means something? A node that only joined (the
-        CLI) holds the bootstrap host and the nodes near the targets it looked up: from those
-        the network looks a few dozen nodes large, every key's neighbourhood looks like a
-        Sybil cluster, and each value is held back until the lookup ends."""
+        """Does the table hold our own neighbourhood (walked to our id, or restored)? Only then
+        does :meth:`RoutingTable.estimated_size` mean something: from what a node that only
+        joined (the CLI) knows, every key's neighbourhood would look like a Sybil cluster."""
         self.health = DhtHealth(now)
         """Asked/answered counters and the reachable verdict (status page, /metrics)."""
         self._asker = Asker(lambda: self.protocol, clock, self.health, SendPacer(pace_limit),
                             request_timeout, retransmit,
-                            lambda a: self.table.failed(*a), self._seen,
+                            self._failed, self._seen,
                             lambda a: self.rtt.node(a) is not None)
         self._greeter = Greeter(self.id, self.read_only, self._asker.paced_request,
                                 lambda i, a: self._seen(i, a, self._clock.monotonic()),
@@ -173,6 +171,11 @@ class DhtNode:
         """Add a contact; a full bucket with a questionable entry has it pinged first."""
         if isinstance(added := self.table.add(node_id, addr[0], addr[1], now), PingFirst):
             self._spawn(self._check(added.entry.addr))
+
+    def _failed(self, addr: Address) -> None:
+        """A query to ``addr`` went unanswered: a failure for its entry, or for its hint."""
+        self.table.failed(*addr)
+        self._greeter.failed(addr)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -174,3 +174,74 @@ async def test_an_address_literal_is_not_looked_up(monkeypatch: Any) -> None:
     assert await system_resolve("router.example", 6881) == [("192.0.2.7", 6881)]
     assert await system_resolve("1.2.3", 6881) == [("192.0.2.7", 6881)]  # inet_aton's, not ours
     assert asked == ["router.example", "1.2.3"]
+
+
+def test_a_hint_silent_twice_is_no_seed_and_is_not_taken_again() -> None:
+    """A hint is not in the routing table, which counts an entry's failures: the greeter
+    counts them. Silent twice, it is no seed any more, even when a later hello lists it."""
+    async def never(addr: Address, query: Query, wait: float) -> None:
+        return None
+    greeter = Greeter(ID, True, never, lambda i, a: None)
+    dead, live = NodeInfo(b"\x03" * 20, "10.0.0.3", 6881), NodeInfo(b"\x04" * 20, "10.0.0.4", 6881)
+    greeter.hint([dead, live])
+    greeter.failed(dead.addr)
+    assert [a for _, a in greeter.seeds([], PEER)] == [dead.addr, live.addr]  # once: loss?
+    greeter.failed(dead.addr)
+    greeter.hint([dead])
+    assert [a for _, a in greeter.seeds([], PEER)] == [live.addr]
+
+
+class _NamesTheSilent(asyncio.DatagramProtocol):
+    """A bootstrap host whose greeting lists ``silent`` (dead nodes its table kept); it
+    answers a get with no value and no contacts."""
+
+    def __init__(self, silent: list[NodeInfo]) -> None:
+        self.silent = silent
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        q = krpc.decode(data)
+        if not isinstance(q, Query) or self.transport is None:
+            return
+        nodes = tuple(self.silent) if q.method == "find_node" else ()
+        self.transport.sendto(krpc.encode(Response(q.tid, PEER, nodes=nodes, token=b"t")), addr)
+
+
+class _Silent(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.got = 0
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self.got += 1
+
+
+async def test_lookups_stop_asking_the_hints_that_stayed_silent_twice() -> None:
+    """Kernel lab (traced): the bootstrap host listed dead nodes, and every lookup of a
+    one-shot resolve -- eight walks at a time -- started by asking them. Two lookups that
+    asked them in vain, and the third asks only the host."""
+    loop = asyncio.get_running_loop()
+    silent = [await loop.create_datagram_endpoint(_Silent, local_addr=("127.0.0.1", 0))
+              for _ in range(6)]
+    infos = [NodeInfo(bytes([0x80 + i]) + b"\x00" * 19, "127.0.0.1",
+                      t.get_extra_info("sockname")[1]) for i, (t, _) in enumerate(silent)]
+    host_t, _ = await loop.create_datagram_endpoint(lambda: _NamesTheSilent(infos),
+                                                    local_addr=("127.0.0.1", 0))
+    node = DhtNode(mode="client", request_timeout=0.4)
+    await node.start("127.0.0.1", 0)
+    try:
+        assert await node.join([host_t.get_extra_info("sockname")[:2]], timeout=2.0,
+                               target=PEER)
+        for _ in range(2):
+            await node.get_mutable(PEER, timeout=1.5).collect()
+        assert all(p.got >= 2 for _, p in silent)  # asked, in vain, by both lookups
+        before = [p.got for _, p in silent]
+        await node.get_mutable(PEER, timeout=1.5).collect()
+        assert [p.got for _, p in silent] == before
+    finally:
+        await node.close()
+        host_t.close()
+        for t, _ in silent:
+            t.close()
