@@ -319,6 +319,28 @@ def test_clusters_passed_by_send_walks_far_and_into_the_shells() -> None:
     assert lookup.hidden_shells() == []
 
 
+def test_a_get_that_passed_a_cluster_by_looks_around_only_once_it_ran_out() -> None:
+    """The host names another key's cluster; ten contacts from the table are still to ask:
+    no walks yet (kernel lab, traced: a warm daemon's gets looked at their first poll, 74
+    walks in 20 s, and the pacing budget the next keys needed was gone). Once all of them
+    answered without the packet, the lookup walks."""
+    rng = random.Random(8)
+    table = [(make_node_id(rng), (f"10.2.{i}.1", 6881)) for i in range(10)]
+    lookup = GetMutableLookup(ITEM.k, [(OWN, ("10.9.0.1", 6881)), *table], 0.0,
+                              own_id=make_node_id(random.Random(4)), alpha=1)
+    host = lookup.next_requests(0.0)[0]
+    nearby = _ids(40, n=8, around=_near_but_off(TARGET, 8))
+    lookup.on_response(host.addr, Response(b"t", host.id or OWN, nodes=tuple(
+        NodeInfo(i, f"172.17.{n}.1", 6881) for n, i in enumerate(nearby))), 0.01)
+    assert lookup.shunned_depth() == 8 and lookup.hidden_shells() == []
+    now = 0.02
+    while asked := lookup.next_requests(now):
+        for c in asked:
+            lookup.on_response(c.addr, Response(b"t", c.id or OWN, token=b"t"), now)
+        now += 0.01
+    assert lookup.hidden_shells()
+
+
 def test_a_cluster_around_the_key_and_others_passed_by_send_walks_far_too() -> None:
     """Kernel lab (traced): the key's own cluster, two clusters for other keys in every
     reply, the host far away: the shells below the cluster alone found no holder (the host
