@@ -94,7 +94,7 @@ def _inspect(data: bytes, scrub: bool) -> ReplyInfo:
             if not owner_is_qname and wire.read_name(data, start) not in chain:
                 out_of_chain = True
             elif rtype == wire.T_CNAME:
-                chain.add(wire.read_name(data, rd))
+                chain.add(_cname_target(data, rd, i))
         elif k < additional and rtype == wire.T_SOA and rdlen >= 22:
             minimum = ((data[i - 4] << 24) | (data[i - 3] << 16) | (data[i - 2] << 8)
                        | data[i - 1])
@@ -107,6 +107,17 @@ def _inspect(data: bytes, scrub: bool) -> ReplyInfo:
         return _inspect(_rebuild(data), scrub=False)
     out = _cacheable(data, opt_at if opt_at >= 0 else i, opt_at >= 0, rcode, an, ns, ar)
     return ReplyInfo(out, qend, rcode, tuple(offsets), tuple(ttls), neg)
+
+
+def _cname_target(data: bytes, rd: int, end: int) -> bytes:
+    """The CNAME's target, which must be its whole RDATA (RFC 1035 §3.3.1).
+
+    Found by fuzzing: a CNAME with RDLENGTH 0 "named" the next record's owner; cached with
+    that record (an OPT) cut off, its entry no longer parsed.
+    """
+    if wire.skip_name(data, rd) != end:
+        raise DecodeError("CNAME target does not fill its RDATA")
+    return wire.read_name(data, rd)
 
 
 def _cacheable(data: bytes, end: int, cut_opt: bool, rcode: int, an: int, ns: int,

@@ -100,3 +100,22 @@ def test_trailing_bytes_after_a_good_reply_are_dropped() -> None:
     assert padded.wire == clean.wire and padded.offsets == clean.offsets
     assert [str(r.rdata) for r in dnslib.DNSRecord.parse(padded.wire).rr] == [
         "b.example.", "192.0.2.1"]
+
+
+def test_cname_whose_target_is_not_its_rdata_is_refused() -> None:
+    """A CNAME with RDLENGTH 0 was read as naming the next record's owner (an OPT); the
+    reply was cached with that OPT cut off, and the cached entry no longer parsed. A CNAME's
+    target must fill its RDATA (RFC 1035 §3.3.1): DecodeError, SERVFAIL, not cached."""
+    data = (CORPUS / "upstream_reply" / "regress-upstream_reply-empty-cname-rdata").read_bytes()
+    with pytest.raises(DecodeError, match="CNAME target"):
+        inspect_reply(data)
+    replay("upstream_reply", data)
+
+
+def test_cname_with_a_compressed_target_is_kept() -> None:
+    reply = dnslib.DNSRecord.question("a.example", "A").reply()
+    reply.add_answer(*dnslib.RR.fromZone("a.example. 60 CNAME b.a.example."))
+    reply.add_answer(*dnslib.RR.fromZone("b.a.example. 60 A 192.0.2.1"))
+    info = inspect_reply(bytes(reply.pack()))
+    assert [str(r.rdata) for r in dnslib.DNSRecord.parse(info.wire).rr] == [
+        "b.a.example.", "192.0.2.1"]
