@@ -81,7 +81,7 @@ class DhtNode:
         self.id = node_id or make_node_id(self._rng, external_ip)
         self._resolve = resolve_host
         now = clock.monotonic()
-        self.table = RoutingTable(self.id, now=now)
+        self.table = RoutingTable(self.id, now=now, wide=True)
         self.store = ItemStore(max_stored_items, max_stored_bytes)
         self._responder = Responder(self.id, self.table, TokenManager(self._rng, now), self.store)
         self._limiter = PerIpLimiter(request_rate_limit)

@@ -85,6 +85,35 @@ def test_loopback_peers_told_apart_by_port() -> None:
     assert len(t) == 5
 
 
+def _fill_bucket(t: RoutingTable, index: int, n: int) -> list[AddResult | PingFirst]:
+    """Offer ``n`` nodes (distinct /24s) sharing exactly ``index`` leading bits with id 0."""
+    top = 1 << (159 - index)
+    return [t.add(_id(top | i), f"10.{i // 250}.{i % 250}.1", 1, 0.0) for i in range(n)]
+
+
+@pytest.mark.parametrize(("index", "held"), [(0, 128), (1, 64), (2, 32), (3, 16), (4, 8)])
+def test_a_wide_table_holds_more_in_its_far_buckets(index: int, held: int) -> None:
+    """libtorrent's extended routing table: the four farthest buckets hold 16, 8, 4 and 2
+    times k, so each lookup's first hop is spread over more nodes (and starts nearer)."""
+    wide = RoutingTable(_id(0), wide=True)
+    added = _fill_bucket(wide, index, 200)
+    assert added.count(AddResult.ADDED) == held and added[held] is AddResult.FULL
+    assert wide.admits(_id(1 << (159 - index) | 999), "10.9.9.1", 1, 0.0) is False
+    flat = RoutingTable(_id(0))
+    assert _fill_bucket(flat, index, 200).count(AddResult.ADDED) == 8
+
+
+def test_a_wide_bucket_lets_spares_in_up_to_its_limit() -> None:
+    t = RoutingTable(_id(0), wide=True)
+    _fill_bucket(t, 3, 16)
+    t.add(_id(1 << 156 | 500), "10.5.5.1", 1, STALE_AFTER + 1)   # full: a spare for a ping
+    for host in ("10.0.0.1", "10.0.1.1"):
+        for _ in range(MAX_FAILS):
+            t.failed(host, 1)
+    hosts = {e.host for e in t.entries()}   # the spare took the first bad entry's place
+    assert len(t) == 16 and "10.5.5.1" in hosts and "10.0.0.1" not in hosts
+
+
 def test_bucket_full_then_evicts_failed_or_stale() -> None:
     t = RoutingTable(_id(0), k=2)
     t.add(_id(1 << 159), "10.0.1.1", 1, 0.0)

@@ -111,7 +111,7 @@ class Network:
         self._ints = [i for i, _ in pairs]
         self._sorted = [p for _, p in pairs]
         self.own_id = self._random_id()
-        self.client = self._table_for(self.own_id)
+        self.client = self._table_for(self.own_id, wide=True)  # as DhtNode's
         self.rtt = RttEstimator()
         self.resends = Resends(cfg.retransmit, cfg.request_timeout)
 
@@ -127,15 +127,15 @@ class Network:
         return peer
 
     # -- routing tables --------------------------------------------------------------------
-    def _table_for(self, own: bytes) -> RoutingTable:
+    def _table_for(self, own: bytes, wide: bool = False) -> RoutingTable:
         """A long-running node's table (see :meth:`_fill`), every bucket filled."""
-        table = RoutingTable(own, now=self.now)
+        table = RoutingTable(own, now=self.now, wide=wide)
         self._fill(table, set(), 0)
         return table
 
     def _fill(self, table: RoutingTable, filled: set[int], first: int) -> None:
-        """Buckets ``first`` and deeper get up to 8 random nodes from their id range, as a
-        long-running node's buckets hold (dead and unresponsive ones included)."""
+        """Buckets ``first`` and deeper get as many random nodes from their id range as they
+        hold, as a long-running node's buckets do (dead and unresponsive ones included)."""
         x = int.from_bytes(table.own_id, "big")
         for b in range(first, ID_BITS):
             width = ID_BITS - 1 - b
@@ -144,7 +144,7 @@ class Network:
                 lo = ((x >> width) ^ 1) << width
                 i = bisect.bisect_left(self._ints, lo)
                 j = bisect.bisect_left(self._ints, lo + (1 << width))
-                for k in self.rng.sample(range(i, j), min(REPLY_NODES, j - i)):
+                for k in self.rng.sample(range(i, j), min(table.limit(b), j - i)):
                     p = self._sorted[k]
                     table.add(p.id, p.addr[0], p.addr[1], self.now)
             mine = bisect.bisect_left(self._ints, (x >> width) << width)
