@@ -43,7 +43,8 @@ class Metrics:
             "pkdns_dht_lookup_seconds", "DHT lookup latency",
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0), registry=r)
         self.dht_routing_table = Gauge(
-            "pkdns_dht_routing_table_nodes", "Nodes in the DHT routing table", registry=r)
+            "pkdns_dht_routing_table_nodes",
+            "DHT routing-table entries that are not bad (under 2 timeouts in a row)", registry=r)
         self.dht_reachable = Gauge(
             "pkdns_dht_reachable", "1 while the DHT answers us, 0 when it stays silent "
             "(UDP blocked?)", registry=r)

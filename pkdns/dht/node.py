@@ -232,12 +232,12 @@ class DhtNode:
             if not await self.join(nodes, timeout=left):
                 break
             await self._walk(self.id, max(0.05, deadline - self._clock.monotonic()))
-            if len(self.table) > 0:
+            if self.table.good() > 0:
                 break
-        if len(self.table) > 0:
+        if self.table.good() > 0:
             self.joined.set()
             self._size_known = True
-        return len(self.table)
+        return self.table.good()
 
     # -- upkeep (BEP 5 table maintenance; decisions in upkeep.py) -------------------------
     def start_upkeep(self, bootstrap: Sequence[tuple[str, int]]) -> None:
@@ -274,7 +274,7 @@ class DhtNode:
             size = await self.bootstrap(nodes)
         except Exception as exc:  # a failed round is retried, never fatal
             _log.warning("dht_bootstrap_failed", error=repr(exc))
-            size = len(self.table)
+            size = self.table.good()
         retry = self.upkeep.bootstrapped(size, self._clock.monotonic())
         if size > 0 and not had:
             _log.info("dht_bootstrapped", nodes=size)
@@ -312,7 +312,7 @@ class DhtNode:
 
     # -- table ----------------------------------------------------------------------------
     def routing_table_size(self) -> int:
-        return len(self.table)
+        return self.table.good()
 
     def estimated_network_size(self) -> int:
         """The table's estimate of Mainline's size; 0 (unknown) until :attr:`_size_known`."""

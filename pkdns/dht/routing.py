@@ -23,7 +23,14 @@ K = 8
 STALE_AFTER = 15 * 60.0
 """A node silent this long is "questionable" (BEP 5): pinged before it may be replaced."""
 MAX_FAILS = 2
-"""Consecutive timeouts after which an entry is bad and replaceable."""
+"""Consecutive timeouts after which an entry is bad: replaceable, and no seed while good ones
+are left."""
+DROP_AFTER = 20
+"""Consecutive timeouts after which a bad entry goes even with nobody to take its place
+(libtorrent's ``dht_max_fail_count``). At 50 % loss each way a live node's requests time out
+several times in a row often enough that dropping entries at the third timeout emptied a
+warm daemon's table (kernel lab: 30 entries down to 1-9, a quarter of the keys SERVFAIL);
+kept, such a node is back at its next answer, and any newcomer for its bucket replaces it."""
 REFRESH_AFTER = 15 * 60.0
 """BEP 5: a bucket whose contents did not change for 15 minutes is refreshed by a find_node
 for a random id in its range."""
@@ -138,6 +145,11 @@ class RoutingTable:
     def __len__(self) -> int:
         return len(self._by_ip)
 
+    def good(self) -> int:
+        """Entries not bad (fewer than MAX_FAILS timeouts in a row): what the table is worth
+        for lookups and upkeep; bad ones may linger until DROP_AFTER."""
+        return sum(1 for e in self._by_ip.values() if e.fails < MAX_FAILS)
+
     def limit(self, index: int) -> int:
         """How many entries bucket ``index`` holds (:data:`WIDER`)."""
         return self.k * self._wider[index] if index < len(self._wider) else self.k
@@ -238,13 +250,13 @@ class RoutingTable:
 
     def failed(self, host: str, port: int) -> None:
         """A request to this address timed out. After MAX_FAILS the entry is bad: a spare
-        takes its place if there is one (BEP 5), else it goes after one more timeout."""
+        takes its place if there is one (BEP 5), else it stays until DROP_AFTER."""
         entry = self._by_ip.get(ip_key(host, port))
         if entry is None or entry.port != port:
             return
         entry.fails += 1
         index = bucket_index(self.own_id, entry.id)
-        if entry.fails > MAX_FAILS or (entry.fails >= MAX_FAILS and index in self._spares):
+        if entry.fails >= DROP_AFTER or (entry.fails >= MAX_FAILS and index in self._spares):
             self._remove(self._buckets[index], entry)
             self._promote(index, self._changed[index])
 
@@ -267,10 +279,14 @@ class RoutingTable:
         return None if target is None else target.addr
 
     def closest(self, target: bytes, n: int = K) -> list[Entry]:
-        """The ``n`` known nodes closest to ``target``, good ones first within equal distance."""
-        everyone = [e for e in self._by_ip.values() if e.fails < MAX_FAILS]
-        everyone.sort(key=lambda e: distance(e.id, target))
-        return everyone[:n]
+        """The ``n`` known nodes closest to ``target`` that are not bad, topped up with the
+        closest bad ones when there are fewer (a burst of loss must not leave lookups with
+        no seeds while the table still knows nodes)."""
+        everyone = sorted(self._by_ip.values(), key=lambda e: distance(e.id, target))
+        good = [e for e in everyone if e.fails < MAX_FAILS]
+        if len(good) < n:
+            good += [e for e in everyone if e.fails >= MAX_FAILS][:n - len(good)]
+        return good[:n]
 
     def entries(self) -> list[Entry]:
         return list(self._by_ip.values())
@@ -278,7 +294,8 @@ class RoutingTable:
     def questionable(self, now: float, limit: int = 8) -> list[Entry]:
         """Entries to ping, least recently seen first: silent for STALE_AFTER (BEP 5 calls
         them questionable). A ping that times out counts as a failure (:meth:`failed`), so a
-        node that stays silent is evicted after MAX_FAILS + 1 rounds."""
+        node that stays silent is replaced by a newcomer after MAX_FAILS rounds, and dropped
+        after DROP_AFTER."""
         old = [e for e in self._by_ip.values() if now - e.last_seen > STALE_AFTER]
         old.sort(key=lambda e: e.last_seen)
         return old[:limit]

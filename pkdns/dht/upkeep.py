@@ -3,13 +3,13 @@
 The node's maintenance task (:meth:`pkdns.dht.node.DhtNode.maintain`) asks :meth:`Upkeep.due`
 with ``now``, carries the plan out and reports bootstrap rounds back. Three jobs:
 
-* re-bootstrap while the table is empty or tiny (fewer than ``min_nodes``), with backoff from
-  1 s doubling to 60 s (a partition must not turn into a tight loop, and
+* re-bootstrap while the table is empty or tiny (fewer than ``min_nodes`` good entries),
+  with backoff from 1 s doubling to 60 s (a partition must not turn into a tight loop, and
   the DHT must come back within a minute once it is reachable again); the backoff resets as
   soon as the table is healthy;
 * ping questionable nodes (silent for 15 minutes, BEP 5); a ping that times out counts as a
-  failure and an entry is evicted after MAX_FAILS + 1 of them, or MAX_FAILS when a spare
-  waits to replace it (:mod:`pkdns.dht.routing`; a full bucket's newcomer has the node ping
+  failure; after MAX_FAILS of them the entry is bad, replaced by a spare or newcomer, and
+  dropped after DROP_AFTER (:mod:`pkdns.dht.routing`; a full bucket's newcomer has the node ping
   a questionable entry at once, :class:`pkdns.dht.routing.PingFirst`);
 * refresh buckets not changed for 15 minutes with a find_node for a random id in range.
 
@@ -58,7 +58,7 @@ class Upkeep:
         """The wait before the next bootstrap attempt if the current one leaves the table tiny."""
 
     def tiny(self, table: RoutingTable) -> bool:
-        return len(table) < self.min_nodes
+        return table.good() < self.min_nodes
 
     def due(self, table: RoutingTable, now: float) -> Plan:
         """What to do now. A bootstrap round replaces pings and refreshes (it is itself a

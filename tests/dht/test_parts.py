@@ -12,6 +12,7 @@ from pkdns.dht.item import check_item, sign_item, signable
 from pkdns.dht.pacing import PerIpLimiter
 from pkdns.dht.routing import (
     CHECK_TIMEOUT,
+    DROP_AFTER,
     MAX_FAILS,
     SPARES,
     STALE_AFTER,
@@ -22,6 +23,7 @@ from pkdns.dht.routing import (
 from pkdns.dht.storage import ItemStore
 from pkdns.dht.sybil import cluster_size
 from pkdns.dht.tokens import TokenManager
+from pkdns.dht.upkeep import Upkeep
 from pkdns.errors import VerifyError
 from tests.conftest import load_vector
 
@@ -228,6 +230,37 @@ def test_silent_questionable_entry_is_replaced_by_the_spare() -> None:
     assert t.pinged("10.0.1.1", 1, False, now + 4) is None
     assert {e.host for e in t.entries()} == {"10.0.2.1", "10.0.3.1"}
     assert t.closest(_id(1 << 159 | 2), 1)[0].last_seen == now  # when it was heard
+
+
+def test_a_bad_entry_nobody_replaces_stays_until_drop_after() -> None:
+    """libtorrent's rule: at 50 % loss a live node's requests time out several times in a
+    row; dropping it at the third emptied a warm daemon's table in the kernel lab. A bad
+    entry stays (no seed while good ones are left) until a newcomer or DROP_AFTER."""
+    t = RoutingTable(_id(0))
+    t.add(_id(1 << 159), "10.0.1.1", 1, 0.0)
+    t.add(_id(1 << 150), "10.0.2.1", 1, 0.0)
+    for _ in range(MAX_FAILS + 1):
+        t.failed("10.0.1.1", 1)
+    assert len(t) == 2 and t.good() == 1
+    assert [e.host for e in t.closest(_id(1 << 159), 1)] == ["10.0.2.1"]  # good ones first
+    assert [e.host for e in t.closest(_id(1 << 159), 8)] == ["10.0.2.1", "10.0.1.1"]
+    assert t.add(_id(1 << 159), "10.0.1.1", 1, 5.0) is AddResult.UPDATED  # it answered
+    assert t.good() == 2
+    for _ in range(DROP_AFTER - 1):
+        t.failed("10.0.1.1", 1)
+    assert len(t) == 2
+    t.failed("10.0.1.1", 1)
+    assert [e.host for e in t.entries()] == ["10.0.2.1"]
+
+
+def test_a_table_of_bad_entries_still_seeds_lookups_and_is_tiny_for_upkeep() -> None:
+    t = RoutingTable(_id(0))
+    for i in range(10):
+        t.add(_id(1 << (159 - i)), f"10.0.{i}.1", 1, 0.0)
+        for _ in range(MAX_FAILS):
+            t.failed(f"10.0.{i}.1", 1)
+    assert len(t) == 10 and t.good() == 0 and len(t.closest(_id(5), 8)) == 8
+    assert Upkeep(0.0, random.Random(1)).due(t, 0.0).bootstrap
 
 
 def test_timeouts_let_a_spare_in_at_max_fails() -> None:

@@ -15,7 +15,13 @@ from pkdns.dht.krpc import Address, ErrorMessage, Query, Response
 from pkdns.dht.node import DhtNode
 from pkdns.dht.outbound import Skipped
 from pkdns.dht.pacing import SendPacer
-from pkdns.dht.routing import REFRESH_AFTER, STALE_AFTER, RoutingTable, random_id_in_bucket
+from pkdns.dht.routing import (
+    MAX_FAILS,
+    REFRESH_AFTER,
+    STALE_AFTER,
+    RoutingTable,
+    random_id_in_bucket,
+)
 from pkdns.dht.testnet import Testnet
 from pkdns.dht.transport import KrpcProtocol, Reply
 from pkdns.dht.upkeep import Upkeep
@@ -146,8 +152,10 @@ async def _joined(net: FakeNet, clock: FakeClock, n: int = 60) -> tuple[DhtNode,
     return node, proto
 
 
-async def test_questionable_nodes_are_pinged_and_silent_ones_evicted(
+async def test_questionable_nodes_are_pinged_and_silent_ones_turn_bad(
         fake_clock: FakeClock) -> None:
+    """Silent entries become bad (no seeds while good ones are left, replaced by any
+    newcomer for their bucket) and go after DROP_AFTER timeouts; live ones stay."""
     net = FakeNet(fake_clock)
     node, proto = await _joined(net, fake_clock)
     entries = node.table.entries()
@@ -158,8 +166,11 @@ async def test_questionable_nodes_are_pinged_and_silent_ones_evicted(
     for _ in range(6):                                  # a few one-minute rounds
         proto.sent.clear()
         fake_clock.advance(await node.maintain([]) - fake_clock.monotonic())
-    remaining = node.table.entries()
-    assert not {e.addr for e in remaining} & silent and len(remaining) >= 8
+    good = [e for e in node.table.entries() if e.fails < MAX_FAILS]
+    assert not {e.addr for e in good} & silent and len(good) >= 8
+    assert node.routing_table_size() == len(good)
+    assert not {e.addr for e in node.table.closest(node.id, len(good))} & silent
+    remaining = good
     # BEP 5: a questionable node is pinged, never replaced unasked, so every contact that
     # still answers is still there, and every contact left answered recently
     live = {e.addr for e in entries} - silent
