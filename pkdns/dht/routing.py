@@ -29,7 +29,7 @@ DROP_AFTER = 20
 """Consecutive timeouts after which a bad entry goes even with nobody to take its place
 (libtorrent's ``dht_max_fail_count``). At 50 % loss each way a live node's requests time out
 several times in a row often enough that dropping entries at the third timeout emptied a
-warm daemon's table (kernel lab: 30 entries down to 1-9, a quarter of the keys SERVFAIL);
+warm daemon's table (kernel lab: 30 entries down to 1-9, a quarter to half the keys SERVFAIL);
 kept, such a node is back at its next answer, and any newcomer for its bucket replaces it."""
 REFRESH_AFTER = 15 * 60.0
 """BEP 5: a bucket whose contents did not change for 15 minutes is refreshed by a find_node
