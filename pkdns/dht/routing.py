@@ -282,11 +282,9 @@ class RoutingTable:
         """The ``n`` known nodes closest to ``target`` that are not bad, topped up with the
         closest bad ones when there are fewer (a burst of loss must not leave lookups with
         no seeds while the table still knows nodes)."""
-        everyone = sorted(self._by_ip.values(), key=lambda e: distance(e.id, target))
-        good = [e for e in everyone if e.fails < MAX_FAILS]
-        if len(good) < n:
-            good += [e for e in everyone if e.fails >= MAX_FAILS][:n - len(good)]
-        return good[:n]
+        ranked = sorted(self._by_ip.values(),
+                        key=lambda e: (e.fails >= MAX_FAILS, distance(e.id, target)))
+        return ranked[:n]
 
     def entries(self) -> list[Entry]:
         return list(self._by_ip.values())
