@@ -117,19 +117,23 @@ class Asker:
         if not self.may_send(addr, answered()):
             return SKIPPED
         known = self._known(addr)
-        gap = self.resends.gap()
-        sent = self._clock.monotonic()
-        self._health.sent(sent)
+        copies: dict[bytes, float] = {}   # tid -> when that copy went out
+
+        def sent_copy(tid: bytes) -> None:  # a tid reused (transport full) keeps its first time
+            copies.setdefault(tid, self._clock.monotonic())
+
+        self._health.sent(self._clock.monotonic())
         reply = await self._protocol().request(
             addr, query, self.request_timeout, self.resends.offsets(known),
-            lambda: self.may_resend(addr, answered()))
+            lambda: self.may_resend(addr, answered()), sent_copy)
         now = self._clock.monotonic()
         if reply is None:
             self.resends.unanswered(known)
             self._on_failed(addr)
             return None
         self._health.replied(now)
-        self.resends.answered(known, now - sent, gap)
+        first = next(iter(copies), reply.tid)
+        self.resends.answered(known, now - copies.get(reply.tid, now), reply.tid == first)
         if not isinstance(reply, ErrorMessage):
             self._on_seen(reply.id, addr, now)
         return reply

@@ -117,11 +117,15 @@ class KrpcProtocol(asyncio.DatagramProtocol):
 
     async def request(self, addr: Address, query: Query, timeout: float,
                       resend: Sequence[float] = (),
-                      may_resend: Callable[[], bool] | None = None) -> Reply | None:
+                      may_resend: Callable[[], bool] | None = None,
+                      on_copy: Callable[[bytes], None] | None = None) -> Reply | None:
         """Send ``query`` (its tid is replaced) and wait for the matching reply, or ``None``.
 
-        ``resend``: seconds after which the same datagram (same tid, so a late reply to any
-        copy matches) goes out again while unanswered, if ``may_resend()`` agrees.
+        ``resend``: seconds after which the query goes out again while unanswered, if
+        ``may_resend()`` agrees. Each copy has a tid of its own and a reply to any of them
+        counts: the reply's tid tells which copy it answers, so its round trip is known
+        (RFC 9002 §5: no retransmission ambiguity). ``on_copy(tid)`` is called as each copy,
+        the first included, goes out.
         """
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Reply] = loop.create_future()
@@ -129,24 +133,38 @@ class KrpcProtocol(asyncio.DatagramProtocol):
             tid = self.transactions.open(addr, fut)
         except OverflowError:
             return None
+        tids = [tid]
         msg = dataclasses.replace(query, tid=tid)
-        timers = [loop.call_later(at, self._resend, msg, addr, fut, may_resend)
+        timers = [loop.call_later(at, self._resend, msg, addr, fut, may_resend, tids, on_copy)
                   for at in resend if at < timeout]
         try:
             self.send(msg, addr)
+            if on_copy is not None:
+                on_copy(tid)
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             return None
         finally:
             for timer in timers:
                 timer.cancel()
-            self.transactions.close(tid)
+            for t in tids:
+                self.transactions.close(t)
 
     def _resend(self, msg: Query, addr: Address, fut: asyncio.Future[Reply],
-                may_resend: Callable[[], bool] | None) -> None:
-        if not fut.done() and (may_resend is None or may_resend()):
-            self.stats.resent += 1
-            self.send(msg, addr)
+                may_resend: Callable[[], bool] | None, tids: list[bytes],
+                on_copy: Callable[[bytes], None] | None) -> None:
+        if fut.done() or (may_resend is not None and not may_resend()):
+            return
+        try:
+            tid = self.transactions.open(addr, fut)
+        except OverflowError:  # the first copy's tid still matches
+            tid = msg.tid
+        else:
+            tids.append(tid)
+        self.stats.resent += 1
+        self.send(dataclasses.replace(msg, tid=tid), addr)
+        if on_copy is not None:
+            on_copy(tid)
 
     def close(self) -> None:
         if self._transport is not None:

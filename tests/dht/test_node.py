@@ -14,6 +14,7 @@ from pkdns.dht.ids import distance
 from pkdns.dht.item import sign_item
 from pkdns.dht.krpc import Query, Response
 from pkdns.dht.node import DhtNode
+from pkdns.dht.resend import MIN_GAP
 from pkdns.dht.testnet import Testnet
 from pkdns.errors import DhtError
 
@@ -173,6 +174,51 @@ async def test_reply_from_unasked_address_is_ignored(client: DhtNode) -> None:
         spoofer.close()
 
 
+async def test_each_copy_has_its_own_tid_and_an_answer_to_any_counts(client: DhtNode) -> None:
+    """On real sockets: a resend goes out with a fresh tid (so an answer names the copy it
+    answers, RFC 9002 §5); the answer to the first copy, arriving after the second went
+    out, is taken; the Asker times it from the first copy, not from the resend."""
+    peer = _udp()
+    copies: list[bytes] = []
+    try:
+        task = asyncio.create_task(client.protocol.request(
+            peer.getsockname(), Query(b"", "get", client.id, target=b"t" * 20), 2.0,
+            resend=[0.05, 0.15], on_copy=copies.append))
+        first, second = await _recv(peer), await _recv(peer)
+        assert first is not None and second is not None
+        t1, t2 = krpc.decode(first[0]).tid, krpc.decode(second[0]).tid
+        assert t1 != t2 and copies == [t1, t2]
+        peer.sendto(krpc.encode(Response(t1, b"R" * 20)), client.address)
+        reply = await task
+        assert isinstance(reply, Response) and reply.tid == t1
+        assert client.protocol.stats.resent == 1 and len(client.protocol.transactions) == 0
+        peer.sendto(krpc.encode(Response(t2, b"L" * 20)), client.address)  # the copy's answer
+        await asyncio.sleep(0.05)
+        assert client.protocol.stats.unsolicited == 1
+    finally:
+        peer.close()
+
+
+async def test_the_asker_times_an_answer_from_the_copy_it_answers() -> None:
+    """The first copy is lost, the resend answered at once: a fast link, not a slow one."""
+    node = DhtNode(mode="client", retransmit=0.2)
+    await node.start("127.0.0.1", 0)
+    peer = _udp()
+    try:
+        task = asyncio.create_task(node._asker.ask(
+            peer.getsockname(), Query(b"", "ping", node.id)))
+        assert await _recv(peer) is not None                       # dropped
+        again = await _recv(peer, 1.0)
+        assert again is not None
+        peer.sendto(krpc.encode(Response(krpc.decode(again[0]).tid, NID)), node.address)
+        assert isinstance(await task, Response)
+        resends = node._asker.resends
+        assert resends.rtt is not None and resends.rtt < 0.1 and resends.gap() == MIN_GAP
+    finally:
+        peer.close()
+        await node.close()
+
+
 async def test_server_survives_garbage_and_rate_limits() -> None:
     """On the wire: no reply to garbage; a ping flood is answered only up to the
     per-IP budget; the node keeps serving."""
@@ -245,9 +291,9 @@ async def test_queriers_are_good_only_after_answering(testnet: Testnet) -> None:
         assert joiner.address in table and honest <= table
         got = [(i, m) for i, s in enumerate(fakes) for m in _drain(s)]
         assert sum(isinstance(m, Response) for _, m in got) == 64  # every query was answered
-        # at most 8 pinged (a ping may be retransmitted: same tid, one query)
-        pings = {(i, m.tid) for i, m in got if isinstance(m, Query) and m.method == "ping"}
-        assert 0 < len(pings) <= 8
+        # at most 8 pinged (a ping may be retransmitted, each copy with its own tid)
+        pinged = {i for i, m in got if isinstance(m, Query) and m.method == "ping"}
+        assert 0 < len(pinged) <= 8
         query = server.get_mutable(SEED, timeout=3.0)
         assert await query.collect() == []
         assert not [m for s in fakes for m in _drain(s)]  # the lookup asked none of them

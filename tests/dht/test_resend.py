@@ -1,15 +1,17 @@
 """The resend schedule (pkdns.dht.resend): copies to nodes never heard from only on a lossy
-link, Karn's rule for the round trip."""
+link, the gap from the round trips of the copies answered."""
 
 from __future__ import annotations
 
 from typing import cast
 
+import pytest
+
 from pkdns.dht.health import DhtHealth
 from pkdns.dht.krpc import Query
 from pkdns.dht.outbound import Asker
 from pkdns.dht.pacing import SendPacer
-from pkdns.dht.resend import LOSSY, RETRANSMIT, Resends
+from pkdns.dht.resend import LOSSY, MIN_GAP, RETRANSMIT, SAMPLES, Resends
 from pkdns.dht.transport import KrpcProtocol
 from tests.support.clock import FakeClock
 
@@ -26,12 +28,12 @@ def test_copies_to_unknown_nodes_stop_once_known_nodes_answer_first_copies() -> 
     is mostly a node that is gone: no copies for it; known nodes keep theirs."""
     r = Resends(RETRANSMIT, 2.0)
     for _ in range(40):
-        r.answered(known=True, elapsed=0.05, gap=r.gap())
+        r.answered(known=True, rtt=0.05, first_copy=True)
     assert r.loss < LOSSY
     assert r.offsets(known=False) == []
     assert r.offsets(known=True)
     for _ in range(40):                              # now half the round trips fail
-        r.answered(known=True, elapsed=0.8, gap=r.gap())
+        r.answered(known=True, rtt=0.05, first_copy=False)
         r.unanswered(known=True)
     assert r.loss >= LOSSY and r.offsets(known=False)
 
@@ -42,18 +44,41 @@ def test_only_known_nodes_move_the_loss_estimate() -> None:
     before = r.loss
     for _ in range(20):
         r.unanswered(known=False)
-        r.answered(known=False, elapsed=0.05, gap=r.gap())
+        r.answered(known=False, rtt=0.05, first_copy=False)
     assert r.loss == before
 
 
-def test_karn_only_answers_before_the_first_copy_move_the_round_trip() -> None:
+def test_the_gap_follows_the_median_round_trip_of_answered_copies() -> None:
+    """Each copy has its own tid, so an answer to a resend is a sample too (no Karn's rule):
+    a gap shorter than the round trip still learns it. The median, so Mainline's rare
+    multi-second answers do not stretch it."""
     r = Resends(RETRANSMIT, 2.0)
-    start = r.srtt
-    r.answered(known=True, elapsed=0.9, gap=0.25)     # maybe the copy's answer: no sample
-    assert r.srtt == start
-    for _ in range(50):
-        r.answered(known=True, elapsed=0.2, gap=0.25)
-    assert abs(r.srtt - 0.2) < 0.01 and r.gap() == max(RETRANSMIT, 4 * r.srtt)
+    assert r.gap() == RETRANSMIT and r.rtt is None          # nothing measured yet
+    r.answered(known=True, rtt=0.15, first_copy=False)     # the copy's answer counts
+    assert r.gap() == pytest.approx(0.6)
+    for _ in range(40):
+        r.answered(known=True, rtt=0.2, first_copy=True)
+    r.answered(known=True, rtt=1.9, first_copy=True)        # a straggler
+    assert r.gap() == pytest.approx(0.8)
+
+
+def test_a_fast_link_resends_after_the_floor_not_the_initial_gap() -> None:
+    """LAN or loopback: answers in milliseconds; a lost datagram costs MIN_GAP, not 0.25 s."""
+    r = Resends(RETRANSMIT, 2.0)
+    r.answered(known=True, rtt=0.001, first_copy=True)
+    assert r.gap() == MIN_GAP
+    assert r.offsets(known=True)[:2] == pytest.approx([MIN_GAP, 3 * MIN_GAP])
+    assert Resends(0.05, 2.0).gap() == 0.05                # a smaller setting is kept
+
+
+def test_samples_older_than_the_window_are_forgotten() -> None:
+    """The route changed (the node moved, the link got slower): the gap follows."""
+    r = Resends(RETRANSMIT, 2.0)
+    for _ in range(SAMPLES):
+        r.answered(known=True, rtt=0.01, first_copy=True)
+    for _ in range(SAMPLES // 2 + 1):
+        r.answered(known=True, rtt=0.3, first_copy=True)
+    assert r.gap() == pytest.approx(1.2)
 
 
 class _Protocol:
@@ -61,7 +86,7 @@ class _Protocol:
         self.resend: list[list[float]] = []
 
     async def request(self, addr: object, query: object, timeout: float,
-                      resend: list[float], may_resend: object) -> None:
+                      resend: list[float], may_resend: object, on_copy: object) -> None:
         self.resend.append(list(resend))
         return None
 
@@ -74,7 +99,7 @@ async def test_the_asker_sends_copies_by_what_the_node_knows(fake_clock: FakeClo
     asker = Asker(lambda: cast(KrpcProtocol, proto), fake_clock, DhtHealth(0.0), SendPacer(0),
                   2.0, RETRANSMIT, lambda a: None, lambda i, a, t: None, known.__contains__)
     for _ in range(40):
-        asker.resends.answered(known=True, elapsed=0.05, gap=asker.resends.gap())
+        asker.resends.answered(known=True, rtt=0.05, first_copy=True)
     q = Query(tid=b"", method="get", id=b"\0" * 20, target=b"\1" * 20)
     await asker.ask(("192.0.2.1", 1), q)
     await asker.ask(("192.0.2.2", 1), q)

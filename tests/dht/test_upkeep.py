@@ -96,10 +96,13 @@ class FakeProtocol:
         self._tid = 0
 
     async def request(self, addr: Address, query: Query, timeout: float,
-                      resend: object = (), may_resend: object = None) -> Reply | None:
+                      resend: object = (), may_resend: object = None,
+                      on_copy: Callable[[bytes], None] | None = None) -> Reply | None:
         self._tid += 1
         q = dataclasses.replace(query, tid=self._tid.to_bytes(2, "big"))
         self.sent.append((addr, q))
+        if on_copy is not None:
+            on_copy(q.tid)
         reply = self.net.exchange(addr, q)
         return reply if isinstance(reply, Response | ErrorMessage) else None
 

@@ -213,7 +213,6 @@ class Network:
         :class:`~pkdns.dht.resend.Resends` decides the copies and learns from the outcome)."""
         peer = self.peers.get(addr)
         known = self.rtt.node(addr) is not None
-        gap = self.resends.gap()
         sends = [0.0] + self.resends.offsets(known)
         if peer is not None and peer.responsive and peer.up:
             for at in sends:  # the first copy to get through answers
@@ -222,7 +221,7 @@ class Network:
                 rtt = peer.rtt * math.exp(self.rng.gauss(0.0, 0.15))
                 if at + rtt >= self.cfg.request_timeout:
                     break
-                self.resends.answered(known, at + rtt, gap)
+                self.resends.answered(known, rtt, at == 0.0)  # each copy has its own tid
                 return at + rtt, sum(1 for o in sends if o < at + rtt)  # the answer stops them
         self.resends.unanswered(known)
         return None, len(sends)
