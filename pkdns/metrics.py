@@ -52,8 +52,8 @@ class Metrics:
             "pkdns_dht_answered_ratio", "KRPC queries answered / asked over the last minute",
             registry=r)
         self.dht_loss = Gauge(
-            "pkdns_dht_round_trip_loss", "Share of queries to nodes that answered before left "
-            "unanswered within the resend gap (moving average; from 0.35 every node's queries "
+            "pkdns_dht_round_trip_loss", "Share of first copies of queries to nodes that "
+            "answered before left unanswered (moving average; from 0.35 every node's queries "
             "are resent)", registry=r)
         self.dht_last_found_age = Gauge(
             "pkdns_dht_last_found_age_seconds", "Seconds since a DHT lookup last returned a "

@@ -96,13 +96,20 @@ class Asker:
         return self.pace(addr, self._reserve(share))
 
     async def paced_request(self, addr: Address, query: Query, wait: float) -> Reply | None:
-        """One datagram out when pacing allows, counted for the health verdict (join's)."""
+        """One datagram out when pacing allows, counted for the health verdict (join's). Its
+        answer is a round-trip sample for the resend gap: a cold command's first lookup
+        queries go out right after the join, and would otherwise wait the unmeasured
+        RETRANSMIT before their copies (kernel lab, 30 % loss: a quarter second for every
+        lost datagram of the first round)."""
         if not self.pace(addr):
             return None
-        self._health.sent(self._clock.monotonic())
+        sent = self._clock.monotonic()
+        self._health.sent(sent)
         reply = await self._protocol().request(addr, query, wait)
         if reply is not None:
-            self._health.replied(self._clock.monotonic())
+            now = self._clock.monotonic()
+            self._health.replied(now)
+            self.resends.answered(False, now - sent, True)  # a sample; not the loss estimate
         return reply
 
     async def ask(self, addr: Address, query: Query) -> Reply | None:

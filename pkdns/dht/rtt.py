@@ -14,9 +14,9 @@ round trip (RFC 6298 §2, alpha = 1/8) lets a node known to be slow keep its pla
 never holds a slot longer than a typical node. One estimator is shared by a node's lookups.
 
 A sample runs from the first send to the answer, whichever copy it answers: unlike the resend
-gap (:mod:`pkdns.dht.resend`, which applies Karn's rule, RFC 6298 §3, because it estimates the
-link's round trip), these times say how long an answer may still come, and on a lossy link an
-answer to the second copy is an answer the lookup should have waited for.
+gap (:mod:`pkdns.dht.resend`, which times an answer from the copy it answers because it
+estimates the link's round trip), these times say how long an answer may still come, and on a
+lossy link an answer to the second copy is an answer the lookup should have waited for.
 """
 
 from __future__ import annotations

@@ -19,7 +19,9 @@ from pkdns.dht import krpc
 from pkdns.dht.krpc import Address, ErrorMessage, Query, Response
 from pkdns.errors import DecodeError
 
-MAX_INFLIGHT = 4096
+MAX_INFLIGHT = 8192
+"""Transaction ids outstanding at once, each copy of a query holding one (an eighth of the
+two-byte id space; a reply must also come from the address asked)."""
 _log = log.get("pkdns.dht")
 
 Reply = Response | ErrorMessage

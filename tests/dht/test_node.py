@@ -14,7 +14,7 @@ from pkdns.dht.ids import distance
 from pkdns.dht.item import sign_item
 from pkdns.dht.krpc import Query, Response
 from pkdns.dht.node import DhtNode
-from pkdns.dht.resend import MIN_GAP
+from pkdns.dht.resend import MIN_GAP, RETRANSMIT
 from pkdns.dht.testnet import Testnet
 from pkdns.errors import DhtError
 
@@ -216,6 +216,20 @@ async def test_the_asker_times_an_answer_from_the_copy_it_answers() -> None:
         assert resends.rtt is not None and resends.rtt < 0.1 and resends.gap() == MIN_GAP
     finally:
         peer.close()
+        await node.close()
+
+
+async def test_a_join_measures_the_round_trip_for_the_first_lookup(testnet: Testnet) -> None:
+    """A cold command looks up right after its join: the hellos' answers already set the
+    resend gap (loopback: the floor), so the first round's lost datagrams are resent after
+    MIN_GAP, not after the unmeasured RETRANSMIT."""
+    node = DhtNode(mode="client")
+    await node.start("127.0.0.1", 0)
+    try:
+        assert node._asker.resends.rtt is None and node._asker.resends.gap() == RETRANSMIT
+        assert await node.join(testnet.bootstrap, timeout=2.0)
+        assert node._asker.resends.gap() == MIN_GAP
+    finally:
         await node.close()
 
 
