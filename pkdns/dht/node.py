@@ -92,7 +92,7 @@ class DhtNode:
         self._upkeep_task: asyncio.Task[None] | None = None
         self._checks: set[asyncio.Task[None]] = set()
         self.joined = asyncio.Event()
-        """Set once a bootstrap round left the routing table a good entry."""
+        """Set once a bootstrap round left a good entry in the routing table."""
         self._size_known = False
         """Does the table hold our own neighbourhood (walked to our id, or restored)? Only then
         does :meth:`RoutingTable.estimated_size` mean something: from what a node that only

@@ -109,7 +109,8 @@ class Asker:
         if reply is not None:
             now = self._clock.monotonic()
             self._health.replied(now)
-            self.resends.answered(False, now - sent, True)  # a sample; not the loss estimate
+            # a sample for the gap; hellos stay out of the loss estimate (known=False)
+            self.resends.answered(known=False, rtt=now - sent, first_copy=True)
         return reply
 
     async def ask(self, addr: Address, query: Query) -> Reply | None:

@@ -63,16 +63,13 @@ class Resends:
         self.retransmit, self.timeout = retransmit, timeout
         self._samples: deque[float] = deque(maxlen=SAMPLES)
         """Round trips of recent answers, each timed from the copy it answers."""
-        self._median: float | None = None
         self.loss = PRIOR_LOSS
         """Moving share of first copies to known nodes that went unanswered."""
 
     @property
     def rtt(self) -> float | None:
         """The median of the recent round trips; None before the first answer."""
-        if self._median is None and self._samples:
-            self._median = statistics.median(self._samples)
-        return self._median
+        return statistics.median(self._samples) if self._samples else None
 
     def gap(self) -> float:
         """Seconds before the first copy (and between copies, doubling)."""
@@ -93,7 +90,6 @@ class Resends:
         the first (``first_copy``) or a resend."""
         if rtt >= 0:
             self._samples.append(rtt)
-            self._median = None
         if known:
             self.loss += (float(not first_copy) - self.loss) * LOSS_GAIN
 
