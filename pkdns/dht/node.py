@@ -101,8 +101,7 @@ class DhtNode:
         """Asked/answered counters and the reachable verdict (status page, /metrics)."""
         self._asker = Asker(lambda: self.protocol, clock, self.health, SendPacer(pace_limit),
                             request_timeout, retransmit,
-                            self._failed, self._seen,
-                            lambda a: self.rtt.node(a) is not None)
+                            self._failed, self._seen, self.rtt)
         self._greeter = Greeter(self.id, self.read_only, self._asker.paced_request,
                                 lambda i, a: self._seen(i, a, self._clock.monotonic()),
                                 join_resend)

@@ -22,6 +22,7 @@ from pkdns.dht.lookup import IterativeLookup, PutMutable
 from pkdns.dht.pacing import SendPacer
 from pkdns.dht.resend import Resends
 from pkdns.dht.routing import ip_key
+from pkdns.dht.rtt import RttEstimator
 from pkdns.dht.transport import KrpcProtocol, Reply
 
 Ask = Callable[[Address, Query], Awaitable[Reply | None]]
@@ -58,7 +59,7 @@ class Asker:
                  pacer: SendPacer, request_timeout: float, retransmit: float,
                  on_failed: Callable[[Address], None],
                  on_seen: Callable[[bytes, Address, float], None],
-                 known: Callable[[Address], bool] = lambda addr: False) -> None:
+                 rtt: RttEstimator | None = None) -> None:
         self._protocol = protocol
         self._clock = clock
         self._health = health
@@ -66,8 +67,9 @@ class Asker:
         self.request_timeout = request_timeout
         self.resends = Resends(retransmit, request_timeout)
         """When unanswered queries are sent again (:mod:`pkdns.dht.resend`)."""
-        self._known = known
-        """Has ``addr`` answered us before? (its silence is then more likely loss)"""
+        self._rtt = rtt if rtt is not None else RttEstimator()
+        """The node's round trips (shared with its lookups): has ``addr`` answered us before?
+        (its silence is then more likely loss); a join's answered hellos are samples too."""
         self._on_failed, self._on_seen = on_failed, on_seen
         self.paced = 0
         """Queries not sent because that destination had had enough from us (SendPacer)."""
@@ -97,10 +99,11 @@ class Asker:
 
     async def paced_request(self, addr: Address, query: Query, wait: float) -> Reply | None:
         """One datagram out when pacing allows, counted for the health verdict (join's). Its
-        answer is a round-trip sample for the resend gap: a cold command's first lookup
-        queries go out right after the join, and would otherwise wait the unmeasured
-        RETRANSMIT before their copies (kernel lab, 30 % loss: a quarter second for every
-        lost datagram of the first round)."""
+        answer is a round-trip sample for the resend gap and the lookups' soft timeout: a
+        cold command's first lookup queries go out right after the join, and would otherwise
+        wait the unmeasured RETRANSMIT before their copies (kernel lab, 30 % loss: a quarter
+        second for every lost datagram of the first round) and hold their slots for the
+        default soft timeout (:meth:`RttEstimator.soft_timeout`)."""
         if not self.pace(addr):
             return None
         sent = self._clock.monotonic()
@@ -111,6 +114,7 @@ class Asker:
             self._health.replied(now)
             # a sample for the gap; hellos stay out of the loss estimate (known=False)
             self.resends.answered(known=False, rtt=now - sent, first_copy=True)
+            self._rtt.hello(addr, now - sent)
         return reply
 
     async def ask(self, addr: Address, query: Query) -> Reply | None:
@@ -124,7 +128,7 @@ class Asker:
         ``answered()`` (asked at each copy) lowers its priority (:data:`ANSWERED_SHARE`)."""
         if not self.may_send(addr, answered()):
             return SKIPPED
-        known = self._known(addr)
+        known = self._rtt.node(addr) is not None
         copies: dict[bytes, float] = {}   # tid -> when that copy went out
 
         def sent_copy(tid: bytes) -> None:  # a tid reused (transport full) keeps its first time

@@ -15,6 +15,7 @@ from pkdns.dht.item import sign_item
 from pkdns.dht.krpc import Query, Response
 from pkdns.dht.node import DhtNode
 from pkdns.dht.resend import MIN_GAP, RETRANSMIT
+from pkdns.dht.rtt import DEFAULT_SOFT
 from pkdns.dht.testnet import Testnet
 from pkdns.errors import DhtError
 
@@ -223,14 +224,18 @@ async def test_the_asker_times_an_answer_from_the_copy_it_answers() -> None:
 async def test_a_join_measures_the_round_trip_for_the_first_lookup(testnet: Testnet) -> None:
     """A cold command looks up right after its join: the hellos' answers already set the
     resend gap (loopback: the floor), so the first round's lost datagrams are resent after
-    MIN_GAP, not after the unmeasured RETRANSMIT."""
+    MIN_GAP, not after the unmeasured RETRANSMIT; and the lookups' soft timeout, so its
+    silent requests free their slots after twice that round trip, not DEFAULT_SOFT."""
     node = DhtNode(mode="client")
     await node.start("127.0.0.1", 0)
     try:
         assert node._asker.resends.rtt is None and node._asker.resends.gap() == RETRANSMIT
+        assert node.rtt.soft_timeout() == DEFAULT_SOFT
         assert await node.join(testnet.bootstrap, timeout=2.0)
         rtt = node._asker.resends.rtt   # loopback: a few ms, so the gap is the floor
         assert rtt is not None and node._asker.resends.gap() == max(MIN_GAP, 4 * rtt)
+        assert any(node.rtt.node(a) is not None for a in testnet.bootstrap)  # known: resent
+        assert node.rtt.soft_timeout() < DEFAULT_SOFT
     finally:
         await node.close()
 

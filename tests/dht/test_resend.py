@@ -12,6 +12,7 @@ from pkdns.dht.krpc import Query
 from pkdns.dht.outbound import Asker
 from pkdns.dht.pacing import SendPacer
 from pkdns.dht.resend import LOSSY, MIN_GAP, RETRANSMIT, SAMPLES, Resends
+from pkdns.dht.rtt import RttEstimator
 from pkdns.dht.transport import KrpcProtocol
 from tests.support.clock import FakeClock
 
@@ -97,9 +98,10 @@ async def test_the_asker_sends_copies_by_what_the_node_knows(fake_clock: FakeClo
     """Through the node's Asker: once loss measures low, a node never heard from gets its
     query once, a known node with copies."""
     proto = _Protocol()
-    known = {("192.0.2.1", 1)}
+    rtt = RttEstimator()
+    rtt.observe(("192.0.2.1", 1), 0.05)
     asker = Asker(lambda: cast(KrpcProtocol, proto), fake_clock, DhtHealth(0.0), SendPacer(0),
-                  2.0, RETRANSMIT, lambda a: None, lambda i, a, t: None, known.__contains__)
+                  2.0, RETRANSMIT, lambda a: None, lambda i, a, t: None, rtt)
     for _ in range(40):
         asker.resends.answered(known=True, rtt=0.05, first_copy=True)
     q = Query(tid=b"", method="get", id=b"\0" * 20, target=b"\1" * 20)
