@@ -25,10 +25,9 @@ from pkdns.dht.getlookup import GetMutableLookup
 from pkdns.dht.item import MutableItem
 from pkdns.dht.krpc import Address
 from pkdns.dht.lookup import IterativeLookup
-from pkdns.dht.sybil import in_prefix
+from pkdns.dht.sybil import Prefix, in_prefix
 
 Seed = tuple[bytes | None, Address]
-Prefix = tuple[int, int]
 Walk = Callable[[bytes, float, Callable[[IterativeLookup], object]], Awaitable[list[Seed]]]
 """A find_node walk toward a target for at most so many seconds: the closest that answered.
 The callback gets the walk as it starts (what it heard so far is read from it meanwhile)."""
@@ -176,7 +175,7 @@ class Around:
         lookup.avoid(p for p in self._known(lookup.target) if not in_prefix(target, p))
 
     async def _look(self, target: bytes, shells: list[bytes], timeout: float,
-                    clusters: list[tuple[int, int]]) -> None:
+                    clusters: list[Prefix]) -> None:
         walks = self._walks.setdefault(target, [])
 
         def started(walk: IterativeLookup) -> None:

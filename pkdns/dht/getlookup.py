@@ -16,7 +16,7 @@ from pkdns.dht.item import MutableItem, check_item
 from pkdns.dht.krpc import Address, Method, Response
 from pkdns.dht.lookup import ALPHA, K_CLOSEST, MAX_QUERIED, Candidate, IterativeLookup, State
 from pkdns.dht.rtt import RttEstimator
-from pkdns.dht.sybil import OFF_TARGET_BITS, QUORUM, cluster_size, shell_targets
+from pkdns.dht.sybil import OFF_TARGET_BITS, QUORUM, Prefix, cluster_size, shell_targets
 from pkdns.errors import VerifyError
 
 FAR_SHELLS = 2
@@ -162,7 +162,7 @@ class GetMutableLookup(IterativeLookup):
         pacing budget gone, SERVFAIL for the next keys; the starved resolve runs out at once)."""
         return any(c.state is State.NEW and not c.shunned for c in self._cands.values())
 
-    def clusters(self) -> list[tuple[int, int]]:
+    def clusters(self) -> list[Prefix]:
         """The id prefixes ``(value, bits)`` of the clusters this get knows: those passed by,
         and the one around the key (its members share the bits of the farthest with it, at
         least OFF_TARGET_BITS: a neighbourhood taken for a cluster on a badly estimated

@@ -33,7 +33,7 @@ from pkdns.dht.krpc import Address, ErrorMessage, Method, Response
 from pkdns.dht.put import PutMutable, PutResult
 from pkdns.dht.routing import ip_key, is_valid_contact, subnet_key
 from pkdns.dht.rtt import RttEstimator
-from pkdns.dht.sybil import in_prefix, off_target_clusters
+from pkdns.dht.sybil import Prefix, in_prefix, off_target_clusters
 
 ALPHA = 4
 K_CLOSEST = 20
@@ -105,7 +105,7 @@ class IterativeLookup:
                  rtt: RttEstimator | None = None, network_size: int = 0) -> None:
         self.target = target
         self.network_size = network_size
-        self._shunned: list[tuple[int, int]] = []
+        self._shunned: list[Prefix] = []
         self.deadline = now + timeout
         self.own_id = own_id
         self.k, self.alpha, self.max_queried = k, alpha, max_queried
@@ -148,7 +148,7 @@ class IterativeLookup:
         candidate inside them (the replier too), shunned."""
         self.avoid(off_target_clusters(named, self.target, self.network_size))
 
-    def avoid(self, prefixes: Iterable[tuple[int, int]]) -> None:
+    def avoid(self, prefixes: Iterable[Prefix]) -> None:
         """Pass by the clusters with these id prefixes ``(value, bits)``: also those another
         lookup found (a walk beside a get: kernel lab, traced, 86 of 97 replies to the walks
         of a resolve that printed nothing came from clusters its get had passed by)."""

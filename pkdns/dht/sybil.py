@@ -37,6 +37,9 @@ for :func:`off_target_clusters` to call them a cluster: 8 contacts sharing 30 bi
 the target; even one whose bucket for it is empty names its own neighbourhood, about 20 bits."""
 MIN_NAMED = 4
 """Fewer contacts than this in a reply say nothing about how they are packed."""
+Prefix = tuple[int, int]
+"""An id prefix ``(value, bits)``: the first ``bits`` of an id, as an int (a cluster's)."""
+
 OFF_TARGET_BITS = 16
 """How many more bits a cluster's members share with each other than with the target, for it
 to be planted away from the target (next to another key). Members of a cluster planted next to
@@ -45,7 +48,7 @@ them): those are :func:`cluster_size`'s to judge, their older packet held back, 
 
 
 def off_target_clusters(ids: Sequence[bytes], target: bytes,
-                        network_size: int) -> list[tuple[int, int]]:
+                        network_size: int) -> list[Prefix]:
     """The id prefixes ``(value, bits)`` of clusters that one reply named instead of contacts
     near ``target``.
 
@@ -96,7 +99,7 @@ def shell_targets(target: bytes, depth: int, cluster_depth: int, n: int = SHELLS
     return [(t ^ (1 << (ID_BITS - 1 - b))).to_bytes(len(target), "big") for b in shells]
 
 
-def in_prefix(node_id: int, prefix: tuple[int, int], bits: int = ID_BITS) -> bool:
+def in_prefix(node_id: int, prefix: Prefix, bits: int = ID_BITS) -> bool:
     """Does ``node_id`` (an id as an int, or the first ``bits`` of one: a prefix itself) lie
     inside ``prefix`` (value, bits)?"""
     value, length = prefix
