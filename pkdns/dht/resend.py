@@ -22,7 +22,7 @@ would discard the samples of answers that came after a copy went out, is not nee
 matters for the gap: with Karn's rule a gap shorter than the round trip never learns
 otherwise (every answer comes after the copy), so it needed a high floor. The gap before the
 first copy is RETRANSMIT until the first sample, then 4 x the median of recent round trips,
-never under MIN_GAP: on the internet (150 ms) about 0.6 s, on a LAN or a loopback lab 0.1 s.
+never under MIN_GAP: on the internet (150 ms) about 0.6 s, on a LAN or a loopback lab 0.05 s.
 The median, not RFC 6298's smoothed mean: Mainline's few round trips over a second pull the
 mean up (simulator: 4 x the mean made the gap 0.93 s, so a 2 s request got one copy instead of
 two, and at 50 % loss 92 % of lookups found the key instead of 97 %).
@@ -40,12 +40,14 @@ RETRANSMIT = 0.25
 timeout) until a round trip was measured."""
 SAMPLES = 64
 """Recent round trips the gap is taken from."""
-MIN_GAP = 0.1
-"""The floor of the measured gap: a busy event loop or a node's scheduling adds tens of
-milliseconds that are not loss. Kernel lab (loopback, 30 % loss, 50 cold ``pkdns resolve``,
-one seed): with the 0.25 s floor this replaced, a lost datagram cost a quarter second and the
-median time to the answer was 0.54 s; with this one 0.44 s (0.33 s in the next full run, once
-the join's answers were samples too)."""
+MIN_GAP = 0.05
+"""The floor of the measured gap: a busy event loop or a node's scheduling adds milliseconds
+to tens of milliseconds that are not loss. Unbound's floor for its resend timeout is the same
+50 ms (``infra-cache-min-rtt``). Only a fast link (a LAN, a loopback lab) meets it: on the
+internet 4 x the median round trip is far above it. Kernel lab (loopback, 30 % loss, 50 cold
+``pkdns resolve``, one seed): with a 0.25 s floor a lost datagram cost a quarter second and the
+median time to the answer was 0.54 s, with 0.1 s 0.44 s (0.33 s in the next full run, once the
+join's answers were samples too)."""
 LOSSY = 0.35
 """Share of first copies to known nodes left unanswered from which nodes never heard from
 get copies too: about 20 % loss each way. The simulator's Mainline (5 % each way, heavy-tailed
