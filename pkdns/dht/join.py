@@ -46,8 +46,9 @@ SAVED_HELLOS = 16
 
 MAX_HINTS = 256
 HINT_FAILS = 2
-"""Unanswered queries (resends included) after which a hint is no seed: as a routing-table
-entry is bad after MAX_FAILS (BEP 5), but a hint is not in the table to count them."""
+"""Unanswered queries in a row (resends included) after which a hint is no seed: as a
+routing-table entry is bad after MAX_FAILS (BEP 5), but a hint is not in the table to count
+them."""
 
 Attempt = Callable[[float], Coroutine[Any, Any, Reply | None]]
 """Send one query that waits at most the given seconds for its reply."""
@@ -182,6 +183,10 @@ class Greeter:
             if (n.id != self.own_id and len(self.hints) < MAX_HINTS
                     and self._silent.get(n.addr, 0) < HINT_FAILS):
                 self.hints[n.addr] = n.id
+
+    def answered(self, addr: Address) -> None:
+        """``addr`` answered: its earlier silence was loss, as a table entry's would be."""
+        self._silent.pop(addr, None)
 
     def failed(self, addr: Address) -> None:
         """A query to ``addr`` went unanswered. A hint silent HINT_FAILS times is dropped and

@@ -168,6 +168,7 @@ class DhtNode:
 
     def _seen(self, node_id: bytes, addr: Address, now: float) -> None:
         """Add a contact; a full bucket with a questionable entry has it pinged first."""
+        self._greeter.answered(addr)
         if isinstance(added := self.table.add(node_id, addr[0], addr[1], now), PingFirst):
             self._spawn(self._check(added.entry.addr))
 

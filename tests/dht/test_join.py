@@ -191,6 +191,20 @@ def test_a_hint_silent_twice_is_no_seed_and_is_not_taken_again() -> None:
     assert [a for _, a in greeter.seeds([], PEER)] == [live.addr]
 
 
+def test_a_hint_that_answers_starts_its_count_again() -> None:
+    """Twice silent *in a row*, as for a table entry: at 30 % loss a live node is silent now
+    and then, and an answer between two losses shows it is alive."""
+    async def never(addr: Address, query: Query, wait: float) -> None:
+        return None
+    greeter = Greeter(ID, True, never, lambda i, a: None)
+    lossy = NodeInfo(b"\x05" * 20, "10.0.0.5", 6881)
+    greeter.hint([lossy])
+    greeter.failed(lossy.addr)
+    greeter.answered(lossy.addr)
+    greeter.failed(lossy.addr)
+    assert [a for _, a in greeter.seeds([], PEER)] == [lossy.addr]
+
+
 class _NamesTheSilent(asyncio.DatagramProtocol):
     """A bootstrap host whose greeting lists ``silent`` (dead nodes its table kept); it
     answers a get with no value and no contacts."""
