@@ -46,7 +46,7 @@ to tens of milliseconds that are not loss. Unbound's floor for its resend timeou
 50 ms (``infra-cache-min-rtt``). Only a fast link (a LAN, a loopback lab) meets it: on the
 internet 4 x the median round trip is far above it. Kernel lab (loopback, 30 % loss, 50 cold
 ``pkdns resolve``, one seed): with a 0.25 s floor a lost datagram cost a quarter second and the
-median time to the answer was 0.54 s, with 0.1 s 0.38 s, with this one 0.19 s (full runs:
+median time to the answer was 0.54 s, with 0.1 s 0.36-0.44 s, with this one 0.19 s (full runs:
 0.29-0.37 s, libtorrent 0.39-0.62 s)."""
 LOSSY = 0.35
 """Share of first copies to known nodes left unanswered from which nodes never heard from
