@@ -189,11 +189,11 @@ class Greeter:
         self._silent.pop(addr, None)
 
     def failed(self, addr: Address) -> None:
-        """A query to ``addr`` went unanswered. A hint silent HINT_FAILS times is dropped and
-        not taken again: every lookup's seeds would start with it (kernel lab, traced: the
-        bootstrap host named five dead nodes for a key's far half; all eight walks of a look
-        around the key asked them first, 8 timeouts each, and the next look's walks asked
-        them again, out of a 2 s budget)."""
+        """A query to ``addr`` went unanswered. A hint silent HINT_FAILS times in a row is
+        dropped and not taken again: every lookup's seeds would start with it (kernel lab,
+        traced: the bootstrap host named five dead nodes for a key's far half; all eight walks
+        of a look around the key asked them first, 8 timeouts each, and the next look's walks
+        asked them again, out of a 2 s budget)."""
         if addr not in self.hints:
             return
         self._silent[addr] = n = self._silent.get(addr, 0) + 1

@@ -63,9 +63,10 @@ class RttEstimator:
 
     def observe(self, addr: Address, rtt: float) -> None:
         """``addr`` answered a lookup's request ``rtt`` seconds after we asked."""
-        if rtt >= 0:
-            self.answer_rate += (1.0 - self.answer_rate) * ANSWER_RATE_GAIN
-            self.hello(addr, rtt)
+        if rtt < 0:
+            return
+        self.answer_rate += (1.0 - self.answer_rate) * ANSWER_RATE_GAIN
+        self.hello(addr, rtt)
 
     def hello(self, addr: Address, rtt: float) -> None:
         """``addr`` answered a join's hello ``rtt`` seconds after that copy went out: a round
