@@ -28,8 +28,9 @@ def test_resend_offsets_double_up_to_the_cap() -> None:
 
 def test_hello_offsets_stay_steady_for_the_first_second() -> None:
     assert resend_offsets(4.0, steady=1.0) == [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5]
-    assert hello_offsets(4.0) == [0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5]
+    assert hello_offsets(4.0) == [0.0, 0.05, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5]
     assert hello_offsets(0.05) == [0.0]
+    assert hello_offsets(0.06) == [0.0, 0.05]
 
 
 def test_a_join_through_one_lossy_host_resends_every_quarter_second() -> None:
@@ -52,7 +53,7 @@ def test_a_join_through_one_lossy_host_resends_every_quarter_second() -> None:
         await asyncio.gather(*tasks)
 
     run_in_virtual_time(join())
-    assert sent == pytest.approx([0.0, 0.1, 0.25, 0.5, 0.75, 1.0])  # 0.1: the early copy
+    assert sent == pytest.approx([0.0, 0.05, 0.25, 0.5, 0.75, 1.0])  # 0.05: the early copy
 
 
 def test_a_late_reply_to_the_first_attempt_still_wins() -> None:
