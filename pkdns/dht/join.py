@@ -39,10 +39,11 @@ bootstrap nodes every 0.25 s)."""
 HELLO_EARLY = 0.05
 """One extra copy of each hello this soon after the first, before the steady resends: a
 one-shot command waits on the first answer, and the copy costs one datagram per host. The
-resend gap's floor (:data:`pkdns.dht.resend.MIN_GAP`): on the internet a bootstrap host's
-round trip is mostly longer than 0.1 s, so the copy went out before the answer then too;
-on a fast link a lost first hello cost the whole wait (kernel lab, loopback with 30 % loss,
-traced: one cold ``pkdns resolve`` in six joined at the copy, 0.1 s after its first hellos)."""
+same 50 ms as the resend gap's floor (:data:`pkdns.dht.resend.MIN_GAP`, which imports this
+module), down from 0.1 s: on the internet a bootstrap host's round trip is mostly longer than
+either, so the copy goes out before its answer anyway; on a fast link a lost first hello cost
+the whole wait (kernel lab, loopback with 30 % loss, traced: one cold ``pkdns resolve`` in six
+joined at the copy, 0.1 s after its first hellos)."""
 RESEND_MAX = 2.0
 """Resends never get further apart than this (mainline's own request timeout)."""
 SAVED_HELLOS = 16
